@@ -1,0 +1,31 @@
+# The README's two commands: `make demo` and `make test`. Both start from a clean clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typing unit venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	@bash scripts/demo.sh
+
+test: $(STAMP)
+	$(BIN)/tox run -e lint,typing,py
+
+# Quicker loops while developing (same tools, no tox environments).
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+typing: $(STAMP)
+	$(BIN)/mypy
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
+
+clean:
+	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,5 @@
+"""Allow ``python -m mspauto``."""
+
+from mspauto.cli import main
+
+main()

@@ -1,0 +1,60 @@
+"""The application object every command receives through ``ctx.obj``."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+if TYPE_CHECKING:
+    from mspauto.config import Settings
+    from mspauto.project import Project
+
+__all__ = ["Application", "pass_app"]
+
+
+class Application:
+    """Shared state of one CLI invocation: settings, the loaded project, output helpers."""
+
+    def __init__(self, project_dir: Path | None) -> None:
+        self._project_dir = project_dir
+
+    @cached_property
+    def settings(self) -> Settings:
+        """Project locations (from ``--project``, ``$MSPAUTO_PROJECT`` or the cwd)."""
+        from mspauto.config import Settings
+
+        return Settings.load(self._project_dir)
+
+    @cached_property
+    def project(self) -> Project:
+        """The loaded project, problems included (see :meth:`usable_project`)."""
+        from mspauto.project import load_project
+
+        return load_project(self.settings)
+
+    def usable_project(self) -> Project:
+        """The project, or abort listing its errors: commands never act on broken files."""
+        project = self.project
+        if project.errors:
+            for problem in project.errors:
+                click.echo(str(problem), err=True)
+            count = len(project.errors)
+            self.abort(f"{count} error{'s' if count != 1 else ''} in the project files; "
+                       "fix them first ('mspauto validate' lists them)")
+        return project
+
+    def abort(self, message: str, code: int = 1) -> NoReturn:
+        """Stop with one clear line on stderr."""
+        click.echo(f"error: {message}", err=True)
+        raise click.exceptions.Exit(code)
+
+    def print_json(self, data: Any) -> None:
+        """Machine-readable output for ``--format json``."""
+        click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+pass_app = click.make_pass_decorator(Application)

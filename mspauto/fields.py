@@ -1,0 +1,232 @@
+"""Field types shared by the inventory and policy models, each with a clear error message."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
+
+__all__ = [
+    "CronExpression",
+    "Duration",
+    "Name",
+    "Port",
+    "SecretRef",
+    "StrictModel",
+    "TimeZoneName",
+    "Vars",
+    "format_duration",
+    "parse_duration",
+    "secret_variable",
+]
+
+
+class StrictModel(BaseModel):
+    """Base of every model read from YAML: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"'{value}' is not a valid name: start with a letter or digit, then use only "
+            "letters, digits, '.', '_' or '-' (at most 128 characters)"
+        )
+    return value
+
+
+Name = Annotated[
+    str,
+    AfterValidator(_check_name),
+    WithJsonSchema({"type": "string", "pattern": _NAME.pattern}),
+]
+"""Name of a client, site, group, host, credential, ring or policy."""
+
+
+def _check_port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"must be 1..65535 (got {value})")
+    return value
+
+
+Port = Annotated[
+    int,
+    AfterValidator(_check_port),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 65535}),
+]
+
+
+def _check_zone(value: str) -> str:
+    if value not in _known_zones():
+        close = [z for z in _known_zones() if z.lower() == value.lower()]
+        hint = f" (did you mean '{close[0]}'?)" if close else " such as Europe/Berlin"
+        raise ValueError(f"'{value}' is not an IANA time zone{hint}")
+    return value
+
+
+_zones: set[str] = set()
+
+
+def _known_zones() -> set[str]:
+    if not _zones:
+        _zones.update(zoneinfo.available_timezones())
+    return _zones
+
+
+TimeZoneName = Annotated[
+    str,
+    AfterValidator(_check_zone),
+    WithJsonSchema({"type": "string", "description": "IANA time zone, e.g. America/New_York"}),
+]
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"90m"``, ``"24h"``, ``"14d"``, ``"2w"`` -> :class:`timedelta`."""
+    if isinstance(value, timedelta):
+        return value
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"must be a duration like 30m, 24h, 14d or 2w (got {value!r})")
+    return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+def format_duration(value: timedelta) -> str:
+    """Inverse of :func:`parse_duration`: the largest exact unit among d, h, m, s."""
+    seconds = int(value.total_seconds())
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\d+[smhdw]$", "examples": ["24h", "14d"]}),
+]
+
+
+def _check_cron(value: str) -> str:
+    from croniter import croniter
+
+    if not croniter.is_valid(value) or len(value.split()) != 5:
+        raise ValueError(
+            f"'{value}' is not a 5-field cron expression (minute hour day month weekday),"
+            " e.g. '0 2 * * sat'"
+        )
+    return value
+
+
+CronExpression = Annotated[
+    str,
+    AfterValidator(_check_cron),
+    WithJsonSchema({"type": "string", "description": "5-field cron, e.g. '0 2 * * sat'"}),
+]
+
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Variable names that hold secrets in Ansible; a value here would be a secret in plain text.
+_SECRET_VAR = re.compile(
+    r"(^ansible_(ssh_)?pass$|^ansible_(become|winrm|httpapi)_pass(word)?$|"
+    r"(^|_)(password|passwd|passphrase|secret|token|api_?key|private_key)$)",
+    re.IGNORECASE,
+)
+
+
+def secret_variable(name: str, value: Any) -> bool:
+    """True when a variable looks like a secret written in plain text.
+
+    A Jinja reference (``"{{ vault_db_password }}"``) is not a secret itself.
+    """
+    is_reference = isinstance(value, str) and value.strip().startswith("{{")
+    return bool(_SECRET_VAR.search(name)) and isinstance(value, str) and bool(value) and (
+        not is_reference
+    )
+
+
+def _check_vars(value: dict[str, Any]) -> dict[str, Any]:
+    for name, item in value.items():
+        if not _VAR_NAME.match(name):
+            raise ValueError(
+                f"'{name}' is not a valid variable name (letters, digits and '_', "
+                "not starting with a digit)"
+            )
+        if secret_variable(name, item):
+            raise ValueError(
+                f"'{name}' looks like a secret written in plain text; define it as a "
+                "client credential referenced by env:, file:, vault: or keyring:"
+            )
+    return value
+
+
+Vars = Annotated[dict[str, Any], AfterValidator(_check_vars)]
+"""Free-form variables passed to playbooks; names are Ansible-valid, no plain secrets."""
+
+
+class SecretRef(StrictModel):
+    """Where a secret lives. The secret itself is never written in our files.
+
+    Exactly one of: ``env`` (an environment variable of the control node), ``file``
+    (a file readable only by the control node's user), ``vault`` (an ansible-vault
+    encrypted YAML file, optionally with ``vault_key`` naming the key inside it), or
+    ``keyring`` (``service/username`` in the OS keyring).
+    """
+
+    env: str | None = None
+    file: Path | None = None
+    vault: Path | None = None
+    vault_key: str | None = None
+    keyring: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_plain_secret(cls, data: Any) -> Any:
+        if isinstance(data, str | int | float):
+            raise ValueError(
+                "secrets are never written in inventory or policy files; reference one "
+                "instead: {env: VAR}, {file: PATH}, {vault: FILE} or {keyring: SERVICE/USER}"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> SecretRef:
+        sources = [s for s in ("env", "file", "vault", "keyring") if getattr(self, s)]
+        if len(sources) != 1:
+            raise ValueError(
+                "give exactly one of env, file, vault or keyring"
+                + (f" (got {', '.join(sources)})" if sources else "")
+            )
+        if self.vault_key and not self.vault:
+            raise ValueError("vault_key only goes with vault")
+        if self.keyring and "/" not in self.keyring:
+            raise ValueError("keyring must be SERVICE/USERNAME")
+        return self
+
+    def describe(self) -> str:
+        """A safe, human-readable description (never the secret itself)."""
+        if self.env:
+            return f"env:{self.env}"
+        if self.file:
+            return f"file:{self.file}"
+        if self.vault:
+            return f"vault:{self.vault}" + (f"#{self.vault_key}" if self.vault_key else "")
+        return f"keyring:{self.keyring}"

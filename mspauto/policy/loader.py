@@ -1,0 +1,76 @@
+"""Read every policy document under ``policies/`` (recursively, several per file allowed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from difflib import get_close_matches
+from pathlib import Path
+
+from mspauto.inventory.loader import YAML_SUFFIXES
+from mspauto.policy.models import KINDS, Policy
+from mspauto.problems import ConfigError, Location, Problem, display_path
+from mspauto.validation import validate_document
+from mspauto.yamlsource import YamlDocument, load_yaml_documents
+
+__all__ = ["LoadedPolicy", "load_policies"]
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A validated policy and the document it came from."""
+
+    policy: Policy
+    doc: YamlDocument
+
+    @property
+    def location(self) -> Location:
+        """Where the policy starts."""
+        return self.doc.location()
+
+
+def load_policies(root: Path, policies_dir: Path) -> tuple[list[LoadedPolicy], list[Problem]]:
+    """Validate every policy document; collect one problem per mistake."""
+    if not policies_dir.is_dir():
+        return [], [Problem(Location(str(display_path(root, policies_dir))), "",
+                            "policies folder not found; create it and add at least one "
+                            "'kind: contract' policy")]
+    loaded: list[LoadedPolicy] = []
+    problems: list[Problem] = []
+    files = sorted(p for p in policies_dir.rglob("*")
+                   if p.is_file() and p.suffix in YAML_SUFFIXES
+                   and not any(part.startswith((".", "_")) for part in p.relative_to(policies_dir).parts))
+    for path in files:
+        try:
+            docs = load_yaml_documents(path, str(display_path(root, path)))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if not any(doc.data is not None for doc in docs):
+            problems.append(Problem(Location(str(display_path(root, path)), 1), "",
+                                    "file is empty; a policy file holds one or more "
+                                    "documents, each starting with 'kind:'"))
+        for doc in docs:
+            if doc.data is None:
+                continue
+            policy, doc_problems = _validate(doc)
+            problems.extend(doc_problems)
+            if policy is not None:
+                loaded.append(LoadedPolicy(policy, doc))
+    return loaded, problems
+
+
+def _validate(doc: YamlDocument) -> tuple[Policy | None, list[Problem]]:
+    kinds = ", ".join(KINDS)
+    if not isinstance(doc.data, dict):
+        return None, [Problem(doc.location(), "",
+                              f"a policy is a mapping starting with 'kind:' ({kinds})")]
+    kind = doc.data.get("kind")
+    if kind is None:
+        return None, [Problem(doc.location(), "kind", f"required key is missing; one of {kinds}")]
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        close = get_close_matches(str(kind), list(KINDS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f"; one of {kinds}"
+        return None, [Problem(doc.location(("kind",)), "kind", f"unknown kind '{kind}'{hint}")]
+    policy, problems = validate_document(model, doc.data, doc)
+    return policy, problems

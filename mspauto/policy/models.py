@@ -1,0 +1,298 @@
+"""Policy kinds: what must be maintained, where, when, and what the contract promises.
+
+Each YAML document under ``policies/`` is one policy; ``kind:`` picks its model:
+
+- ``patch``: OS/application updates (approvals, windows, reboots, rings, checks)
+- ``backup``: verify backups are recent, sane and restorable (RPO)
+- ``baseline``: audit (and optionally remediate) hardening rule packs
+- ``contract``: the SLA a client bought (patch deadlines, RPO, baseline floor)
+- ``waiver``: an approved, expiring exception to a rule, package or backup job
+"""
+
+from __future__ import annotations
+
+from datetime import date, time, timedelta
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import Field, TypeAdapter, field_validator, model_validator
+
+from mspauto.fields import CronExpression, Duration, Name, SecretRef, StrictModel, TimeZoneName
+from mspauto.inventory.selectors import Selector
+
+__all__ = [
+    "KINDS",
+    "ApprovalRule",
+    "BackupJob",
+    "BackupPolicy",
+    "BaselinePolicy",
+    "Contract",
+    "PatchPolicy",
+    "Policy",
+    "Schedule",
+    "Severity",
+    "Waiver",
+    "policy_adapter",
+]
+
+Severity = Literal["critical", "high", "medium", "low", "unrated"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low", "unrated")
+Classification = Literal["security", "bugfix", "enhancement", "definition", "driver", "other"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class Schedule(StrictModel):
+    """When a policy runs: a cron expression read in a time zone.
+
+    ``timezone: client`` reads the cron in each targeted client's own zone, so one
+    policy can mean "02:00 local" for clients on different continents.
+    """
+
+    cron: CronExpression
+    timezone: TimeZoneName | Literal["client"]
+
+
+class MaintenanceWindow(StrictModel):
+    """When changes may be made, in the client's local time."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1)
+    start: time
+    duration: Duration
+
+    @field_validator("duration")
+    @classmethod
+    def _within_a_week(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=15) <= value <= timedelta(days=7):
+            raise ValueError("a maintenance window lasts between 15m and 7d")
+        return value
+
+
+class _PolicyBase(StrictModel):
+    name: Name
+    description: str | None = None
+
+
+class _TargetedPolicy(_PolicyBase):
+    targets: Selector
+    schedule: Schedule
+    enabled: bool = True
+
+
+class ApprovalMatch(StrictModel):
+    """Which updates an approval rule covers; empty lists match everything."""
+
+    severities: list[Severity] = Field(default_factory=list)
+    classifications: list[Classification] = Field(default_factory=list)
+    names: list[str] = Field(
+        default_factory=list, description="regular expressions on the package/KB name"
+    )
+
+    @field_validator("names")
+    @classmethod
+    def _valid_regexes(cls, value: list[str]) -> list[str]:
+        import re
+
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"'{pattern}' is not a valid regular expression: {exc}") from None
+        return value
+
+
+class ApprovalRule(StrictModel):
+    """What to do with matching updates. The first matching rule wins."""
+
+    match: ApprovalMatch = Field(default_factory=ApprovalMatch)
+    action: Literal["auto", "manual", "defer", "reject"]
+    defer: Duration | None = None
+
+    @model_validator(mode="after")
+    def _defer_needs_delay(self) -> ApprovalRule:
+        if self.action == "defer" and self.defer is None:
+            raise ValueError("action 'defer' needs 'defer: <duration>' (e.g. 7d)")
+        if self.action != "defer" and self.defer is not None:
+            raise ValueError("'defer' only goes with action: defer")
+        return self
+
+
+class RebootSettings(StrictModel):
+    """Whether and when hosts reboot after patching."""
+
+    policy: Literal["never", "if-required", "always"] = "if-required"
+    window: MaintenanceWindow | None = None
+
+
+class RolloutStage(StrictModel):
+    """One ring of a staged rollout; later rings wait for this one."""
+
+    ring: Name
+    stop_if_failed_percent: float = Field(default=10, ge=0, le=100)
+    wait: Duration = timedelta(0)
+
+
+class HealthChecks(StrictModel):
+    """Checked before and after patching; a failure stops the host's patching."""
+
+    services: list[str] = Field(default_factory=list)
+    min_free_disk_mb: int | None = Field(default=None, ge=0)
+    commands: list[str] = Field(default_factory=list)
+
+
+class PatchPolicy(_TargetedPolicy):
+    """Install approved updates in the maintenance window (``schedule`` is the install
+    run; ``scan_schedule`` the read-only scan)."""
+
+    kind: Literal["patch"]
+    scan_schedule: Schedule | None = None
+    window: MaintenanceWindow | None = None
+    approvals: list[ApprovalRule] = Field(
+        default_factory=lambda: [ApprovalRule(action="auto")], min_length=1
+    )
+    holds: list[str] = Field(default_factory=list, description="package/KB name patterns")
+    reboot: RebootSettings = Field(default_factory=RebootSettings)
+    rollout: list[RolloutStage] = Field(default_factory=list)
+    pre_checks: HealthChecks = Field(default_factory=HealthChecks)
+    post_checks: HealthChecks = Field(default_factory=HealthChecks)
+    retries: int = Field(default=1, ge=0, le=5)
+    catch_up: bool = Field(
+        default=True, description="patch hosts that were offline in their window at next sight"
+    )
+
+
+BackupProvider = Literal[
+    "restic", "borg", "windows-server-backup", "veeam-agent", "veeam-br", "file-age"
+]
+
+
+class BackupJob(StrictModel):
+    """One backup whose results are checked on each targeted host."""
+
+    name: Name
+    provider: BackupProvider
+    repository: str | None = None
+    password: SecretRef | None = None
+    path: str | None = None
+    rpo: Duration | None = None
+    min_files: int | None = Field(default=None, ge=0)
+    min_size_mb: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> BackupJob:
+        if self.provider in {"restic", "borg"} and not self.repository:
+            raise ValueError(f"provider {self.provider} needs 'repository'")
+        if self.provider == "file-age" and not self.path:
+            raise ValueError("provider file-age needs 'path' (the file or folder to age)")
+        return self
+
+
+class RestoreTest(StrictModel):
+    """Periodic restore of sample paths into a scratch folder, compared by hash."""
+
+    every: Duration = timedelta(days=90)
+    sample_paths: list[str] = Field(min_length=1)
+
+
+class BackupPolicy(_TargetedPolicy):
+    """Verify that backups ran, are recent enough and are restorable."""
+
+    kind: Literal["backup"]
+    jobs: list[BackupJob] = Field(min_length=1)
+    rpo: Duration = timedelta(hours=24)
+    restore_test: RestoreTest | None = None
+
+
+class BaselinePolicy(_TargetedPolicy):
+    """Audit hosts against hardening rule packs."""
+
+    kind: Literal["baseline"]
+    packs: list[Name] = Field(min_length=1)
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="rule id -> expected value for these hosts"
+    )
+    remediate: Literal["never", "on-request", "auto"] = "on-request"
+
+
+def _default_deadlines() -> dict[Severity, timedelta]:
+    # UK Cyber Essentials: 14 days for critical/high and unrated; others per common MSP SLAs.
+    return {
+        "critical": timedelta(days=14),
+        "high": timedelta(days=30),
+        "medium": timedelta(days=60),
+        "low": timedelta(days=90),
+        "unrated": timedelta(days=14),
+    }
+
+
+class Contract(_PolicyBase):
+    """The service levels promised to a client; reports are judged against these."""
+
+    kind: Literal["contract"]
+    patch_deadlines: dict[Severity, Duration] = Field(default_factory=_default_deadlines)
+    patch_clock_starts: Literal["release", "detection"] = "release"
+    rpo: Duration = timedelta(hours=24)
+    backup_success_percent: float = Field(default=95, ge=0, le=100)
+    restore_test_every: Duration = timedelta(days=90)
+    baseline_score_floor: float = Field(default=80, ge=0, le=100)
+    coverage_floor_percent: float = Field(default=95, ge=0, le=100)
+
+    @field_validator("patch_deadlines")
+    @classmethod
+    def _every_severity(cls, value: dict[Severity, timedelta]) -> dict[Severity, timedelta]:
+        missing = [s for s in SEVERITIES if s not in value]
+        if missing:
+            raise ValueError(
+                "give a deadline for every severity; missing: " + ", ".join(missing)
+            )
+        return value
+
+
+class Waiver(_PolicyBase):
+    """An approved exception: a rule, package or backup job excused on some hosts."""
+
+    kind: Literal["waiver"]
+    rule: str | None = None
+    package: str | None = None
+    backup_job: Name | None = None
+    targets: Selector
+    justification: str = Field(min_length=10)
+    approved_by: str = Field(min_length=1)
+    approved_on: date
+    expires: date
+
+    @model_validator(mode="after")
+    def _one_subject_and_sane_dates(self) -> Waiver:
+        subjects = [s for s in ("rule", "package", "backup_job") if getattr(self, s)]
+        if len(subjects) != 1:
+            raise ValueError("a waiver covers exactly one of rule, package or backup_job")
+        if self.expires <= self.approved_on:
+            raise ValueError("expires must be after approved_on")
+        return self
+
+    @property
+    def subject(self) -> str:
+        """``rule:ID``, ``package:NAME`` or ``backup_job:NAME``."""
+        for field in ("rule", "package", "backup_job"):
+            value = getattr(self, field)
+            if value:
+                return f"{field}:{value}"
+        raise AssertionError("validated to have one subject")
+
+
+Policy: TypeAlias = Annotated[
+    PatchPolicy | BackupPolicy | BaselinePolicy | Contract | Waiver,
+    Field(discriminator="kind"),
+]
+
+KINDS: dict[str, type[PatchPolicy | BackupPolicy | BaselinePolicy | Contract | Waiver]] = {
+    "patch": PatchPolicy,
+    "backup": BackupPolicy,
+    "baseline": BaselinePolicy,
+    "contract": Contract,
+    "waiver": Waiver,
+}
+
+
+def policy_adapter() -> TypeAdapter[Policy]:
+    """Validator (and JSON Schema source) for any policy document."""
+    return TypeAdapter(Policy)

@@ -1,0 +1,176 @@
+"""A whole project: inventory and policies loaded together and checked against each other."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from difflib import get_close_matches
+from typing import Any
+
+from mspauto.config import Settings
+from mspauto.inventory.loader import load_inventory
+from mspauto.inventory.resolve import Host, Inventory
+from mspauto.inventory.selectors import Selector, is_pattern
+from mspauto.policy.loader import LoadedPolicy, load_policies
+from mspauto.policy.models import Contract, Waiver
+from mspauto.problems import Problem
+
+__all__ = ["WAIVER_WARNING_DAYS", "Project", "load_project"]
+
+WAIVER_WARNING_DAYS = 14
+
+
+@dataclass(frozen=True)
+class Project:
+    """Everything ``validate`` understood, and everything wrong with it."""
+
+    settings: Settings
+    inventory: Inventory
+    policies: list[LoadedPolicy]
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        """Problems that make the project unusable as written."""
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        """Problems worth a look that do not stop anything."""
+        return [p for p in self.problems if p.severity == "warning"]
+
+    def contracts(self) -> dict[str, Contract]:
+        """Contracts by name."""
+        return {p.policy.name: p.policy for p in self.policies if isinstance(p.policy, Contract)}
+
+    def client_summary(self, name: str) -> dict[str, Any]:
+        """One client at a glance: who, where, how many hosts of which platform."""
+        client = self.inventory.clients[name]
+        hosts = list(client.hosts.values())
+        policies = {loaded.policy.name for host in hosts for loaded in self.policies_for(host)}
+        return {
+            "client": name,
+            "display_name": client.spec.display_name,
+            "timezone": client.spec.timezone,
+            "contract": client.spec.contract,
+            "hosts": len(hosts),
+            "platforms": dict(Counter(h.platform for h in hosts).most_common()),
+            "sites": len(client.sites),
+            "policies": len(policies),
+        }
+
+    def policies_for(self, host: Host) -> list[LoadedPolicy]:
+        """Policies and waivers whose targets select ``host``."""
+        selected = []
+        for loaded in self.policies:
+            targets = getattr(loaded.policy, "targets", None)
+            if isinstance(targets, Selector) and targets.matches(host):
+                selected.append(loaded)
+        return selected
+
+
+def load_project(settings: Settings, today: date | None = None) -> Project:
+    """Load and cross-check the project; never raises for mistakes in the user's files."""
+    today = today or datetime.now(UTC).date()
+    inventory, problems, broken_clients = load_inventory(settings.root, settings.inventory_dir)
+    policies, policy_problems = load_policies(settings.root, settings.policies_dir)
+    problems += policy_problems
+    problems += _duplicate_policy_names(policies)
+    problems += _contract_references(inventory, policies)
+    problems += _target_problems(inventory, policies, broken_clients)
+    problems += _waiver_dates(policies, today)
+    problems += _known_hosts_warnings(settings, inventory)
+    problems.sort(key=lambda p: (p.location.file, p.location.line or 0))
+    return Project(settings, inventory, policies, problems)
+
+
+def _duplicate_policy_names(policies: list[LoadedPolicy]) -> Iterator[Problem]:
+    first: dict[tuple[str, str], LoadedPolicy] = {}
+    for loaded in policies:
+        key = (loaded.policy.kind, loaded.policy.name)
+        if key in first:
+            yield Problem(loaded.doc.location(("name",)), "name",
+                          f"another {key[0]} policy is already named '{key[1]}' "
+                          f"({first[key].doc.location(('name',))})")
+        else:
+            first[key] = loaded
+
+
+def _contract_references(inventory: Inventory, policies: list[LoadedPolicy]) -> Iterator[Problem]:
+    contracts = [p.policy.name for p in policies if isinstance(p.policy, Contract)]
+    for client in inventory.clients.values():
+        if client.spec.contract not in contracts:
+            close = get_close_matches(client.spec.contract, contracts, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else (
+                "; define it in policies/ with 'kind: contract'")
+            yield Problem(client.doc.location(("client", "contract")), "client.contract",
+                          f"unknown contract '{client.spec.contract}'{hint}")
+
+
+def _target_problems(
+    inventory: Inventory, policies: list[LoadedPolicy], broken_clients: set[str]
+) -> Iterator[Problem]:
+    """Selectors naming things that do not exist, and selectors that select nothing."""
+    known = {
+        "clients": set(inventory.clients) | broken_clients,
+        "sites": {s for c in inventory.clients.values() for s in c.sites},
+        "groups": {g for c in inventory.clients.values() for g in c.groups},
+        "hosts": {h.name for h in inventory.hosts()},
+        "rings": {h.ring for h in inventory.hosts() if h.ring},
+    }
+    for loaded in policies:
+        targets = getattr(loaded.policy, "targets", None)
+        if not isinstance(targets, Selector):
+            continue
+        unknown_found = False
+        for key, names in known.items():
+            # With a client that did not load, only client names can be checked: the
+            # missing client may hold the site, group, host or ring named here.
+            if broken_clients and key != "clients":
+                continue
+            for index, value in enumerate(getattr(targets, key)):
+                if is_pattern(value) or value in names:
+                    continue
+                unknown_found = True
+                close = get_close_matches(value, sorted(names), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                yield Problem(loaded.doc.location(("targets", key, index)),
+                              f"targets.{key}[{index}]",
+                              f"no {key[:-1]} is named '{value}'{hint}")
+        if unknown_found or broken_clients:
+            continue
+        if not any(True for _ in targets.select(inventory)):
+            what = "waiver applies to" if isinstance(loaded.policy, Waiver) else "policy targets"
+            yield Problem(loaded.doc.location(("targets",)), "targets",
+                          f"this {what} no host; check the selectors against "
+                          "'mspauto inventory list'")
+
+
+def _waiver_dates(policies: list[LoadedPolicy], today: date) -> Iterator[Problem]:
+    for loaded in policies:
+        waiver = loaded.policy
+        if not isinstance(waiver, Waiver):
+            continue
+        at = loaded.doc.location(("expires",))
+        if waiver.expires < today:
+            yield Problem(at, "expires",
+                          f"waiver expired on {waiver.expires} and no longer applies; renew it "
+                          "(new expiry, approver and date) or delete it")
+        elif waiver.expires - today <= timedelta(days=WAIVER_WARNING_DAYS):
+            days = (waiver.expires - today).days
+            yield Problem(at, "expires",
+                          f"waiver expires in {days} day{'s' if days != 1 else ''} "
+                          f"({waiver.expires}); renew it or plan the fix",
+                          severity="warning")
+
+
+def _known_hosts_warnings(settings: Settings, inventory: Inventory) -> Iterator[Problem]:
+    for client in inventory.clients.values():
+        uses_ssh = any(h.connection == "ssh" for h in client.hosts.values())
+        if uses_ssh and not (settings.root / client.known_hosts).is_file():
+            yield Problem(client.location, "client.known_hosts",
+                          f"{client.known_hosts} does not exist yet; SSH host keys are checked "
+                          "strictly, so connections will be refused until it holds them",
+                          severity="warning")

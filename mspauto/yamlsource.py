@@ -1,0 +1,133 @@
+"""Line-aware YAML loading: every value keeps the line it was written on.
+
+PyYAML's composer already knows where each node starts; this module keeps that
+knowledge next to the plain Python data, so that a validation error found later
+(by pydantic, or by a cross-file check) can name the file and the line.
+Duplicate keys, which PyYAML silently overwrites, are reported as problems.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from mspauto.problems import ConfigError, Location, Problem, format_key_path
+
+__all__ = ["KeyPath", "YamlDocument", "load_yaml_documents"]
+
+KeyPath = tuple[str | int, ...]
+
+# Deeper than any inventory or policy needs; stops alias loops (a: &x [*x]).
+_MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """One YAML document: its data and the line of every key path in it."""
+
+    file: str
+    data: Any
+    lines: dict[KeyPath, int] = field(repr=False)
+    start_line: int = 1
+
+    def line_of(self, path: KeyPath) -> int:
+        """Line of ``path``, or of its nearest written ancestor (a missing key's parent)."""
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(tuple(path[:end]))
+            if line is not None:
+                return line
+        return self.start_line
+
+    def location(self, path: KeyPath = ()) -> Location:
+        """:class:`Location` of ``path`` in this document."""
+        return Location(self.file, self.line_of(path))
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe loader (no arbitrary Python objects), composed and constructed in two steps."""
+
+
+def load_yaml_documents(path: Path, display_name: str) -> list[YamlDocument]:
+    """Read every document of a YAML file; raise :class:`ConfigError` on bad YAML."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [Problem(Location(display_name), "", f"not UTF-8 text ({exc.reason})")]
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            [Problem(Location(display_name), "", f"cannot read: {exc.strerror}")]
+        ) from None
+
+    loader = _Loader(text)
+    documents: list[YamlDocument] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:  # pragma: no cover - check_node() said there is one
+                break
+            lines: dict[KeyPath, int] = {}
+            problems = list(_index(node, (), lines, display_name, 0))
+            if problems:
+                raise ConfigError(problems)
+            data = loader.construct_document(node)
+            documents.append(
+                YamlDocument(display_name, data, lines, start_line=node.start_mark.line + 1)
+            )
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        what = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(
+            [Problem(Location(display_name, line), "", f"YAML syntax error: {what}")]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            [Problem(Location(display_name), "", f"YAML error: {exc}")]
+        ) from None
+    finally:
+        loader.dispose()
+    return documents
+
+
+def _index(
+    node: Node, path: KeyPath, lines: dict[KeyPath, int], file: str, depth: int
+) -> Iterator[Problem]:
+    """Record the line of every key path under ``node``; yield duplicate-key problems."""
+    lines.setdefault(path, node.start_mark.line + 1)
+    if depth > _MAX_DEPTH:
+        yield Problem(
+            Location(file, node.start_mark.line + 1), "", "nested too deeply (alias loop?)"
+        )
+        return
+    if isinstance(node, MappingNode):
+        first_seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                yield Problem(
+                    Location(file, key_node.start_mark.line + 1),
+                    format_key_path(path),
+                    "keys must be plain words, not lists or mappings",
+                )
+                continue
+            key = key_node.value
+            key_line = key_node.start_mark.line + 1
+            if key in first_seen and key != "<<":
+                yield Problem(
+                    Location(file, key_line),
+                    format_key_path((*path, key)),
+                    f"duplicate key (first written at line {first_seen[key]})",
+                )
+                continue
+            first_seen[key] = key_line
+            lines[(*path, key)] = key_line
+            yield from _index(value_node, (*path, key), lines, file, depth + 1)
+    elif isinstance(node, SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _index(item, (*path, index), lines, file, depth + 1)
