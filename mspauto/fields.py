@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import zoneinfo
 from datetime import timedelta
@@ -17,20 +18,33 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "CronExpression",
     "Duration",
     "Name",
     "Port",
+    "ScheduleZone",
     "SecretRef",
     "StrictModel",
     "TimeZoneName",
     "Vars",
     "format_duration",
+    "item_error",
     "parse_duration",
     "secret_variable",
 ]
+
+
+def item_error(reason: str, at: str | int | None = None) -> PydanticCustomError:
+    """A validation error about one entry of a mapping or list, or one key of a model.
+
+    Validators of a whole mapping, list or model raise this to name the entry at fault:
+    :mod:`mspauto.validation` appends ``at`` to the key path, so the error points at
+    that entry's own line.
+    """
+    return PydanticCustomError("item_error", "{reason}", {"reason": reason, "at": at})
 
 
 class StrictModel(BaseModel):
@@ -74,7 +88,9 @@ Port = Annotated[
 
 def _check_zone(value: str) -> str:
     if value not in _known_zones():
-        close = [z for z in _known_zones() if z.lower() == value.lower()]
+        close = [z for z in _known_zones() if z.lower() == value.lower()] or (
+            difflib.get_close_matches(value, sorted(_known_zones()), n=1, cutoff=0.8)
+        )
         hint = f" (did you mean '{close[0]}'?)" if close else " such as Europe/Berlin"
         raise ValueError(f"'{value}' is not an IANA time zone{hint}")
     return value
@@ -93,6 +109,22 @@ TimeZoneName = Annotated[
     str,
     AfterValidator(_check_zone),
     WithJsonSchema({"type": "string", "description": "IANA time zone, e.g. America/New_York"}),
+]
+
+
+def _check_schedule_zone(value: str) -> str:
+    return value if value == "client" else _check_zone(value)
+
+
+ScheduleZone = Annotated[
+    str,
+    AfterValidator(_check_schedule_zone),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "IANA time zone, or 'client' for each targeted client's own zone",
+        }
+    ),
 ]
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -126,14 +158,16 @@ Duration = Annotated[
 ]
 
 
+_CRON_FIELDS = "(minute hour day month weekday), e.g. '0 2 * * sat'"
+
+
 def _check_cron(value: str) -> str:
     from croniter import croniter
 
-    if not croniter.is_valid(value) or len(value.split()) != 5:
-        raise ValueError(
-            f"'{value}' is not a 5-field cron expression (minute hour day month weekday),"
-            " e.g. '0 2 * * sat'"
-        )
+    if len(value.split()) != 5:
+        raise ValueError(f"'{value}' must have 5 fields {_CRON_FIELDS}")
+    if not croniter.is_valid(value):
+        raise ValueError(f"'{value}' is not a valid 5-field cron expression {_CRON_FIELDS}")
     return value
 
 
@@ -158,22 +192,27 @@ def secret_variable(name: str, value: Any) -> bool:
     A Jinja reference (``"{{ vault_db_password }}"``) is not a secret itself.
     """
     is_reference = isinstance(value, str) and value.strip().startswith("{{")
-    return bool(_SECRET_VAR.search(name)) and isinstance(value, str) and bool(value) and (
-        not is_reference
+    return (
+        bool(_SECRET_VAR.search(name))
+        and isinstance(value, str)
+        and bool(value)
+        and (not is_reference)
     )
 
 
 def _check_vars(value: dict[str, Any]) -> dict[str, Any]:
     for name, item in value.items():
         if not _VAR_NAME.match(name):
-            raise ValueError(
+            raise item_error(
                 f"'{name}' is not a valid variable name (letters, digits and '_', "
-                "not starting with a digit)"
+                "not starting with a digit)",
+                at=name,
             )
         if secret_variable(name, item):
-            raise ValueError(
+            raise item_error(
                 f"'{name}' looks like a secret written in plain text; define it as a "
-                "client credential referenced by env:, file:, vault: or keyring:"
+                "client credential referenced by env:, file:, vault: or keyring:",
+                at=name,
             )
     return value
 
@@ -200,7 +239,8 @@ class SecretRef(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _refuse_plain_secret(cls, data: Any) -> Any:
-        if isinstance(data, str | int | float):
+        # Anything but a mapping may be the secret itself: never echo it back.
+        if not isinstance(data, dict):
             raise ValueError(
                 "secrets are never written in inventory or policy files; reference one "
                 "instead: {env: VAR}, {file: PATH}, {vault: FILE} or {keyring: SERVICE/USER}"

@@ -91,9 +91,12 @@ def _duplicate_policy_names(policies: list[LoadedPolicy]) -> Iterator[Problem]:
     for loaded in policies:
         key = (loaded.policy.kind, loaded.policy.name)
         if key in first:
-            yield Problem(loaded.doc.location(("name",)), "name",
-                          f"another {key[0]} policy is already named '{key[1]}' "
-                          f"({first[key].doc.location(('name',))})")
+            yield Problem(
+                loaded.doc.location(("name",)),
+                "name",
+                f"another {key[0]} policy is already named '{key[1]}' "
+                f"({first[key].doc.location(('name',))})",
+            )
         else:
             first[key] = loaded
 
@@ -103,10 +106,16 @@ def _contract_references(inventory: Inventory, policies: list[LoadedPolicy]) -> 
     for client in inventory.clients.values():
         if client.spec.contract not in contracts:
             close = get_close_matches(client.spec.contract, contracts, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else (
-                "; define it in policies/ with 'kind: contract'")
-            yield Problem(client.doc.location(("client", "contract")), "client.contract",
-                          f"unknown contract '{client.spec.contract}'{hint}")
+            hint = (
+                f" (did you mean '{close[0]}'?)"
+                if close
+                else ("; define it in policies/ with 'kind: contract'")
+            )
+            yield Problem(
+                client.doc.location(("client", "contract")),
+                "client.contract",
+                f"unknown contract '{client.spec.contract}'{hint}",
+            )
 
 
 def _target_problems(
@@ -136,16 +145,20 @@ def _target_problems(
                 unknown_found = True
                 close = get_close_matches(value, sorted(names), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                yield Problem(loaded.doc.location(("targets", key, index)),
-                              f"targets.{key}[{index}]",
-                              f"no {key[:-1]} is named '{value}'{hint}")
+                yield Problem(
+                    loaded.doc.location(("targets", key, index)),
+                    f"targets.{key}[{index}]",
+                    f"no {key[:-1]} is named '{value}'{hint}",
+                )
         if unknown_found or broken_clients:
             continue
         if not any(True for _ in targets.select(inventory)):
             what = "waiver applies to" if isinstance(loaded.policy, Waiver) else "policy targets"
-            yield Problem(loaded.doc.location(("targets",)), "targets",
-                          f"this {what} no host; check the selectors against "
-                          "'mspauto inventory list'")
+            yield Problem(
+                loaded.doc.location(("targets",)),
+                "targets",
+                f"this {what} no host; check the selectors against 'mspauto inventory list'",
+            )
 
 
 def _waiver_dates(policies: list[LoadedPolicy], today: date) -> Iterator[Problem]:
@@ -155,22 +168,31 @@ def _waiver_dates(policies: list[LoadedPolicy], today: date) -> Iterator[Problem
             continue
         at = loaded.doc.location(("expires",))
         if waiver.expires < today:
-            yield Problem(at, "expires",
-                          f"waiver expired on {waiver.expires} and no longer applies; renew it "
-                          "(new expiry, approver and date) or delete it")
+            yield Problem(
+                at,
+                "expires",
+                f"waiver expired on {waiver.expires} and no longer applies; renew it "
+                "(new expiry, approver and date) or delete it",
+            )
         elif waiver.expires - today <= timedelta(days=WAIVER_WARNING_DAYS):
             days = (waiver.expires - today).days
-            yield Problem(at, "expires",
-                          f"waiver expires in {days} day{'s' if days != 1 else ''} "
-                          f"({waiver.expires}); renew it or plan the fix",
-                          severity="warning")
+            yield Problem(
+                at,
+                "expires",
+                f"waiver expires in {days} day{'s' if days != 1 else ''} "
+                f"({waiver.expires}); renew it or plan the fix",
+                severity="warning",
+            )
 
 
 def _known_hosts_warnings(settings: Settings, inventory: Inventory) -> Iterator[Problem]:
     for client in inventory.clients.values():
         uses_ssh = any(h.connection == "ssh" for h in client.hosts.values())
         if uses_ssh and not (settings.root / client.known_hosts).is_file():
-            yield Problem(client.location, "client.known_hosts",
-                          f"{client.known_hosts} does not exist yet; SSH host keys are checked "
-                          "strictly, so connections will be refused until it holds them",
-                          severity="warning")
+            yield Problem(
+                client.location,
+                "client.known_hosts",
+                f"{client.known_hosts} does not exist yet; SSH host keys are checked "
+                "strictly, so connections will be refused until it holds them",
+                severity="warning",
+            )

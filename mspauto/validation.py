@@ -34,21 +34,31 @@ def problems_from_validation_error(
     """One :class:`Problem` per pydantic error, positioned in ``doc``."""
     problems = []
     for error in exc.errors():
-        loc: KeyPath = (*base, *error["loc"])
+        inner = _clean_loc(error)
+        loc: KeyPath = (*base, *inner)
         problems.append(
-            Problem(
-                doc.location(loc),
-                format_key_path(loc),
-                _message(error, model, tuple(error["loc"])),
-            )
+            Problem(doc.location(loc), format_key_path(loc), _message(error, model, inner))
         )
     return problems
+
+
+def _clean_loc(error: ErrorDetails) -> KeyPath:
+    """The key path as the user wrote it.
+
+    Drops pydantic's markers (``[key]`` for a bad mapping key) and appends the entry an
+    :func:`~mspauto.fields.item_error` names.
+    """
+    loc = tuple(part for part in error["loc"] if part != "[key]")
+    at = error.get("ctx", {}).get("at") if error["type"] == "item_error" else None
+    return (*loc, at) if at is not None else loc
 
 
 def _message(error: ErrorDetails, model: type[BaseModel], loc: KeyPath) -> str:
     kind = error["type"]
     ctx = error.get("ctx", {})
     got = _show(error.get("input"))
+    if kind == "item_error":
+        return str(ctx["reason"])
     if kind == "missing":
         return "required key is missing"
     if kind == "extra_forbidden":

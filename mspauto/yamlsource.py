@@ -81,19 +81,40 @@ def load_yaml_documents(path: Path, display_name: str) -> list[YamlDocument]:
                 YamlDocument(display_name, data, lines, start_line=node.start_mark.line + 1)
             )
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        what = exc.problem or exc.context or "invalid YAML"
+        line, what = _explain(exc)
         raise ConfigError(
             [Problem(Location(display_name, line), "", f"YAML syntax error: {what}")]
         ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(
-            [Problem(Location(display_name), "", f"YAML error: {exc}")]
-        ) from None
+        raise ConfigError([Problem(Location(display_name), "", f"YAML error: {exc}")]) from None
     finally:
         loader.dispose()
     return documents
+
+
+# Constructs whose error shows up far from where they began: report where they began.
+_UNCLOSED = {
+    "while parsing a flow sequence": "'[' is never closed",
+    "while parsing a flow mapping": "'{' is never closed",
+}
+
+
+def _explain(exc: yaml.MarkedYAMLError) -> tuple[int | None, str]:
+    """PyYAML's error as (line, message) a person can act on."""
+    problem = exc.problem or exc.context or "invalid YAML"
+    mark, context = exc.problem_mark or exc.context_mark, exc.context_mark
+    line = mark.line + 1 if mark else None
+    if context is not None and mark is not None and context.line != mark.line:
+        opened = _UNCLOSED.get(exc.context or "")
+        if exc.context == "while scanning a quoted scalar" and context.buffer:
+            opened = f"'{context.buffer[context.pointer]}' is never closed"
+        if opened:
+            return context.line + 1, f"{opened} ({problem} at line {line})"
+    if "'\\t'" in problem:
+        return line, "a tab character; YAML is indented with spaces only"
+    if problem.startswith("expected <block end>"):
+        return line, "indentation: this line does not line up with the keys above it"
+    return line, problem
 
 
 def _index(

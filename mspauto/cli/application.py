@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -10,6 +11,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from mspauto.config import Settings
     from mspauto.project import Project
 
@@ -29,28 +32,38 @@ class Application:
 
         return Settings.load(self._project_dir)
 
-    @cached_property
-    def project(self) -> Project:
+    def load_project(self, today: date | None = None) -> Project:
         """The loaded project, problems included (see :meth:`usable_project`)."""
         from mspauto.project import load_project
 
-        return load_project(self.settings)
+        return load_project(self.settings, today=today)
 
     def usable_project(self) -> Project:
         """The project, or abort listing its errors: commands never act on broken files."""
-        project = self.project
+        project = self.load_project()
         if project.errors:
             for problem in project.errors:
                 click.echo(str(problem), err=True)
             count = len(project.errors)
-            self.abort(f"{count} error{'s' if count != 1 else ''} in the project files; "
-                       "fix them first ('mspauto validate' lists them)")
+            self.abort(
+                f"{count} error{'s' if count != 1 else ''} in the project files; "
+                "fix them first ('mspauto validate' lists them)"
+            )
         return project
 
     def abort(self, message: str, code: int = 1) -> NoReturn:
         """Stop with one clear line on stderr."""
         click.echo(f"error: {message}", err=True)
         raise click.exceptions.Exit(code)
+
+    def print_table(self, table: Table) -> None:
+        """A rich table on a terminal; wide unwrapped lines when piped (for grep/awk)."""
+        import sys
+
+        from rich.console import Console
+
+        width = None if sys.stdout.isatty() else 250
+        Console(width=width, soft_wrap=False).print(table)
 
     def print_json(self, data: Any) -> None:
         """Machine-readable output for ``--format json``."""

@@ -15,8 +15,14 @@ if TYPE_CHECKING:
 
 __all__ = ["inventory"]
 
-_FORMAT = click.option("--format", "output", type=click.Choice(["table", "json"]),
-                       default="table", show_default=True, help="Output format.")
+_FORMAT = click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
 
 
 @click.group()
@@ -69,27 +75,48 @@ def list_hosts(app: Application, client_name: str | None, output: str) -> None:
     if output == "json":
         app.print_json([host_as_dict(h, project) for h in hosts])
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("HOST", "CLIENT", "SITE", "PLATFORM", "CONN", "ADDRESS", "RING",
-                   "GROUPS", "TAGS"):
+    for column in (
+        "HOST",
+        "CLIENT",
+        "SITE",
+        "PLATFORM",
+        "CONN",
+        "ADDRESS",
+        "RING",
+        "GROUPS",
+        "TAGS",
+    ):
         table.add_column(column, overflow="fold")
     for host in hosts:
         endpoint = host.address + (f":{host.port}" if host.port else "")
-        table.add_row(host.name, host.client, host.site or "-", host.platform,
-                      host.connection, endpoint, host.ring or "-",
-                      ",".join(host.groups) or "-", ",".join(sorted(host.tags)) or "-")
-    Console(width=200 if not click.get_text_stream("stdout").isatty() else None,
-            soft_wrap=False).print(table)
+        table.add_row(
+            host.name,
+            host.client,
+            host.site or "-",
+            host.platform,
+            host.connection,
+            endpoint,
+            host.ring or "-",
+            ",".join(host.groups) or "-",
+            ",".join(sorted(host.tags)) or "-",
+        )
+    app.print_table(table)
     click.echo(f"{len(hosts)} hosts")
 
 
 @inventory.command("show")
 @click.argument("host_name", metavar="HOST")
-@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Output format.")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
 @pass_app
 def show_host(app: Application, host_name: str, output: str) -> None:
     """Show one host: resolved settings, every variable and where it came from,
@@ -101,8 +128,9 @@ def show_host(app: Application, host_name: str, output: str) -> None:
 
         names = [h.name for h in project.inventory.hosts()]
         close = get_close_matches(host_name, names, n=1)
-        app.abort(f"no host named '{host_name}'"
-                  + (f" (did you mean '{close[0]}'?)" if close else ""))
+        app.abort(
+            f"no host named '{host_name}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+        )
     details = host_as_dict(host, project)
     policies = [
         {"name": p.policy.name, "kind": p.policy.kind, "defined_at": str(p.location)}
@@ -123,8 +151,11 @@ def show_host(app: Application, host_name: str, output: str) -> None:
         ("groups", ", ".join(host.groups) or "-", "merge order, lowest first"),
         ("tags", ", ".join(sorted(host.tags)) or "-", ""),
         ("ring", host.ring or "-", origin.get("ring", "")),
-        ("credential", f"{host.credential} (user {credential.user})" if credential else "-",
-         origin.get("credential", "")),
+        (
+            "credential",
+            f"{host.credential} (user {credential.user})" if credential else "-",
+            origin.get("credential", ""),
+        ),
         ("defined at", str(host.location), ""),
     ]
     click.echo(click.style(host.name, bold=True))
@@ -146,14 +177,25 @@ def show_host(app: Application, host_name: str, output: str) -> None:
 @click.option("--timezone", required=True, help="The client's IANA time zone, e.g. Europe/Berlin.")
 @click.option("--contract", required=True, help="Name of the client's SLA contract policy.")
 @click.option("--display-name", help="Client's full name (default: the client name).")
-@click.option("--platform", type=click.Choice(["debian", "ubuntu", "rhel", "windows", "network"]),
-              default="debian", show_default=True,
-              help="Platform of hosts that Ansible's variables do not identify.")
+@click.option(
+    "--platform",
+    type=click.Choice(["debian", "ubuntu", "rhel", "windows", "network"]),
+    default="debian",
+    show_default=True,
+    help="Platform of hosts that Ansible's variables do not identify.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing client file.")
 @pass_app
-def import_inventory(app: Application, source: Path, client_name: str, timezone: str,
-                     contract: str, display_name: str | None, platform: str,
-                     force: bool) -> None:
+def import_inventory(
+    app: Application,
+    source: Path,
+    client_name: str,
+    timezone: str,
+    contract: str,
+    display_name: str | None,
+    platform: str,
+    force: bool,
+) -> None:
     """Create a client from an Ansible inventory (INI, YAML or a folder with
     group_vars/ and host_vars/), read with Ansible's own parser."""
     from mspauto.inventory.ansible import AnsibleInventoryError, import_ansible
@@ -164,8 +206,14 @@ def import_inventory(app: Application, source: Path, client_name: str, timezone:
     if (target.exists() or target.with_suffix("").is_dir()) and not force:
         app.abort(f"{target} already exists; choose another --client or pass --force")
     try:
-        result = import_ansible(source, client_name, display_name=display_name or client_name,
-                                timezone=timezone, contract=contract, platform=platform)
+        result = import_ansible(
+            source,
+            client_name,
+            display_name=display_name or client_name,
+            timezone=timezone,
+            contract=contract,
+            platform=platform,
+        )
     except AnsibleInventoryError as exc:
         app.abort(str(exc))
     for warning in result.warnings:
@@ -183,13 +231,22 @@ def import_inventory(app: Application, source: Path, client_name: str, timezone:
 
 @inventory.command("export")
 @click.option("--client", "client_name", required=True, help="Client to export.")
-@click.option("--to", "target", type=click.Choice(["ansible-yaml", "ansible-ini", "nornir"]),
-              default="ansible-yaml", show_default=True, help="Inventory format to write.")
-@click.option("--output", type=click.Path(path_type=Path),
-              help="File to write (folder for nornir); default: standard output.")
+@click.option(
+    "--to",
+    "target",
+    type=click.Choice(["ansible-yaml", "ansible-ini", "nornir"]),
+    default="ansible-yaml",
+    show_default=True,
+    help="Inventory format to write.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    help="File to write (a folder for nornir; Ansible reads YAML inventories only "
+    "from .yaml/.yml files); default: standard output.",
+)
 @pass_app
-def export_inventory(app: Application, client_name: str, target: str,
-                     output: Path | None) -> None:
+def export_inventory(app: Application, client_name: str, target: str, output: Path | None) -> None:
     """Write a client as an Ansible (YAML or INI) or nornir inventory. Every host gets
     exactly the variables mspauto resolves for it; no secret is written."""
     from mspauto.inventory.ansible import AnsibleInventoryError, export_ini, export_yaml
@@ -199,8 +256,9 @@ def export_inventory(app: Application, client_name: str, target: str,
     client = _client(app, project, client_name)
     if target == "nornir":
         if output is None:
-            app.abort("--to nornir writes hosts.yaml, groups.yaml and defaults.yaml: "
-                      "give --output FOLDER")
+            app.abort(
+                "--to nornir writes hosts.yaml, groups.yaml and defaults.yaml: give --output FOLDER"
+            )
         output.mkdir(parents=True, exist_ok=True)
         for name, text in export_nornir(client, project.inventory.defaults).items():
             (output / name).write_text(text, encoding="utf-8")
@@ -208,7 +266,8 @@ def export_inventory(app: Application, client_name: str, target: str,
         return
     try:
         text = (export_ini if target == "ansible-ini" else export_yaml)(
-            client, project.inventory.defaults)
+            client, project.inventory.defaults
+        )
     except AnsibleInventoryError as exc:
         app.abort(str(exc))
     if output is None:

@@ -17,10 +17,20 @@ def policy() -> None:
 
 
 @policy.command("list")
-@click.option("--client", "client_name", metavar="CLIENT",
-              help="Only policies that select hosts of this client (and contracts it uses).")
-@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="Output format.")
+@click.option(
+    "--client",
+    "client_name",
+    metavar="CLIENT",
+    help="Only policies that select hosts of this client (and contracts it uses).",
+)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
 @pass_app
 def list_policies(app: Application, client_name: str | None, output: str) -> None:
     """List every policy: kind, name, schedule, how many hosts it selects, and where
@@ -29,34 +39,49 @@ def list_policies(app: Application, client_name: str | None, output: str) -> Non
 
     project = app.usable_project()
     if client_name is not None and client_name not in project.inventory.clients:
-        app.abort(f"unknown client '{client_name}' "
-                  f"(clients: {', '.join(project.inventory.clients) or 'none'})")
+        app.abort(
+            f"unknown client '{client_name}' "
+            f"(clients: {', '.join(project.inventory.clients) or 'none'})"
+        )
     rows = summarize(project, client_name)
     if output == "json":
         app.print_json(rows)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("KIND", "NAME", "SCHEDULE", "HOSTS", "DETAIL", "DEFINED AT"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["kind"], row["name"], row["schedule"] or "-",
-                      "-" if row["hosts"] is None else str(row["hosts"]), row["detail"],
-                      row["defined_at"])
-    Console(width=200 if not click.get_text_stream("stdout").isatty() else None,
-            soft_wrap=False).print(table)
+        table.add_row(
+            row["kind"],
+            row["name"],
+            row["schedule"] or "-",
+            "-" if row["hosts"] is None else str(row["hosts"]),
+            row["detail"],
+            row["defined_at"],
+        )
+    app.print_table(table)
     click.echo(f"{len(rows)} policies")
 
 
 @policy.command("schema")
-@click.option("--kind", type=click.Choice(["patch", "backup", "baseline", "contract", "waiver"]),
-              help="Schema of one kind only (default: any policy document).")
-@click.option("--inventory", "for_inventory", is_flag=True,
-              help="Schema of an inventory client file instead of a policy.")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file (default: standard output).")
+@click.option(
+    "--kind",
+    type=click.Choice(["patch", "backup", "baseline", "contract", "waiver"]),
+    help="Schema of one kind only (default: any policy document).",
+)
+@click.option(
+    "--inventory",
+    "for_inventory",
+    is_flag=True,
+    help="Schema of an inventory client file instead of a policy.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file (default: standard output).",
+)
 @pass_app
 def schema(app: Application, kind: str | None, for_inventory: bool, output: Path | None) -> None:
     """Print the JSON Schema of policy (or inventory) files, for editor completion

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 
 from mspauto.cli.application import Application, pass_app
@@ -10,26 +12,40 @@ __all__ = ["validate"]
 
 
 @click.command()
-@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Output format.")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1 on any).")
+@click.option(
+    "--as-of",
+    "as_of",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Judge waiver expiry as of this day (e.g. to see what lapses next month).",
+)
 @pass_app
-def validate(app: Application, output: str, strict: bool) -> None:
+def validate(app: Application, output: str, strict: bool, as_of: datetime | None) -> None:
     """Check the inventory and policies; print one line per client.
 
     Every problem is one line naming the file, the line and the key path. Exits 1 when
     there are errors (or, with --strict, warnings), so it fits a pre-commit hook or CI.
     """
-    project = app.project
+    project = app.load_project(today=as_of.date() if as_of else None)
     summaries = [project.client_summary(name) for name in project.inventory.clients]
     failed = bool(project.errors) or (strict and bool(project.warnings))
     if output == "json":
-        app.print_json({
-            "ok": not failed,
-            "clients": summaries,
-            "policies": len(project.policies),
-            "problems": [p.as_dict() for p in project.problems],
-        })
+        app.print_json(
+            {
+                "ok": not failed,
+                "clients": summaries,
+                "policies": len(project.policies),
+                "problems": [p.as_dict() for p in project.problems],
+            }
+        )
     else:
         for summary in summaries:
             platforms = ", ".join(f"{n} {p}" for p, n in summary["platforms"].items())

@@ -48,7 +48,7 @@ __all__ = [
     "read_ansible_inventory",
 ]
 
-_RESERVED_GROUPS = {"all", "ungrouped"}
+_RESERVED_GROUPS = ("ungrouped", "all")
 
 
 class AnsibleInventoryError(Exception):
@@ -111,19 +111,17 @@ def import_ansible(
     group_names = [g for g in data if g != "_meta" and g not in _RESERVED_GROUPS]
     parents: dict[str, list[str]] = {g: [] for g in group_names}
     members: dict[str, list[str]] = {}
-    for group in [*group_names, "ungrouped", "all"]:
-        entry = data.get(group) or {}
-        for child in entry.get("children", []):
-            if group not in _RESERVED_GROUPS and child in parents:
-                parents[child].append(group)
-        if group not in _RESERVED_GROUPS:
-            for host in entry.get("hosts", []):
+    all_hosts = dict.fromkeys(hostvars)  # an ordered set: hosts without vars come later
+    for group in [*group_names, *_RESERVED_GROUPS]:
+        listing = data.get(group) or {}
+        for host in listing.get("hosts", []):
+            all_hosts[host] = None
+            if group not in _RESERVED_GROUPS:
                 members.setdefault(host, []).append(group)
-    all_hosts = list(hostvars)
-    for group in [*group_names, "ungrouped", "all"]:
-        for host in (data.get(group) or {}).get("hosts", []):
-            if host not in all_hosts:
-                all_hosts.append(host)
+        if group not in _RESERVED_GROUPS:
+            for child in listing.get("children", []):
+                if child in parents:
+                    parents[child].append(group)
 
     client_section: dict[str, Any] = {
         "name": client,
@@ -132,15 +130,17 @@ def import_ansible(
         "contract": contract,
         "platform": platform,
     }
-    client_section.update(_level_from_vars((data.get("all") or {}).get("vars", {}),
-                                           "all", warnings))
+    client_section.update(
+        _level_from_vars((data.get("all") or {}).get("vars", {}), "all", warnings)
+    )
     groups: dict[str, Any] = {}
     for group in group_names:
         entry: dict[str, Any] = {}
         if parents[group]:
             entry["parents"] = parents[group]
-        entry.update(_level_from_vars((data.get(group) or {}).get("vars", {}),
-                                      f"group {group}", warnings))
+        entry.update(
+            _level_from_vars((data.get(group) or {}).get("vars", {}), f"group {group}", warnings)
+        )
         groups[group] = entry
     hosts: dict[str, Any] = {}
     for host in all_hosts:
@@ -161,8 +161,9 @@ def import_ansible(
     return AnsibleImport(document, hosts=len(hosts), groups=len(groups), warnings=warnings)
 
 
-def _level_from_vars(variables: Mapping[str, Any], where: str,
-                     warnings: list[str]) -> dict[str, Any]:
+def _level_from_vars(
+    variables: Mapping[str, Any], where: str, warnings: list[str]
+) -> dict[str, Any]:
     """Ansible variables of one level -> our settings plus the remaining ``vars``."""
     level: dict[str, Any] = {}
     rest: dict[str, Any] = {}
@@ -176,8 +177,10 @@ def _level_from_vars(variables: Mapping[str, Any], where: str,
         elif name == "ansible_group_priority" and type(value) is int and value >= 1:
             level["priority"] = value
         elif secret_variable(name, value):
-            warnings.append(f"{where}: dropped {name} (a secret); reference it from a client "
-                            "credential instead (env:, file:, vault: or keyring:)")
+            warnings.append(
+                f"{where}: dropped {name} (a secret); reference it from a client "
+                "credential instead (env:, file:, vault: or keyring:)"
+            )
         else:
             rest[name] = value
     if "ansible_network_os" in rest:
@@ -252,8 +255,8 @@ def _structure(client: Client, defaults: Inheritable) -> _Structure:
     host_vars: dict[str, dict[str, Any]] = {}
     for name, spec in client.host_specs.items():
         host_vars[name] = _ansible_vars(spec, spec.address)
-        for group in spec.groups:
-            members[group].append(name)
+        for group_name in spec.groups:
+            members[group_name].append(name)
         if spec.site is not None:
             members[SITE_GROUP_PREFIX + spec.site].append(name)
     _pin_differences(client, all_vars, group_vars, children, host_vars)
@@ -305,13 +308,16 @@ def export_yaml(client: Client, defaults: Inheritable) -> str:
     if structure.all_vars:
         tree["vars"] = structure.all_vars
     tree["hosts"] = {name: (v or None) for name, v in structure.host_vars.items()}
-    top = [g for g in structure.group_vars
-           if not any(g in kids for kids in structure.children.values())]
+    top = [
+        g
+        for g in structure.group_vars
+        if not any(g in kids for kids in structure.children.values())
+    ]
 
     def group_tree(name: str) -> dict[str, Any]:
         node: dict[str, Any] = {}
         if structure.members.get(name):
-            node["hosts"] = {host: None for host in structure.members[name]}
+            node["hosts"] = dict.fromkeys(structure.members[name])
         if structure.group_vars.get(name):
             node["vars"] = structure.group_vars[name]
         if structure.children.get(name):
@@ -320,8 +326,9 @@ def export_yaml(client: Client, defaults: Inheritable) -> str:
 
     if top:
         tree["children"] = {name: group_tree(name) for name in top}
-    return yaml.safe_dump({"all": tree}, sort_keys=False, allow_unicode=True,
-                          default_flow_style=False)
+    return yaml.safe_dump(
+        {"all": tree}, sort_keys=False, allow_unicode=True, default_flow_style=False
+    )
 
 
 def export_ini(client: Client, defaults: Inheritable) -> str:

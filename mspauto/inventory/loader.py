@@ -29,9 +29,14 @@ def load_inventory(root: Path, inventory_dir: Path) -> tuple[Inventory, list[Pro
     display_dir = display_path(root, inventory_dir)
 
     if not inventory_dir.is_dir():
-        problems.append(Problem(Location(str(display_dir)), "",
-                                "inventory folder not found; create it with one YAML file "
-                                "per client (see inventory/acme.yaml in the examples)"))
+        problems.append(
+            Problem(
+                Location(str(display_dir)),
+                "",
+                "inventory folder not found; create it with one YAML file "
+                "per client (see inventory/acme.yaml in the examples)",
+            )
+        )
         return build_inventory(defaults, {}, display_dir)[0], problems, set()
 
     for entry in sorted(inventory_dir.iterdir()):
@@ -49,8 +54,11 @@ def load_inventory(root: Path, inventory_dir: Path) -> tuple[Inventory, list[Pro
                 continue
             name = entry.stem
         elif entry.is_dir():
-            files = sorted(p for p in entry.rglob("*") if p.is_file()
-                           and p.suffix in YAML_SUFFIXES and not p.name.startswith((".", "_")))
+            files = sorted(
+                p
+                for p in entry.rglob("*")
+                if p.is_file() and p.suffix in YAML_SUFFIXES and not p.name.startswith((".", "_"))
+            )
             if not files:
                 continue  # e.g. inventory/known_hosts/
             docs, unreadable = [], False
@@ -64,9 +72,14 @@ def load_inventory(root: Path, inventory_dir: Path) -> tuple[Inventory, list[Pro
             continue
         shown = str(display_path(root, entry))
         if name in first_source:
-            problems.append(Problem(Location(shown), "",
-                                    f"client '{name}' is also defined by {first_source[name]}; "
-                                    "keep one file or one folder per client"))
+            problems.append(
+                Problem(
+                    Location(shown),
+                    "",
+                    f"client '{name}' is also defined by {first_source[name]}; "
+                    "keep one file or one folder per client",
+                )
+            )
             continue
         first_source[name] = shown
         if not unreadable:
@@ -84,9 +97,14 @@ def _read_single_document(root: Path, path: Path) -> tuple[list[YamlDocument], l
     except ConfigError as exc:
         return [], exc.problems
     if len(docs) > 1:
-        return [], [Problem(Location(display, docs[1].start_line), "",
-                            "an inventory file holds one YAML document; move the part "
-                            "after '---' into its own file")]
+        return [], [
+            Problem(
+                Location(display, docs[1].start_line),
+                "",
+                "an inventory file holds one YAML document; move the part "
+                "after '---' into its own file",
+            )
+        ]
     if not docs:
         docs = [YamlDocument(display, None, {})]
     return docs, []

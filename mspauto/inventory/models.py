@@ -47,9 +47,7 @@ class Credential(StrictModel):
     private_key: SecretRef | None = None
     key_passphrase: SecretRef | None = None
     become_password: SecretRef | None = None
-    winrm_transport: Literal["ntlm", "kerberos", "credssp", "certificate", "basic"] | None = (
-        None
-    )
+    winrm_transport: Literal["ntlm", "kerberos", "credssp", "certificate", "basic"] | None = None
 
 
 class Inheritable(StrictModel):

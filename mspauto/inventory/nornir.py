@@ -64,8 +64,13 @@ def export_nornir(client: Client, defaults: Inheritable) -> dict[str, str]:
     }
 
 
-def _lookup(key: str, data: Mapping[str, Any], group_names: list[str],
-            groups: Mapping[str, Mapping[str, Any]], defaults: Mapping[str, Any]) -> Any:
+def _lookup(
+    key: str,
+    data: Mapping[str, Any],
+    group_names: list[str],
+    groups: Mapping[str, Mapping[str, Any]],
+    defaults: Mapping[str, Any],
+) -> Any:
     """The value nornir would find for ``key`` (host data, groups depth-first, defaults)."""
     if key in data:
         return data[key]

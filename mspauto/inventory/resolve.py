@@ -184,8 +184,11 @@ def build_client(
         if model.client is not None:
             if spec_at is not None:
                 problems.append(
-                    Problem(doc.location(("client",)), "client",
-                            f"defined twice for '{name}' (first at {spec_at.location})")
+                    Problem(
+                        doc.location(("client",)),
+                        "client",
+                        f"defined twice for '{name}' (first at {spec_at.location})",
+                    )
                 )
             else:
                 spec, spec_at = model.client, _Written(doc, ("client",))
@@ -198,8 +201,11 @@ def build_client(
                 written = _Written(doc, (section, key))
                 if key in target:
                     problems.append(
-                        Problem(written.location, f"{section}.{key}",
-                                f"defined twice (first at {target[key][1].location})")
+                        Problem(
+                            written.location,
+                            f"{section}.{key}",
+                            f"defined twice (first at {target[key][1].location})",
+                        )
                     )
                     continue
                 target[key] = (value, written)  # type: ignore[assignment]
@@ -207,15 +213,35 @@ def build_client(
     if problems:
         return None, problems
     if spec is None or spec_at is None:
-        where = Location(docs[0].file if len(docs) == 1 else str(inventory_dir / name))
+        where = (
+            Location(docs[0].file, docs[0].start_line)
+            if len(docs) == 1
+            else Location(str(inventory_dir / name))
+        )
         if docs and all(doc.data is None for doc in docs):
-            return None, [Problem(where, "", "file is empty; a client file starts with "
-                                  "a 'client:' section (name, display_name, timezone, contract)")]
-        return None, [Problem(where, "client", "required key is missing (the client's name, "
-                              "display_name, timezone and contract)")]
+            return None, [
+                Problem(
+                    where,
+                    "",
+                    "file is empty; a client file starts with "
+                    "a 'client:' section (name, display_name, timezone, contract)",
+                )
+            ]
+        return None, [
+            Problem(
+                where,
+                "client",
+                "required key is missing (the client's name, display_name, timezone and contract)",
+            )
+        ]
     if spec.name != name:
-        return None, [Problem(spec_at.doc.location(("client", "name")), "client.name",
-                              f"'{spec.name}' must match its file or folder name '{name}'")]
+        return None, [
+            Problem(
+                spec_at.doc.location(("client", "name")),
+                "client.name",
+                f"'{spec.name}' must match its file or folder name '{name}'",
+            )
+        ]
 
     problems.extend(_reference_problems(spec, spec_at, sites, groups, host_specs))
     problems.extend(_group_cycle_problems(groups))
@@ -263,19 +289,26 @@ def _reference_problems(
 ) -> Iterator[Problem]:
     """Unknown sites, groups and credentials, each reported where it is written."""
 
-    def unknown(kind: str, value: str, known: Mapping[str, object], at: _Written,
-                key: KeyPath) -> Problem:
+    def unknown(
+        kind: str, value: str, known: Mapping[str, object], at: _Written, key: KeyPath
+    ) -> Problem:
         close = get_close_matches(value, list(known), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else (
-            f"; known: {', '.join(sorted(known))}" if known else f"; this client has no {kind}s"
+        hint = (
+            f" (did you mean '{close[0]}'?)"
+            if close
+            else (
+                f"; known: {', '.join(sorted(known))}" if known else f"; this client has no {kind}s"
+            )
         )
         path = (*at.path, *key)
-        return Problem(at.doc.location(path), format_key_path(path), f"unknown {kind} '{value}'{hint}")
+        return Problem(
+            at.doc.location(path), format_key_path(path), f"unknown {kind} '{value}'{hint}"
+        )
 
     levels: list[tuple[Inheritable, _Written]] = [(spec, spec_at)]
-    levels += [v for v in sites.values()]
-    levels += [v for v in groups.values()]
-    levels += [v for v in hosts.values()]
+    levels += list(sites.values())
+    levels += list(groups.values())
+    levels += list(hosts.values())
     for level, at in levels:
         if level.credential is not None and level.credential not in spec.credentials:
             yield unknown("credential", level.credential, spec.credentials, at, ("credential",))
@@ -306,12 +339,15 @@ def _group_cycle_problems(groups: Mapping[str, tuple[GroupSpec, _Written]]) -> I
             if parent not in groups:
                 continue
             if parent in path:
-                cycle = path[path.index(parent):] + [parent]
+                cycle = [*path[path.index(parent) :], parent]
                 if not reported.intersection(cycle):
                     reported.update(cycle)
                     at = groups[start][1]
-                    yield Problem(at.doc.location((*at.path, "parents")), f"groups.{start}.parents",
-                                  "groups form a cycle: " + " -> ".join(cycle))
+                    yield Problem(
+                        at.doc.location((*at.path, "parents")),
+                        f"groups.{start}.parents",
+                        "groups form a cycle: " + " -> ".join(cycle),
+                    )
                 continue
             path.append(parent)
             stack.append((parent, iter(groups[parent][0].parents)))
@@ -341,8 +377,9 @@ def group_depths(groups: Mapping[str, GroupShape]) -> dict[str, int]:
     return depths
 
 
-def merge_order(names: Iterable[str], groups: Mapping[str, GroupShape],
-                depths: Mapping[str, int]) -> list[str]:
+def merge_order(
+    names: Iterable[str], groups: Mapping[str, GroupShape], depths: Mapping[str, int]
+) -> list[str]:
     """``names`` and all their ancestors, lowest precedence first (Ansible's order)."""
     seen: set[str] = set()
     pending = list(names)
@@ -385,9 +422,14 @@ def _resolve_host(
 
     platform = settings.get("platform")
     if platform is None:
-        return None, [Problem(written.location, format_key_path(written.path),
-                              "no platform: set platform (debian, ubuntu, rhel, windows or "
-                              "network) on the host or on its group, site or client")]
+        return None, [
+            Problem(
+                written.location,
+                format_key_path(written.path),
+                "no platform: set platform (debian, ubuntu, rhel, windows or "
+                "network) on the host or on its group, site or client",
+            )
+        ]
     connection: Connection = settings.get("connection") or (
         "winrm" if platform == "windows" else "ssh"
     )
@@ -418,19 +460,23 @@ def _cross_client_problems(clients: Mapping[str, Client]) -> Iterator[Problem]:
         for host in client.hosts.values():
             first = names.get(host.name)
             if first is not None and first.client != host.client:
-                yield Problem(host.location, f"hosts.{host.name}",
-                              f"host name already used by client '{first.client}' "
-                              f"({first.location}); host names are unique across clients")
+                yield Problem(
+                    host.location,
+                    f"hosts.{host.name}",
+                    f"host name already used by client '{first.client}' "
+                    f"({first.location}); host names are unique across clients",
+                )
             names.setdefault(host.name, host)
             if host.connection == "local":
                 continue
             endpoint = (host.address.lower(), host.port)
             other = endpoints.get(endpoint)
             if other is not None and other.client != host.client:
-                yield Problem(host.location, f"hosts.{host.name}",
-                              f"address {host.address}:{host.port} is already host "
-                              f"'{other.name}' of client '{other.client}' ({other.location});"
-                              " a host belongs to one client only")
+                yield Problem(
+                    host.location,
+                    f"hosts.{host.name}",
+                    f"address {host.address}:{host.port} is already host "
+                    f"'{other.name}' of client '{other.client}' ({other.location});"
+                    " a host belongs to one client only",
+                )
             endpoints.setdefault(endpoint, host)
-
-

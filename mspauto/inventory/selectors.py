@@ -44,8 +44,15 @@ class Selector(StrictModel):
 
     @model_validator(mode="after")
     def _says_something(self) -> Selector:
-        if not (self.clients or self.sites or self.groups or self.hosts or self.tags
-                or self.platforms or self.rings):
+        if not (
+            self.clients
+            or self.sites
+            or self.groups
+            or self.hosts
+            or self.tags
+            or self.platforms
+            or self.rings
+        ):
             raise ValueError(
                 "select at least one of clients, sites, groups, hosts, tags, platforms or "
                 "rings (use clients: ['*'] for every client)"
@@ -66,8 +73,7 @@ class Selector(StrictModel):
         if any(wanted and not _any_match(wanted, have) for wanted, have in checks):
             return False
         return not (
-            _any_match(self.exclude_hosts, (host.name,))
-            or _any_match(self.exclude_tags, host.tags)
+            _any_match(self.exclude_hosts, (host.name,)) or _any_match(self.exclude_tags, host.tags)
         )
 
     def select(self, inventory: Inventory) -> Iterator[Host]:

@@ -31,14 +31,22 @@ class LoadedPolicy:
 def load_policies(root: Path, policies_dir: Path) -> tuple[list[LoadedPolicy], list[Problem]]:
     """Validate every policy document; collect one problem per mistake."""
     if not policies_dir.is_dir():
-        return [], [Problem(Location(str(display_path(root, policies_dir))), "",
-                            "policies folder not found; create it and add at least one "
-                            "'kind: contract' policy")]
+        return [], [
+            Problem(
+                Location(str(display_path(root, policies_dir))),
+                "",
+                "policies folder not found; create it and add at least one 'kind: contract' policy",
+            )
+        ]
     loaded: list[LoadedPolicy] = []
     problems: list[Problem] = []
-    files = sorted(p for p in policies_dir.rglob("*")
-                   if p.is_file() and p.suffix in YAML_SUFFIXES
-                   and not any(part.startswith((".", "_")) for part in p.relative_to(policies_dir).parts))
+    files = sorted(
+        p
+        for p in policies_dir.rglob("*")
+        if p.is_file()
+        and p.suffix in YAML_SUFFIXES
+        and not any(part.startswith((".", "_")) for part in p.relative_to(policies_dir).parts)
+    )
     for path in files:
         try:
             docs = load_yaml_documents(path, str(display_path(root, path)))
@@ -46,9 +54,14 @@ def load_policies(root: Path, policies_dir: Path) -> tuple[list[LoadedPolicy], l
             problems.extend(exc.problems)
             continue
         if not any(doc.data is not None for doc in docs):
-            problems.append(Problem(Location(str(display_path(root, path)), 1), "",
-                                    "file is empty; a policy file holds one or more "
-                                    "documents, each starting with 'kind:'"))
+            problems.append(
+                Problem(
+                    Location(str(display_path(root, path)), 1),
+                    "",
+                    "file is empty; a policy file holds one or more "
+                    "documents, each starting with 'kind:'",
+                )
+            )
         for doc in docs:
             if doc.data is None:
                 continue
@@ -62,8 +75,9 @@ def load_policies(root: Path, policies_dir: Path) -> tuple[list[LoadedPolicy], l
 def _validate(doc: YamlDocument) -> tuple[Policy | None, list[Problem]]:
     kinds = ", ".join(KINDS)
     if not isinstance(doc.data, dict):
-        return None, [Problem(doc.location(), "",
-                              f"a policy is a mapping starting with 'kind:' ({kinds})")]
+        return None, [
+            Problem(doc.location(), "", f"a policy is a mapping starting with 'kind:' ({kinds})")
+        ]
     kind = doc.data.get("kind")
     if kind is None:
         return None, [Problem(doc.location(), "kind", f"required key is missing; one of {kinds}")]

@@ -11,12 +11,21 @@ Each YAML document under ``policies/`` is one policy; ``kind:`` picks its model:
 
 from __future__ import annotations
 
+import re
 from datetime import date, time, timedelta
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import Field, TypeAdapter, field_validator, model_validator
 
-from mspauto.fields import CronExpression, Duration, Name, SecretRef, StrictModel, TimeZoneName
+from mspauto.fields import (
+    CronExpression,
+    Duration,
+    Name,
+    ScheduleZone,
+    SecretRef,
+    StrictModel,
+    item_error,
+)
 from mspauto.inventory.selectors import Selector
 
 __all__ = [
@@ -49,7 +58,7 @@ class Schedule(StrictModel):
     """
 
     cron: CronExpression
-    timezone: TimeZoneName | Literal["client"]
+    timezone: ScheduleZone
 
 
 class MaintenanceWindow(StrictModel):
@@ -90,13 +99,13 @@ class ApprovalMatch(StrictModel):
     @field_validator("names")
     @classmethod
     def _valid_regexes(cls, value: list[str]) -> list[str]:
-        import re
-
-        for pattern in value:
+        for index, pattern in enumerate(value):
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"'{pattern}' is not a valid regular expression: {exc}") from None
+                raise item_error(
+                    f"'{pattern}' is not a valid regular expression: {exc}", at=index
+                ) from None
         return value
 
 
@@ -110,9 +119,9 @@ class ApprovalRule(StrictModel):
     @model_validator(mode="after")
     def _defer_needs_delay(self) -> ApprovalRule:
         if self.action == "defer" and self.defer is None:
-            raise ValueError("action 'defer' needs 'defer: <duration>' (e.g. 7d)")
+            raise item_error("action 'defer' needs 'defer: <duration>' (e.g. 7d)", at="action")
         if self.action != "defer" and self.defer is not None:
-            raise ValueError("'defer' only goes with action: defer")
+            raise item_error("'defer' only goes with action: defer", at="defer")
         return self
 
 
@@ -180,9 +189,11 @@ class BackupJob(StrictModel):
     @model_validator(mode="after")
     def _provider_needs(self) -> BackupJob:
         if self.provider in {"restic", "borg"} and not self.repository:
-            raise ValueError(f"provider {self.provider} needs 'repository'")
+            raise item_error(f"provider {self.provider} needs 'repository'", at="provider")
         if self.provider == "file-age" and not self.path:
-            raise ValueError("provider file-age needs 'path' (the file or folder to age)")
+            raise item_error(
+                "provider file-age needs 'path' (the file or folder to age)", at="provider"
+            )
         return self
 
 
@@ -241,9 +252,7 @@ class Contract(_PolicyBase):
     def _every_severity(cls, value: dict[Severity, timedelta]) -> dict[Severity, timedelta]:
         missing = [s for s in SEVERITIES if s not in value]
         if missing:
-            raise ValueError(
-                "give a deadline for every severity; missing: " + ", ".join(missing)
-            )
+            raise ValueError("give a deadline for every severity; missing: " + ", ".join(missing))
         return value
 
 
@@ -264,9 +273,12 @@ class Waiver(_PolicyBase):
     def _one_subject_and_sane_dates(self) -> Waiver:
         subjects = [s for s in ("rule", "package", "backup_job") if getattr(self, s)]
         if len(subjects) != 1:
-            raise ValueError("a waiver covers exactly one of rule, package or backup_job")
+            raise item_error(
+                "a waiver covers exactly one of rule, package or backup_job",
+                at=subjects[1] if subjects else None,
+            )
         if self.expires <= self.approved_on:
-            raise ValueError("expires must be after approved_on")
+            raise item_error("must be after approved_on", at="expires")
         return self
 
     @property

@@ -20,10 +20,10 @@ def policy_schema(kind: str | None = None) -> dict[str, Any]:
     else:
         schema = KINDS[kind].model_json_schema(mode="validation")
         title = f"mspauto {kind} policy"
-    return {"$schema": _DIALECT, "title": title, **schema}
+    return {**schema, "$schema": _DIALECT, "title": title}
 
 
 def inventory_schema() -> dict[str, Any]:
     """Schema of one inventory client file."""
     schema = ClientFile.model_json_schema(mode="validation")
-    return {"$schema": _DIALECT, "title": "mspauto inventory client file", **schema}
+    return {**schema, "$schema": _DIALECT, "title": "mspauto inventory client file"}

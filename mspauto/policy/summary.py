@@ -15,7 +15,8 @@ __all__ = ["summarize"]
 def summarize(project: Project, client: str | None = None) -> list[dict[str, Any]]:
     """Rows for ``policy list``; with ``client``, only what concerns that client."""
     contracts_in_use = {
-        c.spec.contract for c in project.inventory.clients.values()
+        c.spec.contract
+        for c in project.inventory.clients.values()
         if client is None or c.name == client
     }
     rows = []
@@ -24,22 +25,25 @@ def summarize(project: Project, client: str | None = None) -> list[dict[str, Any
         targets: Selector | None = getattr(policy, "targets", None)
         hosts = None
         if targets is not None:
-            selected = [h for h in targets.select(project.inventory)
-                        if client is None or h.client == client]
+            selected = [
+                h for h in targets.select(project.inventory) if client is None or h.client == client
+            ]
             hosts = len(selected)
             if client is not None and not selected:
                 continue
         elif client is not None and policy.name not in contracts_in_use:
             continue
         schedule = getattr(policy, "schedule", None)
-        rows.append({
-            "kind": policy.kind,
-            "name": policy.name,
-            "schedule": f"{schedule.cron} ({schedule.timezone})" if schedule else None,
-            "hosts": hosts,
-            "detail": _detail(policy),
-            "defined_at": str(loaded.location),
-        })
+        rows.append(
+            {
+                "kind": policy.kind,
+                "name": policy.name,
+                "schedule": f"{schedule.cron} ({schedule.timezone})" if schedule else None,
+                "hosts": hosts,
+                "detail": _detail(policy),
+                "defined_at": str(loaded.location),
+            }
+        )
     return rows
 
 
@@ -54,9 +58,11 @@ def _detail(policy: object) -> str:
         return f"packs {', '.join(policy.packs)}; remediate {policy.remediate}"
     if isinstance(policy, Contract):
         deadlines = policy.patch_deadlines
-        return (f"critical {format_duration(deadlines['critical'])}, high "
-                f"{format_duration(deadlines['high'])}; RPO {format_duration(policy.rpo)}; "
-                f"baseline >= {policy.baseline_score_floor:g}")
+        return (
+            f"critical {format_duration(deadlines['critical'])}, high "
+            f"{format_duration(deadlines['high'])}; RPO {format_duration(policy.rpo)}; "
+            f"baseline >= {policy.baseline_score_floor:g}"
+        )
     if isinstance(policy, Waiver):
         return f"{policy.subject} until {policy.expires}, approved by {policy.approved_by}"
     return ""
