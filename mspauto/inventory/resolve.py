@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import PurePosixPath
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from mspauto.inventory.models import (
     ClientFile,
@@ -192,23 +192,9 @@ def build_client(
                 )
             else:
                 spec, spec_at = model.client, _Written(doc, ("client",))
-        for section, target, source in (
-            ("sites", sites, model.sites),
-            ("groups", groups, model.groups),
-            ("hosts", host_specs, model.hosts),
-        ):
-            for key, value in source.items():
-                written = _Written(doc, (section, key))
-                if key in target:
-                    problems.append(
-                        Problem(
-                            written.location,
-                            f"{section}.{key}",
-                            f"defined twice (first at {target[key][1].location})",
-                        )
-                    )
-                    continue
-                target[key] = (value, written)  # type: ignore[assignment]
+        problems += _merge_section("sites", sites, model.sites, doc)
+        problems += _merge_section("groups", groups, model.groups, doc)
+        problems += _merge_section("hosts", host_specs, model.hosts, doc)
 
     if problems:
         return None, problems
@@ -278,6 +264,32 @@ def build_client(
         files=tuple(doc.file for doc in docs),
     )
     return client, []
+
+
+SpecT = TypeVar("SpecT")
+
+
+def _merge_section(
+    section: str,
+    merged: dict[str, tuple[SpecT, _Written]],
+    entries: Mapping[str, SpecT],
+    doc: YamlDocument,
+) -> list[Problem]:
+    """Add one file's ``sites``/``groups``/``hosts`` to the client's; report repeats."""
+    problems = []
+    for key, value in entries.items():
+        written = _Written(doc, (section, key))
+        if key in merged:
+            problems.append(
+                Problem(
+                    written.location,
+                    f"{section}.{key}",
+                    f"defined twice (first at {merged[key][1].location})",
+                )
+            )
+        else:
+            merged[key] = (value, written)
+    return problems
 
 
 def _reference_problems(

@@ -25,6 +25,8 @@ from mspauto.inventory.ansible import (
 )
 from mspauto.project import load_project
 
+pytestmark = pytest.mark.integration
+
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "ansible"
 SOURCES = ["site.ini", "site.yaml", "folder"]
 
