@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typing unit venv clean
+.PHONY: demo test lint typing unit venv system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,10 +13,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+# Debian packages for the lab fleet (debootstrap, apt-utils); a no-op once installed.
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+demo: $(STAMP) system-deps
 	@bash scripts/demo.sh
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/tox run -e lint,typing,py
 
 # Quicker loops while developing (same tools, no tox environments).

@@ -24,6 +24,7 @@ _COMMANDS = {
     "validate": "mspauto.cli.validate:validate",
     "inventory": "mspauto.cli.inventory:inventory",
     "policy": "mspauto.cli.policy:policy",
+    "lab": "mspauto.cli.lab:lab",
 }
 
 

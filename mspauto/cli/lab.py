@@ -1,0 +1,187 @@
+"""``mspauto lab``: a fleet of real Linux hosts on this machine, to try policies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from mspauto.cli.application import Application, pass_app
+
+if TYPE_CHECKING:
+    from mspauto.lab.fleet import Lab
+
+__all__ = ["lab"]
+
+_DIR = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Lab folder (default: <project>/.state/lab). Holds its inventory, keys and state.",
+)
+
+
+def _lab(app: Application, directory: Path | None) -> Lab:
+    from mspauto.lab.fleet import Lab
+
+    return Lab(directory or app.settings.state_dir / "lab")
+
+
+@click.group()
+def lab() -> None:
+    """Real Linux hosts on this machine (namespaces, overlay root, sshd on 127.0.0.N),
+    with planted baseline drift, backup states and faults. Needs root."""
+
+
+@lab.command("up")
+@click.option(
+    "--hosts",
+    "count",
+    type=click.IntRange(1, 1000),
+    default=12,
+    show_default=True,
+    help="How many hosts.",
+)
+@click.option(
+    "--clients",
+    default="acme,globex",
+    show_default=True,
+    help="Comma-separated client names; hosts are spread over them.",
+)
+@click.option(
+    "--faults/--no-faults",
+    default=None,
+    help="Make the last three hosts unreachable (sshd down, changed host key, "
+    "lab key rejected). Default: on from 6 hosts.",
+)
+@click.option(
+    "--first-address",
+    default="127.0.0.10",
+    show_default=True,
+    help="Address of the first host (the rest follow; all inside 127.0.0.0/8).",
+)
+@_DIR
+@pass_app
+def up(
+    app: Application,
+    count: int,
+    clients: str,
+    faults: bool | None,
+    first_address: str,
+    directory: Path | None,
+) -> None:
+    """Start a lab fleet and write a ready project for it (inventory, key, known_hosts).
+
+    A second run reuses what is there and restarts hosts that stopped."""
+    from mspauto.lab.system import LabError
+
+    fleet = _lab(app, directory)
+    names = [c.strip() for c in clients.split(",") if c.strip()]
+    try:
+        plans = fleet.up(
+            count,
+            names,
+            faults=count >= 6 if faults is None else faults,
+            first_address=first_address,
+            say=click.echo,
+        )
+    except LabError as exc:
+        app.abort(str(exc))
+    for plan in plans:
+        extra = f"  FAULT {plan.fault}" if plan.fault else ""
+        click.echo(
+            f"  {plan.name:<16} {plan.address:<15} {plan.baseline:<10} backup {plan.backup}{extra}"
+        )
+    click.echo(f"inventory: {fleet.inventory_dir}/   key: {fleet.key}")
+    click.echo(
+        f"try: ssh -i {fleet.key} -o UserKnownHostsFile="
+        f"{fleet.inventory_dir}/known_hosts/{plans[0].client} "
+        f"-o StrictHostKeyChecking=yes mspauto@{plans[0].address}"
+    )
+    click.echo(f"     mspauto --project {fleet.directory} inventory list")
+
+
+@lab.command("down")
+@_DIR
+@pass_app
+def down(app: Application, directory: Path | None) -> None:
+    """Stop every lab process, unmount every lab mount and delete the lab's files."""
+    from mspauto.lab.system import LabError, check_can_run
+
+    try:
+        check_can_run()
+        _lab(app, directory).down(say=click.echo)
+    except LabError as exc:
+        app.abort(str(exc))
+
+
+@lab.command("status")
+@_DIR
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@pass_app
+def status(app: Application, directory: Path | None, output: str) -> None:
+    """Show each lab host, what was planted in it, and whether it answers."""
+    fleet = _lab(app, directory)
+    statuses = fleet.status()
+    if output == "json":
+        app.print_json([s.as_dict() for s in statuses])
+        return
+    if not statuses:
+        click.echo(f"no lab in {fleet.directory}")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("HOST", "CLIENT", "ADDRESS", "BASELINE", "BACKUP", "FAULT", "SSHD", "ANSWERS"):
+        table.add_column(column)
+    for s in statuses:
+        table.add_row(
+            s.plan.name,
+            s.plan.client,
+            s.plan.address,
+            s.plan.baseline,
+            s.plan.backup,
+            s.plan.fault or "-",
+            "running" if s.running else "stopped",
+            "yes" if s.answers else "NO",
+        )
+    app.print_table(table)
+    answering = sum(s.answers for s in statuses)
+    click.echo(f"{answering}/{len(statuses)} hosts answer")
+
+
+_FAULTS = {
+    "stop": ("stop_host", "stopped sshd on"),
+    "start": ("start_host", "started sshd on"),
+    "freeze": ("freeze_host", "froze (connections hang until 'thaw')"),
+    "thaw": ("thaw_host", "thawed"),
+    "fill-disk": ("fill_disk", "filled the disk of"),
+    "free-disk": ("free_disk", "freed the disk of"),
+}
+
+
+@lab.command("fault")
+@click.argument("action", type=click.Choice(list(_FAULTS)))
+@click.argument("host")
+@_DIR
+@pass_app
+def fault(app: Application, action: str, host: str, directory: Path | None) -> None:
+    """Break (or mend) one lab host: stop/start its sshd, freeze/thaw all its processes,
+    fill-disk/free-disk."""
+    from mspauto.lab.system import LabError, check_can_run
+
+    method, done = _FAULTS[action]
+    try:
+        check_can_run()
+        getattr(_lab(app, directory), method)(host)
+    except LabError as exc:
+        app.abort(str(exc))
+    click.echo(f"{done} {host}")

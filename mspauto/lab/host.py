@@ -1,0 +1,319 @@
+"""One lab host: its root filesystem, the state planted in it, and its sshd.
+
+A host's writable layer lives on its own small tmpfs, so ``df /`` inside the host shows
+a disk that can really fill up, and removing the host frees everything at once. The
+host's sshd runs as PID 1 of new mount, PID and UTS namespaces, after ``pivot_root``
+into the host's tree, so processes in it see only their own filesystem and processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from mspauto.lab.plan import (
+    BORG_PASSPHRASE_FILE,
+    BORG_REPOSITORY,
+    RESTIC_PASSWORD_FILE,
+    RESTIC_REPOSITORY,
+    HostPlan,
+)
+from mspauto.lab.system import (
+    LabError,
+    alive,
+    children_of,
+    kill_and_wait,
+    mount,
+    run,
+    send_signal,
+)
+
+__all__ = ["LabHost"]
+
+HOST_DISK = "256m"
+FILL_FILE = "var/tmp/lab-disk-filler"
+
+# Runs inside the new namespaces: make the host's tree the root, give it fresh /proc,
+# a minimal /dev and its own /run, then become its sshd.
+_START_SCRIPT = r"""
+set -e
+root="$1"; name="$2"; address="$3"
+mount --make-rprivate /
+mount -t tmpfs -o mode=0755,size=16m lab-run "$root/run"
+cd "$root"
+mkdir -p .lab-oldroot
+pivot_root . .lab-oldroot
+cd /
+mount -t proc proc /proc
+mount -t tmpfs -o mode=0755,size=1m lab-dev /dev
+for device in null zero full random urandom tty; do
+    : > "/dev/$device"
+    mount --bind "/.lab-oldroot/dev/$device" "/dev/$device"
+done
+mkdir /dev/pts /dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts
+ln -s pts/ptmx /dev/ptmx
+ln -s /proc/self/fd /dev/fd
+umount -l /.lab-oldroot
+rmdir /.lab-oldroot
+hostname "$name"
+mkdir -p /run/sshd
+exec /usr/sbin/sshd -D -e -o "ListenAddress=$address"
+"""
+
+
+@dataclass(frozen=True)
+class _BaselineState:
+    """Security settings planted on a host (see docs/lab.md for the full list)."""
+
+    sshd: str
+    shadow_mode: int
+    aslr: int
+    ufw_enabled: str
+    ufw_input: str
+    pass_max_days: int
+    auto_upgrades: int
+
+
+_BASELINE = {
+    "compliant": _BaselineState(
+        sshd="PermitRootLogin no\nMaxAuthTries 4\nPermitEmptyPasswords no\n"
+        "X11Forwarding no\nLoginGraceTime 60\nClientAliveInterval 300\n",
+        shadow_mode=0o640,
+        aslr=2,
+        ufw_enabled="yes",
+        ufw_input="DROP",
+        pass_max_days=365,
+        auto_upgrades=1,
+    ),
+    "drifted": _BaselineState(
+        # Not PermitEmptyPasswords: it makes sshd try an empty password through PAM on
+        # every connection, and PAM's failure delay then slows every login by seconds.
+        sshd="PermitRootLogin yes\nMaxAuthTries 10\nIgnoreRhosts no\nX11Forwarding yes\n"
+        "LoginGraceTime 600\n",
+        shadow_mode=0o644,
+        aslr=0,
+        ufw_enabled="no",
+        ufw_input="ACCEPT",
+        pass_max_days=99999,
+        auto_upgrades=0,
+    ),
+}
+
+
+class LabHost:
+    """A lab host on disk (``directory``) and, while it runs, its processes."""
+
+    def __init__(self, plan: HostPlan, directory: Path, log: Path) -> None:
+        self.plan = plan
+        self.directory = directory
+        self.root = directory / "root"
+        self.log = log
+
+    # --- building ---------------------------------------------------------------
+
+    def create(self, base_rootfs: Path) -> None:
+        """Mount the host's disk and its overlay root filesystem."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        mount("-t", "tmpfs", "-o", f"size={HOST_DISK},mode=0700", "lab-disk", self.directory)
+        for part in ("upper", "work", "root"):
+            (self.directory / part).mkdir()
+        mount(
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={base_rootfs},upperdir={self.directory / 'upper'},"
+            f"workdir={self.directory / 'work'}",
+            self.root,
+        )
+
+    def path(self, inside: str) -> Path:
+        """A path of the host's filesystem, seen from the control node."""
+        return self.root / inside.lstrip("/")
+
+    def write(self, inside: str, text: str, mode: int = 0o644, owner: int = 0) -> None:
+        """Write a file into the host."""
+        target = self.path(inside)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        target.chmod(mode)
+        os.chown(target, owner, owner)
+
+    def set_identity(self, repo_url: str) -> None:
+        """Host name, name resolution and the apt sources (the lab repository only)."""
+        self.write("/etc/hostname", self.plan.name + "\n")
+        self.write("/etc/hosts", f"127.0.0.1 localhost\n{self.plan.address} {self.plan.name}\n")
+        self.write(
+            "/etc/apt/sources.list.d/lab.sources",
+            "Types: deb\n"
+            f"URIs: {repo_url}\n"
+            "Suites: bookworm bookworm-security\n"
+            "Components: main\n"
+            "Trusted: yes\n",
+        )
+
+    def new_host_key(self) -> str:
+        """Give the host a fresh ed25519 host key; returns its public key line."""
+        key = self.path("/etc/ssh/ssh_host_ed25519_key")
+        for old in (key, key.with_name(key.name + ".pub")):
+            old.unlink(missing_ok=True)
+        run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"root@{self.plan.name}",
+                "-f",
+                key,
+            ]
+        )
+        return key.with_name(key.name + ".pub").read_text().strip()
+
+    def authorize(self, public_key: str, user_uid: int) -> None:
+        """Let ``public_key`` log in as the lab user (and as root, where sshd allows it)."""
+        for home, uid in (("/home/mspauto", user_uid), ("/root", 0)):
+            ssh_dir = self.path(f"{home}/.ssh")
+            ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chown(ssh_dir, uid, uid)
+            self.write(f"{home}/.ssh/authorized_keys", public_key + "\n", 0o600, uid)
+
+    def plant_baseline(self) -> None:
+        """Write the compliant or drifted security settings the plan asks for."""
+        state = _BASELINE[self.plan.baseline]
+        self.write(
+            "/etc/ssh/sshd_config.d/50-lab-baseline.conf",
+            f"# mspauto lab: {self.plan.baseline} baseline\n{state.sshd}",
+        )
+        self.path("/etc/shadow").chmod(state.shadow_mode)
+        self.write("/etc/sysctl.d/60-lab-aslr.conf", f"kernel.randomize_va_space = {state.aslr}\n")
+        _replace_line(self.path("/etc/ufw/ufw.conf"), "ENABLED=", f"ENABLED={state.ufw_enabled}")
+        _replace_line(
+            self.path("/etc/default/ufw"),
+            "DEFAULT_INPUT_POLICY=",
+            f'DEFAULT_INPUT_POLICY="{state.ufw_input}"',
+        )
+        _replace_line(
+            self.path("/etc/login.defs"), "PASS_MAX_DAYS", f"PASS_MAX_DAYS\t{state.pass_max_days}"
+        )
+        flag = state.auto_upgrades
+        self.write(
+            "/etc/apt/apt.conf.d/20auto-upgrades",
+            f'APT::Periodic::Update-Package-Lists "{flag}";\n'
+            f'APT::Periodic::Unattended-Upgrade "{flag}";\n',
+        )
+        if self.plan.baseline == "drifted":
+            # A second UID 0 account and an account without a password.
+            with self.path("/etc/passwd").open("a") as passwd:
+                passwd.write(
+                    "toor:x:0:0:root:/root:/bin/bash\nlegacy:x:1999:1999::/home/legacy:/bin/sh\n"
+                )
+            with self.path("/etc/shadow").open("a") as shadow:
+                shadow.write("toor:*:19700:0:99999:7:::\nlegacy::19700:0:99999:7:::\n")
+
+    def plant_backup(self, templates: Path) -> None:
+        """Copy the backup repository the plan asks for, with its password file."""
+        backup = self.plan.backup
+        self.write(RESTIC_PASSWORD_FILE, "lab-restic-password\n", 0o600)
+        self.write(BORG_PASSPHRASE_FILE, "lab-borg-passphrase\n", 0o600)
+        if backup == "none":
+            return
+        target = RESTIC_REPOSITORY if backup.startswith("restic") else BORG_REPOSITORY
+        shutil.copytree(templates / backup, self.path(target), symlinks=True)
+
+    # --- running ----------------------------------------------------------------
+
+    def start(self) -> int:
+        """Start the host's sshd in its namespaces; returns the ``unshare`` PID."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            process = subprocess.Popen(
+                [
+                    "unshare",
+                    "--mount",
+                    "--uts",
+                    "--pid",
+                    "--fork",
+                    "--kill-child",
+                    "/bin/sh",
+                    "-c",
+                    _START_SCRIPT,
+                    "lab-host",
+                    str(self.root),
+                    self.plan.name,
+                    self.plan.address,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        return process.pid
+
+    @staticmethod
+    def init_pid(unshare_pid: int) -> int | None:
+        """The host's PID 1 (its sshd), seen from the control node."""
+        children = children_of(unshare_pid)
+        return children[0] if children else None
+
+    @staticmethod
+    def stop(unshare_pid: int | None) -> None:
+        """Stop the host's sshd; every process in its PID namespace goes with it."""
+        if unshare_pid is None or not alive(unshare_pid):
+            return
+        init = LabHost.init_pid(unshare_pid)
+        if init is not None:
+            send_signal(init, signal.SIGCONT)  # a frozen host must be able to exit
+            kill_and_wait([init], signal.SIGTERM)
+        kill_and_wait([unshare_pid], signal.SIGKILL)
+
+    @staticmethod
+    def signal_all(unshare_pid: int, sig: int) -> None:
+        """Send ``sig`` to every process of the host (to freeze or thaw it)."""
+        init = LabHost.init_pid(unshare_pid)
+        if init is None:
+            raise LabError("the host is not running")
+        namespace = os.readlink(f"/proc/{init}/ns/pid")
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                same = os.readlink(entry / "ns" / "pid") == namespace
+            except OSError:
+                continue
+            if same:
+                send_signal(int(entry.name), sig)
+
+    def fill_disk(self) -> int:
+        """Fill the host's disk; returns the bytes written."""
+        stats = os.statvfs(self.root)
+        size = stats.f_bavail * stats.f_frsize
+        filler = self.path(FILL_FILE)
+        with filler.open("ab") as handle:
+            if size:
+                os.posix_fallocate(handle.fileno(), 0, size)
+        return size
+
+    def free_disk(self) -> None:
+        """Remove what :meth:`fill_disk` wrote."""
+        self.path(FILL_FILE).unlink(missing_ok=True)
+
+
+def _replace_line(path: Path, prefix: str, line: str) -> None:
+    """Set the first setting line starting with ``prefix`` to ``line`` (else append it)."""
+    lines = path.read_text().splitlines()
+    for index, current in enumerate(lines):
+        if current.startswith(prefix):
+            lines[index] = line
+            break
+    else:
+        lines.append(line)
+    path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,140 @@
+"""Which lab hosts to make and what state each is in (pure: no I/O).
+
+Hosts are spread round-robin over the clients. Within each client, host ``j`` gets a
+baseline state and a backup state from fixed cycles, so every client has compliant and
+drifted hosts and every backup state. With faults on, the last three hosts of the
+fleet are the unreachable ones: sshd down, a changed host key, the lab key rejected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = [
+    "BACKUP_STATES",
+    "CLIENT_DETAILS",
+    "FAULTS",
+    "HostPlan",
+    "inventory_document",
+    "plan_fleet",
+]
+
+Baseline = Literal["compliant", "drifted"]
+Backup = Literal[
+    "restic-fresh", "restic-stale", "borg-fresh", "borg-stale", "restic-failing", "none"
+]
+Fault = Literal["sshd-down", "changed-key", "rejects-key"]
+
+BACKUP_STATES: tuple[Backup, ...] = (
+    "restic-fresh",
+    "restic-stale",
+    "borg-fresh",
+    "borg-stale",
+    "restic-failing",
+    "none",
+)
+FAULTS: tuple[Fault, ...] = ("sshd-down", "changed-key", "rejects-key")
+FIRST_ADDRESS = "127.0.0.10"
+
+# Display name and time zone of the clients the examples use; others get UTC.
+CLIENT_DETAILS = {
+    "acme": ("ACME Corporation (lab)", "America/New_York"),
+    "globex": ("Globex GmbH (lab)", "Europe/Berlin"),
+}
+
+RESTIC_REPOSITORY = "/var/backups/restic"
+RESTIC_PASSWORD_FILE = "/etc/mspauto-lab/restic.pass"
+BORG_REPOSITORY = "/var/backups/borg"
+BORG_PASSPHRASE_FILE = "/etc/mspauto-lab/borg.pass"
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """One lab host: where it listens and what was planted on it."""
+
+    name: str
+    client: str
+    address: str
+    baseline: Baseline
+    backup: Backup
+    fault: Fault | None = None
+
+    @property
+    def tags(self) -> list[str]:
+        """Inventory tags that say what the host was made to be."""
+        tags = ["lab", self.baseline, f"backup-{self.backup}"]
+        return [*tags, f"fault-{self.fault}"] if self.fault else tags
+
+    @property
+    def vars(self) -> dict[str, Any]:
+        """Inventory variables locating the host's backup repository."""
+        if self.backup.startswith("restic") or self.backup == "none":
+            return {
+                "backup_tool": "restic",
+                "restic_repository": RESTIC_REPOSITORY,
+                "restic_password_file": RESTIC_PASSWORD_FILE,
+            }
+        return {
+            "backup_tool": "borg",
+            "borg_repository": BORG_REPOSITORY,
+            "borg_passphrase_file": BORG_PASSPHRASE_FILE,
+        }
+
+
+def plan_fleet(
+    count: int, clients: list[str], *, faults: bool, first_address: str = FIRST_ADDRESS
+) -> list[HostPlan]:
+    """``count`` hosts over ``clients`` on consecutive loopback addresses."""
+    if count < 1:
+        raise ValueError("a lab has at least one host")
+    if not clients:
+        raise ValueError("a lab has at least one client")
+    first = ipaddress.IPv4Address(first_address)
+    last = first + count - 1
+    if not (first.is_loopback and last.is_loopback):
+        raise ValueError(f"lab addresses must stay inside 127.0.0.0/8 ({first}..{last})")
+    per_client: dict[str, int] = dict.fromkeys(clients, 0)
+    hosts = []
+    for index in range(count):
+        client = clients[index % len(clients)]
+        number = per_client[client]
+        per_client[client] += 1
+        fault: Fault | None = None
+        if faults and index >= count - len(FAULTS):
+            fault = FAULTS[index - (count - len(FAULTS))]
+        hosts.append(
+            HostPlan(
+                name=f"{client}-lab{number + 1:02d}",
+                client=client,
+                address=str(first + index),
+                baseline="compliant" if number % 2 == 0 else "drifted",
+                backup=BACKUP_STATES[number % len(BACKUP_STATES)],
+                fault=fault,
+            )
+        )
+    return hosts
+
+
+def inventory_document(
+    client: str, hosts: list[HostPlan], private_key: str, contract: str
+) -> dict[str, Any]:
+    """The client file ``lab up`` writes, in the same format as ``inventory/``."""
+    display_name, timezone = CLIENT_DETAILS.get(client, (f"{client} (lab)", "UTC"))
+    return {
+        "client": {
+            "name": client,
+            "display_name": display_name,
+            "timezone": timezone,
+            "contract": contract,
+            "platform": "debian",
+            "credential": "lab",
+            "credentials": {"lab": {"user": "mspauto", "private_key": {"file": private_key}}},
+        },
+        "hosts": {
+            host.name: {"address": host.address, "tags": host.tags, "vars": host.vars}
+            for host in hosts
+            if host.client == client
+        },
+    }

@@ -1,0 +1,75 @@
+"""Test helpers for suites that run against the lab (mspauto's own, or a user's).
+
+``running_lab`` brings a fleet up, yields it, and always takes it down again, even
+when the code inside fails. ``ssh`` runs a command on a lab host with the real OpenSSH
+client, strict host-key checking and the files ``lab up`` wrote.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mspauto.lab.fleet import Lab
+from mspauto.lab.plan import HostPlan
+from mspauto.lab.system import LabError, check_can_run
+
+__all__ = ["lab_unavailable", "running_lab", "ssh"]
+
+
+def lab_unavailable() -> str | None:
+    """Why the lab cannot run on this machine (one line), or ``None`` if it can."""
+    try:
+        check_can_run()
+    except LabError as exc:
+        return str(exc)
+    return None
+
+
+@contextmanager
+def running_lab(
+    directory: Path,
+    count: int,
+    clients: list[str],
+    *,
+    faults: bool = True,
+    first_address: str = "127.0.100.10",
+) -> Iterator[Lab]:
+    """A lab that is up inside the ``with`` block and gone after it."""
+    lab = Lab(directory)
+    try:
+        lab.up(count, clients, faults=faults, first_address=first_address, say=lambda _: None)
+        yield lab
+    finally:
+        lab.down(say=lambda _: None)
+
+
+def ssh(
+    lab: Lab, host: HostPlan, command: str, *, user: str = "mspauto", timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` on ``host`` as ``user``; never prompts, never trusts a new key."""
+    return subprocess.run(
+        [
+            "ssh",
+            "-i",
+            str(lab.key),
+            "-o",
+            f"UserKnownHostsFile={lab.inventory_dir / 'known_hosts' / host.client}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
+            f"{user}@{host.address}",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

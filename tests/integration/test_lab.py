@@ -1,0 +1,289 @@
+"""The lab fleet: real hosts, reachable the way production hosts are, with planted state.
+
+Everything here goes through the real OpenSSH client with strict host-key checking and
+the key, inventory and known_hosts files that ``lab up`` wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mspauto.lab.fleet import Lab, ssh_banner
+from mspauto.lab.plan import HostPlan
+from mspauto.lab.system import LabError, alive, mounts_under
+from mspauto.lab.testing import lab_unavailable, running_lab, ssh
+
+pytestmark = pytest.mark.integration
+
+
+def _hosts(lab: Lab, **wanted: object) -> list[HostPlan]:
+    found = [p for p in lab.plans() if all(getattr(p, k) == v for k, v in wanted.items())]
+    assert found, f"the lab has no host with {wanted}"
+    return found
+
+
+def _pick(lab: Lab, **wanted: object) -> HostPlan:
+    return _hosts(lab, **wanted)[0]
+
+
+def test_every_healthy_host_answers_with_the_written_files(lab: Lab) -> None:
+    for plan in _hosts(lab, fault=None):
+        result = ssh(lab, plan, "hostname")
+        assert result.returncode == 0, (plan.name, result.stderr)
+        assert result.stdout.strip() == plan.name
+
+
+def test_root_login_follows_the_planted_baseline(lab: Lab) -> None:
+    compliant = ssh(lab, _pick(lab, baseline="compliant", fault=None), "id -u", user="root")
+    drifted = ssh(lab, _pick(lab, baseline="drifted", fault=None), "id -u", user="root")
+    assert compliant.returncode == 255 and "Permission denied" in compliant.stderr
+    assert drifted.returncode == 0 and drifted.stdout.strip() == "0"
+
+
+def test_access_faults_are_real(lab: Lab) -> None:
+    down = ssh(lab, _pick(lab, fault="sshd-down"), "true")
+    assert "Connection refused" in down.stderr
+    changed = ssh(lab, _pick(lab, fault="changed-key"), "true")
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in changed.stderr
+    rejected = ssh(lab, _pick(lab, fault="rejects-key"), "true")
+    assert "Permission denied (publickey" in rejected.stderr
+
+
+def test_a_host_sees_only_itself(lab: Lab) -> None:
+    plan = _pick(lab, fault=None)
+    result = ssh(
+        lab,
+        plan,
+        "cat /proc/1/comm; ps -e --no-headers | wc -l; "
+        "awk '{print $2}' /proc/mounts; df --output=size -B1M / | tail -1",
+    )
+    comm, processes, *mounts, disk_mb = result.stdout.split()
+    assert comm == "sshd"
+    assert int(processes) < 10  # sshd, this session, ps: none of the control node's
+    assert "/" in mounts and not any(m.startswith(("/work", "/tmp/")) for m in mounts)
+    assert 200 <= int(disk_mb) <= 300  # its own small disk, not the control node's
+
+
+def test_apt_offers_security_and_regular_updates(lab: Lab) -> None:
+    plan = _pick(lab, fault=None)
+    result = ssh(lab, plan, "sudo apt-get update -qq && apt list --upgradable 2>/dev/null")
+    assert result.returncode == 0, result.stderr
+    upgradable = {
+        line.split("/")[0]: line.split("/")[1].split()[0]
+        for line in result.stdout.splitlines()
+        if "/" in line
+    }
+    assert upgradable == {
+        "lab-openssl": "bookworm-security",
+        "lab-webserver": "bookworm-security",
+        "lab-kernel": "bookworm-security",
+        "lab-tools": "bookworm",
+        "lab-editor": "bookworm",
+    }
+    sources = ssh(
+        lab,
+        plan,
+        "cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | grep -i uris",
+    )
+    assert sources.stdout.split() == ["URIs:", lab.state()["repo"]["url"]]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("baseline", "root_login", "max_tries", "shadow", "aslr", "uid0"),
+    [
+        ("compliant", "no", "4", "640", "2", "root"),
+        ("drifted", "yes", "10", "644", "0", "root toor"),
+    ],
+)
+def test_planted_baseline_is_effective(
+    lab: Lab, baseline: str, root_login: str, max_tries: str, shadow: str, aslr: str, uid0: str
+) -> None:
+    plan = _pick(lab, baseline=baseline, fault=None)
+    result = ssh(
+        lab,
+        plan,
+        "sudo sshd -T | grep -E '^(permitrootlogin|maxauthtries) '; "
+        "stat -c %a /etc/shadow; "
+        "cat /etc/sysctl.d/60-lab-aslr.conf; "
+        "awk -F: '$3 == 0 {print $1}' /etc/passwd | xargs",
+    )
+    lines = result.stdout.splitlines()
+    assert f"permitrootlogin {root_login}" in lines
+    assert f"maxauthtries {max_tries}" in lines
+    assert shadow in lines
+    assert f"kernel.randomize_va_space = {aslr}" in lines
+    assert lines[-1] == uid0
+
+
+def _restic(lab: Lab, plan: HostPlan) -> subprocess.CompletedProcess[str]:
+    return ssh(
+        lab,
+        plan,
+        "sudo restic snapshots --json --latest 1 --no-lock "
+        "-r /var/backups/restic --password-file /etc/mspauto-lab/restic.pass",
+    )
+
+
+def _borg(lab: Lab, plan: HostPlan) -> subprocess.CompletedProcess[str]:
+    return ssh(
+        lab,
+        plan,
+        "sudo BORG_PASSCOMMAND='cat /etc/mspauto-lab/borg.pass' "
+        "borg list --json --last 1 /var/backups/borg",
+    )
+
+
+def test_backup_states_are_real(lab: Lab) -> None:
+    now = datetime.now(UTC)
+    fresh = json.loads(_restic(lab, _pick(lab, backup="restic-fresh", fault=None)).stdout)
+    stale = json.loads(_restic(lab, _pick(lab, backup="restic-stale", fault=None)).stdout)
+    fresh_age = now - datetime.fromisoformat(fresh[0]["time"])
+    stale_age = now - datetime.fromisoformat(stale[0]["time"])
+    assert timedelta(hours=1) < fresh_age < timedelta(hours=6)
+    assert timedelta(days=2) < stale_age < timedelta(days=4)
+
+    failing = _restic(lab, _pick(lab, backup="restic-failing", fault=None))
+    assert failing.returncode != 0 and "config" in failing.stderr
+    absent = _restic(lab, _pick(lab, backup="none", fault=None))
+    assert absent.returncode != 0
+
+    borg_fresh = json.loads(_borg(lab, _pick(lab, backup="borg-fresh", fault=None)).stdout)
+    borg_stale = json.loads(_borg(lab, _pick(lab, backup="borg-stale", fault=None)).stdout)
+    # borg reports local time without a zone; lab hosts run in UTC.
+    borg_fresh_age = now - datetime.fromisoformat(borg_fresh["archives"][0]["time"]).replace(
+        tzinfo=UTC
+    )
+    borg_stale_age = now - datetime.fromisoformat(borg_stale["archives"][0]["time"]).replace(
+        tzinfo=UTC
+    )
+    assert timedelta(hours=1) < borg_fresh_age < timedelta(hours=6)
+    assert timedelta(days=2) < borg_stale_age < timedelta(days=4)
+
+
+def test_stop_and_start_a_host(lab: Lab) -> None:
+    plan = _pick(lab, fault=None)
+    lab.stop_host(plan.name)
+    try:
+        assert ssh_banner(plan.address) is None
+        assert "Connection refused" in ssh(lab, plan, "true").stderr
+    finally:
+        lab.start_host(plan.name)
+    assert ssh(lab, plan, "hostname").stdout.strip() == plan.name
+
+
+def test_a_frozen_host_accepts_connections_but_never_answers(lab: Lab) -> None:
+    plan = _pick(lab, fault=None, baseline="drifted")
+    lab.freeze_host(plan.name)
+    try:
+        started = time.monotonic()
+        assert ssh_banner(plan.address, timeout=1.5) is None
+        assert time.monotonic() - started >= 1.4  # it hung: not refused
+    finally:
+        lab.thaw_host(plan.name)
+    assert ssh_banner(plan.address) is not None
+
+
+def test_fill_and_free_a_hosts_disk(lab: Lab) -> None:
+    plan = _pick(lab, fault=None)
+    lab.fill_disk(plan.name)
+    try:
+        full = ssh(lab, plan, "df --output=avail -B1 / | tail -1; echo x > /tmp/probe")
+        assert full.stdout.split()[0] == "0"
+        assert "No space left on device" in full.stderr
+    finally:
+        lab.free_disk(plan.name)
+    assert ssh(lab, plan, "echo x > /tmp/probe && echo written").stdout.strip() == "written"
+
+
+def test_the_written_project_validates(lab: Lab) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mspauto",
+            "--project",
+            str(lab.directory),
+            "validate",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert sum(c["hosts"] for c in report["clients"]) == len(lab.plans())
+    for client in ("acme", "globex"):
+        known = (lab.inventory_dir / "known_hosts" / client).read_text().splitlines()
+        assert len(known) == len(_hosts(lab, client=client))
+
+
+def test_second_up_reuses_the_running_fleet(lab: Lab) -> None:
+    before = {h["name"]: h["pid"] for h in lab.state()["hosts"]}  # type: ignore[index]
+    plans = lab.plans()
+    lab.up(
+        len(plans),
+        ["acme", "globex"],
+        faults=True,
+        first_address=plans[0].address,
+        say=lambda _: None,
+    )
+    after = {h["name"]: h["pid"] for h in lab.state()["hosts"]}  # type: ignore[index]
+    assert after == before
+
+
+def test_up_refuses_a_different_fleet_in_the_same_folder(lab: Lab) -> None:
+    with pytest.raises(LabError, match="a different lab is up"):
+        lab.up(3, ["acme"], faults=False, first_address=lab.plans()[0].address, say=lambda _: None)
+
+
+def test_down_leaves_no_mount_process_or_file(tmp_path: Path) -> None:
+    if reason := lab_unavailable():
+        pytest.skip(f"lab unavailable: {reason}")
+    directory = tmp_path / "small-lab"
+    with running_lab(
+        directory, 2, ["initech"], faults=False, first_address="127.0.101.10"
+    ) as fleet:
+        pids = [h["pid"] for h in fleet.state()["hosts"]]  # type: ignore[index]
+        repo_pid = fleet.state()["repo"]["pid"]  # type: ignore[index]
+        assert mounts_under(directory)
+    assert not mounts_under(directory)
+    assert not any(alive(pid) for pid in [*pids, repo_pid])
+    leftovers = [
+        p
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and str(directory) in _cmdline(p) and alive(int(p.name))
+    ]
+    assert leftovers == []
+    assert not directory.exists()
+
+
+def _cmdline(process: Path) -> str:
+    try:
+        return (process / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_a_failed_up_says_why_and_leaves_nothing(tmp_path: Path) -> None:
+    if reason := lab_unavailable():
+        pytest.skip(f"lab unavailable: {reason}")
+    directory = tmp_path / "doomed-lab"
+    with socket.socket() as squatter:  # something else already listens on the 2nd host's port
+        squatter.bind(("127.0.102.11", 22))
+        squatter.listen()
+        with pytest.raises(LabError, match=r"initech-lab02 \(127\.0\.102\.11\) did not start sshd"):
+            Lab(directory).up(
+                2, ["initech"], faults=False, first_address="127.0.102.10", say=lambda _: None
+            )
+    assert not mounts_under(directory)
+    assert not directory.exists()

@@ -1,0 +1,55 @@
+"""Planning a lab fleet (pure): names, addresses, states, faults."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from mspauto.lab.plan import BACKUP_STATES, inventory_document, plan_fleet
+
+
+def test_hosts_spread_over_clients_on_consecutive_addresses() -> None:
+    plans = plan_fleet(5, ["acme", "globex"], faults=False)
+    assert [(p.name, p.address) for p in plans] == [
+        ("acme-lab01", "127.0.0.10"),
+        ("globex-lab01", "127.0.0.11"),
+        ("acme-lab02", "127.0.0.12"),
+        ("globex-lab02", "127.0.0.13"),
+        ("acme-lab03", "127.0.0.14"),
+    ]
+
+
+def test_each_client_gets_every_baseline_and_backup_state() -> None:
+    plans = plan_fleet(12, ["acme", "globex"], faults=False)
+    for client in ("acme", "globex"):
+        mine = [p for p in plans if p.client == client]
+        assert {p.baseline for p in mine} == {"compliant", "drifted"}
+        assert {p.backup for p in mine} == set(BACKUP_STATES)
+
+
+def test_faults_go_to_the_last_three_hosts() -> None:
+    plans = plan_fleet(8, ["acme"], faults=True)
+    assert [p.fault for p in plans] == [None] * 5 + ["sshd-down", "changed-key", "rejects-key"]
+    assert Counter(p.fault for p in plan_fleet(8, ["acme"], faults=False)) == {None: 8}
+
+
+def test_addresses_past_255_carry_into_the_next_octet() -> None:
+    plans = plan_fleet(300, ["acme"], faults=False)
+    assert plans[-1].address == "127.0.1.53"
+
+
+@pytest.mark.parametrize("first", ["10.0.0.1", "127.255.255.250"])
+def test_only_loopback_is_ever_used(first: str) -> None:
+    with pytest.raises(ValueError, match=r"127\.0\.0\.0/8"):
+        plan_fleet(10, ["acme"], faults=False, first_address=first)
+
+
+def test_inventory_document_names_the_key_and_tags_the_state() -> None:
+    plans = plan_fleet(2, ["acme"], faults=False)
+    document = inventory_document("acme", plans, "/lab/keys/lab_ed25519", "lab-standard")
+    assert document["client"]["timezone"] == "America/New_York"
+    assert document["client"]["credentials"]["lab"]["private_key"] == {
+        "file": "/lab/keys/lab_ed25519"
+    }
+    assert document["hosts"]["acme-lab02"]["tags"] == ["lab", "drifted", "backup-restic-stale"]
