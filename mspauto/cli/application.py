@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import date
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -16,7 +17,9 @@ if TYPE_CHECKING:
     from mspauto.config import Settings
     from mspauto.project import Project
 
-__all__ = ["Application", "pass_app"]
+__all__ = ["Application", "format_option", "pass_app"]
+
+FC = TypeVar("FC", bound=Callable[..., Any])
 
 
 class Application:
@@ -71,3 +74,15 @@ class Application:
 
 
 pass_app = click.make_pass_decorator(Application)
+
+
+def format_option(*choices: str) -> Callable[[FC], FC]:
+    """``--format`` for commands that show results; the first choice is the default."""
+    return click.option(
+        "--format",
+        "output",
+        type=click.Choice(choices),
+        default=choices[0],
+        show_default=True,
+        help="Output format (json is for scripts).",
+    )

@@ -7,22 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mspauto.cli.application import Application, pass_app
+from mspauto.cli.application import Application, format_option, pass_app
 
 if TYPE_CHECKING:
     from mspauto.inventory.resolve import Client, Host
     from mspauto.project import Project
 
 __all__ = ["inventory"]
-
-_FORMAT = click.option(
-    "--format",
-    "output",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
 
 
 @click.group()
@@ -63,7 +54,7 @@ def host_as_dict(host: Host, project: Project) -> dict[str, Any]:
 
 @inventory.command("list")
 @click.option("--client", "client_name", metavar="CLIENT", help="Only this client's hosts.")
-@_FORMAT
+@format_option("table", "json")
 @pass_app
 def list_hosts(app: Application, client_name: str | None, output: str) -> None:
     """List hosts with their client, site, platform, address and ring."""
@@ -109,14 +100,7 @@ def list_hosts(app: Application, client_name: str | None, output: str) -> None:
 
 @inventory.command("show")
 @click.argument("host_name", metavar="HOST")
-@click.option(
-    "--format",
-    "output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Output format.",
-)
+@format_option("text", "json")
 @pass_app
 def show_host(app: Application, host_name: str, output: str) -> None:
     """Show one host: resolved settings, every variable and where it came from,

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from mspauto.cli.application import Application, pass_app
+from mspauto.cli.application import Application, format_option, pass_app
 
 if TYPE_CHECKING:
     from mspauto.lab.fleet import Lab
 
 __all__ = ["lab"]
+
+T = TypeVar("T")
 
 _DIR = click.option(
     "--dir",
@@ -26,6 +29,17 @@ def _lab(app: Application, directory: Path | None) -> Lab:
     from mspauto.lab.fleet import Lab
 
     return Lab(directory or app.settings.state_dir / "lab")
+
+
+def _act(app: Application, action: Callable[[], T]) -> T:
+    """Run a lab action on a machine that can run the lab; a LabError is one line."""
+    from mspauto.lab.system import LabError, check_can_run
+
+    try:
+        check_can_run()
+        return action()
+    except LabError as exc:
+        app.abort(str(exc))
 
 
 @click.group()
@@ -74,20 +88,18 @@ def up(
     """Start a lab fleet and write a ready project for it (inventory, key, known_hosts).
 
     A second run reuses what is there and restarts hosts that stopped."""
-    from mspauto.lab.system import LabError
-
     fleet = _lab(app, directory)
     names = [c.strip() for c in clients.split(",") if c.strip()]
-    try:
-        plans = fleet.up(
+    plans = _act(
+        app,
+        lambda: fleet.up(
             count,
             names,
             faults=count >= 6 if faults is None else faults,
             first_address=first_address,
             say=click.echo,
-        )
-    except LabError as exc:
-        app.abort(str(exc))
+        ),
+    )
     for plan in plans:
         extra = f"  FAULT {plan.fault}" if plan.fault else ""
         click.echo(
@@ -107,25 +119,13 @@ def up(
 @pass_app
 def down(app: Application, directory: Path | None) -> None:
     """Stop every lab process, unmount every lab mount and delete the lab's files."""
-    from mspauto.lab.system import LabError, check_can_run
-
-    try:
-        check_can_run()
-        _lab(app, directory).down(say=click.echo)
-    except LabError as exc:
-        app.abort(str(exc))
+    fleet = _lab(app, directory)
+    _act(app, lambda: fleet.down(say=click.echo))
 
 
 @lab.command("status")
 @_DIR
-@click.option(
-    "--format",
-    "output",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+@format_option("table", "json")
 @pass_app
 def status(app: Application, directory: Path | None, output: str) -> None:
     """Show each lab host, what was planted in it, and whether it answers."""
@@ -159,12 +159,12 @@ def status(app: Application, directory: Path | None, output: str) -> None:
 
 
 _FAULTS = {
-    "stop": ("stop_host", "stopped sshd on"),
-    "start": ("start_host", "started sshd on"),
-    "freeze": ("freeze_host", "froze (connections hang until 'thaw')"),
-    "thaw": ("thaw_host", "thawed"),
-    "fill-disk": ("fill_disk", "filled the disk of"),
-    "free-disk": ("free_disk", "freed the disk of"),
+    "stop": ("stop_host", "stopped sshd on {host}"),
+    "start": ("start_host", "started sshd on {host}"),
+    "freeze": ("freeze_host", "froze {host}: connections hang until 'mspauto lab fault thaw'"),
+    "thaw": ("thaw_host", "thawed {host}"),
+    "fill-disk": ("fill_disk", "filled the disk of {host}"),
+    "free-disk": ("free_disk", "freed the disk of {host}"),
 }
 
 
@@ -176,12 +176,7 @@ _FAULTS = {
 def fault(app: Application, action: str, host: str, directory: Path | None) -> None:
     """Break (or mend) one lab host: stop/start its sshd, freeze/thaw all its processes,
     fill-disk/free-disk."""
-    from mspauto.lab.system import LabError, check_can_run
-
     method, done = _FAULTS[action]
-    try:
-        check_can_run()
-        getattr(_lab(app, directory), method)(host)
-    except LabError as exc:
-        app.abort(str(exc))
-    click.echo(f"{done} {host}")
+    fleet = _lab(app, directory)
+    _act(app, lambda: getattr(fleet, method)(host))
+    click.echo(done.format(host=host))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mspauto.cli.application import Application, pass_app
+from mspauto.cli.application import Application, format_option, pass_app
 
 __all__ = ["policy"]
 
@@ -23,14 +23,7 @@ def policy() -> None:
     metavar="CLIENT",
     help="Only policies that select hosts of this client (and contracts it uses).",
 )
-@click.option(
-    "--format",
-    "output",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+@format_option("table", "json")
 @pass_app
 def list_policies(app: Application, client_name: str | None, output: str) -> None:
     """List every policy: kind, name, schedule, how many hosts it selects, and where

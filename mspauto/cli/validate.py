@@ -6,20 +6,13 @@ from datetime import datetime
 
 import click
 
-from mspauto.cli.application import Application, pass_app
+from mspauto.cli.application import Application, format_option, pass_app
 
 __all__ = ["validate"]
 
 
 @click.command()
-@click.option(
-    "--format",
-    "output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Output format.",
-)
+@format_option("text", "json")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1 on any).")
 @click.option(
     "--as-of",
