@@ -25,6 +25,10 @@ _COMMANDS = {
     "inventory": "mspauto.cli.inventory:inventory",
     "policy": "mspauto.cli.policy:policy",
     "lab": "mspauto.cli.lab:lab",
+    "exec": "mspauto.cli.run:exec_command",
+    "runs": "mspauto.cli.run:runs",
+    "evidence": "mspauto.cli.run:evidence",
+    "hosts": "mspauto.cli.hosts:hosts",
 }
 
 

@@ -80,6 +80,11 @@ class ClientSpec(Inheritable):
     contract: Name
     known_hosts: Path | None = None
     credentials: dict[Name, Credential] = Field(default_factory=dict)
+    max_parallel: int | None = Field(
+        default=None,
+        ge=1,
+        description="most of this client's hosts worked on at once (protects its network)",
+    )
 
 
 class SiteSpec(Inheritable):

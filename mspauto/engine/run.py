@@ -1,0 +1,309 @@
+"""Fan one command out over a client's hosts (nornir's threaded runner) and record it.
+
+Every host gets a :class:`CommandResult`; one bad host never stops the run. Only
+unreachable hosts are retried (with backoff): a timeout or a failed command is not
+something trying again fixes. A per-client cap bounds how many of a client's hosts are
+worked on at once. Ctrl-C (or SIGTERM) stops starting hosts, lets running ones finish
+within their timeouts, and records the run as interrupted; a second Ctrl-C stops at once.
+Evidence is written as results arrive, so a killed control node keeps what finished.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from types import FrameType
+from typing import Any
+
+from mspauto import __version__
+from mspauto.engine.progress import Progress, SilentProgress
+from mspauto.evidence.store import EvidenceStore, NewRecord, store_output
+from mspauto.evidence.writer import EvidenceWriter
+from mspauto.inventory.resolve import Client, Host
+from mspauto.transport.base import CommandResult, ErrorKind, Transport, utcnow
+
+__all__ = ["EngineError", "RunOutcome", "RunSpec", "run_command"]
+
+RETRY_BACKOFF = 0.5
+"""Seconds before the first retry of an unreachable host; doubles each time (max 5 s)."""
+
+
+class EngineError(Exception):
+    """The run cannot start as asked (one line saying why)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to run where."""
+
+    client: Client
+    hosts: list[Host]
+    command: str
+    sudo: bool = False
+    timeout: float = 60.0
+    retries: int = 2
+    forks: int = 50
+    kind: str = "exec"
+
+
+@dataclass
+class RunOutcome:
+    """What a run did, host by host, in the order the hosts were given."""
+
+    run_id: str
+    client: str
+    status: str
+    results: list[CommandResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every host ran the command with exit code 0."""
+        return self.status == "completed" and all(r.ok for r in self.results)
+
+
+class _Context:
+    """Shared by the worker threads of one run."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        transport: Transport,
+        writer: EvidenceWriter | None,
+        progress: Progress,
+        run_id: str,
+    ) -> None:
+        self.spec = spec
+        self.transport = transport
+        self.writer = writer
+        self.progress = progress
+        self.run_id = run_id
+        self.cancel = threading.Event()
+        cap = spec.client.spec.max_parallel or spec.forks
+        self.slots = threading.BoundedSemaphore(max(1, min(cap, spec.forks)))
+        self.hosts = {host.name: host for host in spec.hosts}
+        self.results: dict[str, CommandResult] = {}
+        self._lock = threading.Lock()
+
+    def run_one(self, host: Host) -> CommandResult:
+        result = self._attempts(host)
+        self.record(host, result)
+        return result
+
+    def _attempts(self, host: Host) -> CommandResult:
+        if self.cancel.is_set():
+            return _not_started(host, self.spec.command)
+        with self.slots:
+            attempt = 1
+            while True:
+                result = self.transport.run(
+                    host, self.spec.command, sudo=self.spec.sudo, timeout=self.spec.timeout
+                )
+                retry = result.error is ErrorKind.UNREACHABLE and attempt <= self.spec.retries
+                delay = min(RETRY_BACKOFF * 2 ** (attempt - 1), 5.0)
+                # A stop request ends the wait at once and keeps the last result.
+                if not retry or self.cancel.wait(delay):
+                    return _with_attempts(result, attempt)
+                attempt += 1
+
+    def record(self, host: Host, result: CommandResult) -> None:
+        with self._lock:
+            self.results[host.name] = result
+        if self.writer is not None:
+            self.writer.submit(_host_record(self.spec, self.run_id, host, result))
+        self.progress.host_done(result)
+
+
+def _with_attempts(result: CommandResult, attempts: int) -> CommandResult:
+    return result if attempts == result.attempts else replace(result, attempts=attempts)
+
+
+def _not_started(host: Host, command: str) -> CommandResult:
+    now = utcnow()
+    return CommandResult(
+        host.name,
+        command,
+        None,
+        "",
+        "",
+        now,
+        now,
+        ErrorKind.NOT_STARTED,
+        "the run was stopped before this host's turn",
+    )
+
+
+def _nornir_task(task: Any, ctx: _Context) -> Any:
+    from nornir.core.task import Result
+
+    result = ctx.run_one(ctx.hosts[task.host.name])
+    return Result(host=task.host, result=result, failed=not result.ok)
+
+
+def _nornir(hosts: list[Host], workers: int) -> Any:
+    from nornir.core import Nornir
+    from nornir.core.inventory import Defaults, Groups, Hosts, Inventory
+    from nornir.core.inventory import Host as NornirHost
+    from nornir.plugins.runners import ThreadedRunner
+
+    defaults = Defaults()  # one shared object: nornir copies nothing per host then
+    inventory = Inventory(
+        hosts=Hosts(
+            {
+                h.name: NornirHost(
+                    name=h.name,
+                    hostname=h.address,
+                    port=h.port,
+                    platform=h.platform,
+                    defaults=defaults,
+                )
+                for h in hosts
+            }
+        ),
+        groups=Groups(),
+        defaults=defaults,
+    )
+    return Nornir(inventory=inventory, runner=ThreadedRunner(num_workers=workers))
+
+
+def run_command(
+    spec: RunSpec,
+    transport: Transport,
+    store: EvidenceStore | None,
+    progress: Progress | None = None,
+) -> RunOutcome:
+    """Run ``spec.command`` on every host of ``spec`` and record the run as evidence."""
+    strangers = [h.name for h in spec.hosts if h.client != spec.client.name]
+    if strangers:
+        raise EngineError(
+            f"hosts of another client cannot be in a run for "
+            f"{spec.client.name}: {', '.join(strangers)}"
+        )
+    if not spec.hosts:
+        raise EngineError(f"no hosts selected in client {spec.client.name}")
+    progress = progress or SilentProgress()
+    run_id = str(uuid.uuid4())
+    writer = EvidenceWriter(store) if store is not None else None
+    ctx = _Context(spec, transport, writer, progress, run_id)
+    if writer is not None:
+        writer.submit(_run_started(spec, run_id))
+    status = "interrupted"
+    progress.started(len(spec.hosts))
+    try:
+        with _stop_on_signals(ctx):
+            _nornir(spec.hosts, spec.forks).run(
+                task=_nornir_task, ctx=ctx, name=spec.kind, on_failed=True
+            )
+        status = "interrupted" if ctx.cancel.is_set() else "completed"
+    finally:
+        for host in spec.hosts:
+            if host.name not in ctx.results:
+                ctx.record(host, _not_started(host, spec.command))
+        progress.finished()
+        results = [ctx.results[host.name] for host in spec.hosts]
+        if writer is not None:
+            writer.submit(_run_finished(spec, run_id, status, results))
+            writer.close()
+        transport.close()
+    return RunOutcome(run_id, spec.client.name, status, results)
+
+
+@contextmanager
+def _stop_on_signals(ctx: _Context) -> Iterator[None]:
+    """First Ctrl-C/SIGTERM: start no more hosts. Second Ctrl-C: stop now."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if ctx.cancel.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        ctx.cancel.set()
+        ctx.progress.note(
+            "stopping: no new hosts; waiting for the running ones (Ctrl-C again to stop now)"
+        )
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _run_started(spec: RunSpec, run_id: str) -> NewRecord:
+    return NewRecord(
+        chain=spec.client.name,
+        kind="run_started",
+        run_id=run_id,
+        recorded_at=utcnow(),
+        payload={
+            "kind": spec.kind,
+            "client": spec.client.name,
+            "command": spec.command,
+            "sudo": spec.sudo,
+            "hosts": [h.name for h in spec.hosts],
+            "timeout": spec.timeout,
+            "retries": spec.retries,
+            "forks": spec.forks,
+            "requested_by": f"{getpass.getuser()}@{socket.gethostname()}",
+            "node": socket.gethostname(),
+            "pid": os.getpid(),
+            "mspauto": __version__,
+        },
+    )
+
+
+def _host_record(spec: RunSpec, run_id: str, host: Host, result: CommandResult) -> NewRecord:
+    stdout, stdout_desc = store_output(result.stdout.encode())
+    stderr, stderr_desc = store_output(result.stderr.encode())
+    if result.stdout_bytes >= 0:
+        stdout_desc["bytes"] = result.stdout_bytes
+    if result.stderr_bytes >= 0:
+        stderr_desc["bytes"] = result.stderr_bytes
+    return NewRecord(
+        chain=spec.client.name,
+        kind="host_result",
+        run_id=run_id,
+        host=host.name,
+        recorded_at=utcnow(),
+        outputs=(stdout, stderr),
+        payload={
+            "host": host.name,
+            "address": host.address,
+            "port": host.port,
+            "connection": host.connection,
+            "command": result.command,
+            "sudo": spec.sudo,
+            "rc": result.rc,
+            "error": str(result.error) if result.error else None,
+            "message": result.message,
+            "started": result.started.isoformat(),
+            "finished": result.finished.isoformat(),
+            "attempts": result.attempts,
+            "stdout": stdout_desc,
+            "stderr": stderr_desc,
+        },
+    )
+
+
+def _run_finished(
+    spec: RunSpec, run_id: str, status: str, results: list[CommandResult]
+) -> NewRecord:
+    counts: dict[str, int] = {}
+    for result in results:
+        key = "ok" if result.ok else str(result.error)
+        counts[key] = counts.get(key, 0) + 1
+    return NewRecord(
+        chain=spec.client.name,
+        kind="run_finished",
+        run_id=run_id,
+        recorded_at=utcnow(),
+        payload={"status": status, "counts": counts},
+    )

@@ -1,0 +1,490 @@
+"""The evidence store: append-only, hash-chained records of everything a run did.
+
+Each client has its own chain, so one client's evidence can be handed to its auditor
+and verified without any other client's. A record's hash covers the previous record's
+hash, its position (``seq``) and its exact stored content, so an edited, deleted or
+reordered record breaks the chain at that point. Raw outputs are stored once, keyed by
+their SHA-256 (which the chained record carries), and capped in size.
+
+The database refuses UPDATE and DELETE on evidence tables (triggers), so mistakes
+cannot change history; the hash chain is what makes deliberate changes detectable.
+SQLite (WAL) is the default; PostgreSQL is used by URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+
+__all__ = [
+    "GENESIS",
+    "OUTPUT_CAP",
+    "EvidenceError",
+    "EvidenceStore",
+    "NewRecord",
+    "StoredRecord",
+    "VerifyProblem",
+    "canonical_json",
+]
+
+GENESIS = "0" * 64
+OUTPUT_CAP = 256 * 1024
+"""Bytes of each output stream kept in the store; the record notes the full size."""
+
+metadata = MetaData()
+records = Table(
+    "evidence_records",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("chain", String(128), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("host", String(255), nullable=False, default=""),
+    Column("recorded_at", String(40), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("chain", "seq", name="evidence_chain_seq"),
+    Index("evidence_by_run", "run_id"),
+    Index("evidence_by_kind", "chain", "kind"),
+)
+chain_heads = Table(
+    "evidence_chain_heads",
+    metadata,
+    Column("chain", String(128), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+outputs = Table(
+    "evidence_outputs",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+_APPEND_ONLY = ("evidence_records", "evidence_outputs")
+
+
+class EvidenceError(Exception):
+    """The evidence store cannot be used; the message says why in one line."""
+
+
+def canonical_json(data: Any) -> str:
+    """The one JSON text of ``data`` that gets hashed and stored."""
+    return json.dumps(
+        data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
+    )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} in evidence")
+
+
+def record_hash(
+    prev_hash: str,
+    chain: str,
+    seq: int,
+    kind: str,
+    run_id: str,
+    host: str,
+    recorded_at: str,
+    payload: str,
+) -> str:
+    """SHA-256 over a record's exact stored fields and its predecessor's hash."""
+    material = "\x1f".join([prev_hash, chain, str(seq), kind, run_id, host, recorded_at, payload])
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """A record to append (its chain position and hash are assigned on write)."""
+
+    chain: str
+    kind: str
+    run_id: str
+    recorded_at: datetime
+    payload: Mapping[str, Any]
+    host: str = ""
+    outputs: tuple[bytes, ...] = ()
+    """Raw outputs to store alongside (already capped); the payload names their hashes."""
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record as stored."""
+
+    chain: str
+    seq: int
+    kind: str
+    run_id: str
+    host: str
+    recorded_at: str
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class VerifyProblem:
+    """One break in a chain, located so an auditor can find the record."""
+
+    chain: str
+    seq: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.chain} #{self.seq}: {self.message}"
+
+
+def store_output(data: bytes) -> tuple[bytes, dict[str, Any]]:
+    """Cap an output for storage; returns the bytes to store and their description."""
+    kept = data[:OUTPUT_CAP]
+    return kept, {
+        "sha256": hashlib.sha256(kept).hexdigest(),
+        "bytes": len(data),
+        "stored": len(kept),
+    }
+
+
+class EvidenceStore:
+    """Connection to the evidence database (SQLite file or PostgreSQL URL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine = _engine(url)
+            _create_schema(self.engine)
+        except SQLAlchemyError as exc:
+            raise EvidenceError(
+                f"cannot open the evidence store {_safe(url)}: {_first_line(exc)}"
+            ) from None
+        self._write_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()
+
+    # --- writing ------------------------------------------------------------------
+
+    def append(self, new: Sequence[NewRecord]) -> list[StoredRecord]:
+        """Append records in one transaction, chaining each onto its chain's head."""
+        if not new:
+            return []
+        stored: list[StoredRecord] = []
+        with self._write_lock, self.engine.begin() as conn:
+            heads: dict[str, tuple[int, str]] = {}
+            for chain in dict.fromkeys(r.chain for r in new):
+                heads[chain] = _lock_head(conn, chain)
+            for record in new:
+                seq, prev = heads[record.chain]
+                seq += 1
+                payload = canonical_json(record.payload)
+                recorded_at = record.recorded_at.isoformat(timespec="microseconds")
+                digest = record_hash(
+                    prev,
+                    record.chain,
+                    seq,
+                    record.kind,
+                    record.run_id,
+                    record.host,
+                    recorded_at,
+                    payload,
+                )
+                conn.execute(
+                    insert(records).values(
+                        chain=record.chain,
+                        seq=seq,
+                        kind=record.kind,
+                        run_id=record.run_id,
+                        host=record.host,
+                        recorded_at=recorded_at,
+                        payload=payload,
+                        prev_hash=prev,
+                        hash=digest,
+                    )
+                )
+                for data in record.outputs:
+                    _put_output(conn, data)
+                heads[record.chain] = (seq, digest)
+                stored.append(
+                    StoredRecord(
+                        record.chain,
+                        seq,
+                        record.kind,
+                        record.run_id,
+                        record.host,
+                        recorded_at,
+                        dict(record.payload),
+                        prev,
+                        digest,
+                    )
+                )
+            for chain, (seq, digest) in heads.items():
+                conn.execute(
+                    update(chain_heads)
+                    .where(chain_heads.c.chain == chain)
+                    .values(seq=seq, hash=digest)
+                )
+        return stored
+
+    # --- reading ------------------------------------------------------------------
+
+    def records(
+        self, *, chain: str | None = None, run_id: str | None = None, kind: str | None = None
+    ) -> Iterator[StoredRecord]:
+        """Records in chain order, filtered."""
+        query = select(records).order_by(records.c.chain, records.c.seq)
+        if chain is not None:
+            query = query.where(records.c.chain == chain)
+        if run_id is not None:
+            query = query.where(records.c.run_id == run_id)
+        if kind is not None:
+            query = query.where(records.c.kind == kind)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                yield StoredRecord(
+                    row.chain,
+                    row.seq,
+                    row.kind,
+                    row.run_id,
+                    row.host,
+                    row.recorded_at,
+                    json.loads(row.payload),
+                    row.prev_hash,
+                    row.hash,
+                )
+
+    def run_ids(self, prefix: str) -> list[str]:
+        """Run ids starting with ``prefix`` (so users can type a short id)."""
+        query = (
+            select(records.c.run_id)
+            .distinct()
+            .where(records.c.kind == "run_started", records.c.run_id.startswith(prefix))
+        )
+        with self.engine.connect() as conn:
+            return [row.run_id for row in conn.execute(query)]
+
+    def output(self, sha256: str) -> bytes | None:
+        """A stored output by its hash."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(outputs.c.data).where(outputs.c.sha256 == sha256)).first()
+        return None if row is None else bytes(row.data)
+
+    def chains(self) -> list[str]:
+        """Every chain (client) with evidence."""
+        with self.engine.connect() as conn:
+            return [
+                row.chain
+                for row in conn.execute(
+                    select(records.c.chain).distinct().order_by(records.c.chain)
+                )
+            ]
+
+    # --- verifying ----------------------------------------------------------------
+
+    def verify(self, chains: Iterable[str] | None = None) -> tuple[int, list[VerifyProblem]]:
+        """Recompute every chain; returns the records checked and each break found."""
+        problems: list[VerifyProblem] = []
+        checked = 0
+        for chain in list(chains) if chains is not None else self.chains():
+            checked += self._verify_chain(chain, problems)
+        return checked, problems
+
+    def _verify_chain(self, chain: str, problems: list[VerifyProblem]) -> int:
+        expected_seq, prev = 1, GENESIS
+        count = 0
+        query = select(records).where(records.c.chain == chain).order_by(records.c.id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+            stored_outputs = {row.sha256: bytes(row.data) for row in conn.execute(select(outputs))}
+        for row in rows:
+            count += 1
+            where = f"run {row.run_id[:8]}" + (f", host {row.host}" if row.host else "")
+            if row.seq != expected_seq:
+                what = "missing (deleted?)" if row.seq > expected_seq else "out of order"
+                problems.append(
+                    VerifyProblem(
+                        chain, expected_seq, f"record {what}; next stored is #{row.seq} ({where})"
+                    )
+                )
+            if row.prev_hash != prev:
+                problems.append(
+                    VerifyProblem(
+                        chain,
+                        row.seq,
+                        f"does not follow the record before it ({where}): "
+                        "a record was removed, inserted or reordered",
+                    )
+                )
+            digest = record_hash(
+                row.prev_hash,
+                row.chain,
+                row.seq,
+                row.kind,
+                row.run_id,
+                row.host,
+                row.recorded_at,
+                row.payload,
+            )
+            if digest != row.hash:
+                problems.append(
+                    VerifyProblem(
+                        chain,
+                        row.seq,
+                        f"content does not match its hash ({where}): the record was edited",
+                    )
+                )
+            for name, sha in _output_hashes(row.payload):
+                data = stored_outputs.get(sha)
+                if data is None:
+                    problems.append(
+                        VerifyProblem(chain, row.seq, f"{name} output is missing ({where})")
+                    )
+                elif hashlib.sha256(data).hexdigest() != sha:
+                    problems.append(
+                        VerifyProblem(chain, row.seq, f"{name} output was changed ({where})")
+                    )
+            expected_seq, prev = row.seq + 1, row.hash
+        with self.engine.connect() as conn:
+            head = conn.execute(select(chain_heads).where(chain_heads.c.chain == chain)).first()
+        if head is not None and (head.seq, head.hash) != (expected_seq - 1, prev):
+            problems.append(
+                VerifyProblem(
+                    chain,
+                    head.seq,
+                    f"the chain head says #{head.seq} but the last record "
+                    f"is #{expected_seq - 1}: records were removed at the end",
+                )
+            )
+        return count
+
+
+def _output_hashes(payload_text: str) -> Iterator[tuple[str, str]]:
+    try:
+        payload = json.loads(payload_text)
+    except ValueError:
+        return
+    for name in ("stdout", "stderr"):
+        described = payload.get(name) if isinstance(payload, dict) else None
+        if isinstance(described, dict) and isinstance(described.get("sha256"), str):
+            yield name, described["sha256"]
+
+
+def _lock_head(conn: Connection, chain: str) -> tuple[int, str]:
+    """The chain's head, locked for this transaction (other writers wait)."""
+    dialect = conn.dialect.name
+    upsert = (pg_insert if dialect == "postgresql" else sqlite_insert)(chain_heads)
+    conn.execute(upsert.values(chain=chain, seq=0, hash=GENESIS).on_conflict_do_nothing())
+    # A no-op write takes the row lock (PostgreSQL) or the write lock (SQLite) first.
+    conn.execute(
+        update(chain_heads).where(chain_heads.c.chain == chain).values(seq=chain_heads.c.seq)
+    )
+    row = conn.execute(select(chain_heads).where(chain_heads.c.chain == chain)).one()
+    return row.seq, row.hash
+
+
+def _put_output(conn: Connection, data: bytes) -> None:
+    dialect = conn.dialect.name
+    upsert = (pg_insert if dialect == "postgresql" else sqlite_insert)(outputs)
+    conn.execute(
+        upsert.values(
+            sha256=hashlib.sha256(data).hexdigest(), size=len(data), data=data
+        ).on_conflict_do_nothing()
+    )
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _create_schema(engine: Engine) -> None:
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            for table in _APPEND_ONLY:
+                for action in ("UPDATE", "DELETE"):
+                    conn.execute(
+                        text(
+                            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{action.lower()} "
+                            f"BEFORE {action} ON {table} "
+                            "BEGIN SELECT RAISE(ABORT, 'evidence is append-only'); END"
+                        )
+                    )
+        elif engine.dialect.name == "postgresql":
+            conn.execute(
+                text(
+                    "CREATE OR REPLACE FUNCTION mspauto_append_only() RETURNS trigger "
+                    "LANGUAGE plpgsql AS $$ BEGIN "
+                    "RAISE EXCEPTION 'evidence is append-only'; END $$"
+                )
+            )
+            for table in _APPEND_ONLY:
+                conn.execute(
+                    text(
+                        f"CREATE OR REPLACE TRIGGER {table}_append_only "
+                        f"BEFORE UPDATE OR DELETE ON {table} "
+                        "FOR EACH ROW EXECUTE FUNCTION mspauto_append_only()"
+                    )
+                )
+
+
+def _safe(url: str) -> str:
+    """The URL without a password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,55 @@
+"""Transports: how commands reach hosts. All return the same :class:`CommandResult`.
+
+:func:`transport_for` picks the implementation per host from its ``connection`` in one
+place, so callers never branch on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mspauto.inventory.resolve import Client, Host
+from mspauto.transport.base import CommandResult, ErrorKind, Transport, utcnow
+
+__all__ = ["CommandResult", "ErrorKind", "Transport", "transport_for"]
+
+
+class _ByConnection:
+    """Routes each host to the transport for its ``connection``."""
+
+    def __init__(self, client: Client, project_root: Path, connect_timeout: float) -> None:
+        from mspauto.transport.local import LocalTransport
+        from mspauto.transport.ssh import SSHTransport
+
+        self._routes: dict[str, Transport] = {
+            "ssh": SSHTransport(client, project_root, connect_timeout=connect_timeout),
+            "local": LocalTransport(),
+        }
+
+    def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
+        transport = self._routes.get(host.connection)
+        if transport is None:
+            now = utcnow()
+            return CommandResult(
+                host.name,
+                command,
+                None,
+                "",
+                "",
+                now,
+                now,
+                ErrorKind.CONFIG,
+                f"the {host.connection} transport is not available yet",
+            )
+        return transport.run(host, command, sudo=sudo, timeout=timeout)
+
+    def close(self) -> None:
+        for transport in self._routes.values():
+            transport.close()
+
+
+def transport_for(
+    client: Client, project_root: Path, *, connect_timeout: float = 10.0
+) -> Transport:
+    """The transport for a client's hosts (each host by its ``connection``)."""
+    return _ByConnection(client, project_root, connect_timeout)

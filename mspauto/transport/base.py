@@ -1,0 +1,93 @@
+"""What every transport returns: one :class:`CommandResult` per host and command.
+
+Transport errors are classified so that a run can say, per host and in one line, why
+a host did not do what was asked, and so retries apply only where they can help.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Protocol
+
+from mspauto.inventory.resolve import Host
+
+__all__ = ["CommandResult", "ErrorKind", "Transport", "utcnow"]
+
+
+class ErrorKind(StrEnum):
+    """Why a host did not run a command to a zero exit code."""
+
+    UNREACHABLE = "unreachable"
+    """Nothing accepted the connection (refused, no route, connect timed out)."""
+    TIMEOUT = "timeout"
+    """Connected, but the SSH handshake or the command did not finish in time."""
+    AUTH_FAILED = "auth_failed"
+    """The host refused our credentials."""
+    HOST_KEY_MISMATCH = "host_key_mismatch"
+    """The host presented a different key than the client's known_hosts records."""
+    HOST_KEY_UNKNOWN = "host_key_unknown"
+    """The client's known_hosts has no key for this host (never accepted automatically)."""
+    COMMAND_FAILED = "command_failed"
+    """The command ran and exited non-zero."""
+    CONFIG = "config"
+    """The host cannot be reached as configured (a missing secret, a bad key file)."""
+    NOT_STARTED = "not_started"
+    """The run was stopped before this host's turn."""
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, in UTC (all stored times are UTC)."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """One command on one host: exit code, output, timing, and why it failed if it did."""
+
+    host: str
+    command: str
+    rc: int | None
+    stdout: str
+    stderr: str
+    started: datetime
+    finished: datetime
+    error: ErrorKind | None = None
+    message: str = ""
+    attempts: int = 1
+    stdout_bytes: int = field(default=-1)
+    """Full size of stdout (it may have been cut to the transport's cap)."""
+    stderr_bytes: int = field(default=-1)
+
+    @property
+    def ok(self) -> bool:
+        """True when the command ran and exited 0."""
+        return self.error is None and self.rc == 0
+
+    @property
+    def seconds(self) -> float:
+        """Wall time, connection included."""
+        return (self.finished - self.started).total_seconds()
+
+    def summary(self) -> str:
+        """One line for a person: ``ok``, or the error kind and its reason."""
+        if self.ok:
+            return f"ok rc=0 {self.seconds:.2f}s"
+        if self.error is ErrorKind.COMMAND_FAILED:
+            return f"command_failed rc={self.rc} {self.seconds:.2f}s"
+        return f"{self.error}: {self.message}" if self.error else f"rc={self.rc}"
+
+
+class Transport(Protocol):
+    """Runs commands on hosts of one client. Implementations are thread-safe: the engine
+    calls :meth:`run` from many threads, one host per thread at a time."""
+
+    def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
+        """Run ``command`` on ``host`` and return what happened (never raises for host
+        or network problems: they become :class:`ErrorKind` results)."""
+        ...
+
+    def close(self) -> None:
+        """Release every connection."""
+        ...
