@@ -92,7 +92,21 @@ class _Context:
         self._lock = threading.Lock()
 
     def run_one(self, host: Host) -> CommandResult:
-        result = self._attempts(host)
+        try:
+            result = self._attempts(host)
+        except Exception as exc:  # a bug must not pass for a host that was never tried
+            now = utcnow()
+            result = CommandResult(
+                host.name,
+                self.spec.command,
+                None,
+                "",
+                "",
+                now,
+                now,
+                ErrorKind.INTERNAL,
+                f"{type(exc).__name__}: {exc}",
+            )
         self.record(host, result)
         return result
 

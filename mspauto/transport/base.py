@@ -35,6 +35,8 @@ class ErrorKind(StrEnum):
     """The host cannot be reached as configured (a missing secret, a bad key file)."""
     NOT_STARTED = "not_started"
     """The run was stopped before this host's turn."""
+    INTERNAL = "internal_error"
+    """A bug in mspauto while handling this host (the message names the exception)."""
 
 
 def utcnow() -> datetime:

@@ -15,6 +15,7 @@ import shlex
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,18 +158,18 @@ class SSHTransport:
     def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
         """Connect, run ``command`` (through sudo if asked), disconnect."""
         started = utcnow()
-        ssh: paramiko.SSHClient | None = None
+        transport: paramiko.Transport | None = None
         try:
             login = self._login(host.credential)
-            ssh = self._connect(host, login)
-            rc, out, err = self._execute(ssh, login, command, sudo, timeout)
+            transport = self._connect(host, login)
+            rc, out, err = self._execute(transport, login, command, sudo, timeout)
         except _Failure as failure:
             return CommandResult(
                 host.name, command, None, "", "", started, utcnow(), failure.kind, failure.message
             )
         finally:
-            if ssh is not None:
-                ssh.close()
+            if transport is not None:
+                transport.close()
         error = None if rc == 0 else ErrorKind.COMMAND_FAILED
         message = "" if rc == 0 else _last_line(err.text()) or f"exit code {rc}"
         return CommandResult(
@@ -185,20 +186,26 @@ class SSHTransport:
             stderr_bytes=err.total,
         )
 
-    def _connect(self, host: Host, login: _Login) -> paramiko.SSHClient:
-        known = self._host_keys()
+    def _connect(self, host: Host, login: _Login) -> paramiko.Transport:
         port = host.port or 22
         lookup = host.address if port == 22 else f"[{host.address}]:{port}"
+        recorded = self._host_keys().lookup(lookup)
+        if not recorded:
+            raise _Failure(
+                ErrorKind.HOST_KEY_UNKNOWN,
+                f"no key recorded for {lookup} in {self._client.known_hosts}; "
+                f"check it out of band, then 'mspauto hosts trust {host.name}'",
+            )
+        limit = self._connect_timeout
         try:
-            sock = socket.create_connection((host.address, port), timeout=self._connect_timeout)
+            sock = socket.create_connection((host.address, port), timeout=limit)
         except ConnectionRefusedError:
             raise _Failure(
                 ErrorKind.UNREACHABLE, f"connection refused on {host.address}:{port}"
             ) from None
         except TimeoutError:
             raise _Failure(
-                ErrorKind.UNREACHABLE,
-                f"no answer from {host.address}:{port} within {self._connect_timeout:g}s",
+                ErrorKind.UNREACHABLE, f"no answer from {host.address}:{port} within {limit:g}s"
             ) from None
         except socket.gaierror as exc:
             raise _Failure(
@@ -210,79 +217,88 @@ class SSHTransport:
             ) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        ssh = paramiko.SSHClient()
-        # Only this host's recorded keys: no per-connection copy of the whole file.
-        recorded = known.lookup(lookup)
-        for key_type, key in recorded.items() if recorded is not None else ():
-            ssh.get_host_keys().add(lookup, key_type, key)
-        ssh.set_missing_host_key_policy(paramiko.RejectPolicy())
+        transport = paramiko.Transport(sock)
+        transport.banner_timeout = transport.handshake_timeout = limit
+        transport.auth_timeout = limit
+        # Ask only for the key types we have recorded, so the host cannot offer another.
+        transport.get_security_options().key_types = _algorithms(recorded.keys())
         try:
-            ssh.connect(
-                hostname=host.address,
-                port=port,
-                username=login.user,
-                pkey=login.pkey,
-                password=login.password,
-                sock=sock,
-                timeout=self._connect_timeout,
-                banner_timeout=self._connect_timeout,
-                auth_timeout=self._connect_timeout,
-                channel_timeout=self._connect_timeout,
-                allow_agent=False,
-                look_for_keys=False,
-            )
-        except paramiko.BadHostKeyException as exc:
-            ssh.close()
-            raise _Failure(
-                ErrorKind.HOST_KEY_MISMATCH,
-                f"host key changed: known_hosts has {exc.expected_key.fingerprint}, "
-                f"the host presented {exc.key.fingerprint}; if the change is "
-                f"expected, 'mspauto hosts trust {host.name} --replace'",
-            ) from None
+            try:
+                transport.start_client(timeout=limit)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if not transport.remote_version:
+                    raise _Failure(
+                        ErrorKind.TIMEOUT, f"no SSH banner within {limit:g}s (host hung?)"
+                    ) from None
+                if "incompatible" in str(exc).lower():
+                    raise _Failure(
+                        ErrorKind.HOST_KEY_MISMATCH,
+                        f"the host offers none of the key types recorded for it "
+                        f"({', '.join(recorded.keys())})",
+                    ) from None
+                raise _Failure(ErrorKind.TIMEOUT, f"SSH handshake failed: {exc}") from None
+            if transport.host_key is None:  # start_client gave up waiting, silently
+                what = "no SSH banner" if not transport.remote_version else "no SSH handshake"
+                raise _Failure(ErrorKind.TIMEOUT, f"{what} within {limit:g}s (host hung?)")
+            presented = transport.get_remote_server_key()
+            expected = recorded.get(presented.get_name())
+            if expected is None or expected != presented:
+                known_fp = expected.fingerprint if expected is not None else "another key type"
+                raise _Failure(
+                    ErrorKind.HOST_KEY_MISMATCH,
+                    f"host key changed: known_hosts has {known_fp}, the host "
+                    f"presented {presented.fingerprint}; if the change is expected, "
+                    f"'mspauto hosts trust {host.name} --replace'",
+                )
+            self._authenticate(transport, login)
+        except BaseException:
+            transport.close()
+            raise
+        return transport
+
+    @staticmethod
+    def _authenticate(transport: paramiko.Transport, login: _Login) -> None:
+        try:
+            if login.pkey is not None:
+                try:
+                    transport.auth_publickey(login.user, login.pkey)
+                except paramiko.AuthenticationException:
+                    if login.password is None:
+                        raise
+            if not transport.is_authenticated() and login.password is not None:
+                transport.auth_password(login.user, login.password)
         except paramiko.AuthenticationException:
-            ssh.close()
             raise _Failure(
                 ErrorKind.AUTH_FAILED, f"user {login.user}: authentication refused"
             ) from None
-        except paramiko.SSHException as exc:
-            ssh.close()
-            text = str(exc)
-            if "not found in known_hosts" in text:
-                raise _Failure(
-                    ErrorKind.HOST_KEY_UNKNOWN,
-                    f"no key recorded for {lookup} in {self._client.known_hosts}; "
-                    f"check it out of band, then 'mspauto hosts trust {host.name}'",
-                ) from None
-            if "banner" in text.lower() or "timeout" in text.lower():
-                raise _Failure(
-                    ErrorKind.TIMEOUT,
-                    f"no SSH handshake within {self._connect_timeout:g}s ({text})",
-                ) from None
-            raise _Failure(ErrorKind.UNREACHABLE, f"SSH failed: {text}") from None
-        except TimeoutError:
-            ssh.close()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise _Failure(ErrorKind.TIMEOUT, f"authentication did not finish: {exc}") from None
+        if not transport.is_authenticated():
             raise _Failure(
-                ErrorKind.TIMEOUT, f"no SSH handshake within {self._connect_timeout:g}s"
-            ) from None
-        except (OSError, EOFError) as exc:
-            ssh.close()
-            raise _Failure(ErrorKind.UNREACHABLE, f"connection lost: {exc}") from None
-        return ssh
+                ErrorKind.CONFIG,
+                f"user {login.user}: the credential has neither a private key nor a password",
+            )
 
     def _execute(
-        self, ssh: paramiko.SSHClient, login: _Login, command: str, sudo: bool, timeout: float
+        self,
+        transport: paramiko.Transport,
+        login: _Login,
+        command: str,
+        sudo: bool,
+        timeout: float,
     ) -> tuple[int, _Capture, _Capture]:
         deadline = time.monotonic() + timeout
         stdin_data = b""
         if sudo and login.user != "root":
             if login.become_password is not None:
-                # The password goes to sudo on stdin, never on a command line.
-                command = f"sudo -S -p '' -- sh -c {shlex.quote(command)}"
+                # The password goes to sudo on stdin, never on a command line; the command
+                # itself reads /dev/null, so it can never read the password (NOPASSWD sudo
+                # leaves it unread).
+                wrapped = shlex.quote(f"exec </dev/null; {command}")
+                command = f"sudo -S -p '' -- sh -c {wrapped}"
                 stdin_data = login.become_password.encode() + b"\n"
             else:
                 command = f"sudo -n -- sh -c {shlex.quote(command)}"
-        transport = ssh.get_transport()
-        assert transport is not None
         try:
             channel = transport.open_session(timeout=max(deadline - time.monotonic(), 0.1))
             channel.exec_command(command)
@@ -298,8 +314,8 @@ class SSHTransport:
                     out.add(channel.recv(65536))
                 elif channel.recv_stderr_ready():
                     err.add(channel.recv_stderr(65536))
-                elif channel.exit_status_ready():
-                    break
+                elif channel.exit_status_ready() and (channel.eof_received or channel.closed):
+                    break  # sshd may report the exit before it has sent all the output
                 else:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -322,6 +338,17 @@ class SSHTransport:
         """Nothing is kept open between commands; forget fetched secrets."""
         with self._lock:
             self._logins.clear()
+
+
+_RSA_ALGORITHMS = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
+
+
+def _algorithms(key_types: Iterable[str]) -> tuple[str, ...]:
+    """Host key algorithms that can prove possession of the recorded key types."""
+    algorithms: list[str] = []
+    for key_type in key_types:
+        algorithms += _RSA_ALGORITHMS if key_type == "ssh-rsa" else [key_type]
+    return tuple(dict.fromkeys(algorithms))
 
 
 def _key_from_text(text: str, passphrase: str | None) -> paramiko.PKey:
