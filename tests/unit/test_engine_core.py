@@ -22,7 +22,7 @@ def _clients(root: Path, hosts: int, max_parallel: int | None = None) -> dict[st
     (root / "policies").mkdir()
     (root / "policies" / "c.yaml").write_text("kind: contract\nname: std\n")
     for client in ("acme", "globex"):
-        spec = {
+        spec: dict[str, object] = {
             "name": client,
             "display_name": client,
             "timezone": "UTC",
