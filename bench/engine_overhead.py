@@ -35,10 +35,18 @@ def make_project(root: Path, hosts: int) -> None:
     (root / "policies").mkdir()
     (root / "policies" / "c.yaml").write_text("kind: contract\nname: std\n")
     document = {
-        "client": {"name": "big", "display_name": "Big Client", "timezone": "UTC",
-                   "contract": "std", "platform": "debian", "connection": "local"},
-        "hosts": {f"host{i:05d}": {"address": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"}
-                  for i in range(hosts)},
+        "client": {
+            "name": "big",
+            "display_name": "Big Client",
+            "timezone": "UTC",
+            "contract": "std",
+            "platform": "debian",
+            "connection": "local",
+        },
+        "hosts": {
+            f"host{i:05d}": {"address": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"}
+            for i in range(hosts)
+        },
     }
     (root / "inventory" / "big.yaml").write_text(yaml.safe_dump(document))
 
@@ -54,16 +62,20 @@ def nornir_baseline(names: list[str], forks: int) -> float:
         return Result(host=task.host, result=None)
 
     defaults = Defaults()
-    inventory = Inventory(hosts=Hosts({n: NornirHost(name=n, defaults=defaults) for n in names}),
-                          groups=Groups(), defaults=defaults)
+    inventory = Inventory(
+        hosts=Hosts({n: NornirHost(name=n, defaults=defaults) for n in names}),
+        groups=Groups(),
+        defaults=defaults,
+    )
     start = time.perf_counter()
     Nornir(inventory=inventory, runner=ThreadedRunner(num_workers=forks)).run(task=noop)
     return time.perf_counter() - start
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--hosts", type=int, default=10_000)
     parser.add_argument("--forks", type=int, default=50)
     args = parser.parse_args()
@@ -87,9 +99,11 @@ def main() -> None:
     n = args.hosts
     print(f"inventory load+validate, {n} hosts:    {load_seconds:6.2f} s")
     print(f"nornir bare threaded runner, no-op:     {baseline / n * 1000:6.3f} ms/host (baseline)")
-    print(f"mspauto run_command + evidence (SQLite): {seconds / n * 1000:6.3f} ms/host  "
-          f"{seconds / baseline:4.1f}x baseline; target < 1 ms/host  "
-          f"({recorded} results recorded, {sum(r.ok for r in outcome.results)} ok)")
+    print(
+        f"mspauto run_command + evidence (SQLite): {seconds / n * 1000:6.3f} ms/host  "
+        f"{seconds / baseline:4.1f}x baseline; target < 1 ms/host  "
+        f"({recorded} results recorded, {sum(r.ok for r in outcome.results)} ok)"
+    )
     print(f"peak memory (RSS) of this process:      {peak_mb():6.0f} MB  target < 300 MB")
 
 

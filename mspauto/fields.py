@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import zoneinfo
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "Address",
     "CronExpression",
     "Duration",
     "Name",
@@ -28,6 +30,7 @@ __all__ = [
     "ScheduleZone",
     "SecretRef",
     "StrictModel",
+    "TimeOfDay",
     "TimeZoneName",
     "Vars",
     "format_duration",
@@ -37,7 +40,9 @@ __all__ = [
 ]
 
 
-def item_error(reason: str, at: str | int | None = None) -> PydanticCustomError:
+def item_error(
+    reason: str, at: str | int | tuple[str | int, ...] | None = None
+) -> PydanticCustomError:
     """A validation error about one entry of a mapping or list, or one key of a model.
 
     Validators of a whole mapping, list or model raise this to name the entry at fault:
@@ -83,6 +88,50 @@ Port = Annotated[
     int,
     AfterValidator(_check_port),
     WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 65535}),
+]
+
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*$"
+)
+
+
+def _check_address(value: str) -> str:
+    """An IP address (canonical form) or a DNS name (lowercase, no trailing dot)."""
+    text = value.strip()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    name = text.rstrip(".").lower()
+    if not _HOSTNAME.match(name):
+        raise ValueError(f"'{value}' is not an IP address or a DNS host name")
+    return name
+
+
+Address = Annotated[
+    str,
+    AfterValidator(_check_address),
+    WithJsonSchema({"type": "string", "description": "IP address or DNS name"}),
+]
+"""Where a host is reached, normalised so the same machine always compares equal."""
+
+
+def _check_time_of_day(value: Any) -> Any:
+    # YAML 1.1 reads an unquoted 22:00 as the number 1320 (base 60): refuse, don't guess.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(
+            "write times of day in quotes, e.g. '22:00' (unquoted, YAML reads "
+            "22:00 as the number 1320)"
+        )
+    return value
+
+
+TimeOfDay = Annotated[
+    time,
+    BeforeValidator(_check_time_of_day),
+    WithJsonSchema({"type": "string", "pattern": r"^\d{2}:\d{2}$", "examples": ["02:00"]}),
 ]
 
 
@@ -138,7 +187,10 @@ def parse_duration(value: Any) -> timedelta:
     match = _DURATION.match(value) if isinstance(value, str) else None
     if not match:
         raise ValueError(f"must be a duration like 30m, 24h, 14d or 2w (got {value!r})")
-    return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+    try:
+        return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+    except OverflowError:
+        raise ValueError(f"{value!r} is too long a duration") from None
 
 
 def format_duration(value: timedelta) -> str:
@@ -178,10 +230,11 @@ CronExpression = Annotated[
 ]
 
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Variable names that hold secrets in Ansible; a value here would be a secret in plain text.
+# Variable names that hold secrets (Ansible's ansible_password, ansible_ssh_pass,
+# ansible_become_pass, ansible_sudo_pass, ansible_enable_pass, and anything *_password,
+# *_token, ...): a value there would be a secret in plain text.
 _SECRET_VAR = re.compile(
-    r"(^ansible_(ssh_)?pass$|^ansible_(become|winrm|httpapi)_pass(word)?$|"
-    r"(^|_)(password|passwd|passphrase|secret|token|api_?key|private_key)$)",
+    r"(^|_)(pass|password|passwd|passphrase|secret|token|api_?key|private_key)$",
     re.IGNORECASE,
 )
 
@@ -189,15 +242,14 @@ _SECRET_VAR = re.compile(
 def secret_variable(name: str, value: Any) -> bool:
     """True when a variable looks like a secret written in plain text.
 
-    A Jinja reference (``"{{ vault_db_password }}"``) is not a secret itself.
+    A Jinja reference (``"{{ vault_db_password }}"``) is not a secret itself; neither are
+    empty values, booleans or null.
     """
-    is_reference = isinstance(value, str) and value.strip().startswith("{{")
-    return (
-        bool(_SECRET_VAR.search(name))
-        and isinstance(value, str)
-        and bool(value)
-        and (not is_reference)
-    )
+    if not _SECRET_VAR.search(name) or value is None or isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        return bool(value.strip()) and not value.strip().startswith("{{")
+    return True
 
 
 def _check_vars(value: dict[str, Any]) -> dict[str, Any]:

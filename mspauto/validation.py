@@ -50,7 +50,9 @@ def _clean_loc(error: ErrorDetails) -> KeyPath:
     """
     loc = tuple(part for part in error["loc"] if part != "[key]")
     at = error.get("ctx", {}).get("at") if error["type"] == "item_error" else None
-    return (*loc, at) if at is not None else loc
+    if at is None:
+        return loc
+    return (*loc, *at) if isinstance(at, tuple | list) else (*loc, at)
 
 
 def _message(error: ErrorDetails, model: type[BaseModel], loc: KeyPath) -> str:

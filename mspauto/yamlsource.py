@@ -8,7 +8,6 @@ Duplicate keys, which PyYAML silently overwrites, are reported as problems.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,22 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from mspauto.problems import ConfigError, Location, Problem, format_key_path
 
-__all__ = ["KeyPath", "YamlDocument", "load_yaml_documents"]
+__all__ = ["YAML_SUFFIXES", "KeyPath", "YamlDocument", "load_yaml_documents", "yaml_files"]
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def yaml_files(folder: Path) -> list[Path]:
+    """YAML files below ``folder``, sorted; anything under a name starting with ``.`` or
+    ``_`` (``.git/``, ``_archive/``, ``_draft.yaml``) is left out."""
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if path.is_file()
+        and path.suffix in YAML_SUFFIXES
+        and not any(part.startswith((".", "_")) for part in path.relative_to(folder).parts)
+    )
+
 
 KeyPath = tuple[str | int, ...]
 
@@ -73,7 +87,7 @@ def load_yaml_documents(path: Path, display_name: str) -> list[YamlDocument]:
             if node is None:  # pragma: no cover - check_node() said there is one
                 break
             lines: dict[KeyPath, int] = {}
-            problems = list(_index(node, (), lines, display_name, 0))
+            problems = _index(node, display_name, lines)
             if problems:
                 raise ConfigError(problems)
             data = loader.construct_document(node)
@@ -117,38 +131,68 @@ def _explain(exc: yaml.MarkedYAMLError) -> tuple[int | None, str]:
     return line, problem
 
 
-def _index(
-    node: Node, path: KeyPath, lines: dict[KeyPath, int], file: str, depth: int
-) -> Iterator[Problem]:
-    """Record the line of every key path under ``node``; yield duplicate-key problems."""
-    lines.setdefault(path, node.start_mark.line + 1)
-    if depth > _MAX_DEPTH:
-        yield Problem(
-            Location(file, node.start_mark.line + 1), "", "nested too deeply (alias loop?)"
-        )
-        return
-    if isinstance(node, MappingNode):
-        first_seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode):
-                yield Problem(
-                    Location(file, key_node.start_mark.line + 1),
-                    format_key_path(path),
-                    "keys must be plain words, not lists or mappings",
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+def _index(node: Node, file: str, lines: dict[KeyPath, int]) -> list[Problem]:
+    """Record the line of every key path; report duplicate keys and impossible dates.
+
+    A node reached again through an alias is not walked again, so a file of nested
+    aliases (a "billion laughs") costs no more than its size.
+    """
+    problems: list[Problem] = []
+    walked: set[int] = set()
+    pending: list[tuple[Node, KeyPath, int]] = [(node, (), 0)]
+    while pending:
+        current, path, depth = pending.pop()
+        lines.setdefault(path, current.start_mark.line + 1)
+        if id(current) in walked:
+            continue
+        walked.add(id(current))
+        if depth > _MAX_DEPTH:
+            problems.append(
+                Problem(Location(file, current.start_mark.line + 1), "", "nested too deeply")
+            )
+            continue
+        if isinstance(current, ScalarNode) and current.tag == _TIMESTAMP:
+            try:
+                yaml.SafeLoader.construct_yaml_timestamp(_Loader(""), current)
+            except ValueError as exc:
+                problems.append(
+                    Problem(
+                        Location(file, current.start_mark.line + 1),
+                        format_key_path(path),
+                        f"'{current.value}' is not a real date or time ({exc})",
+                    )
                 )
-                continue
-            key = key_node.value
-            key_line = key_node.start_mark.line + 1
-            if key in first_seen and key != "<<":
-                yield Problem(
-                    Location(file, key_line),
-                    format_key_path((*path, key)),
-                    f"duplicate key (first written at line {first_seen[key]})",
-                )
-                continue
-            first_seen[key] = key_line
-            lines[(*path, key)] = key_line
-            yield from _index(value_node, (*path, key), lines, file, depth + 1)
-    elif isinstance(node, SequenceNode):
-        for index, item in enumerate(node.value):
-            yield from _index(item, (*path, index), lines, file, depth + 1)
+        elif isinstance(current, MappingNode):
+            first_seen: dict[str, int] = {}
+            for key_node, value_node in current.value:
+                key_line = key_node.start_mark.line + 1
+                if not isinstance(key_node, ScalarNode):
+                    problems.append(
+                        Problem(
+                            Location(file, key_line),
+                            format_key_path(path),
+                            "keys must be plain words, not lists or mappings",
+                        )
+                    )
+                    continue
+                key = key_node.value
+                if key in first_seen and key != "<<":
+                    problems.append(
+                        Problem(
+                            Location(file, key_line),
+                            format_key_path((*path, key)),
+                            f"duplicate key (first written at line {first_seen[key]})",
+                        )
+                    )
+                    continue
+                first_seen[key] = key_line
+                lines[(*path, key)] = key_line
+                pending.append((value_node, (*path, key), depth + 1))
+        elif isinstance(current, SequenceNode):
+            pending.extend(
+                (item, (*path, index), depth + 1) for index, item in enumerate(current.value)
+            )
+    return sorted(problems, key=lambda p: p.location.line or 0)

@@ -59,6 +59,13 @@ class Application:
         click.echo(f"error: {message}", err=True)
         raise click.exceptions.Exit(code)
 
+    def write_file(self, path: Path, text: str) -> None:
+        """Write a file the user asked for; a failure is one line, not a traceback."""
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            self.abort(f"cannot write {path}: {exc.strerror or exc}")
+
     def print_table(self, table: Table) -> None:
         """A rich table on a terminal; wide unwrapped lines when piped (for grep/awk)."""
         import sys

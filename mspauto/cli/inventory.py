@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,9 @@ if TYPE_CHECKING:
     from mspauto.project import Project
 
 __all__ = ["inventory"]
+
+# The same rule as inventory names (mspauto.fields.Name), without importing pydantic.
+_CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @click.group()
@@ -186,6 +190,11 @@ def import_inventory(
     from mspauto.problems import display_path
     from mspauto.project import load_project
 
+    if not _CLIENT_NAME.match(client_name):
+        app.abort(
+            f"'{client_name}' is not a valid client name (letters, digits, '.', '_' and "
+            "'-', starting with a letter or digit)"
+        )
     target = app.settings.inventory_dir / f"{client_name}.yaml"
     if (target.exists() or target.with_suffix("").is_dir()) and not force:
         app.abort(f"{target} already exists; choose another --client or pass --force")
@@ -202,8 +211,7 @@ def import_inventory(
         app.abort(str(exc))
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(result.to_yaml(), encoding="utf-8")
+    app.write_file(target, result.to_yaml())
     click.echo(f"wrote {target}: {result.hosts} hosts, {result.groups} groups")
     shown = str(display_path(app.settings.root, target))
     problems = [p for p in load_project(app.settings).errors if p.location.file == shown]
@@ -243,9 +251,12 @@ def export_inventory(app: Application, client_name: str, target: str, output: Pa
             app.abort(
                 "--to nornir writes hosts.yaml, groups.yaml and defaults.yaml: give --output FOLDER"
             )
-        output.mkdir(parents=True, exist_ok=True)
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            app.abort(f"cannot create {output}/: {exc.strerror or exc}")
         for name, text in export_nornir(client, project.inventory.defaults).items():
-            (output / name).write_text(text, encoding="utf-8")
+            app.write_file(output / name, text)
         click.echo(f"wrote nornir inventory for {client_name} to {output}/")
         return
     try:
@@ -257,5 +268,5 @@ def export_inventory(app: Application, client_name: str, target: str, output: Pa
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        app.write_file(output, text)
         click.echo(f"wrote {output}")

@@ -88,5 +88,5 @@ def schema(app: Application, kind: str | None, for_inventory: bool, output: Path
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        app.write_file(output, text)
         click.echo(f"wrote {output}")

@@ -146,7 +146,9 @@ def import_ansible(
     for host in all_hosts:
         variables = dict(hostvars.get(host, {}))
         entry = {}
-        address = variables.pop("ansible_host", None)
+        # ansible_ssh_host/_port: the older spellings the ssh plugin still reads.
+        legacy_address = variables.pop("ansible_ssh_host", None)
+        address = variables.pop("ansible_host", legacy_address)
         if address is not None:
             entry["address"] = str(address)
         if members.get(host):
@@ -168,7 +170,11 @@ def _level_from_vars(
     level: dict[str, Any] = {}
     rest: dict[str, Any] = {}
     for name, value in variables.items():
-        if name == "ansible_port" and type(value) is int and 1 <= value <= 65535:
+        if (
+            name in {"ansible_port", "ansible_ssh_port"}
+            and type(value) is int
+            and (1 <= value <= 65535)
+        ):
             level["port"] = value
         elif name == "ansible_connection" and value in ("ssh", "winrm", "local"):
             level["connection"] = value

@@ -8,11 +8,10 @@ from mspauto.inventory.models import Defaults
 from mspauto.inventory.resolve import Inventory, build_inventory
 from mspauto.problems import ConfigError, Location, Problem, display_path
 from mspauto.validation import validate_document
-from mspauto.yamlsource import YamlDocument, load_yaml_documents
+from mspauto.yamlsource import YAML_SUFFIXES, YamlDocument, load_yaml_documents, yaml_files
 
-__all__ = ["YAML_SUFFIXES", "load_inventory"]
+__all__ = ["load_inventory"]
 
-YAML_SUFFIXES = (".yaml", ".yml")
 DEFAULTS_FILE = "defaults"
 
 
@@ -54,11 +53,7 @@ def load_inventory(root: Path, inventory_dir: Path) -> tuple[Inventory, list[Pro
                 continue
             name = entry.stem
         elif entry.is_dir():
-            files = sorted(
-                p
-                for p in entry.rglob("*")
-                if p.is_file() and p.suffix in YAML_SUFFIXES and not p.name.startswith((".", "_"))
-            )
+            files = yaml_files(entry)
             if not files:
                 continue  # e.g. inventory/known_hosts/
             docs, unreadable = [], False

@@ -17,7 +17,16 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from mspauto.fields import Name, Port, SecretRef, StrictModel, TimeZoneName, Vars
+from mspauto.fields import (
+    Address,
+    Name,
+    Port,
+    SecretRef,
+    StrictModel,
+    TimeZoneName,
+    Vars,
+    item_error,
+)
 
 __all__ = [
     "CONNECTIONS",
@@ -36,6 +45,7 @@ __all__ = [
 Platform = Literal["debian", "ubuntu", "rhel", "windows", "network"]
 PLATFORMS: tuple[Platform, ...] = ("debian", "ubuntu", "rhel", "windows", "network")
 Connection = Literal["ssh", "winrm", "local"]
+RESERVED_GROUPS = ("all", "ungrouped")
 CONNECTIONS: tuple[Connection, ...] = ("ssh", "winrm", "local")
 
 
@@ -110,7 +120,7 @@ class GroupSpec(Inheritable):
 class HostSpec(Inheritable):
     """One managed machine; ``address`` defaults to the host's name."""
 
-    address: str | None = Field(default=None, min_length=1)
+    address: Address | None = None
     site: Name | None = None
     groups: list[Name] = Field(default_factory=list)
     tags: list[Name] = Field(default_factory=list)
@@ -125,6 +135,18 @@ class ClientFile(StrictModel):
     sites: dict[Name, SiteSpec] = Field(default_factory=dict)
     groups: dict[Name, GroupSpec] = Field(default_factory=dict)
     hosts: dict[Name, HostSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _reserved_group_names(self) -> ClientFile:
+        for name in self.groups:
+            if name in RESERVED_GROUPS:
+                raise item_error(
+                    f"'{name}' is reserved (Ansible's group of "
+                    f"{'every host' if name == 'all' else 'hosts in no group'}); "
+                    "rename the group",
+                    at=("groups", name),
+                )
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -103,6 +103,13 @@ class Lab:
         state = self.state()
         return [_plan(entry) for entry in state["hosts"]] if state else []
 
+    def _running(self, entry: dict[str, Any]) -> int | None:
+        """The host's ``unshare`` PID if it is alive and really ours (PIDs get reused)."""
+        pid = entry.get("pid")
+        if isinstance(pid, int) and alive(pid) and _is_lab_process(pid, self.directory / "hosts"):
+            return pid
+        return None
+
     def _host(self, plan: HostPlan) -> LabHost:
         return LabHost(
             plan, self.directory / "hosts" / plan.name, self.directory / "logs" / f"{plan.name}.log"
@@ -135,6 +142,11 @@ class Lab:
             self._restart_missing(existing, say)
             return plans
 
+        if self.directory.exists() and any(self.directory.iterdir()):
+            raise LabError(
+                f"{self.directory} is not empty and holds no lab; give an empty or "
+                "new folder (lab down deletes what lab up writes there)"
+            )
         base = ensure_base(self.cache_dir, say)
         self.directory.mkdir(parents=True, exist_ok=True)
         state: dict[str, Any] = {
@@ -165,6 +177,12 @@ class Lab:
         lab_key = self.key.with_suffix(".pub").read_text().strip()
         stranger_key = (keys / "stranger_ed25519.pub").read_text().strip()
 
+        taken = [plan.address for plan in plans if not _port_free(plan.address, 22)]
+        if taken:
+            raise LabError(
+                f"{taken[0]}:22 is already in use (another lab? "
+                "'mspauto lab status --dir ...'); choose another --first-address"
+            )
         repo_address = str(ipaddress.IPv4Address(plans[0].address) - 1)
         state["repo"] = self._start_repository(base, repo_address)
         self._save(state)
@@ -260,8 +278,8 @@ class Lab:
         deadline = time.monotonic() + timeout
         waiting = [entry for entry in state["hosts"] if entry["pid"] is not None]
         while waiting:
+            failed = [e for e in waiting if not alive(e["pid"])]  # before: another may answer
             waiting = [e for e in waiting if ssh_banner(e["address"], timeout=1) is None]
-            failed = [e for e in waiting if not alive(e["pid"])]
             if failed or (waiting and time.monotonic() > deadline):
                 entry = (failed or waiting)[0]
                 log = self.directory / "logs" / f"{entry['name']}.log"
@@ -280,7 +298,7 @@ class Lab:
             )
         restarted = 0
         for entry in state["hosts"]:
-            if entry["fault"] == "sshd-down" or (entry["pid"] and alive(entry["pid"])):
+            if entry["fault"] == "sshd-down" or self._running(entry):
                 continue
             entry["pid"] = self._host(_plan(entry)).start()
             restarted += 1
@@ -301,8 +319,7 @@ class Lab:
             say(f"no lab in {self.directory}")
             return
         for entry in state["hosts"]:
-            if entry.get("pid") and _is_lab_process(entry["pid"], self.directory):
-                LabHost.stop(entry["pid"])
+            LabHost.stop(self._running(entry))
         repo = state.get("repo")
         if repo and _is_lab_process(repo["pid"], Path(repo["directory"])):
             kill_and_wait([repo["pid"]], signal.SIGTERM)
@@ -330,7 +347,7 @@ class Lab:
             return []
         statuses = []
         for entry in state["hosts"]:
-            running = bool(entry["pid"]) and alive(entry["pid"])
+            running = self._running(entry) is not None
             answers = running and ssh_banner(entry["address"], timeout=1) is not None
             statuses.append(HostStatus(_plan(entry), running, answers))
         return statuses
@@ -348,14 +365,14 @@ class Lab:
     def stop_host(self, name: str) -> None:
         """Stop one host's sshd (and everything running in the host)."""
         state, entry = self._entry(name)
-        LabHost.stop(entry["pid"])
+        LabHost.stop(self._running(entry))
         entry["pid"] = None
         self._save(state)
 
     def start_host(self, name: str) -> None:
         """Start one host's sshd again."""
         state, entry = self._entry(name)
-        if entry["pid"] and alive(entry["pid"]):
+        if self._running(entry):
             return
         entry["pid"] = self._host(_plan(entry)).start()
         self._save(state)
@@ -371,9 +388,10 @@ class Lab:
 
     def _signal_host(self, name: str, sig: int) -> None:
         _, entry = self._entry(name)
-        if not entry["pid"] or not alive(entry["pid"]):
+        pid = self._running(entry)
+        if pid is None:
             raise LabError(f"{name} is not running")
-        LabHost.signal_all(entry["pid"], sig)
+        LabHost.signal_all(pid, sig)
 
     def fill_disk(self, name: str) -> int:
         """Fill a host's disk; returns the bytes written."""

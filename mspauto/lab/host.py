@@ -62,8 +62,38 @@ umount -l /.lab-oldroot
 rmdir /.lab-oldroot
 hostname "$name"
 mkdir -p /run/sshd
-exec /usr/sbin/sshd -D -e -o "ListenAddress=$address"
+# Kernel settings are the machine's, shared by every host: read-only in here.
+mount --bind /proc/sys /proc/sys
+mount -o remount,bind,ro /proc/sys
+# No process in the host, root included, may ever hold the capabilities in $4: it
+# cannot touch the machine's firewall, mounts, kernel, clock or modules.
+exec setpriv --bounding-set "$4" /usr/sbin/sshd -D -e -o "ListenAddress=$address"
 """
+
+# Capabilities a lab host never gets. CAP_SYS_CHROOT, CAP_SETUID and the others that sshd
+# and sudo need stay, and so does CAP_AUDIT_CONTROL, which pam_loginuid needs.
+DROPPED_CAPABILITIES = ",".join(
+    f"-{cap}"
+    for cap in (
+        "net_admin",
+        "sys_admin",
+        "sys_module",
+        "sys_time",
+        "sys_boot",
+        "sys_rawio",
+        "sys_pacct",
+        "sys_resource",
+        "mac_admin",
+        "mac_override",
+        "syslog",
+        "bpf",
+        "perfmon",
+        "wake_alarm",
+        "block_suspend",
+        "mknod",
+        "linux_immutable",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -250,6 +280,7 @@ class LabHost:
                     str(self.root),
                     self.plan.name,
                     self.plan.address,
+                    DROPPED_CAPABILITIES,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -282,6 +313,8 @@ class LabHost:
         if init is None:
             raise LabError("the host is not running")
         namespace = os.readlink(f"/proc/{init}/ns/pid")
+        if namespace == os.readlink("/proc/self/ns/pid"):
+            raise LabError("refusing to signal: that process is not inside a lab host")
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue

@@ -9,6 +9,7 @@ fleet are the unreachable ones: sshd down, a changed host key, the lab key rejec
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ BACKUP_STATES: tuple[Backup, ...] = (
 )
 FAULTS: tuple[Fault, ...] = ("sshd-down", "changed-key", "rejects-key")
 FIRST_ADDRESS = "127.0.0.10"
+_CLIENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 # Display name and time zone of the clients the examples use; others get UTC.
 CLIENT_DETAILS = {
@@ -91,10 +93,23 @@ def plan_fleet(
         raise ValueError("a lab has at least one host")
     if not clients:
         raise ValueError("a lab has at least one client")
-    first = ipaddress.IPv4Address(first_address)
-    last = first + count - 1
-    if not (first.is_loopback and last.is_loopback):
-        raise ValueError(f"lab addresses must stay inside 127.0.0.0/8 ({first}..{last})")
+    for client in clients:
+        if not _CLIENT_NAME.match(client):
+            raise ValueError(
+                f"'{client}' is not a valid client name (lowercase letters, "
+                "digits and '-', starting with a letter)"
+            )
+    try:
+        first = ipaddress.IPv4Address(first_address)
+        last = first + count - 1
+        repository = first - 1
+    except (ValueError, ipaddress.AddressValueError):
+        raise ValueError(f"'{first_address}' is not an IPv4 address") from None
+    if not all(a.is_loopback for a in (repository, first, last)):
+        raise ValueError(
+            f"lab addresses must stay inside 127.0.0.0/8 (repository "
+            f"{repository}, hosts {first}..{last})"
+        )
     per_client: dict[str, int] = dict.fromkeys(clients, 0)
     hosts = []
     for index in range(count):

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
 
-from mspauto.inventory.loader import YAML_SUFFIXES
 from mspauto.policy.models import KINDS, Policy
 from mspauto.problems import ConfigError, Location, Problem, display_path
 from mspauto.validation import validate_document
-from mspauto.yamlsource import YamlDocument, load_yaml_documents
+from mspauto.yamlsource import YamlDocument, load_yaml_documents, yaml_files
 
 __all__ = ["LoadedPolicy", "load_policies"]
 
@@ -40,13 +39,7 @@ def load_policies(root: Path, policies_dir: Path) -> tuple[list[LoadedPolicy], l
         ]
     loaded: list[LoadedPolicy] = []
     problems: list[Problem] = []
-    files = sorted(
-        p
-        for p in policies_dir.rglob("*")
-        if p.is_file()
-        and p.suffix in YAML_SUFFIXES
-        and not any(part.startswith((".", "_")) for part in p.relative_to(policies_dir).parts)
-    )
+    files = yaml_files(policies_dir)
     for path in files:
         try:
             docs = load_yaml_documents(path, str(display_path(root, path)))

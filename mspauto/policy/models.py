@@ -12,7 +12,7 @@ Each YAML document under ``policies/`` is one policy; ``kind:`` picks its model:
 from __future__ import annotations
 
 import re
-from datetime import date, time, timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import Field, TypeAdapter, field_validator, model_validator
@@ -24,6 +24,7 @@ from mspauto.fields import (
     ScheduleZone,
     SecretRef,
     StrictModel,
+    TimeOfDay,
     item_error,
 )
 from mspauto.inventory.selectors import Selector
@@ -65,7 +66,7 @@ class MaintenanceWindow(StrictModel):
     """When changes may be made, in the client's local time."""
 
     days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1)
-    start: time
+    start: TimeOfDay
     duration: Duration
 
     @field_validator("duration")
@@ -225,12 +226,13 @@ class BaselinePolicy(_TargetedPolicy):
 
 
 def _default_deadlines() -> dict[Severity, timedelta]:
-    # UK Cyber Essentials: 14 days for critical/high and unrated; others per common MSP SLAs.
+    # UK Cyber Essentials: 14 days for critical, high and unrated fixes; the rest follow
+    # common MSP contracts (PCI DSS allows a month for what is not critical).
     return {
         "critical": timedelta(days=14),
-        "high": timedelta(days=30),
-        "medium": timedelta(days=60),
-        "low": timedelta(days=90),
+        "high": timedelta(days=14),
+        "medium": timedelta(days=30),
+        "low": timedelta(days=60),
         "unrated": timedelta(days=14),
     }
 

@@ -98,12 +98,30 @@ def test_import_then_export_keeps_hosts_groups_and_vars(
     assert len(original["hostvars"]) >= 3
 
 
-def test_import_drops_secrets_and_says_so(empty_project: Path) -> None:
-    warnings = _import(FIXTURES / "site.ini", empty_project)
+def test_import_drops_secrets_and_says_so(empty_project: Path, tmp_path: Path) -> None:
+    source = tmp_path / "secrets.ini"
+    source.write_text(
+        "web1 ansible_password=123456 ansible_ssh_host=192.0.2.7 ansible_ssh_port=2200\n"
+        "[web]\nweb1\n[web:vars]\nansible_become_pass=778899\nansible_sudo_pass=sudopw\n"
+        "ansible_enable_pass=cisco123\ndb_password='{{ vault_db_password }}'\n"
+        "[all:vars]\nansible_ssh_pass=hunter2\n"
+    )
+    warnings = _import(source, empty_project)
     written = (empty_project / "inventory" / "imp.yaml").read_text()
-    assert "hunter2" not in written
-    assert "ansible_password" not in written
-    assert any("ansible_password" in w and "group windows" in w for w in warnings)
+    for secret in ("123456", "778899", "sudopw", "cisco123", "hunter2"):
+        assert secret not in written
+    assert sorted(w.split(": dropped ")[1].split()[0] for w in warnings) == [
+        "ansible_become_pass",
+        "ansible_enable_pass",
+        "ansible_password",
+        "ansible_ssh_pass",
+        "ansible_sudo_pass",
+    ]
+    project = load_project(Settings.load(empty_project))
+    web1 = project.inventory.host("web1")
+    assert web1 is not None
+    assert (web1.address, web1.port) == ("192.0.2.7", 2200)  # the ssh plugin's old names
+    assert web1.vars["db_password"] == "{{ vault_db_password }}"  # a reference, kept
 
 
 def test_import_maps_ansible_settings_onto_hosts(empty_project: Path) -> None:

@@ -7,7 +7,6 @@ the key, inventory and known_hosts files that ``lab up`` wrote.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mspauto.lab.fleet import Lab, ssh_banner
+from mspauto.lab.host import LabHost
 from mspauto.lab.plan import HostPlan
 from mspauto.lab.system import LabError, alive, mounts_under
 from mspauto.lab.testing import lab_unavailable, running_lab, ssh
@@ -274,16 +274,89 @@ def _cmdline(process: Path) -> str:
         return ""
 
 
-def test_a_failed_up_says_why_and_leaves_nothing(tmp_path: Path) -> None:
+def test_a_failed_up_says_why_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if reason := lab_unavailable():
         pytest.skip(f"lab unavailable: {reason}")
+    start = LabHost.start
+
+    def sshd_dies_on_the_second_host(host: LabHost) -> int:
+        if host.plan.name != "initech-lab02":
+            return start(host)
+        host.log.write_text("sshd: Bind to port 22 on 127.0.102.11 failed.\n")
+        return subprocess.Popen(["sh", "-c", "exit 1"]).pid
+
+    monkeypatch.setattr(LabHost, "start", sshd_dies_on_the_second_host)
     directory = tmp_path / "doomed-lab"
-    with socket.socket() as squatter:  # something else already listens on the 2nd host's port
-        squatter.bind(("127.0.102.11", 22))
-        squatter.listen()
-        with pytest.raises(LabError, match=r"initech-lab02 \(127\.0\.102\.11\) did not start sshd"):
-            Lab(directory).up(
-                2, ["initech"], faults=False, first_address="127.0.102.10", say=lambda _: None
-            )
+    with pytest.raises(
+        LabError,
+        match=r"initech-lab02 \(127\.0\.102\.11\) did not start "
+        r"sshd: sshd: Bind to port 22",
+    ):
+        Lab(directory).up(
+            2, ["initech"], faults=False, first_address="127.0.102.10", say=lambda _: None
+        )
     assert not mounts_under(directory)
     assert not directory.exists()
+    assert ssh_banner("127.0.102.10") is None  # the first host was stopped again
+
+
+def test_a_host_cannot_change_the_machine(lab: Lab) -> None:
+    plan = _pick(lab, fault=None)
+    before = Path("/proc/sys/kernel/randomize_va_space").read_text()
+    result = ssh(
+        lab,
+        plan,
+        "sudo sh -c 'echo 0 > /proc/sys/kernel/randomize_va_space'; "
+        "echo rc=$?; sudo iptables -S >/dev/null 2>&1; echo rc=$?; "
+        "sudo mount -t tmpfs x /mnt 2>/dev/null; echo rc=$?",
+    )
+    assert result.stdout.split() == ["rc=1", "rc=1", "rc=32"] or all(
+        code != "rc=0" for code in result.stdout.split()
+    )
+    assert Path("/proc/sys/kernel/randomize_va_space").read_text() == before
+
+
+def test_fault_commands_ignore_a_pid_that_is_not_the_labs(lab: Lab) -> None:
+    stranger = subprocess.Popen(["sleep", "60"])
+    state_before = lab.state_file.read_text()
+    try:
+        state = json.loads(state_before)
+        plan = _pick(lab, fault=None)
+        for entry in state["hosts"]:
+            if entry["name"] == plan.name:
+                original = entry["pid"]
+                entry["pid"] = stranger.pid  # as after a reboot, when PIDs are reused
+        lab.state_file.write_text(json.dumps(state))
+        with pytest.raises(LabError, match="is not running"):
+            lab.freeze_host(plan.name)
+        lab.stop_host(plan.name)
+        assert stranger.poll() is None  # untouched
+    finally:
+        stranger.kill()
+        stranger.wait()
+        state = json.loads(state_before)
+        lab.state_file.write_text(json.dumps(state))
+    assert original and alive(original)
+
+
+def test_up_refuses_a_folder_that_holds_other_things(tmp_path: Path) -> None:
+    if reason := lab_unavailable():
+        pytest.skip(f"lab unavailable: {reason}")
+    (tmp_path / "inventory").mkdir()
+    (tmp_path / "inventory" / "acme.yaml").write_text("precious")
+    with pytest.raises(LabError, match="is not empty and holds no lab"):
+        Lab(tmp_path).up(
+            2, ["acme"], faults=False, first_address="127.0.103.10", say=lambda _: None
+        )
+    assert (tmp_path / "inventory" / "acme.yaml").read_text() == "precious"
+
+
+def test_up_refuses_an_address_another_lab_holds(lab: Lab, tmp_path: Path) -> None:
+    taken = lab.plans()[0].address
+    with pytest.raises(LabError, match=f"{taken}:22 is already in use"):
+        Lab(tmp_path / "second").up(
+            1, ["acme"], faults=False, first_address=taken, say=lambda _: None
+        )
+    assert not mounts_under(tmp_path)

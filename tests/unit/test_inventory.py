@@ -157,3 +157,30 @@ def test_selectors_and_across_keys_or_within(example_project: Path) -> None:
 def test_nested_group_selects_members_of_child_groups(example_project: Path) -> None:
     project = load_project(Settings.load(example_project))
     assert _hosts(project, {"groups": ["app"]}) == ["globex-app01", "globex-app02"]
+
+
+def test_hidden_and_underscore_folders_inside_a_client_are_ignored(empty_project: Path) -> None:
+    folder = empty_project / "inventory" / "acme"
+    for sub in ("_archive", ".git"):
+        (folder / sub).mkdir(parents=True)
+        (folder / sub / "old.yaml").write_text(yaml.safe_dump({"hosts": {f"old{sub}": {}}}))
+    (folder / "client.yaml").write_text(yaml.safe_dump({"client": CLIENT, "hosts": {"a1": {}}}))
+    project = load_project(Settings.load(empty_project))
+    assert not project.errors, project.errors
+    assert list(project.inventory.clients["acme"].hosts) == ["a1"]
+
+
+def test_addresses_are_normalised(empty_project: Path) -> None:
+    project = _project(
+        empty_project,
+        {
+            "client": CLIENT,
+            "hosts": {
+                "h1": {"address": " Web01.Example.COM. "},
+                "h2": {"address": "::ffff:1.2.3.4"},
+            },
+        },
+    )
+    h1, h2 = project.inventory.host("h1"), project.inventory.host("h2")
+    assert h1 is not None and h2 is not None
+    assert (h1.address, h2.address) == ("web01.example.com", "::ffff:102:304")

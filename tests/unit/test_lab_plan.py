@@ -53,3 +53,14 @@ def test_inventory_document_names_the_key_and_tags_the_state() -> None:
         "file": "/lab/keys/lab_ed25519"
     }
     assert document["hosts"]["acme-lab02"]["tags"] == ["lab", "drifted", "backup-restic-stale"]
+
+
+@pytest.mark.parametrize("client", ["../../escape", "Acme", "a b", ""])
+def test_client_names_cannot_leave_the_lab_folder(client: str) -> None:
+    with pytest.raises(ValueError, match="not a valid client name"):
+        plan_fleet(2, [client], faults=False)
+
+
+def test_the_repository_address_is_loopback_too() -> None:
+    with pytest.raises(ValueError, match=r"repository 126\.255\.255\.255"):
+        plan_fleet(2, ["acme"], faults=False, first_address="127.0.0.0")

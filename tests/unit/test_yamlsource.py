@@ -58,3 +58,22 @@ def test_python_objects_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         _load(tmp_path, "a: !!python/object/apply:os.system ['true']\n")
     assert "YAML" in caught.value.problems[0].message
+
+
+def test_nested_aliases_are_walked_once(tmp_path: Path) -> None:
+    # Ten references per level, eight levels: 10^8 paths if every alias were expanded.
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 9):
+        refs = ", ".join([f"*a{level - 1}"] * 10)
+        lines.append(f"a{level}: &a{level} [{refs}]")
+    (doc,) = _load(tmp_path, "\n".join(lines) + "\n")
+    assert doc.line_of(("a8",)) == 9
+    assert doc.line_of(("a8", 3, 2)) == 8  # inside an alias: the anchor's line
+
+
+def test_impossible_dates_are_problems_not_crashes(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, "approved_on: 2026-01-01\nexpires: 2026-13-01\n")
+    assert [str(p) for p in caught.value.problems] == [
+        "f.yaml:2 expires: '2026-13-01' is not a real date or time (month must be in 1..12)"
+    ]
