@@ -312,9 +312,8 @@ def test_a_host_cannot_change_the_machine(lab: Lab) -> None:
         "echo rc=$?; sudo iptables -S >/dev/null 2>&1; echo rc=$?; "
         "sudo mount -t tmpfs x /mnt 2>/dev/null; echo rc=$?",
     )
-    assert result.stdout.split() == ["rc=1", "rc=1", "rc=32"] or all(
-        code != "rc=0" for code in result.stdout.split()
-    )
+    codes = result.stdout.split()
+    assert len(codes) == 3 and "rc=0" not in codes, codes
     assert Path("/proc/sys/kernel/randomize_va_space").read_text() == before
 
 
