@@ -2,8 +2,9 @@
 # `make demo`: today's best end-to-end demonstration. It grows as capabilities land.
 # Now: the example MSP project is validated and inspected; then a lab fleet of real
 # Debian hosts comes up, its written inventory validates, the hosts answer over SSH with
-# strict host-key checking, show their pending updates and planted drift, and the lab
-# is taken down leaving nothing behind.
+# strict host-key checking, show their pending updates and planted drift, `mspauto exec`
+# runs across the fleet (every unreachable host classified, every result recorded as
+# hash-chained evidence, then verified), and the lab is taken down leaving nothing behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$PWD/.venv/bin
@@ -61,7 +62,19 @@ for address in 127.0.60.10 127.0.60.12; do
   ssh_to acme "$address" "sudo sshd -T | grep -E '^(permitrootlogin|maxauthtries) ' | xargs"
 done
 
-step "a changed host key is refused, never accepted"
+export MSPAUTO_STATE_DIR="$out/state"  # the evidence store of this demo
+step "mspauto exec: one command on every acme host; each failure classified, all recorded"
+"$bin/mspauto" --project "$lab" exec --client acme -- 'hostname; uptime' || true
+
+step "mspauto exec --sudo on globex, as JSON for scripts (first host shown)"
+"$bin/mspauto" --project "$lab" exec --client globex --sudo --format json -- 'id -un' \
+  | "$bin/python" -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps(d["results"][0], indent=2))' || true
+
+step "mspauto runs list, and the evidence chains verified"
+"$bin/mspauto" --project "$lab" runs list
+"$bin/mspauto" --project "$lab" evidence verify
+
+step "a changed host key is refused, never accepted: plain ssh agrees"
 ssh_to acme 127.0.60.16 true 2>&1 | grep -m1 "HOST IDENTIFICATION HAS CHANGED" || true
 
 step "mspauto lab down: no process, mount or file left"

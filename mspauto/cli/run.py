@@ -16,11 +16,15 @@ if TYPE_CHECKING:
 __all__ = ["evidence", "exec_command", "runs"]
 
 
-def _store(app: Application) -> EvidenceStore:
-    from mspauto.evidence.store import EvidenceError, EvidenceStore
+def _store(app: Application, *, writable: bool = False) -> EvidenceStore:
+    """The evidence store; readers of a store nothing was written to yet get an empty
+    one in memory, so 'runs list' and 'evidence verify' simply find nothing."""
+    from mspauto.evidence.store import EvidenceError, EvidenceStore, NoEvidenceYet
 
     try:
-        return EvidenceStore(app.settings.evidence_url)
+        return EvidenceStore(app.settings.evidence_url, writable=writable)
+    except NoEvidenceYet:
+        return EvidenceStore("sqlite://")
     except EvidenceError as exc:
         app.abort(str(exc))
 
@@ -119,7 +123,7 @@ def exec_command(
         retries=retries,
         forks=forks,
     )
-    store = _store(app)
+    store = _store(app, writable=True)
     started = time.monotonic()
     try:
         outcome = run_command(
@@ -310,10 +314,17 @@ def verify(app: Application, client_name: str | None) -> None:
     store = _store(app)
     try:
         checked, problems = store.verify([client_name] if client_name else None)
+        unguarded = store.guards_missing()
     finally:
         store.close()
     for problem in problems:
         click.echo(str(problem), err=True)
+    if unguarded:
+        click.echo(
+            f"warning: the append-only guards {', '.join(unguarded)} are missing or "
+            "disabled; the next run restores them",
+            err=True,
+        )
     if problems:
         app.abort(f"evidence is NOT intact: {len(problems)} problems in {checked} records")
     click.echo(f"evidence intact: {checked} records verified")

@@ -38,6 +38,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
     text,
     update,
@@ -52,6 +53,7 @@ __all__ = [
     "EvidenceError",
     "EvidenceStore",
     "NewRecord",
+    "NoEvidenceYet",
     "StoredRecord",
     "VerifyProblem",
     "canonical_json",
@@ -99,6 +101,10 @@ _APPEND_ONLY = ("evidence_records", "evidence_outputs")
 
 class EvidenceError(Exception):
     """The evidence store cannot be used; the message says why in one line."""
+
+
+class NoEvidenceYet(EvidenceError):
+    """Opened for reading, but nothing was ever recorded there."""
 
 
 def canonical_json(data: Any) -> str:
@@ -183,16 +189,41 @@ def store_output(data: bytes) -> tuple[bytes, dict[str, Any]]:
 class EvidenceStore:
     """Connection to the evidence database (SQLite file or PostgreSQL URL)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, writable: bool = True) -> None:
+        """Open the store; ``writable`` creates the schema and its append-only guards
+        (readers skip that, so they never wait for a writer's lock)."""
         self.url = url
+        path = _sqlite_path(url)
+        if not writable and path is not None and not path.exists():
+            raise NoEvidenceYet(f"no evidence recorded yet in {path}")
         try:
             self.engine = _engine(url)
-            _create_schema(self.engine)
+            if writable:
+                _create_schema(self.engine)
+            elif not inspect(self.engine).has_table("evidence_records"):
+                raise NoEvidenceYet(f"no evidence recorded yet in {_safe(url)}")
         except SQLAlchemyError as exc:
             raise EvidenceError(
                 f"cannot open the evidence store {_safe(url)}: {_first_line(exc)}"
             ) from None
         self._write_lock = threading.Lock()
+
+    def guards_missing(self) -> list[str]:
+        """Append-only triggers that should exist and do not (someone dropped them)."""
+        expected = [
+            f"{table}_{suffix}"
+            for table in _APPEND_ONLY
+            for suffix in _trigger_suffixes(self.engine.dialect.name)
+        ]
+        query = {
+            "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger'",
+            "postgresql": "SELECT tgname FROM pg_trigger WHERE tgenabled <> 'D'",
+        }.get(self.engine.dialect.name)
+        if query is None:
+            return []
+        with self.engine.connect() as conn:
+            present = {row[0] for row in conn.execute(text(query))}
+        return [name for name in expected if name not in present]
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -427,9 +458,14 @@ def _put_output(conn: Connection, data: bytes) -> None:
     )
 
 
+def _sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL (None for other databases)."""
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
 def _engine(url: str) -> Engine:
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
+    path = _sqlite_path(url)
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
 
@@ -474,6 +510,10 @@ def _create_schema(engine: Engine) -> None:
                         "FOR EACH ROW EXECUTE FUNCTION mspauto_append_only()"
                     )
                 )
+
+
+def _trigger_suffixes(dialect: str) -> tuple[str, ...]:
+    return ("no_update", "no_delete") if dialect == "sqlite" else ("append_only",)
 
 
 def _safe(url: str) -> str:

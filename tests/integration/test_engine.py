@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from mspauto.evidence.runs import list_runs
-from mspauto.evidence.store import EvidenceStore
+from mspauto.evidence.store import EvidenceError, EvidenceStore
 from mspauto.lab.fleet import Lab
 from mspauto.lab.plan import HostPlan
 
@@ -60,7 +60,8 @@ def exec_json(lab: Lab, state: Path, *args: str) -> dict[str, dict[str, Any]]:
 
 
 def store_of(state: Path) -> EvidenceStore:
-    return EvidenceStore(f"sqlite:///{state / 'evidence.db'}")
+    """The test's evidence store, opened for reading (as `runs list` does)."""
+    return EvidenceStore(f"sqlite:///{state / 'evidence.db'}", writable=False)
 
 
 def healthy(lab: Lab, client: str) -> list[HostPlan]:
@@ -155,6 +156,7 @@ def test_verify_names_an_edited_and_a_deleted_record(lab: Lab, state: Path) -> N
     result = mspauto(lab, state, "evidence", "verify")
     assert result.returncode == 1
     lines = result.stderr.splitlines()
+    assert any(line.startswith("warning: the append-only guards") for line in lines)
     assert any(line.startswith("globex #2: content does not match its hash") for line in lines)
     assert any(line.startswith("globex #4: record missing (deleted?)") for line in lines)
     assert lines[-1].startswith("error: evidence is NOT intact")
@@ -181,9 +183,10 @@ def _wait_for(condition: Any, timeout: float = 60) -> None:
 
 
 def _recorded_hosts(state: Path) -> set[str]:
-    if not (state / "evidence.db").exists():
+    try:
+        store = store_of(state)
+    except EvidenceError:  # not created yet
         return set()
-    store = store_of(state)
     try:
         return {r.host for r in store.records(kind="host_result")}
     finally:
@@ -208,7 +211,8 @@ def test_sigkill_mid_run_keeps_finished_hosts(lab: Lab, state: Path) -> None:
     store = store_of(state)
     (run,) = list_runs(store)
     assert run.status == "interrupted"
-    assert _recorded_hosts(state) == {fast.name}
+    recorded = {r.host: r.payload for r in store.records(kind="host_result")}
+    assert set(recorded) == {fast.name}, recorded
     assert store.verify()[1] == []
     store.close()
     assert mspauto(lab, state, "evidence", "verify").returncode == 0
