@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mspauto.inventory.resolve import Client, Host
-from mspauto.transport.base import CommandResult, ErrorKind, Transport, utcnow
+from mspauto.transport.base import CommandResult, ErrorKind, Transport
 
 __all__ = ["CommandResult", "ErrorKind", "Transport", "transport_for"]
 
@@ -20,28 +20,16 @@ class _ByConnection:
     def __init__(self, client: Client, project_root: Path, connect_timeout: float) -> None:
         from mspauto.transport.local import LocalTransport
         from mspauto.transport.ssh import SSHTransport
+        from mspauto.transport.winrm import WinRMTransport
 
         self._routes: dict[str, Transport] = {
             "ssh": SSHTransport(client, project_root, connect_timeout=connect_timeout),
+            "winrm": WinRMTransport(client, project_root, connect_timeout=connect_timeout),
             "local": LocalTransport(),
         }
 
     def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
-        transport = self._routes.get(host.connection)
-        if transport is None:
-            now = utcnow()
-            return CommandResult(
-                host.name,
-                command,
-                None,
-                "",
-                "",
-                now,
-                now,
-                ErrorKind.CONFIG,
-                f"the {host.connection} transport is not available yet",
-            )
-        return transport.run(host, command, sudo=sudo, timeout=timeout)
+        return self._routes[host.connection].run(host, command, sudo=sudo, timeout=timeout)
 
     def close(self) -> None:
         for transport in self._routes.values():

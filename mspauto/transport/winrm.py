@@ -1,0 +1,273 @@
+"""WinRM transport on pywinrm: PowerShell on Windows hosts over WS-Management.
+
+- Authentication per credential: ``winrm_transport`` ntlm (default), kerberos, credssp,
+  certificate or basic. HTTPS (port 5986, the default) always validates the server's
+  certificate; a private CA is named by the host variable ``winrm_ca_trust_path``.
+  Port 5985 means HTTP, where NTLM, Kerberos and CredSSP encrypt each message.
+- Scripts go to PowerShell on stdin, read whole by a short bootstrap passed as
+  ``-EncodedCommand``: a script of any length works, where putting it on the command
+  line fails beyond about 3 KB (cmd.exe's 8191-character limit after encoding).
+- :meth:`WinRMTransport.session` keeps one WinRS shell open for many commands.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mspauto.inventory.models import Credential
+from mspauto.inventory.resolve import Client, Host
+from mspauto.secrets import SecretError, resolve_secret, secret_path
+from mspauto.transport.base import CommandResult, ErrorKind, utcnow
+
+__all__ = ["BOOTSTRAP", "WinRMSession", "WinRMTransport"]
+
+# Reads the whole script from stdin, runs it, and passes its exit code on.
+BOOTSTRAP = (
+    "$ErrorActionPreference = 'Continue'; "
+    "$s = [Console]::In.ReadToEnd(); "
+    "& ([ScriptBlock]::Create($s)); "
+    "if ($LASTEXITCODE) { exit $LASTEXITCODE } elseif (-not $?) { exit 1 }"
+)
+_POWERSHELL = [
+    "-NoProfile",
+    "-NonInteractive",
+    "-ExecutionPolicy",
+    "Bypass",
+    "-EncodedCommand",
+    base64.b64encode(BOOTSTRAP.encode("utf-16-le")).decode(),
+]
+
+
+class _Failure(Exception):
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True)
+class _Login:
+    user: str
+    password: str | None
+    method: str
+    key_file: Path | None
+
+
+class WinRMSession:
+    """One open WinRS shell on one host; run as many commands as needed, then close."""
+
+    def __init__(self, host: Host, protocol: Any, shell_id: str) -> None:
+        self.host = host
+        self._protocol = protocol
+        self._shell = shell_id
+
+    def run(self, script: str, timeout: float) -> CommandResult:
+        """Run a PowerShell script; never raises for host or network problems."""
+        started = utcnow()
+        try:
+            stdout, stderr, rc = self._run(script, timeout)
+        except _Failure as failure:
+            return CommandResult(
+                self.host.name,
+                script,
+                None,
+                "",
+                "",
+                started,
+                utcnow(),
+                failure.kind,
+                failure.message,
+            )
+        out = stdout.decode("utf-8", errors="replace")
+        err = stderr.decode("utf-8", errors="replace")
+        failed = rc != 0
+        last = [line for line in err.strip().splitlines() if line.strip()][-1:]
+        return CommandResult(
+            self.host.name,
+            script,
+            rc,
+            out,
+            err,
+            started,
+            utcnow(),
+            ErrorKind.COMMAND_FAILED if failed else None,
+            (last[0][:200] if last else f"exit code {rc}") if failed else "",
+            stdout_bytes=len(stdout),
+            stderr_bytes=len(stderr),
+        )
+
+    def _run(self, script: str, timeout: float) -> tuple[bytes, bytes, int]:
+        from winrm.exceptions import WinRMOperationTimeoutError
+
+        deadline = time.monotonic() + timeout
+        with _classified():
+            command = self._protocol.run_command(self._shell, "powershell.exe", _POWERSHELL)
+            self._protocol.send_command_input(
+                self._shell, command, script.encode("utf-8"), end=True
+            )
+            out: list[bytes] = []
+            err: list[bytes] = []
+            while True:
+                try:
+                    stdout, stderr, rc, done = self._protocol.get_command_output_raw(
+                        self._shell, command
+                    )
+                except WinRMOperationTimeoutError:
+                    stdout, stderr, rc, done = b"", b"", -1, False
+                out.append(stdout)
+                err.append(stderr)
+                if done:
+                    break
+                if time.monotonic() >= deadline:
+                    self._protocol.cleanup_command(self._shell, command)
+                    raise _Failure(ErrorKind.TIMEOUT, f"command did not finish within {timeout:g}s")
+            self._protocol.cleanup_command(self._shell, command)
+        return b"".join(out), b"".join(err), rc
+
+    def close(self) -> None:
+        """Delete the shell on the host."""
+        try:
+            with _classified():
+                self._protocol.close_shell(self._shell)
+        except _Failure:
+            pass  # the host went away; nothing left to clean up
+
+
+class WinRMTransport:
+    """Runs PowerShell on the Windows hosts of one client."""
+
+    def __init__(
+        self, client: Client, project_root: Path, *, connect_timeout: float = 10.0
+    ) -> None:
+        self._client = client
+        self._root = project_root
+        self._connect_timeout = connect_timeout
+        self._logins: dict[str, _Login] = {}
+        self._lock = threading.Lock()
+
+    def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
+        """Open a shell, run one script, close the shell. ``sudo`` has no meaning on
+        Windows: rights come from the credential's account."""
+        started = utcnow()
+        try:
+            with self.session(host, timeout) as session:
+                return session.run(command, timeout)
+        except _Failure as failure:
+            return CommandResult(
+                host.name, command, None, "", "", started, utcnow(), failure.kind, failure.message
+            )
+
+    @contextmanager
+    def session(self, host: Host, timeout: float = 60.0) -> Iterator[WinRMSession]:
+        """One shell for many commands (raises a classified failure if it cannot open)."""
+        from winrm.protocol import Protocol
+
+        login = self._login(host.credential)
+        port = host.port or 5986
+        scheme = "http" if port == 5985 else "https"
+        ca = host.vars.get("winrm_ca_trust_path")
+        # WS-Man holds a Receive open up to the operation timeout, then faults and is
+        # asked again; a shorter one than the command's keeps the deadline responsive.
+        operation = max(1, min(20, int(timeout / 2)))
+        options: dict[str, Any] = {
+            "transport": login.method,
+            "username": login.user,
+            "password": login.password,
+            "server_cert_validation": "validate",
+            # Without a named CA: the public CAs (certifi), never an environment variable.
+            "ca_trust_path": str(self._root / str(ca)) if ca else None,
+            "operation_timeout_sec": operation,
+            "read_timeout_sec": operation + max(1, int(self._connect_timeout)),
+            "proxy": None,
+        }
+        if login.method == "certificate":
+            options.update(
+                cert_pem=str(self._root / str(host.vars.get("winrm_cert_pem", ""))),
+                cert_key_pem=str(login.key_file or ""),
+            )
+        endpoint = f"{scheme}://{_bracket(host.address)}:{port}/wsman"
+        with _classified():
+            protocol = Protocol(endpoint, **options)
+            shell = protocol.open_shell(codepage=65001, noprofile=True)
+        session = WinRMSession(host, protocol, shell)
+        try:
+            yield session
+        finally:
+            session.close()
+
+    def _login(self, name: str | None) -> _Login:
+        if name is None:
+            raise _Failure(
+                ErrorKind.CONFIG,
+                "no credential: set 'credential' on the host, its group, site or client",
+            )
+        with self._lock:
+            if name not in self._logins:
+                self._logins[name] = self._fetch(name, self._client.credentials[name])
+            return self._logins[name]
+
+    def _fetch(self, name: str, credential: Credential) -> _Login:
+        try:
+            password = (
+                resolve_secret(credential.password, self._root) if credential.password else None
+            )
+        except SecretError as exc:
+            raise _Failure(ErrorKind.CONFIG, f"credential {name}: {exc}") from None
+        key_file = (
+            secret_path(credential.private_key, self._root) if credential.private_key else None
+        )
+        return _Login(credential.user, password, credential.winrm_transport or "ntlm", key_file)
+
+    def close(self) -> None:
+        """Forget fetched secrets (shells are closed after each use)."""
+        with self._lock:
+            self._logins.clear()
+
+
+@contextmanager
+def _classified() -> Iterator[None]:
+    """Turn pywinrm and requests exceptions into one classified, one-line failure."""
+    import requests
+    from winrm.exceptions import InvalidCredentialsError, WinRMError, WinRMTransportError
+
+    try:
+        yield
+    except _Failure:
+        raise
+    except InvalidCredentialsError:
+        raise _Failure(ErrorKind.AUTH_FAILED, "the host refused the credentials") from None
+    except requests.exceptions.SSLError as exc:
+        raise _Failure(
+            ErrorKind.HOST_KEY_MISMATCH,
+            f"the host's TLS certificate is not trusted ({_reason(exc)}); name "
+            "its CA with the host variable winrm_ca_trust_path",
+        ) from None
+    except requests.exceptions.ConnectTimeout:
+        raise _Failure(ErrorKind.UNREACHABLE, "no answer to the connection") from None
+    except requests.exceptions.ReadTimeout:
+        raise _Failure(ErrorKind.TIMEOUT, "the host stopped answering") from None
+    except requests.exceptions.ConnectionError as exc:
+        raise _Failure(ErrorKind.UNREACHABLE, f"cannot connect: {_reason(exc)}") from None
+    except WinRMTransportError as exc:
+        raise _Failure(ErrorKind.UNREACHABLE, f"WinRM HTTP {exc.code}: {exc.message}") from None
+    except WinRMError as exc:
+        raise _Failure(ErrorKind.UNREACHABLE, f"WinRM: {exc}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("CERTIFICATE_VERIFY_FAILED", "Connection refused", "Name or service"):
+        if marker in text:
+            return marker.replace("_", " ").lower()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+def _bracket(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
