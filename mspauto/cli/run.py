@@ -72,6 +72,14 @@ def _store(app: Application, *, writable: bool = False) -> EvidenceStore:
     show_default=True,
     help="Hosts worked on at once (the client's max_parallel caps it further).",
 )
+@click.option(
+    "--via",
+    type=click.Choice(["direct", "ansible"]),
+    default="direct",
+    show_default=True,
+    help="direct: each host by its connection (SSH, WinRM, local); ansible: one "
+    "ansible-runner run for all (SSH) hosts, through the shell module.",
+)
 @format_option("text", "json")
 @click.argument("command", nargs=-1, required=True)
 @pass_app
@@ -85,6 +93,7 @@ def exec_command(
     connect_timeout: float,
     retries: int,
     forks: int,
+    via: str,
     output: str,
     command: tuple[str, ...],
 ) -> None:
@@ -96,6 +105,7 @@ def exec_command(
     from mspauto.engine import EngineError, RunSpec, run_command
     from mspauto.engine.progress import SilentProgress, progress_for
     from mspauto.transport import transport_for
+    from mspauto.transport.ansible import AnsibleTransport
 
     project = app.usable_project()
     client = project.inventory.clients.get(client_name)
@@ -128,7 +138,11 @@ def exec_command(
     try:
         outcome = run_command(
             spec,
-            transport_for(client, project.settings.root, connect_timeout=connect_timeout),
+            AnsibleTransport(
+                client, project.settings.root, forks=forks, connect_timeout=connect_timeout
+            )
+            if via == "ansible"
+            else transport_for(client, project.settings.root, connect_timeout=connect_timeout),
             store,
             SilentProgress() if output == "json" else progress_for(),
         )

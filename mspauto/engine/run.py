@@ -27,7 +27,13 @@ from mspauto.engine.progress import Progress, SilentProgress
 from mspauto.evidence.store import EvidenceStore, NewRecord, store_output
 from mspauto.evidence.writer import EvidenceWriter
 from mspauto.inventory.resolve import Client, Host
-from mspauto.transport.base import CommandResult, ErrorKind, Transport, utcnow
+from mspauto.transport.base import (
+    BatchTransport,
+    CommandResult,
+    ErrorKind,
+    Transport,
+    utcnow,
+)
 
 __all__ = ["EngineError", "RunOutcome", "RunSpec", "run_command"]
 
@@ -153,6 +159,28 @@ def _not_started(host: Host, command: str) -> CommandResult:
     )
 
 
+def _run_batches(ctx: _Context, transport: BatchTransport) -> None:
+    """All hosts in one call; unreachable ones again, in one call per retry."""
+    spec = ctx.spec
+    pending, attempt = list(spec.hosts), 1
+    while pending and not ctx.cancel.is_set():
+        results = transport.run_many(
+            pending, spec.command, sudo=spec.sudo, timeout=spec.timeout, cancelled=ctx.cancel.is_set
+        )
+        retry = []
+        for host, result in zip(pending, results, strict=True):
+            if result.error is ErrorKind.UNREACHABLE and attempt <= spec.retries:
+                retry.append(host)
+            else:
+                ctx.record(host, _with_attempts(result, attempt))
+        if retry and ctx.cancel.wait(min(RETRY_BACKOFF * 2 ** (attempt - 1), 5.0)):
+            for host, result in zip(pending, results, strict=True):
+                if host in retry:
+                    ctx.record(host, _with_attempts(result, attempt))
+            return
+        pending, attempt = retry, attempt + 1
+
+
 def _nornir_task(task: Any, ctx: _Context) -> Any:
     from nornir.core.task import Result
 
@@ -211,9 +239,12 @@ def run_command(
     progress.started(len(spec.hosts))
     try:
         with _stop_on_signals(ctx):
-            _nornir(spec.hosts, spec.forks).run(
-                task=_nornir_task, ctx=ctx, name=spec.kind, on_failed=True
-            )
+            if isinstance(transport, BatchTransport):
+                _run_batches(ctx, transport)
+            else:
+                _nornir(spec.hosts, spec.forks).run(
+                    task=_nornir_task, ctx=ctx, name=spec.kind, on_failed=True
+                )
         status = "interrupted" if ctx.cancel.is_set() else "completed"
     finally:
         for host in spec.hosts:

@@ -6,14 +6,15 @@ a host did not do what was asked, and so retries apply only where they can help.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from mspauto.inventory.resolve import Host
 
-__all__ = ["CommandResult", "ErrorKind", "Transport", "utcnow"]
+__all__ = ["BatchTransport", "CommandResult", "ErrorKind", "Transport", "utcnow"]
 
 
 class ErrorKind(StrEnum):
@@ -92,4 +93,30 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Release every connection."""
+        ...
+
+
+@runtime_checkable
+class BatchTransport(Protocol):
+    """A transport that is cheaper run once for many hosts (Ansible): the engine hands it
+    every host at once instead of one host per thread."""
+
+    def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
+        """One host (as :class:`Transport`)."""
+        ...
+
+    def run_many(
+        self,
+        hosts: list[Host],
+        command: str,
+        *,
+        sudo: bool,
+        timeout: float,
+        cancelled: Callable[[], bool] = ...,
+    ) -> list[CommandResult]:
+        """Every host at once; results in the order of ``hosts``."""
+        ...
+
+    def close(self) -> None:
+        """Release what it holds."""
         ...

@@ -1,0 +1,328 @@
+"""Ansible transport on ansible-runner: one ansible run for many hosts of one client.
+
+Starting Ansible costs about two seconds, so this transport runs a module (``shell`` for
+ad-hoc commands) or a playbook on all the given hosts in one run, with high forks, and
+turns Ansible's per-host events into the same :class:`CommandResult` as every other
+transport.
+
+Nothing secret is written to disk: each run gets a fresh private data directory (mode
+0700) that is deleted after the results are harvested; the generated inventory holds
+addresses, users and key *paths* only; runner's env files are not written
+(``suppress_env_files``), so the become password reaches Ansible's prompt through
+runner's in-memory answer, never a file, a variable or a command line; events are
+collected through the event handler and not saved.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mspauto.inventory.resolve import Client, Host
+from mspauto.secrets import SecretError, resolve_secret, secret_path
+from mspauto.transport.base import CommandResult, ErrorKind, utcnow
+
+__all__ = ["AnsibleTransport"]
+
+_BECOME_PROMPT = r"^BECOME password.*:\s*?$"
+_PASSED_ENVIRONMENT = re.compile(
+    r"^(PATH|HOME|USER|LOGNAME|LANG|LC_\w+|TZ|TMPDIR|TERM|PYTHONPATH|ANSIBLE_\w+|RUNNER_\w+|"
+    r"AWX_\w+|JOB_ID|INVENTORY_ID|PROJECT_REVISION)$"
+)
+
+
+@dataclass(frozen=True)
+class _Access:
+    user: str
+    key_file: Path | None
+    become_password: str | None
+
+
+class AnsibleTransport:
+    """Runs ad-hoc commands on many SSH hosts of one client in one ansible-runner run."""
+
+    def __init__(
+        self,
+        client: Client,
+        project_root: Path,
+        *,
+        forks: int = 50,
+        connect_timeout: float = 10.0,
+        keep_private_data: Path | None = None,
+    ) -> None:
+        self._client = client
+        self._root = project_root
+        self._forks = forks
+        self._connect_timeout = connect_timeout
+        self._keep = keep_private_data
+
+    def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
+        """One host (prefer :meth:`run_many`: each ansible run costs seconds to start)."""
+        return self.run_many([host], command, sudo=sudo, timeout=timeout)[0]
+
+    def run_many(
+        self,
+        hosts: list[Host],
+        command: str,
+        *,
+        sudo: bool,
+        timeout: float,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> list[CommandResult]:
+        """Run ``command`` through Ansible's shell module on every host at once;
+        ``cancelled`` is polled and stops the run once it turns true."""
+        started = utcnow()
+        results: dict[str, CommandResult] = {}
+        runnable: list[Host] = []
+        accesses: dict[str, _Access] = {}
+        for host in hosts:
+            try:
+                if host.connection != "ssh":
+                    raise _Config(
+                        f"the ansible transport reaches SSH hosts only, not {host.connection}"
+                    )
+                accesses[host.name] = self._access(host)
+                runnable.append(host)
+            except _Config as exc:
+                results[host.name] = CommandResult(
+                    host.name, command, None, "", "", started, utcnow(), ErrorKind.CONFIG, str(exc)
+                )
+        if runnable:
+            results.update(self._run(runnable, accesses, command, sudo, timeout, cancelled))
+        return [results[host.name] for host in hosts]
+
+    def _access(self, host: Host) -> _Access:
+        name = host.credential
+        if name is None:
+            raise _Config("no credential: set 'credential' on the host or above it")
+        credential = self._client.credentials[name]
+        if credential.private_key is None or credential.private_key.file is None:
+            raise _Config(
+                f"credential {name}: the ansible transport needs a private key "
+                "given as {file: PATH}"
+            )
+        try:
+            become = (
+                resolve_secret(credential.become_password, self._root)
+                if credential.become_password
+                else None
+            )
+        except SecretError as exc:
+            raise _Config(f"credential {name}: {exc}") from None
+        return _Access(credential.user, secret_path(credential.private_key, self._root), become)
+
+    def _inventory(self, hosts: list[Host], accesses: dict[str, _Access]) -> dict[str, Any]:
+        known_hosts = (self._root / self._client.known_hosts).resolve()
+        entries = {}
+        for host in hosts:
+            access = accesses[host.name]
+            entries[host.name] = {
+                "ansible_host": host.address,
+                "ansible_port": host.port or 22,
+                "ansible_user": access.user,
+                "ansible_connection": "ssh",
+                "ansible_ssh_private_key_file": str(access.key_file),
+                "ansible_ssh_common_args": (
+                    f"-o UserKnownHostsFile={known_hosts} "
+                    "-o StrictHostKeyChecking=yes -o BatchMode=yes"
+                ),
+                "ansible_python_interpreter": "auto_silent",
+            }
+        return {"all": {"hosts": entries}}
+
+    def _run(
+        self,
+        hosts: list[Host],
+        accesses: dict[str, _Access],
+        command: str,
+        sudo: bool,
+        timeout: float,
+        cancelled: Callable[[], bool],
+    ) -> dict[str, CommandResult]:
+        from ansible_runner.interface import init_runner
+
+        become = {a.become_password for a in accesses.values()} - {None}
+        if len(become) > 1:
+            # One prompt answer per run: hosts with different become passwords run apart.
+            groups: dict[str | None, list[Host]] = {}
+            for host in hosts:
+                groups.setdefault(accesses[host.name].become_password, []).append(host)
+            merged: dict[str, CommandResult] = {}
+            for group in groups.values():
+                merged.update(self._run(group, accesses, command, sudo, timeout, cancelled))
+            return merged
+        password = next(iter(become), None)
+        private = Path(
+            tempfile.mkdtemp(prefix="mspauto-ansible-", dir=self._keep if self._keep else None)
+        )
+        events: list[dict[str, Any]] = []
+        cmdline = ["--timeout", str(int(self._connect_timeout))]
+        passwords: dict[str, str] = {}
+        if sudo:
+            cmdline.append("--become")
+            if password is not None:
+                cmdline.append("--ask-become-pass")
+                passwords[_BECOME_PROMPT] = password
+        try:
+            runner = init_runner(
+                private_data_dir=str(private),
+                inventory=self._inventory(hosts, accesses),
+                module="shell",
+                module_args=command,
+                host_pattern="all",
+                forks=self._forks,
+                cmdline=" ".join(cmdline),
+                passwords=passwords,
+                suppress_env_files=True,
+                envvars={
+                    "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+                    "ANSIBLE_HOST_KEY_CHECKING": "True",
+                    "ANSIBLE_TASK_TIMEOUT": str(int(timeout)),
+                    "ANSIBLE_NOCOLOR": "True",
+                    "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
+                },
+                quiet=True,
+                timeout=int(timeout) + int(self._connect_timeout) + 30,
+                event_handler=_collect_into(events),
+                cancel_callback=cancelled,
+            )
+            # Runner copies this process's whole environment into the run and into an
+            # artifact file; secrets referenced as env: live there. Pass on only what
+            # Ansible needs.
+            runner.config.env = {
+                name: value
+                for name, value in runner.config.env.items()
+                if _PASSED_ENVIRONMENT.match(name)
+            }
+            runner.run()
+        finally:
+            if self._keep is None:
+                shutil.rmtree(private, ignore_errors=True)
+        return _harvest(hosts, command, events, runner.status)
+
+    def close(self) -> None:
+        """Nothing stays open between runs."""
+
+
+def _collect_into(events: list[dict[str, Any]]) -> Callable[[dict[str, Any]], bool]:
+    """An event handler that keeps events in memory and tells runner not to save them."""
+
+    def collect(event: dict[str, Any]) -> bool:
+        events.append(event)
+        return False
+
+    return collect
+
+
+class _Config(Exception):
+    """A host cannot be run through Ansible as configured."""
+
+
+_KINDS = (
+    (
+        re.compile(
+            r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed.*"
+            r"(changed|mismatch)",
+            re.S,
+        ),
+        ErrorKind.HOST_KEY_MISMATCH,
+    ),
+    (
+        re.compile(r"No \S+ host key is known|Host key verification failed"),
+        ErrorKind.HOST_KEY_UNKNOWN,
+    ),
+    (re.compile(r"Permission denied"), ErrorKind.AUTH_FAILED),
+    (re.compile(r"banner exchange|timed out", re.I), ErrorKind.TIMEOUT),
+)
+
+
+def _classify_unreachable(message: str) -> ErrorKind:
+    for pattern, kind in _KINDS:
+        if pattern.search(message):
+            return kind
+    return ErrorKind.UNREACHABLE
+
+
+def _explain(error: ErrorKind, message: str, host: str) -> str:
+    """One readable line from Ansible's message (which carries OpenSSH's banner art)."""
+    if error is ErrorKind.HOST_KEY_MISMATCH:
+        return (
+            f"host key changed (OpenSSH: REMOTE HOST IDENTIFICATION HAS CHANGED); if the "
+            f"change is expected, 'mspauto hosts trust {host} --replace'"
+        )
+    if error is ErrorKind.HOST_KEY_UNKNOWN:
+        return f"no key recorded in known_hosts; check it, then 'mspauto hosts trust {host}'"
+    detail = message.split("via ssh: ", 1)[-1]
+    return detail[:300]
+
+
+def _harvest(
+    hosts: list[Host], command: str, events: list[dict[str, Any]], status: str
+) -> dict[str, CommandResult]:
+    started: dict[str, datetime] = {}
+    results: dict[str, CommandResult] = {}
+    for event in events:
+        data = event.get("event_data", {})
+        name = data.get("host")
+        if not name:
+            continue
+        when = datetime.fromisoformat(event.get("created", utcnow().isoformat()))
+        kind = event.get("event")
+        if kind == "runner_on_start":
+            started[name] = when
+            continue
+        res = data.get("res", {})
+        begin = started.get(name, when)
+        stdout, stderr = str(res.get("stdout", "")), str(res.get("stderr", ""))
+        if kind == "runner_on_ok":
+            results[name] = CommandResult(
+                name, command, int(res.get("rc", 0)), stdout, stderr, begin, when
+            )
+        elif kind == "runner_on_failed":
+            rc = res.get("rc")
+            message = (stderr.strip().splitlines() or [str(res.get("msg", "failed"))])[-1]
+            timed_out = "timed out" in str(res.get("msg", "")).lower()
+            results[name] = CommandResult(
+                name,
+                command,
+                rc if isinstance(rc, int) else None,
+                stdout,
+                stderr,
+                begin,
+                when,
+                ErrorKind.TIMEOUT if timed_out else ErrorKind.COMMAND_FAILED,
+                message[:200],
+            )
+        elif kind == "runner_on_unreachable":
+            message = " ".join(str(res.get("msg", "unreachable")).split())
+            error = _classify_unreachable(message)
+            results[name] = CommandResult(
+                name, command, None, "", "", begin, when, error, _explain(error, message, name)
+            )
+    now = utcnow()
+    for host in hosts:
+        if host.name not in results:
+            reason = (
+                "the ansible run was stopped"
+                if status == "canceled"
+                else f"ansible reported nothing for this host (run {status})"
+            )
+            results[host.name] = CommandResult(
+                host.name,
+                command,
+                None,
+                "",
+                "",
+                now,
+                now,
+                ErrorKind.NOT_STARTED if status == "canceled" else ErrorKind.TIMEOUT,
+                reason,
+            )
+    return results
