@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import random
 import shutil
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,12 +42,41 @@ LAB_HOSTS = 14  # every baseline x backup state on both clients, plus the three 
 
 
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """A 14-host lab over acme and globex, with faults, on 127.0.100.10 and up."""
+def address_block() -> Callable[[int], str]:
+    """Loopback addresses no other test run is using: ``block(n)`` is ``127.B.n.10``.
+
+    Each session picks its own second octet, so two test runs on one machine (a
+    developer's and CI's) never bind the same addresses.
+    """
+    chooser = random.Random(os.getpid())
+    for _ in range(100):
+        base = chooser.randint(100, 250)
+        if _free(f"127.{base}.0.10"):
+            return lambda n: f"127.{base}.{n}.10"
+    raise RuntimeError("no free loopback block found for the lab")
+
+
+def _free(address: str) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, 22))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, address_block: Callable[[int], str]
+) -> Iterator[Lab]:
+    """A 14-host lab over acme and globex, with faults, on this session's first block."""
     reason = lab_unavailable()
     if reason:
         pytest.skip(f"lab unavailable: {reason}")
     directory = tmp_path_factory.mktemp("lab") / "fleet"
-    with running_lab(directory, LAB_HOSTS, ["acme", "globex"]) as fleet:
+    with running_lab(
+        directory, LAB_HOSTS, ["acme", "globex"], first_address=address_block(0)
+    ) as fleet:
         yield fleet
     assert not mounts_under(directory), "lab down left mounts behind"

@@ -101,17 +101,8 @@ class _Context:
         try:
             result = self._attempts(host)
         except Exception as exc:  # a bug must not pass for a host that was never tried
-            now = utcnow()
-            result = CommandResult(
-                host.name,
-                self.spec.command,
-                None,
-                "",
-                "",
-                now,
-                now,
-                ErrorKind.INTERNAL,
-                f"{type(exc).__name__}: {exc}",
+            result = CommandResult.failure(
+                host.name, self.spec.command, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}"
             )
         self.record(host, result)
         return result
@@ -145,17 +136,8 @@ def _with_attempts(result: CommandResult, attempts: int) -> CommandResult:
 
 
 def _not_started(host: Host, command: str) -> CommandResult:
-    now = utcnow()
-    return CommandResult(
-        host.name,
-        command,
-        None,
-        "",
-        "",
-        now,
-        now,
-        ErrorKind.NOT_STARTED,
-        "the run was stopped before this host's turn",
+    return CommandResult.failure(
+        host.name, command, ErrorKind.NOT_STARTED, "the run was stopped before this host's turn"
     )
 
 

@@ -91,8 +91,8 @@ class AnsibleTransport:
                 accesses[host.name] = self._access(host)
                 runnable.append(host)
             except _Config as exc:
-                results[host.name] = CommandResult(
-                    host.name, command, None, "", "", started, utcnow(), ErrorKind.CONFIG, str(exc)
+                results[host.name] = CommandResult.failure(
+                    host.name, command, ErrorKind.CONFIG, str(exc), started=started
                 )
         if runnable:
             results.update(self._run(runnable, accesses, command, sudo, timeout, cancelled))
@@ -303,10 +303,9 @@ def _harvest(
         elif kind == "runner_on_unreachable":
             message = " ".join(str(res.get("msg", "unreachable")).split())
             error = _classify_unreachable(message)
-            results[name] = CommandResult(
-                name, command, None, "", "", begin, when, error, _explain(error, message, name)
+            results[name] = CommandResult.failure(
+                name, command, error, _explain(error, message, name), started=begin
             )
-    now = utcnow()
     for host in hosts:
         if host.name not in results:
             reason = (
@@ -314,14 +313,9 @@ def _harvest(
                 if status == "canceled"
                 else f"ansible reported nothing for this host (run {status})"
             )
-            results[host.name] = CommandResult(
+            results[host.name] = CommandResult.failure(
                 host.name,
                 command,
-                None,
-                "",
-                "",
-                now,
-                now,
                 ErrorKind.NOT_STARTED if status == "canceled" else ErrorKind.TIMEOUT,
                 reason,
             )

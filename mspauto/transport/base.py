@@ -14,7 +14,14 @@ from typing import Protocol, runtime_checkable
 
 from mspauto.inventory.resolve import Host
 
-__all__ = ["BatchTransport", "CommandResult", "ErrorKind", "Transport", "utcnow"]
+__all__ = [
+    "BatchTransport",
+    "CommandResult",
+    "ErrorKind",
+    "Transport",
+    "TransportFailure",
+    "utcnow",
+]
 
 
 class ErrorKind(StrEnum):
@@ -63,6 +70,19 @@ class CommandResult:
     """Full size of stdout (it may have been cut to the transport's cap)."""
     stderr_bytes: int = field(default=-1)
 
+    @classmethod
+    def failure(
+        cls,
+        host: str,
+        command: str,
+        error: ErrorKind,
+        message: str,
+        started: datetime | None = None,
+    ) -> CommandResult:
+        """A result for a host where the command did not run (or did not finish)."""
+        finished = utcnow()
+        return cls(host, command, None, "", "", started or finished, finished, error, message)
+
     @property
     def ok(self) -> bool:
         """True when the command ran and exited 0."""
@@ -80,6 +100,15 @@ class CommandResult:
         if self.error is ErrorKind.COMMAND_FAILED:
             return f"command_failed rc={self.rc} {self.seconds:.2f}s"
         return f"{self.error}: {self.message}" if self.error else f"rc={self.rc}"
+
+
+class TransportFailure(Exception):
+    """Raised inside transports for a classified failure; becomes a failed result."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
 
 
 class Transport(Protocol):

@@ -24,16 +24,12 @@ class LocalTransport:
                 args, capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
             )
         except subprocess.TimeoutExpired:
-            return CommandResult(
+            return CommandResult.failure(
                 host.name,
                 command,
-                None,
-                "",
-                "",
-                started,
-                utcnow(),
                 ErrorKind.TIMEOUT,
                 f"command did not finish within {timeout:g}s",
+                started=started,
             )
         stdout = done.stdout.decode("utf-8", errors="replace")
         stderr = done.stderr.decode("utf-8", errors="replace")

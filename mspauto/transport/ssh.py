@@ -24,7 +24,7 @@ import paramiko
 from mspauto.inventory.models import Credential
 from mspauto.inventory.resolve import Client, Host
 from mspauto.secrets import SecretError, resolve_secret, secret_path
-from mspauto.transport.base import CommandResult, ErrorKind, utcnow
+from mspauto.transport.base import CommandResult, ErrorKind, TransportFailure, utcnow
 
 __all__ = ["DEFAULT_OUTPUT_CAP", "SSHTransport", "fingerprint"]
 
@@ -35,15 +35,6 @@ _KEY_CLASSES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 def fingerprint(key: paramiko.PKey) -> str:
     """``SHA256:...``, as OpenSSH prints it."""
     return str(key.fingerprint)
-
-
-class _Failure(Exception):
-    """A classified failure before the command could run."""
-
-    def __init__(self, kind: ErrorKind, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -102,7 +93,7 @@ class SSHTransport:
             if self._known is None:
                 path = self._root / self._client.known_hosts
                 if not path.is_file():
-                    raise _Failure(
+                    raise TransportFailure(
                         ErrorKind.HOST_KEY_UNKNOWN,
                         f"{self._client.known_hosts} does not exist; record host "
                         "keys with 'mspauto hosts trust HOST'",
@@ -112,7 +103,7 @@ class SSHTransport:
 
     def _login(self, name: str | None) -> _Login:
         if name is None:
-            raise _Failure(
+            raise TransportFailure(
                 ErrorKind.CONFIG,
                 "no credential: set 'credential' on the host, its group, site or client",
             )
@@ -146,9 +137,9 @@ class SSHTransport:
                 else None
             )
         except SecretError as exc:
-            raise _Failure(ErrorKind.CONFIG, f"credential {name}: {exc}") from None
+            raise TransportFailure(ErrorKind.CONFIG, f"credential {name}: {exc}") from None
         except (OSError, paramiko.SSHException, ValueError) as exc:
-            raise _Failure(
+            raise TransportFailure(
                 ErrorKind.CONFIG, f"credential {name}: cannot load the private key ({exc})"
             ) from None
         return _Login(credential.user, pkey, password, become)
@@ -163,9 +154,9 @@ class SSHTransport:
             login = self._login(host.credential)
             transport = self._connect(host, login)
             rc, out, err = self._execute(transport, login, command, sudo, timeout)
-        except _Failure as failure:
-            return CommandResult(
-                host.name, command, None, "", "", started, utcnow(), failure.kind, failure.message
+        except TransportFailure as failure:
+            return CommandResult.failure(
+                host.name, command, failure.kind, failure.message, started=started
             )
         finally:
             if transport is not None:
@@ -191,7 +182,7 @@ class SSHTransport:
         lookup = host.address if port == 22 else f"[{host.address}]:{port}"
         recorded = self._host_keys().lookup(lookup)
         if not recorded:
-            raise _Failure(
+            raise TransportFailure(
                 ErrorKind.HOST_KEY_UNKNOWN,
                 f"no key recorded for {lookup} in {self._client.known_hosts}; "
                 f"check it out of band, then 'mspauto hosts trust {host.name}'",
@@ -200,19 +191,19 @@ class SSHTransport:
         try:
             sock = socket.create_connection((host.address, port), timeout=limit)
         except ConnectionRefusedError:
-            raise _Failure(
+            raise TransportFailure(
                 ErrorKind.UNREACHABLE, f"connection refused on {host.address}:{port}"
             ) from None
         except TimeoutError:
-            raise _Failure(
+            raise TransportFailure(
                 ErrorKind.UNREACHABLE, f"no answer from {host.address}:{port} within {limit:g}s"
             ) from None
         except socket.gaierror as exc:
-            raise _Failure(
+            raise TransportFailure(
                 ErrorKind.UNREACHABLE, f"cannot resolve {host.address}: {exc.strerror}"
             ) from None
         except OSError as exc:
-            raise _Failure(
+            raise TransportFailure(
                 ErrorKind.UNREACHABLE, f"{host.address}:{port}: {exc.strerror or exc}"
             ) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -227,24 +218,24 @@ class SSHTransport:
                 transport.start_client(timeout=limit)
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 if not transport.remote_version:
-                    raise _Failure(
+                    raise TransportFailure(
                         ErrorKind.TIMEOUT, f"no SSH banner within {limit:g}s (host hung?)"
                     ) from None
                 if "incompatible" in str(exc).lower():
-                    raise _Failure(
+                    raise TransportFailure(
                         ErrorKind.HOST_KEY_MISMATCH,
                         f"the host offers none of the key types recorded for it "
                         f"({', '.join(recorded.keys())})",
                     ) from None
-                raise _Failure(ErrorKind.TIMEOUT, f"SSH handshake failed: {exc}") from None
+                raise TransportFailure(ErrorKind.TIMEOUT, f"SSH handshake failed: {exc}") from None
             if transport.host_key is None:  # start_client gave up waiting, silently
                 what = "no SSH banner" if not transport.remote_version else "no SSH handshake"
-                raise _Failure(ErrorKind.TIMEOUT, f"{what} within {limit:g}s (host hung?)")
+                raise TransportFailure(ErrorKind.TIMEOUT, f"{what} within {limit:g}s (host hung?)")
             presented = transport.get_remote_server_key()
             expected = recorded.get(presented.get_name())
             if expected is None or expected != presented:
                 known_fp = expected.fingerprint if expected is not None else "another key type"
-                raise _Failure(
+                raise TransportFailure(
                     ErrorKind.HOST_KEY_MISMATCH,
                     f"host key changed: known_hosts has {known_fp}, the host "
                     f"presented {presented.fingerprint}; if the change is expected, "
@@ -268,13 +259,15 @@ class SSHTransport:
             if not transport.is_authenticated() and login.password is not None:
                 transport.auth_password(login.user, login.password)
         except paramiko.AuthenticationException:
-            raise _Failure(
+            raise TransportFailure(
                 ErrorKind.AUTH_FAILED, f"user {login.user}: authentication refused"
             ) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise _Failure(ErrorKind.TIMEOUT, f"authentication did not finish: {exc}") from None
+            raise TransportFailure(
+                ErrorKind.TIMEOUT, f"authentication did not finish: {exc}"
+            ) from None
         if not transport.is_authenticated():
-            raise _Failure(
+            raise TransportFailure(
                 ErrorKind.CONFIG,
                 f"user {login.user}: the credential has neither a private key nor a password",
             )
@@ -306,7 +299,9 @@ class SSHTransport:
                 channel.sendall(stdin_data)
             channel.shutdown_write()
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise _Failure(ErrorKind.UNREACHABLE, f"could not start the command: {exc}") from None
+            raise TransportFailure(
+                ErrorKind.UNREACHABLE, f"could not start the command: {exc}"
+            ) from None
         out, err = _Capture(self._output_cap), _Capture(self._output_cap)
         try:
             while True:
@@ -319,7 +314,7 @@ class SSHTransport:
                 else:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        raise _Failure(
+                        raise TransportFailure(
                             ErrorKind.TIMEOUT, f"command did not finish within {timeout:g}s"
                         )
                     select.select([channel], [], [], min(remaining, 1.0))
@@ -330,7 +325,7 @@ class SSHTransport:
                 err.add(channel.recv_stderr(65536))
             return channel.recv_exit_status(), out, err
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise _Failure(ErrorKind.UNREACHABLE, f"connection lost: {exc}") from None
+            raise TransportFailure(ErrorKind.UNREACHABLE, f"connection lost: {exc}") from None
         finally:
             channel.close()
 

@@ -24,7 +24,7 @@ from typing import Any
 from mspauto.inventory.models import Credential
 from mspauto.inventory.resolve import Client, Host
 from mspauto.secrets import SecretError, resolve_secret, secret_path
-from mspauto.transport.base import CommandResult, ErrorKind, utcnow
+from mspauto.transport.base import CommandResult, ErrorKind, TransportFailure, utcnow
 
 __all__ = ["BOOTSTRAP", "WinRMSession", "WinRMTransport"]
 
@@ -43,13 +43,6 @@ _POWERSHELL = [
     "-EncodedCommand",
     base64.b64encode(BOOTSTRAP.encode("utf-16-le")).decode(),
 ]
-
-
-class _Failure(Exception):
-    def __init__(self, kind: ErrorKind, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -73,17 +66,9 @@ class WinRMSession:
         started = utcnow()
         try:
             stdout, stderr, rc = self._run(script, timeout)
-        except _Failure as failure:
-            return CommandResult(
-                self.host.name,
-                script,
-                None,
-                "",
-                "",
-                started,
-                utcnow(),
-                failure.kind,
-                failure.message,
+        except TransportFailure as failure:
+            return CommandResult.failure(
+                self.host.name, script, failure.kind, failure.message, started=started
             )
         out = stdout.decode("utf-8", errors="replace")
         err = stderr.decode("utf-8", errors="replace")
@@ -127,7 +112,9 @@ class WinRMSession:
                     break
                 if time.monotonic() >= deadline:
                     self._protocol.cleanup_command(self._shell, command)
-                    raise _Failure(ErrorKind.TIMEOUT, f"command did not finish within {timeout:g}s")
+                    raise TransportFailure(
+                        ErrorKind.TIMEOUT, f"command did not finish within {timeout:g}s"
+                    )
             self._protocol.cleanup_command(self._shell, command)
         return b"".join(out), b"".join(err), rc
 
@@ -136,7 +123,7 @@ class WinRMSession:
         try:
             with _classified():
                 self._protocol.close_shell(self._shell)
-        except _Failure:
+        except TransportFailure:
             pass  # the host went away; nothing left to clean up
 
 
@@ -159,9 +146,9 @@ class WinRMTransport:
         try:
             with self.session(host, timeout) as session:
                 return session.run(command, timeout)
-        except _Failure as failure:
-            return CommandResult(
-                host.name, command, None, "", "", started, utcnow(), failure.kind, failure.message
+        except TransportFailure as failure:
+            return CommandResult.failure(
+                host.name, command, failure.kind, failure.message, started=started
             )
 
     @contextmanager
@@ -204,7 +191,7 @@ class WinRMTransport:
 
     def _login(self, name: str | None) -> _Login:
         if name is None:
-            raise _Failure(
+            raise TransportFailure(
                 ErrorKind.CONFIG,
                 "no credential: set 'credential' on the host, its group, site or client",
             )
@@ -219,7 +206,7 @@ class WinRMTransport:
                 resolve_secret(credential.password, self._root) if credential.password else None
             )
         except SecretError as exc:
-            raise _Failure(ErrorKind.CONFIG, f"credential {name}: {exc}") from None
+            raise TransportFailure(ErrorKind.CONFIG, f"credential {name}: {exc}") from None
         key_file = (
             secret_path(credential.private_key, self._root) if credential.private_key else None
         )
@@ -239,26 +226,28 @@ def _classified() -> Iterator[None]:
 
     try:
         yield
-    except _Failure:
+    except TransportFailure:
         raise
     except InvalidCredentialsError:
-        raise _Failure(ErrorKind.AUTH_FAILED, "the host refused the credentials") from None
+        raise TransportFailure(ErrorKind.AUTH_FAILED, "the host refused the credentials") from None
     except requests.exceptions.SSLError as exc:
-        raise _Failure(
+        raise TransportFailure(
             ErrorKind.HOST_KEY_MISMATCH,
             f"the host's TLS certificate is not trusted ({_reason(exc)}); name "
             "its CA with the host variable winrm_ca_trust_path",
         ) from None
     except requests.exceptions.ConnectTimeout:
-        raise _Failure(ErrorKind.UNREACHABLE, "no answer to the connection") from None
+        raise TransportFailure(ErrorKind.UNREACHABLE, "no answer to the connection") from None
     except requests.exceptions.ReadTimeout:
-        raise _Failure(ErrorKind.TIMEOUT, "the host stopped answering") from None
+        raise TransportFailure(ErrorKind.TIMEOUT, "the host stopped answering") from None
     except requests.exceptions.ConnectionError as exc:
-        raise _Failure(ErrorKind.UNREACHABLE, f"cannot connect: {_reason(exc)}") from None
+        raise TransportFailure(ErrorKind.UNREACHABLE, f"cannot connect: {_reason(exc)}") from None
     except WinRMTransportError as exc:
-        raise _Failure(ErrorKind.UNREACHABLE, f"WinRM HTTP {exc.code}: {exc.message}") from None
+        raise TransportFailure(
+            ErrorKind.UNREACHABLE, f"WinRM HTTP {exc.code}: {exc.message}"
+        ) from None
     except WinRMError as exc:
-        raise _Failure(ErrorKind.UNREACHABLE, f"WinRM: {exc}") from None
+        raise TransportFailure(ErrorKind.UNREACHABLE, f"WinRM: {exc}") from None
 
 
 def _reason(exc: BaseException) -> str:

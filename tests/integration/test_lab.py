@@ -6,10 +6,13 @@ the key, inventory and known_hosts files that ``lab up`` wrote.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -246,12 +249,14 @@ def test_up_refuses_a_different_fleet_in_the_same_folder(lab: Lab) -> None:
         lab.up(3, ["acme"], faults=False, first_address=lab.plans()[0].address, say=lambda _: None)
 
 
-def test_down_leaves_no_mount_process_or_file(tmp_path: Path) -> None:
+def test_down_leaves_no_mount_process_or_file(
+    tmp_path: Path, address_block: Callable[[int], str]
+) -> None:
     if reason := lab_unavailable():
         pytest.skip(f"lab unavailable: {reason}")
     directory = tmp_path / "small-lab"
     with running_lab(
-        directory, 2, ["initech"], faults=False, first_address="127.0.101.10"
+        directory, 2, ["initech"], faults=False, first_address=address_block(1)
     ) as fleet:
         pids = [h["pid"] for h in fleet.state()["hosts"]]  # type: ignore[index]
         repo_pid = fleet.state()["repo"]["pid"]  # type: ignore[index]
@@ -275,31 +280,30 @@ def _cmdline(process: Path) -> str:
 
 
 def test_a_failed_up_says_why_and_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, address_block: Callable[[int], str]
 ) -> None:
     if reason := lab_unavailable():
         pytest.skip(f"lab unavailable: {reason}")
     start = LabHost.start
+    first = address_block(2)
+    second = str(ipaddress.IPv4Address(first) + 1)
 
     def sshd_dies_on_the_second_host(host: LabHost) -> int:
         if host.plan.name != "initech-lab02":
             return start(host)
-        host.log.write_text("sshd: Bind to port 22 on 127.0.102.11 failed.\n")
+        host.log.write_text(f"sshd: Bind to port 22 on {second} failed.\n")
         return subprocess.Popen(["sh", "-c", "exit 1"]).pid
 
     monkeypatch.setattr(LabHost, "start", sshd_dies_on_the_second_host)
     directory = tmp_path / "doomed-lab"
     with pytest.raises(
         LabError,
-        match=r"initech-lab02 \(127\.0\.102\.11\) did not start "
-        r"sshd: sshd: Bind to port 22",
+        match=rf"initech-lab02 \({re.escape(second)}\) did not start sshd: sshd: Bind to port 22",
     ):
-        Lab(directory).up(
-            2, ["initech"], faults=False, first_address="127.0.102.10", say=lambda _: None
-        )
+        Lab(directory).up(2, ["initech"], faults=False, first_address=first, say=lambda _: None)
     assert not mounts_under(directory)
     assert not directory.exists()
-    assert ssh_banner("127.0.102.10") is None  # the first host was stopped again
+    assert ssh_banner(first) is None  # the first host was stopped again
 
 
 def test_a_host_cannot_change_the_machine(lab: Lab) -> None:
@@ -340,14 +344,16 @@ def test_fault_commands_ignore_a_pid_that_is_not_the_labs(lab: Lab) -> None:
     assert original and alive(original)
 
 
-def test_up_refuses_a_folder_that_holds_other_things(tmp_path: Path) -> None:
+def test_up_refuses_a_folder_that_holds_other_things(
+    tmp_path: Path, address_block: Callable[[int], str]
+) -> None:
     if reason := lab_unavailable():
         pytest.skip(f"lab unavailable: {reason}")
     (tmp_path / "inventory").mkdir()
     (tmp_path / "inventory" / "acme.yaml").write_text("precious")
     with pytest.raises(LabError, match="is not empty and holds no lab"):
         Lab(tmp_path).up(
-            2, ["acme"], faults=False, first_address="127.0.103.10", say=lambda _: None
+            2, ["acme"], faults=False, first_address=address_block(3), say=lambda _: None
         )
     assert (tmp_path / "inventory" / "acme.yaml").read_text() == "precious"
 

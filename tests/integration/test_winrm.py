@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from mspauto.transport.winrm import WinRMTransport
 
 pytestmark = pytest.mark.integration
 
-ADDRESS = "127.0.90.1"
 PASSWORD = "Winrm-S3cret-6b2e"
 ANSWERS = [
     RecordedAnswer(**a)
@@ -39,14 +38,20 @@ ANSWERS = [
 
 
 @pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    return make_certificates(tmp_path_factory.mktemp("tls"), ADDRESS)
+def address(address_block: Callable[[int], str]) -> str:
+    """This session's loopback address for the endpoint ("Windows host")."""
+    return address_block(90).removesuffix(".10") + ".1"
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory, address: str) -> tuple[Path, Path, Path]:
+    return make_certificates(tmp_path_factory.mktemp("tls"), address)
 
 
 @pytest.fixture
-def endpoint(certificates: tuple[Path, Path, Path]) -> Iterator[WinRMEndpoint]:
+def endpoint(certificates: tuple[Path, Path, Path], address: str) -> Iterator[WinRMEndpoint]:
     with WinRMEndpoint(
-        ADDRESS,
+        address,
         ANSWERS,
         users={"svc-msp": PASSWORD},
         certificate=(certificates[1], certificates[2]),
@@ -54,7 +59,9 @@ def endpoint(certificates: tuple[Path, Path, Path]) -> Iterator[WinRMEndpoint]:
         yield running
 
 
-def _project(root: Path, port: int, ca: Path | None, password_env: str = "WIN_PASSWORD") -> Path:
+def _project(root: Path, endpoint: WinRMEndpoint, ca: Path | None) -> Path:
+    """A project with one Windows client: win01 is the endpoint, win02 answers nothing."""
+    address, port = endpoint.address, endpoint.port
     (root / "inventory").mkdir(parents=True)
     (root / "policies").mkdir()
     (root / "policies" / "contract.yaml").write_text("kind: contract\nname: std\n")
@@ -73,14 +80,18 @@ def _project(root: Path, port: int, ca: Path | None, password_env: str = "WIN_PA
             "credentials": {
                 "svc": {
                     "user": "svc-msp",
-                    "password": {"env": password_env},
+                    "password": {"env": "WIN_PASSWORD"},
                     "winrm_transport": "basic",
                 }
             },
         },
         "hosts": {
-            "win01": {"address": ADDRESS, "port": port, "vars": host_vars},
-            "win02": {"address": "127.0.90.2", "port": port, "vars": host_vars},
+            "win01": {"address": address, "port": port, "vars": host_vars},
+            "win02": {
+                "address": address.removesuffix(".1") + ".2",
+                "port": port,
+                "vars": host_vars,
+            },
         },
     }
     (root / "inventory" / "contoso.yaml").write_text(yaml.safe_dump(document))
@@ -101,7 +112,7 @@ def secret(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_exec_runs_powershell_and_records_it(
     endpoint: WinRMEndpoint, certificates: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    root = _project(tmp_path / "p", endpoint.port, certificates[0])
+    root = _project(tmp_path / "p", endpoint, certificates[0])
     result = subprocess.run(
         [
             sys.executable,
@@ -136,7 +147,7 @@ def test_long_scripts_arrive_whole_on_stdin(
     tmp_path: Path,
     secret: None,
 ) -> None:
-    host = _client(_project(tmp_path, endpoint.port, certificates[0])).hosts["win01"]
+    host = _client(_project(tmp_path, endpoint, certificates[0])).hosts["win01"]
     script = "# long script\r\n" + "".join(f"$v{i} = '{'x' * 60}'\r\n" for i in range(400))
     assert len(script) > 25_000  # far past what a command line can carry
     result = WinRMTransport(_client(tmp_path), tmp_path).run(host, script, sudo=False, timeout=30)
@@ -150,7 +161,7 @@ def test_one_shell_serves_many_commands(
     tmp_path: Path,
     secret: None,
 ) -> None:
-    client = _client(_project(tmp_path, endpoint.port, certificates[0]))
+    client = _client(_project(tmp_path, endpoint, certificates[0]))
     transport = WinRMTransport(client, tmp_path)
     with transport.session(client.hosts["win01"]) as session:
         outputs = [
@@ -187,7 +198,7 @@ def test_failures_are_classified(
     kind: ErrorKind,
     message: str,
 ) -> None:
-    client = _client(_project(tmp_path, endpoint.port, certificates[0]))
+    client = _client(_project(tmp_path, endpoint, certificates[0]))
     result = WinRMTransport(client, tmp_path).run(
         client.hosts["win01"], script, sudo=False, timeout=3
     )
@@ -201,7 +212,7 @@ def test_operation_timeouts_are_retried_until_the_command_ends(
     tmp_path: Path,
     secret: None,
 ) -> None:
-    client = _client(_project(tmp_path, endpoint.port, certificates[0]))
+    client = _client(_project(tmp_path, endpoint, certificates[0]))
     # timeout 6 s: each Receive waits 3 s, faults once, and the command ends at 4.5 s.
     result = WinRMTransport(client, tmp_path).run(
         client.hosts["win01"], "Start-Sleep -Milliseconds 4500", sudo=False, timeout=6
@@ -216,7 +227,7 @@ def test_wrong_password_is_auth_failed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("WIN_PASSWORD", "wrong")
-    client = _client(_project(tmp_path, endpoint.port, certificates[0]))
+    client = _client(_project(tmp_path, endpoint, certificates[0]))
     result = WinRMTransport(client, tmp_path).run(
         client.hosts["win01"], "hostname", sudo=False, timeout=10
     )
@@ -226,7 +237,7 @@ def test_wrong_password_is_auth_failed(
 def test_an_untrusted_certificate_is_refused(
     endpoint: WinRMEndpoint, tmp_path: Path, secret: None
 ) -> None:
-    client = _client(_project(tmp_path, endpoint.port, ca=None))
+    client = _client(_project(tmp_path, endpoint, ca=None))
     result = WinRMTransport(client, tmp_path).run(
         client.hosts["win01"], "hostname", sudo=False, timeout=10
     )
