@@ -14,7 +14,7 @@ from mspauto.inventory.loader import load_inventory
 from mspauto.inventory.resolve import Host, Inventory
 from mspauto.inventory.selectors import Selector, is_pattern
 from mspauto.policy.loader import LoadedPolicy, load_policies
-from mspauto.policy.models import Contract, Waiver
+from mspauto.policy.models import BaselinePolicy, Contract, RulePack, Waiver
 from mspauto.problems import Problem
 
 __all__ = ["WAIVER_WARNING_DAYS", "Project", "load_project"]
@@ -81,6 +81,7 @@ def load_project(settings: Settings, today: date | None = None) -> Project:
     problems += _contract_references(inventory, policies)
     problems += _target_problems(inventory, policies, broken_clients)
     problems += _waiver_dates(policies, today)
+    problems += _baseline_references(policies)
     problems += _known_hosts_warnings(settings, inventory)
     problems.sort(key=lambda p: (p.location.file, p.location.line or 0))
     return Project(settings, inventory, policies, problems)
@@ -159,6 +160,38 @@ def _target_problems(
                 "targets",
                 f"this {what} no host; check the selectors against 'mspauto inventory list'",
             )
+
+
+def _baseline_references(policies: list[LoadedPolicy]) -> Iterator[Problem]:
+    """Baseline policies name packs that exist, and override rules those packs have."""
+    packs = {p.policy.name: p.policy for p in policies if isinstance(p.policy, RulePack)}
+    for loaded in policies:
+        policy = loaded.policy
+        if not isinstance(policy, BaselinePolicy):
+            continue
+        for index, name in enumerate(policy.packs):
+            if name not in packs:
+                close = get_close_matches(name, list(packs), n=1)
+                hint = (
+                    f" (did you mean '{close[0]}'?)"
+                    if close
+                    else ("; rule packs are 'kind: rulepack' files, e.g. policies/baselines/")
+                )
+                yield Problem(
+                    loaded.doc.location(("packs", index)),
+                    f"packs[{index}]",
+                    f"no rule pack is named '{name}'{hint}",
+                )
+        known = {rule.id for name in policy.packs if name in packs for rule in packs[name].rules}
+        for rule_id in policy.overrides:
+            if known and rule_id not in known:
+                close = get_close_matches(rule_id, sorted(known), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                yield Problem(
+                    loaded.doc.location(("overrides", rule_id)),
+                    f"overrides.{rule_id}",
+                    f"no rule '{rule_id}' in {', '.join(policy.packs)}{hint}",
+                )
 
 
 def _waiver_dates(policies: list[LoadedPolicy], today: date) -> Iterator[Problem]:

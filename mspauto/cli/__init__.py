@@ -29,6 +29,7 @@ _COMMANDS = {
     "runs": "mspauto.cli.run:runs",
     "evidence": "mspauto.cli.run:evidence",
     "hosts": "mspauto.cli.hosts:hosts",
+    "baseline": "mspauto.cli.baseline:baseline",
 }
 
 

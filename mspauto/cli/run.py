@@ -13,10 +13,10 @@ from mspauto.cli.application import Application, format_option, pass_app
 if TYPE_CHECKING:
     from mspauto.evidence.store import EvidenceStore
 
-__all__ = ["evidence", "exec_command", "runs"]
+__all__ = ["evidence", "exec_command", "open_store", "runs"]
 
 
-def _store(app: Application, *, writable: bool = False) -> EvidenceStore:
+def open_store(app: Application, *, writable: bool = False) -> EvidenceStore:
     """The evidence store; readers of a store nothing was written to yet get an empty
     one in memory, so 'runs list' and 'evidence verify' simply find nothing."""
     from mspauto.evidence.store import EvidenceError, EvidenceStore, NoEvidenceYet
@@ -133,7 +133,7 @@ def exec_command(
         retries=retries,
         forks=forks,
     )
-    store = _store(app, writable=True)
+    store = open_store(app, writable=True)
     started = time.monotonic()
     try:
         outcome = run_command(
@@ -207,7 +207,7 @@ def list_runs_command(app: Application, client_name: str | None, output: str) ->
     """Every recorded run: when, what, how it ended, host counts."""
     from mspauto.evidence.runs import list_runs
 
-    store = _store(app)
+    store = open_store(app)
     try:
         summaries = list_runs(store, client_name)
     finally:
@@ -254,7 +254,7 @@ def show_run(app: Application, run_id: str, show_output: bool, output: str) -> N
     """One run, host by host (RUN may be the first characters of the id)."""
     from mspauto.evidence.runs import run_detail
 
-    store = _store(app)
+    store = open_store(app)
     try:
         matches = store.run_ids(run_id)
         if len(matches) != 1:
@@ -325,7 +325,7 @@ def verify(app: Application, client_name: str | None) -> None:
     """Recompute every hash chain; name each edited, deleted or reordered record.
 
     Exits 0 when intact, 1 when anything was changed."""
-    store = _store(app)
+    store = open_store(app)
     try:
         checked, problems = store.verify([client_name] if client_name else None)
         unguarded = store.guards_missing()

@@ -16,7 +16,7 @@ import signal
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from types import FrameType
@@ -57,6 +57,13 @@ class RunSpec:
     retries: int = 2
     forks: int = 50
     kind: str = "exec"
+    commands: Mapping[str, str] | None = None
+    """Per-host commands by host name (e.g. each host's own audit script); the others
+    run ``command``."""
+
+    def command_for(self, host: Host) -> str:
+        """What ``host`` runs."""
+        return self.commands.get(host.name, self.command) if self.commands else self.command
 
 
 @dataclass
@@ -102,19 +109,25 @@ class _Context:
             result = self._attempts(host)
         except Exception as exc:  # a bug must not pass for a host that was never tried
             result = CommandResult.failure(
-                host.name, self.spec.command, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}"
+                host.name,
+                self.spec.command_for(host),
+                ErrorKind.INTERNAL,
+                f"{type(exc).__name__}: {exc}",
             )
         self.record(host, result)
         return result
 
     def _attempts(self, host: Host) -> CommandResult:
         if self.cancel.is_set():
-            return _not_started(host, self.spec.command)
+            return _not_started(host, self.spec.command_for(host))
         with self.slots:
             attempt = 1
             while True:
                 result = self.transport.run(
-                    host, self.spec.command, sudo=self.spec.sudo, timeout=self.spec.timeout
+                    host,
+                    self.spec.command_for(host),
+                    sudo=self.spec.sudo,
+                    timeout=self.spec.timeout,
                 )
                 retry = result.error is ErrorKind.UNREACHABLE and attempt <= self.spec.retries
                 delay = min(RETRY_BACKOFF * 2 ** (attempt - 1), 5.0)
@@ -211,6 +224,8 @@ def run_command(
         )
     if not spec.hosts:
         raise EngineError(f"no hosts selected in client {spec.client.name}")
+    if spec.commands and isinstance(transport, BatchTransport):
+        raise EngineError("a batch transport runs one command for every host")
     progress = progress or SilentProgress()
     run_id = str(uuid.uuid4())
     writer = EvidenceWriter(store) if store is not None else None
@@ -231,7 +246,7 @@ def run_command(
     finally:
         for host in spec.hosts:
             if host.name not in ctx.results:
-                ctx.record(host, _not_started(host, spec.command))
+                ctx.record(host, _not_started(host, spec.command_for(host)))
         progress.finished()
         results = [ctx.results[host.name] for host in spec.hosts]
         if writer is not None:

@@ -273,6 +273,11 @@ class Lab:
         (policies / "contract.yaml").write_text(
             f"# The contract of the lab's clients.\nkind: contract\nname: {CONTRACT}\n"
         )
+        (policies / "baseline.yaml").write_text(
+            "# Audit every lab host against mspauto's Debian CIS pack.\n"
+            "kind: baseline\nname: lab-cis\ntargets: {clients: ['*']}\n"
+            "schedule: {cron: '0 5 * * *', timezone: client}\npacks: [debian-cis]\n"
+        )
 
     def _wait_until_answering(self, state: dict[str, Any], timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

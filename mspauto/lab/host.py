@@ -98,38 +98,74 @@ DROPPED_CAPABILITIES = ",".join(
 
 @dataclass(frozen=True)
 class _BaselineState:
-    """Security settings planted on a host (see docs/lab.md for the full list)."""
+    """Security settings planted on a host (docs/lab.md lists them side by side)."""
 
     sshd: str
-    shadow_mode: int
-    aslr: int
-    ufw_enabled: str
-    ufw_input: str
-    pass_max_days: int
+    modes: dict[str, int]
+    sysctl: str
+    login_defs: dict[str, str]
+    settings: dict[str, dict[str, str]]
+    """File -> {setting prefix: full line}, set in place or appended."""
     auto_upgrades: int
 
 
 _BASELINE = {
     "compliant": _BaselineState(
         sshd="PermitRootLogin no\nMaxAuthTries 4\nPermitEmptyPasswords no\n"
-        "X11Forwarding no\nLoginGraceTime 60\nClientAliveInterval 300\n",
-        shadow_mode=0o640,
-        aslr=2,
-        ufw_enabled="yes",
-        ufw_input="DROP",
-        pass_max_days=365,
+        "X11Forwarding no\nLoginGraceTime 60\nClientAliveInterval 300\nIgnoreRhosts yes\n"
+        "HostbasedAuthentication no\nLogLevel INFO\nBanner /etc/issue.net\n",
+        modes={
+            "/etc/shadow": 0o640,
+            "/etc/gshadow": 0o640,
+            "/etc/passwd": 0o644,
+            "/etc/crontab": 0o600,
+            "/etc/ssh/sshd_config": 0o600,
+        },
+        sysctl="kernel.randomize_va_space = 2\nfs.suid_dumpable = 0\nnet.ipv4.ip_forward = 0\n"
+        "net.ipv4.conf.all.accept_redirects = 0\nnet.ipv4.conf.all.send_redirects = 0\n"
+        "net.ipv4.tcp_syncookies = 1\n",
+        login_defs={
+            "PASS_MAX_DAYS": "365",
+            "PASS_MIN_DAYS": "1",
+            "PASS_WARN_AGE": "7",
+            "UMASK": "027",
+        },
+        settings={
+            "/etc/ufw/ufw.conf": {"ENABLED=": "ENABLED=yes"},
+            "/etc/default/ufw": {"DEFAULT_INPUT_POLICY=": 'DEFAULT_INPUT_POLICY="DROP"'},
+            "/etc/security/pwquality.conf": {"minlen": "minlen = 14"},
+            "/etc/security/faillock.conf": {"deny": "deny = 5"},
+        },
         auto_upgrades=1,
     ),
     "drifted": _BaselineState(
         # Not PermitEmptyPasswords: it makes sshd try an empty password through PAM on
         # every connection, and PAM's failure delay then slows every login by seconds.
         sshd="PermitRootLogin yes\nMaxAuthTries 10\nIgnoreRhosts no\nX11Forwarding yes\n"
-        "LoginGraceTime 600\n",
-        shadow_mode=0o644,
-        aslr=0,
-        ufw_enabled="no",
-        ufw_input="ACCEPT",
-        pass_max_days=99999,
+        "LoginGraceTime 600\nClientAliveInterval 0\nHostbasedAuthentication yes\n"
+        "LogLevel QUIET\nBanner none\n",
+        modes={
+            "/etc/shadow": 0o644,
+            "/etc/gshadow": 0o644,
+            "/etc/passwd": 0o666,
+            "/etc/crontab": 0o644,
+            "/etc/ssh/sshd_config": 0o644,
+        },
+        sysctl="kernel.randomize_va_space = 0\nfs.suid_dumpable = 2\nnet.ipv4.ip_forward = 1\n"
+        "net.ipv4.conf.all.accept_redirects = 1\nnet.ipv4.conf.all.send_redirects = 1\n"
+        "net.ipv4.tcp_syncookies = 0\n",
+        login_defs={
+            "PASS_MAX_DAYS": "99999",
+            "PASS_MIN_DAYS": "0",
+            "PASS_WARN_AGE": "0",
+            "UMASK": "022",
+        },
+        settings={
+            "/etc/ufw/ufw.conf": {"ENABLED=": "ENABLED=no"},
+            "/etc/default/ufw": {"DEFAULT_INPUT_POLICY=": 'DEFAULT_INPUT_POLICY="ACCEPT"'},
+            "/etc/security/pwquality.conf": {"minlen": "minlen = 8"},
+            "/etc/security/faillock.conf": {"deny": "deny = 10"},
+        },
         auto_upgrades=0,
     ),
 }
@@ -223,17 +259,13 @@ class LabHost:
             "/etc/ssh/sshd_config.d/50-lab-baseline.conf",
             f"# mspauto lab: {self.plan.baseline} baseline\n{state.sshd}",
         )
-        self.path("/etc/shadow").chmod(state.shadow_mode)
-        self.write("/etc/sysctl.d/60-lab-aslr.conf", f"kernel.randomize_va_space = {state.aslr}\n")
-        _replace_line(self.path("/etc/ufw/ufw.conf"), "ENABLED=", f"ENABLED={state.ufw_enabled}")
-        _replace_line(
-            self.path("/etc/default/ufw"),
-            "DEFAULT_INPUT_POLICY=",
-            f'DEFAULT_INPUT_POLICY="{state.ufw_input}"',
-        )
-        _replace_line(
-            self.path("/etc/login.defs"), "PASS_MAX_DAYS", f"PASS_MAX_DAYS\t{state.pass_max_days}"
-        )
+        self.write("/etc/issue.net", "Authorised use only. Activity may be monitored.\n")
+        self.write("/etc/sysctl.d/60-lab-baseline.conf", state.sysctl)
+        for name, value in state.login_defs.items():
+            _replace_line(self.path("/etc/login.defs"), name, f"{name}\t{value}")
+        for path, lines in state.settings.items():
+            for prefix, line in lines.items():
+                _replace_line(self.path(path), prefix, line)
         flag = state.auto_upgrades
         self.write(
             "/etc/apt/apt.conf.d/20auto-upgrades",
@@ -248,6 +280,8 @@ class LabHost:
                 )
             with self.path("/etc/shadow").open("a") as shadow:
                 shadow.write("toor:*:19700:0:99999:7:::\nlegacy::19700:0:99999:7:::\n")
+        for path, mode in state.modes.items():  # last: appending above keeps modes
+            self.path(path).chmod(mode)
 
     def plant_backup(self, templates: Path) -> None:
         """Copy the backup repository the plan asks for, with its password file."""

@@ -11,7 +11,10 @@ from mspauto.problems import ConfigError, Location, Problem, display_path
 from mspauto.validation import validate_document
 from mspauto.yamlsource import YamlDocument, load_yaml_documents, yaml_files
 
-__all__ = ["LoadedPolicy", "load_policies"]
+__all__ = ["BUILTIN_PACKS", "LoadedPolicy", "load_policies"]
+
+BUILTIN_PACKS = Path(__file__).resolve().parent.parent / "baseline" / "packs"
+"""Rule packs shipped with mspauto (``debian-cis``, ``windows-cis``)."""
 
 
 @dataclass(frozen=True)
@@ -37,19 +40,31 @@ def load_policies(root: Path, policies_dir: Path) -> tuple[list[LoadedPolicy], l
                 "policies folder not found; create it and add at least one 'kind: contract' policy",
             )
         ]
+    own, own_problems = _load_files(root, yaml_files(policies_dir))
+    defined = {p.policy.name for p in own if p.policy.kind == "rulepack"}
+    shipped, shipped_problems = _load_files(
+        BUILTIN_PACKS, yaml_files(BUILTIN_PACKS), prefix="mspauto:"
+    )
+    # A project's own pack replaces the shipped pack of the same name.
+    loaded = [p for p in shipped if p.policy.name not in defined] + own
+    return loaded, shipped_problems + own_problems
+
+
+def _load_files(
+    root: Path, files: list[Path], prefix: str = ""
+) -> tuple[list[LoadedPolicy], list[Problem]]:
     loaded: list[LoadedPolicy] = []
     problems: list[Problem] = []
-    files = yaml_files(policies_dir)
     for path in files:
         try:
-            docs = load_yaml_documents(path, str(display_path(root, path)))
+            docs = load_yaml_documents(path, prefix + str(display_path(root, path)))
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
         if not any(doc.data is not None for doc in docs):
             problems.append(
                 Problem(
-                    Location(str(display_path(root, path)), 1),
+                    Location(prefix + str(display_path(root, path)), 1),
                     "",
                     "file is empty; a policy file holds one or more "
                     "documents, each starting with 'kind:'",

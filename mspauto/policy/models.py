@@ -7,6 +7,7 @@ Each YAML document under ``policies/`` is one policy; ``kind:`` picks its model:
 - ``baseline``: audit (and optionally remediate) hardening rule packs
 - ``contract``: the SLA a client bought (patch deadlines, RPO, baseline floor)
 - ``waiver``: an approved, expiring exception to a rule, package or backup job
+- ``rulepack``: baseline rules as data (see :mod:`mspauto.baseline.rules`)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import Field, TypeAdapter, field_validator, model_validator
 
+from mspauto.baseline.rules import RulePack
 from mspauto.fields import (
     CronExpression,
     Duration,
@@ -38,6 +40,7 @@ __all__ = [
     "Contract",
     "PatchPolicy",
     "Policy",
+    "RulePack",
     "Schedule",
     "Severity",
     "Waiver",
@@ -294,16 +297,19 @@ class Waiver(_PolicyBase):
 
 
 Policy: TypeAlias = Annotated[
-    PatchPolicy | BackupPolicy | BaselinePolicy | Contract | Waiver,
+    PatchPolicy | BackupPolicy | BaselinePolicy | Contract | Waiver | RulePack,
     Field(discriminator="kind"),
 ]
 
-KINDS: dict[str, type[PatchPolicy | BackupPolicy | BaselinePolicy | Contract | Waiver]] = {
+KINDS: dict[
+    str, type[PatchPolicy | BackupPolicy | BaselinePolicy | Contract | Waiver | RulePack]
+] = {
     "patch": PatchPolicy,
     "backup": BackupPolicy,
     "baseline": BaselinePolicy,
     "contract": Contract,
     "waiver": Waiver,
+    "rulepack": RulePack,
 }
 
 

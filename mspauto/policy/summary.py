@@ -6,7 +6,14 @@ from typing import Any
 
 from mspauto.fields import format_duration
 from mspauto.inventory.selectors import Selector
-from mspauto.policy.models import BackupPolicy, BaselinePolicy, Contract, PatchPolicy, Waiver
+from mspauto.policy.models import (
+    BackupPolicy,
+    BaselinePolicy,
+    Contract,
+    PatchPolicy,
+    RulePack,
+    Waiver,
+)
 from mspauto.project import Project
 
 __all__ = ["summarize"]
@@ -31,7 +38,11 @@ def summarize(project: Project, client: str | None = None) -> list[dict[str, Any
             hosts = len(selected)
             if client is not None and not selected:
                 continue
-        elif client is not None and policy.name not in contracts_in_use:
+        elif (
+            client is not None
+            and policy.name not in contracts_in_use
+            and not isinstance(policy, RulePack)
+        ):
             continue
         schedule = getattr(policy, "schedule", None)
         rows.append(
@@ -63,6 +74,8 @@ def _detail(policy: object) -> str:
             f"{format_duration(deadlines['high'])}; RPO {format_duration(policy.rpo)}; "
             f"baseline >= {policy.baseline_score_floor:g}"
         )
+    if isinstance(policy, RulePack):
+        return f"{len(policy.rules)} rules for {', '.join(policy.platforms)}: {policy.title}"
     if isinstance(policy, Waiver):
         return f"{policy.subject} until {policy.expires}, approved by {policy.approved_by}"
     return ""

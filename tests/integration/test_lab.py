@@ -115,7 +115,7 @@ def test_planted_baseline_is_effective(
         plan,
         "sudo sshd -T | grep -E '^(permitrootlogin|maxauthtries) '; "
         "stat -c %a /etc/shadow; "
-        "cat /etc/sysctl.d/60-lab-aslr.conf; "
+        "grep randomize /etc/sysctl.d/60-lab-baseline.conf; "
         "awk -F: '$3 == 0 {print $1}' /etc/passwd | xargs",
     )
     lines = result.stdout.splitlines()

@@ -69,7 +69,7 @@ def test_validate_the_examples(example_project: Path) -> None:
     result = run(example_project, "validate")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0].startswith("acme ")
-    assert "OK: 2 clients, 15 hosts, 10 policies; 0 errors, 0 warnings" in result.stdout
+    assert "OK: 2 clients, 15 hosts, 12 policies; 0 errors, 0 warnings" in result.stdout
 
 
 def test_validate_json(example_project: Path) -> None:
