@@ -1,0 +1,168 @@
+"""Baseline audits on the lab: exactly the planted drift fails, nothing else.
+
+Compliant lab hosts must pass every rule of the shipped Debian pack, and drifted hosts
+must fail every rule the lab plants drift for (all but one, see DRIFT_NOT_PLANTED).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mspauto.baseline.rules import RulePack
+from mspauto.config import Settings
+from mspauto.evidence.store import EvidenceStore
+from mspauto.lab.fleet import Lab
+from mspauto.project import load_project
+
+pytestmark = pytest.mark.integration
+
+# sshd refuses empty passwords by default, and planting the opposite would slow every
+# login to the drifted hosts (PAM's failure delay): so it passes on both.
+DRIFT_NOT_PLANTED = {"ssh-permit-empty-passwords-disabled"}
+
+
+def _rules() -> set[str]:
+    project = load_project(Settings.load(Path(__file__).resolve().parent.parent.parent))
+    pack = next(
+        p.policy
+        for p in project.policies
+        if isinstance(p.policy, RulePack) and p.policy.name == "debian-cis"
+    )
+    return {rule.id for rule in pack.rules}
+
+
+def baseline(project: Path, state: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mspauto",
+            "--project",
+            str(project),
+            "baseline",
+            "--format",
+            "json",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env={**os.environ, "MSPAUTO_STATE_DIR": str(state)},
+    )
+    assert result.stdout, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    return result.returncode, report
+
+
+def test_each_host_fails_exactly_what_was_planted(lab: Lab, tmp_path: Path) -> None:
+    rules = _rules()
+    for client in ("acme", "globex"):
+        code, report = baseline(lab.directory, tmp_path / "state", "--client", client)
+        plans = {p.name: p for p in lab.plans() if p.client == client}
+        assert {h["host"] for h in report["hosts"]} == set(plans)
+        for host in report["hosts"]:
+            plan = plans[host["host"]]
+            statuses = {r["rule_id"]: r["status"] for r in host["results"]}
+            if plan.fault is not None:
+                assert host["unaudited"], host["host"]
+                continue
+            assert set(statuses) == rules
+            failed = {rule for rule, status in statuses.items() if status == "fail"}
+            if plan.baseline == "compliant":
+                assert failed == set(), (host["host"], failed)
+                assert host["score"] == 100
+            else:
+                assert failed == rules - DRIFT_NOT_PLANTED, (host["host"], failed)
+            assert "error" not in statuses.values()
+        assert report["below_floor"] is True and code == 3  # half the hosts are drifted
+
+
+def test_observed_and_expected_are_reported(lab: Lab, tmp_path: Path) -> None:
+    drifted = next(p for p in lab.plans() if p.baseline == "drifted" and p.fault is None)
+    _, report = baseline(
+        lab.directory, tmp_path / "state", "--client", drifted.client, "--hosts", drifted.name
+    )
+    results = {r["rule_id"]: r for r in report["hosts"][0]["results"]}
+    assert (
+        results["ssh-root-login-disabled"]["observed"],
+        results["ssh-root-login-disabled"]["expected"],
+    ) == ("yes", "= no")
+    assert (
+        results["shadow-permissions"]["observed"],
+        results["shadow-permissions"]["expected"],
+    ) == ("644", "mode 0640 or stricter")
+    assert results["only-root-has-uid-0"]["observed"] == "root toor"
+    assert results["only-root-has-uid-0"]["severity"] == "critical"
+
+
+def test_waivers_and_overrides_apply(lab: Lab, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(lab.inventory_dir, project / "inventory")
+    shutil.copytree(lab.directory / "policies", project / "policies")
+    drifted = next(p for p in lab.plans() if p.baseline == "drifted" and p.fault is None)
+    compliant = next(
+        p
+        for p in lab.plans()
+        if p.baseline == "compliant" and p.fault is None and p.client == drifted.client
+    )
+    (project / "policies" / "waiver.yaml").write_text(
+        "kind: waiver\nname: legacy-root\nrule: ssh-root-login-disabled\n"
+        f"targets: {{hosts: [{drifted.name}]}}\n"
+        "justification: Legacy job logs in as root until the NAS is replaced.\n"
+        "approved_by: Jane Doe\napproved_on: 2026-10-01\nexpires: 2099-12-31\n"
+    )
+    baseline_policy = project / "policies" / "baseline.yaml"
+    baseline_policy.write_text(
+        baseline_policy.read_text() + "overrides:\n  ssh-max-auth-tries: 3\n"
+    )
+    _, report = baseline(
+        project,
+        tmp_path / "state",
+        "--client",
+        drifted.client,
+        "--hosts",
+        drifted.name,
+        "--hosts",
+        compliant.name,
+    )
+    by_host = {h["host"]: {r["rule_id"]: r for r in h["results"]} for h in report["hosts"]}
+    waived = by_host[drifted.name]["ssh-root-login-disabled"]
+    assert (waived["status"], waived["waiver"]) == ("waived", "legacy-root")
+    tightened = by_host[compliant.name]["ssh-max-auth-tries"]
+    assert (tightened["status"], tightened["observed"], tightened["expected"]) == (
+        "fail",
+        "4",
+        "<= 3",
+    )
+    _, later = baseline(
+        project,
+        tmp_path / "state",
+        "--client",
+        drifted.client,
+        "--hosts",
+        drifted.name,
+        "--as-of",
+        "2100-01-01",
+    )
+    lapsed = {r["rule_id"]: r for r in later["hosts"][0]["results"]}["ssh-root-login-disabled"]
+    assert lapsed["status"] == "fail"  # the waiver expired: it no longer applies
+
+
+def test_results_are_evidence(lab: Lab, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    _, report = baseline(lab.directory, state, "--client", "acme")
+    store = EvidenceStore(f"sqlite:///{state / 'evidence.db'}", writable=False)
+    records = list(store.records(kind="baseline_result"))
+    assert {r.host for r in records} == {h["host"] for h in report["hosts"]}
+    assert all(r.run_id == report["run_id"] for r in records)
+    assert store.verify()[1] == []
+    store.close()
