@@ -80,3 +80,19 @@ def lab(
     ) as fleet:
         yield fleet
     assert not mounts_under(directory), "lab down left mounts behind"
+
+
+@pytest.fixture(scope="session")
+def winrm_address(address_block: Callable[[int], str]) -> str:
+    """This session's loopback address for the WinRM test endpoint (a "Windows host")."""
+    return address_block(90).removesuffix(".10") + ".1"
+
+
+@pytest.fixture(scope="session")
+def winrm_certificates(
+    tmp_path_factory: pytest.TempPathFactory, winrm_address: str
+) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate for the endpoint: (ca, cert, key)."""
+    from mspauto.lab.winrm_endpoint import make_certificates
+
+    return make_certificates(tmp_path_factory.mktemp("tls"), winrm_address)

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import yaml
 
 from mspauto.config import Settings
 from mspauto.inventory.resolve import Client
-from mspauto.lab.winrm_endpoint import RecordedAnswer, WinRMEndpoint, make_certificates
+from mspauto.lab.winrm_endpoint import RecordedAnswer, WinRMEndpoint
 from mspauto.project import load_project
 from mspauto.transport.base import ErrorKind
 from mspauto.transport.winrm import WinRMTransport
@@ -37,24 +37,15 @@ ANSWERS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def address(address_block: Callable[[int], str]) -> str:
-    """This session's loopback address for the endpoint ("Windows host")."""
-    return address_block(90).removesuffix(".10") + ".1"
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory, address: str) -> tuple[Path, Path, Path]:
-    return make_certificates(tmp_path_factory.mktemp("tls"), address)
-
-
 @pytest.fixture
-def endpoint(certificates: tuple[Path, Path, Path], address: str) -> Iterator[WinRMEndpoint]:
+def endpoint(
+    winrm_certificates: tuple[Path, Path, Path], winrm_address: str
+) -> Iterator[WinRMEndpoint]:
     with WinRMEndpoint(
-        address,
+        winrm_address,
         ANSWERS,
         users={"svc-msp": PASSWORD},
-        certificate=(certificates[1], certificates[2]),
+        certificate=(winrm_certificates[1], winrm_certificates[2]),
     ) as running:
         yield running
 
@@ -110,9 +101,9 @@ def secret(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_exec_runs_powershell_and_records_it(
-    endpoint: WinRMEndpoint, certificates: tuple[Path, Path, Path], tmp_path: Path
+    endpoint: WinRMEndpoint, winrm_certificates: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    root = _project(tmp_path / "p", endpoint, certificates[0])
+    root = _project(tmp_path / "p", endpoint, winrm_certificates[0])
     result = subprocess.run(
         [
             sys.executable,
@@ -143,11 +134,11 @@ def test_exec_runs_powershell_and_records_it(
 
 def test_long_scripts_arrive_whole_on_stdin(
     endpoint: WinRMEndpoint,
-    certificates: tuple[Path, Path, Path],
+    winrm_certificates: tuple[Path, Path, Path],
     tmp_path: Path,
     secret: None,
 ) -> None:
-    host = _client(_project(tmp_path, endpoint, certificates[0])).hosts["win01"]
+    host = _client(_project(tmp_path, endpoint, winrm_certificates[0])).hosts["win01"]
     script = "# long script\r\n" + "".join(f"$v{i} = '{'x' * 60}'\r\n" for i in range(400))
     assert len(script) > 25_000  # far past what a command line can carry
     result = WinRMTransport(_client(tmp_path), tmp_path).run(host, script, sudo=False, timeout=30)
@@ -157,11 +148,11 @@ def test_long_scripts_arrive_whole_on_stdin(
 
 def test_one_shell_serves_many_commands(
     endpoint: WinRMEndpoint,
-    certificates: tuple[Path, Path, Path],
+    winrm_certificates: tuple[Path, Path, Path],
     tmp_path: Path,
     secret: None,
 ) -> None:
-    client = _client(_project(tmp_path, endpoint, certificates[0]))
+    client = _client(_project(tmp_path, endpoint, winrm_certificates[0]))
     transport = WinRMTransport(client, tmp_path)
     with transport.session(client.hosts["win01"]) as session:
         outputs = [
@@ -191,14 +182,14 @@ def test_one_shell_serves_many_commands(
 )
 def test_failures_are_classified(
     endpoint: WinRMEndpoint,
-    certificates: tuple[Path, Path, Path],
+    winrm_certificates: tuple[Path, Path, Path],
     tmp_path: Path,
     secret: None,
     script: str,
     kind: ErrorKind,
     message: str,
 ) -> None:
-    client = _client(_project(tmp_path, endpoint, certificates[0]))
+    client = _client(_project(tmp_path, endpoint, winrm_certificates[0]))
     result = WinRMTransport(client, tmp_path).run(
         client.hosts["win01"], script, sudo=False, timeout=3
     )
@@ -208,11 +199,11 @@ def test_failures_are_classified(
 
 def test_operation_timeouts_are_retried_until_the_command_ends(
     endpoint: WinRMEndpoint,
-    certificates: tuple[Path, Path, Path],
+    winrm_certificates: tuple[Path, Path, Path],
     tmp_path: Path,
     secret: None,
 ) -> None:
-    client = _client(_project(tmp_path, endpoint, certificates[0]))
+    client = _client(_project(tmp_path, endpoint, winrm_certificates[0]))
     # timeout 6 s: each Receive waits 3 s, faults once, and the command ends at 4.5 s.
     result = WinRMTransport(client, tmp_path).run(
         client.hosts["win01"], "Start-Sleep -Milliseconds 4500", sudo=False, timeout=6
@@ -222,12 +213,12 @@ def test_operation_timeouts_are_retried_until_the_command_ends(
 
 def test_wrong_password_is_auth_failed(
     endpoint: WinRMEndpoint,
-    certificates: tuple[Path, Path, Path],
+    winrm_certificates: tuple[Path, Path, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("WIN_PASSWORD", "wrong")
-    client = _client(_project(tmp_path, endpoint, certificates[0]))
+    client = _client(_project(tmp_path, endpoint, winrm_certificates[0]))
     result = WinRMTransport(client, tmp_path).run(
         client.hosts["win01"], "hostname", sudo=False, timeout=10
     )
