@@ -4,7 +4,8 @@
 # Debian hosts comes up, its written inventory validates, the hosts answer over SSH with
 # strict host-key checking, show their pending updates and planted drift, `mspauto exec`
 # runs across the fleet (every unreachable host classified, every result recorded as
-# hash-chained evidence, then verified), and the lab is taken down leaving nothing behind.
+# hash-chained evidence, then verified), a CIS baseline audit shows observed against
+# expected per control, and the lab is taken down leaving nothing behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$PWD/.venv/bin
@@ -73,6 +74,10 @@ step "mspauto exec --sudo on globex, as JSON for scripts (first host shown)"
 step "mspauto runs list, and the evidence chains verified"
 "$bin/mspauto" --project "$lab" runs list
 "$bin/mspauto" --project "$lab" evidence verify
+
+step "mspauto baseline --client globex: CIS controls on real hosts, failed ones first"
+"$bin/mspauto" --project "$lab" baseline --client globex --hosts 'globex-lab0[12]' \
+  || echo "(exit code $?: the client is under its contract's baseline floor)"
 
 step "a changed host key is refused, never accepted: plain ssh agrees"
 ssh_to acme 127.0.60.16 true 2>&1 | grep -m1 "HOST IDENTIFICATION HAS CHANGED" || true
