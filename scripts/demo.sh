@@ -79,6 +79,9 @@ step "mspauto baseline --client globex: CIS controls on real hosts, failed ones 
 "$bin/mspauto" --project "$lab" baseline --client globex --hosts 'globex-lab0[12]' \
   || echo "(exit code $?: the client is under its contract's baseline floor)"
 
+step "mspauto baseline --remediate: fix the drifted host, audit again, record before and after"
+"$bin/mspauto" --project "$lab" baseline --client globex --hosts globex-lab02 --remediate
+
 step "a changed host key is refused, never accepted: plain ssh agrees"
 ssh_to acme 127.0.60.16 true 2>&1 | grep -m1 "HOST IDENTIFICATION HAS CHANGED" || true
 

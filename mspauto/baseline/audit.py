@@ -25,7 +25,7 @@ from mspauto.engine import RunSpec, run_command
 from mspauto.engine.progress import Progress
 from mspauto.evidence.store import EvidenceStore, NewRecord
 from mspauto.inventory.resolve import Host
-from mspauto.policy.models import BaselinePolicy, Contract, Waiver
+from mspauto.policy.models import BaselinePolicy, Waiver
 from mspauto.project import Project
 from mspauto.transport.base import Transport
 
@@ -140,14 +140,7 @@ def audit_client(
     """Audit ``hosts`` (of one client) and record the judged results as evidence."""
     today = today or datetime.now(UTC).date()
     client = project.inventory.clients[client_name]
-    contract = next(
-        (
-            p.policy
-            for p in project.policies
-            if isinstance(p.policy, Contract) and p.policy.name == client.spec.contract
-        ),
-        None,
-    )
+    contract = project.contracts().get(client.spec.contract)
     checks = {host.name: checks_for(project, host, today) for host in hosts}
     scripts = {}
     for host in hosts:

@@ -29,7 +29,7 @@ from mspauto.inventory.resolve import Client, Host
 from mspauto.secrets import SecretError, resolve_secret, secret_path
 from mspauto.transport.base import CommandResult, ErrorKind, utcnow
 
-__all__ = ["AnsibleTransport"]
+__all__ = ["AnsibleTransport", "TaskOutcome"]
 
 _BECOME_PROMPT = r"^BECOME password.*:\s*?$"
 _PASSED_ENVIRONMENT = re.compile(
@@ -146,24 +146,70 @@ class AnsibleTransport:
         timeout: float,
         cancelled: Callable[[], bool],
     ) -> dict[str, CommandResult]:
+        results: dict[str, CommandResult] = {}
+        for group in _by_become_password(hosts, accesses):
+            events, status = self._ansible(
+                group,
+                accesses,
+                {"module": "shell", "module_args": command},
+                sudo=sudo,
+                check=False,
+                timeout=timeout,
+                cancelled=cancelled,
+            )
+            results.update(_harvest(group, command, events, status))
+        return results
+
+    def run_playbook(
+        self, hosts: list[Host], tasks: list[dict[str, Any]], *, check: bool, timeout: float = 600.0
+    ) -> dict[str, list[TaskOutcome]]:
+        """Run ``tasks`` (one play, become on) on ``hosts``; with ``check``, Ansible's check
+        mode with diffs: what would change, changing nothing. Tasks choose their hosts
+        with ``when:``. Returns each host's task outcomes in order."""
+        accesses: dict[str, _Access] = {}
+        outcomes: dict[str, list[TaskOutcome]] = {}
+        for host in hosts:
+            try:
+                accesses[host.name] = self._access(host)
+            except _Config as exc:
+                outcomes[host.name] = [TaskOutcome("connect", "failed", str(exc))]
+        play = [{"hosts": "all", "gather_facts": False, "become": True, "tasks": tasks}]
+        runnable = [h for h in hosts if h.name in accesses]
+        for group in _by_become_password(runnable, accesses):
+            events, _ = self._ansible(
+                group,
+                accesses,
+                {"playbook": play},
+                sudo=True,
+                check=check,
+                timeout=timeout,
+                cancelled=lambda: False,
+            )
+            outcomes.update(_task_outcomes(group, events))
+        return outcomes
+
+    def _ansible(
+        self,
+        hosts: list[Host],
+        accesses: dict[str, _Access],
+        job: dict[str, Any],
+        *,
+        sudo: bool,
+        check: bool,
+        timeout: float,
+        cancelled: Callable[[], bool],
+    ) -> tuple[list[dict[str, Any]], str]:
+        """One ansible-runner run (a module or a playbook); its events and final status."""
         from ansible_runner.interface import init_runner
 
-        become = {a.become_password for a in accesses.values()} - {None}
-        if len(become) > 1:
-            # One prompt answer per run: hosts with different become passwords run apart.
-            groups: dict[str | None, list[Host]] = {}
-            for host in hosts:
-                groups.setdefault(accesses[host.name].become_password, []).append(host)
-            merged: dict[str, CommandResult] = {}
-            for group in groups.values():
-                merged.update(self._run(group, accesses, command, sudo, timeout, cancelled))
-            return merged
-        password = next(iter(become), None)
+        password = accesses[hosts[0].name].become_password
         private = Path(
             tempfile.mkdtemp(prefix="mspauto-ansible-", dir=self._keep if self._keep else None)
         )
         events: list[dict[str, Any]] = []
         cmdline = ["--timeout", str(int(self._connect_timeout))]
+        if check:
+            cmdline += ["--check", "--diff"]
         passwords: dict[str, str] = {}
         if sudo:
             cmdline.append("--become")
@@ -174,8 +220,6 @@ class AnsibleTransport:
             runner = init_runner(
                 private_data_dir=str(private),
                 inventory=self._inventory(hosts, accesses),
-                module="shell",
-                module_args=command,
                 host_pattern="all",
                 forks=self._forks,
                 cmdline=" ".join(cmdline),
@@ -192,6 +236,7 @@ class AnsibleTransport:
                 timeout=int(timeout) + int(self._connect_timeout) + 30,
                 event_handler=_collect_into(events),
                 cancel_callback=cancelled,
+                **job,
             )
             # Runner copies this process's whole environment into the run and into an
             # artifact file; secrets referenced as env: live there. Pass on only what
@@ -205,10 +250,57 @@ class AnsibleTransport:
         finally:
             if self._keep is None:
                 shutil.rmtree(private, ignore_errors=True)
-        return _harvest(hosts, command, events, runner.status)
+        return events, str(runner.status)
 
     def close(self) -> None:
         """Nothing stays open between runs."""
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """One playbook task on one host."""
+
+    task: str
+    status: str
+    """``ok``, ``changed``, ``failed``, ``skipped`` or ``unreachable``."""
+    message: str = ""
+    diff: str = ""
+
+
+def _by_become_password(hosts: list[Host], accesses: dict[str, _Access]) -> list[list[Host]]:
+    """Hosts grouped so each Ansible run answers one become-password prompt."""
+    groups: dict[str | None, list[Host]] = {}
+    for host in hosts:
+        groups.setdefault(accesses[host.name].become_password, []).append(host)
+    return list(groups.values())
+
+
+def _task_outcomes(hosts: list[Host], events: list[dict[str, Any]]) -> dict[str, list[TaskOutcome]]:
+    statuses = {
+        "runner_on_ok": "ok",
+        "runner_on_failed": "failed",
+        "runner_on_skipped": "skipped",
+        "runner_on_unreachable": "unreachable",
+    }
+    outcomes: dict[str, list[TaskOutcome]] = {host.name: [] for host in hosts}
+    for event in events:
+        data = event.get("event_data", {})
+        status = statuses.get(str(event.get("event")))
+        if status is None or data.get("host") not in outcomes:
+            continue
+        res = data.get("res", {})
+        if status == "ok" and res.get("changed"):
+            status = "changed"
+        diff = res.get("diff") or []
+        text = "".join(
+            f"{d.get('before_header', '')}\n- {d.get('before', '')}\n+ {d.get('after', '')}\n"
+            for d in (diff if isinstance(diff, list) else [diff])
+            if isinstance(d, dict)
+        )
+        outcomes[data["host"]].append(
+            TaskOutcome(str(data.get("task", "")), status, str(res.get("msg", ""))[:300], text)
+        )
+    return outcomes
 
 
 def _collect_into(events: list[dict[str, Any]]) -> Callable[[dict[str, Any]], bool]:

@@ -1,0 +1,90 @@
+"""Remediation on a lab of its own: a dry run changes nothing, a real run fixes every
+control that has a remediation, and the evidence shows before and after."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mspauto.evidence.store import EvidenceStore
+from mspauto.lab.fleet import Lab
+from mspauto.lab.testing import lab_unavailable, running_lab
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def small_lab(tmp_path: Path, address_block: Callable[[int], str]) -> Iterator[Lab]:
+    if reason := lab_unavailable():
+        pytest.skip(f"lab unavailable: {reason}")
+    with running_lab(
+        tmp_path / "lab", 2, ["initech"], faults=False, first_address=address_block(4)
+    ) as lab:
+        yield lab
+
+
+def mspauto(lab: Lab, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mspauto",
+            "--project",
+            str(lab.directory),
+            "baseline",
+            "--client",
+            "initech",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env={**os.environ, "MSPAUTO_STATE_DIR": str(state)},
+    )
+
+
+def failed_rules(lab: Lab, state: Path) -> dict[str, set[str]]:
+    report = json.loads(mspauto(lab, state, "--format", "json").stdout)
+    return {
+        h["host"]: {r["rule_id"] for r in h["results"] if r["status"] == "fail"}
+        for h in report["hosts"]
+    }
+
+
+def test_dry_run_then_remediate(small_lab: Lab, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    before = failed_rules(small_lab, state)
+    assert before["initech-lab01"] == set() and len(before["initech-lab02"]) == 31
+
+    dry = mspauto(small_lab, state, "--remediate", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would fix ssh-root-login-disabled (= no) on initech-lab02" in dry.stdout
+    assert "initech-lab02: would change: ssh-root-login-disabled (= no)" in dry.stdout
+    assert (
+        "initech-lab02: needs a person (no automatic remediation): only-root-has-uid-0"
+        in dry.stdout
+    )
+    assert failed_rules(small_lab, state) == before  # the dry run changed nothing
+
+    fixed = mspauto(small_lab, state, "--remediate")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "initech-lab02: score 4.7 -> 90.6  (31 -> 1 failed)" in fixed.stdout
+    assert failed_rules(small_lab, state) == {
+        "initech-lab01": set(),
+        "initech-lab02": {"only-root-has-uid-0"},
+    }
+
+    store = EvidenceStore(f"sqlite:///{state / 'evidence.db'}", writable=False)
+    (record,) = list(store.records(kind="baseline_remediation"))
+    assert record.host == "initech-lab02"
+    assert record.payload["rules"]["ssh-root-login-disabled"] == {"before": "fail", "after": "pass"}
+    assert record.payload["rules"]["only-root-has-uid-0"] == {"before": "fail", "after": "fail"}
+    assert store.verify()[1] == []
+    store.close()
