@@ -113,17 +113,24 @@ _BASELINE = {
     "compliant": _BaselineState(
         sshd="PermitRootLogin no\nMaxAuthTries 4\nPermitEmptyPasswords no\n"
         "X11Forwarding no\nLoginGraceTime 60\nClientAliveInterval 300\nIgnoreRhosts yes\n"
-        "HostbasedAuthentication no\nLogLevel INFO\nBanner /etc/issue.net\n",
+        "HostbasedAuthentication no\nLogLevel INFO\nBanner /etc/issue.net\nMaxSessions 10\n"
+        "ClientAliveCountMax 3\nPermitUserEnvironment no\nAllowTcpForwarding no\n"
+        "GSSAPIAuthentication no\n",
         modes={
             "/etc/shadow": 0o640,
             "/etc/gshadow": 0o640,
             "/etc/passwd": 0o644,
+            "/etc/group": 0o644,
             "/etc/crontab": 0o600,
+            "/etc/cron.d": 0o700,
             "/etc/ssh/sshd_config": 0o600,
+            "/etc/issue.net": 0o644,
         },
         sysctl="kernel.randomize_va_space = 2\nfs.suid_dumpable = 0\nnet.ipv4.ip_forward = 0\n"
         "net.ipv4.conf.all.accept_redirects = 0\nnet.ipv4.conf.all.send_redirects = 0\n"
-        "net.ipv4.tcp_syncookies = 1\n",
+        "net.ipv4.tcp_syncookies = 1\nnet.ipv4.conf.all.log_martians = 1\n"
+        "net.ipv4.icmp_echo_ignore_broadcasts = 1\nnet.ipv4.conf.all.rp_filter = 1\n"
+        "net.ipv6.conf.all.accept_ra = 0\n",
         login_defs={
             "PASS_MAX_DAYS": "365",
             "PASS_MIN_DAYS": "1",
@@ -143,17 +150,23 @@ _BASELINE = {
         # every connection, and PAM's failure delay then slows every login by seconds.
         sshd="PermitRootLogin yes\nMaxAuthTries 10\nIgnoreRhosts no\nX11Forwarding yes\n"
         "LoginGraceTime 600\nClientAliveInterval 0\nHostbasedAuthentication yes\n"
-        "LogLevel QUIET\nBanner none\n",
+        "LogLevel QUIET\nBanner none\nMaxSessions 20\nClientAliveCountMax 10\n"
+        "PermitUserEnvironment yes\nAllowTcpForwarding yes\nGSSAPIAuthentication yes\n",
         modes={
             "/etc/shadow": 0o644,
             "/etc/gshadow": 0o644,
             "/etc/passwd": 0o666,
+            "/etc/group": 0o666,
             "/etc/crontab": 0o644,
+            "/etc/cron.d": 0o755,
             "/etc/ssh/sshd_config": 0o644,
+            "/etc/issue.net": 0o666,
         },
         sysctl="kernel.randomize_va_space = 0\nfs.suid_dumpable = 2\nnet.ipv4.ip_forward = 1\n"
         "net.ipv4.conf.all.accept_redirects = 1\nnet.ipv4.conf.all.send_redirects = 1\n"
-        "net.ipv4.tcp_syncookies = 0\n",
+        "net.ipv4.tcp_syncookies = 0\nnet.ipv4.conf.all.log_martians = 0\n"
+        "net.ipv4.icmp_echo_ignore_broadcasts = 0\nnet.ipv4.conf.all.rp_filter = 0\n"
+        "net.ipv6.conf.all.accept_ra = 1\n",
         login_defs={
             "PASS_MAX_DAYS": "99999",
             "PASS_MIN_DAYS": "0",
