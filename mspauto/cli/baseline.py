@@ -210,19 +210,19 @@ def _remediate(
 
 
 def _print_remediation(report: RemediationReport) -> None:
-    dry = report.dry_run
-    for fix in report.fixes:
-        click.echo(
-            f"{'would fix' if dry else 'fix'} {fix.rule_id} "
-            f"({fix.expected}) on {', '.join(fix.hosts)}"
-        )
+    if report.dry_run:
+        for fix in report.fixes:
+            click.echo(f"would fix {fix.rule_id} ({fix.expected}) on {', '.join(fix.hosts)}")
     for host, outcomes in sorted(report.tasks.items()):
+        changed = [o for o in outcomes if o.status == "changed"]
+        for outcome in changed if report.dry_run else []:
+            click.echo(f"  {host}: would change: {outcome.task}")
+            for line in outcome.diff.strip().splitlines():
+                click.echo(f"      {line}")
+        if not report.dry_run:
+            click.echo(f"  {host}: {len(changed)} controls changed")
         for outcome in outcomes:
-            if outcome.status == "changed":
-                click.echo(f"  {host}: {'would change' if dry else 'changed'}: {outcome.task}")
-                for line in outcome.diff.strip().splitlines() if dry else []:
-                    click.echo(f"      {line}")
-            elif outcome.status in ("failed", "unreachable"):
+            if outcome.status in ("failed", "unreachable"):
                 click.echo(f"  {host}: {outcome.status.upper()}: {outcome.task}: {outcome.message}")
     for host, rules in sorted(report.manual.items()):
         click.echo(f"  {host}: needs a person (no automatic remediation): {', '.join(rules)}")
