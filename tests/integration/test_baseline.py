@@ -25,7 +25,8 @@ from mspauto.project import load_project
 pytestmark = pytest.mark.integration
 
 # sshd refuses empty passwords by default, and planting the opposite would slow every
-# login to the drifted hosts (PAM's failure delay): so it passes on both.
+# login to the drifted hosts (PAM's failure delay): so it passes on both here, and
+# test_remediation.py plants it on a lab of its own to see it fail.
 DRIFT_NOT_PLANTED = {"ssh-permit-empty-passwords-disabled"}
 
 
