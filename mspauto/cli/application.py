@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from mspauto.config import Settings
+    from mspauto.inventory.resolve import Client, Host
     from mspauto.project import Project
 
 __all__ = ["Application", "format_option", "pass_app"]
@@ -53,6 +54,30 @@ class Application:
                 "fix them first ('mspauto validate' lists them)"
             )
         return project
+
+    def client_hosts(
+        self,
+        project: Project,
+        client_name: str,
+        patterns: Sequence[str] = (),
+        tags: Sequence[str] = (),
+    ) -> tuple[Client, list[Host]]:
+        """A client and its hosts matching name patterns and tags, or abort in one line."""
+        from fnmatch import fnmatchcase
+
+        client = project.inventory.clients.get(client_name)
+        if client is None:
+            known = ", ".join(project.inventory.clients) or "none"
+            self.abort(f"unknown client '{client_name}' (clients: {known})")
+        hosts = [
+            host
+            for host in client.hosts.values()
+            if (not patterns or any(fnmatchcase(host.name, p) for p in patterns))
+            and (not tags or host.tags.intersection(tags))
+        ]
+        if not hosts:
+            self.abort(f"no host of {client_name} matches the selection")
+        return client, hosts
 
     def abort(self, message: str, code: int = 1) -> NoReturn:
         """Stop with one clear line on stderr."""

@@ -82,8 +82,6 @@ def baseline(
     All of a host's rules run in one script; every result is recorded as evidence.
     Failed controls are listed first, with what was observed and what was expected.
     Exits 3 when the client's score is under its contract's baseline floor, 0 otherwise."""
-    from fnmatch import fnmatchcase
-
     from mspauto.baseline.audit import audit_client, checks_for
     from mspauto.cli.run import open_store
     from mspauto.engine.progress import SilentProgress, progress_for
@@ -92,19 +90,7 @@ def baseline(
     if dry_run and not remediate:
         app.abort("--dry-run goes with --remediate (an audit alone changes nothing)")
     project = app.usable_project()
-    client = project.inventory.clients.get(client_name)
-    if client is None:
-        app.abort(
-            f"unknown client '{client_name}' "
-            f"(clients: {', '.join(project.inventory.clients) or 'none'})"
-        )
-    hosts = [
-        h
-        for h in client.hosts.values()
-        if not patterns or any(fnmatchcase(h.name, p) for p in patterns)
-    ]
-    if not hosts:
-        app.abort(f"no host of {client_name} matches the selection")
+    client, hosts = app.client_hosts(project, client_name, patterns)
     today = as_of.date() if as_of else datetime.now().date()
     if not any(checks_for(project, h, today) for h in hosts):
         app.abort(

@@ -108,22 +108,7 @@ def exec_command(
     from mspauto.transport.ansible import AnsibleTransport
 
     project = app.usable_project()
-    client = project.inventory.clients.get(client_name)
-    if client is None:
-        app.abort(
-            f"unknown client '{client_name}' "
-            f"(clients: {', '.join(project.inventory.clients) or 'none'})"
-        )
-    from fnmatch import fnmatchcase
-
-    hosts = [
-        h
-        for h in client.hosts.values()
-        if (not patterns or any(fnmatchcase(h.name, p) for p in patterns))
-        and (not tags or h.tags.intersection(tags))
-    ]
-    if not hosts:
-        app.abort(f"no host of {client_name} matches the selection")
+    client, hosts = app.client_hosts(project, client_name, patterns, tags)
     spec = RunSpec(
         client=client,
         hosts=hosts,

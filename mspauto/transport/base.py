@@ -6,17 +6,19 @@ a host did not do what was asked, and so retries apply only where they can help.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from mspauto.inventory.resolve import Host
 
 __all__ = [
     "BatchTransport",
     "CommandResult",
+    "CredentialCache",
     "ErrorKind",
     "Transport",
     "TransportFailure",
@@ -109,6 +111,35 @@ class TransportFailure(Exception):
         super().__init__(message)
         self.kind = kind
         self.message = message
+
+
+LoginT = TypeVar("LoginT")
+
+
+class CredentialCache(Generic[LoginT]):
+    """Fetched credentials by name, each fetched once per transport (thread-safe)."""
+
+    def __init__(self, fetch: Callable[[str], LoginT]) -> None:
+        self._fetch = fetch
+        self._cache: dict[str, LoginT] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str | None) -> LoginT:
+        """The fetched credential ``name`` (a host without one is a config failure)."""
+        if name is None:
+            raise TransportFailure(
+                ErrorKind.CONFIG,
+                "no credential: set 'credential' on the host, its group, site or client",
+            )
+        with self._lock:
+            if name not in self._cache:
+                self._cache[name] = self._fetch(name)
+            return self._cache[name]
+
+    def clear(self) -> None:
+        """Forget every fetched secret."""
+        with self._lock:
+            self._cache.clear()
 
 
 class Transport(Protocol):

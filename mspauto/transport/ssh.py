@@ -24,7 +24,13 @@ import paramiko
 from mspauto.inventory.models import Credential
 from mspauto.inventory.resolve import Client, Host
 from mspauto.secrets import SecretError, resolve_secret, secret_path
-from mspauto.transport.base import CommandResult, ErrorKind, TransportFailure, utcnow
+from mspauto.transport.base import (
+    CommandResult,
+    CredentialCache,
+    ErrorKind,
+    TransportFailure,
+    utcnow,
+)
 
 __all__ = ["DEFAULT_OUTPUT_CAP", "SSHTransport", "fingerprint"]
 
@@ -82,7 +88,7 @@ class SSHTransport:
         self._root = project_root
         self._connect_timeout = connect_timeout
         self._output_cap = output_cap
-        self._logins: dict[str, _Login] = {}
+        self._logins = CredentialCache(lambda name: self._fetch(name, client.credentials[name]))
         self._lock = threading.Lock()
         self._known: paramiko.HostKeys | None = None
 
@@ -100,17 +106,6 @@ class SSHTransport:
                     )
                 self._known = paramiko.HostKeys(str(path))
             return self._known
-
-    def _login(self, name: str | None) -> _Login:
-        if name is None:
-            raise TransportFailure(
-                ErrorKind.CONFIG,
-                "no credential: set 'credential' on the host, its group, site or client",
-            )
-        with self._lock:
-            if name not in self._logins:
-                self._logins[name] = self._fetch(name, self._client.credentials[name])
-            return self._logins[name]
 
     def _fetch(self, name: str, credential: Credential) -> _Login:
         try:
@@ -151,7 +146,7 @@ class SSHTransport:
         started = utcnow()
         transport: paramiko.Transport | None = None
         try:
-            login = self._login(host.credential)
+            login = self._logins.get(host.credential)
             transport = self._connect(host, login)
             rc, out, err = self._execute(transport, login, command, sudo, timeout)
         except TransportFailure as failure:
@@ -331,8 +326,7 @@ class SSHTransport:
 
     def close(self) -> None:
         """Nothing is kept open between commands; forget fetched secrets."""
-        with self._lock:
-            self._logins.clear()
+        self._logins.clear()
 
 
 _RSA_ALGORITHMS = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import base64
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,13 @@ from typing import Any
 from mspauto.inventory.models import Credential
 from mspauto.inventory.resolve import Client, Host
 from mspauto.secrets import SecretError, resolve_secret, secret_path
-from mspauto.transport.base import CommandResult, ErrorKind, TransportFailure, utcnow
+from mspauto.transport.base import (
+    CommandResult,
+    CredentialCache,
+    ErrorKind,
+    TransportFailure,
+    utcnow,
+)
 
 __all__ = ["BOOTSTRAP", "WinRMSession", "WinRMTransport"]
 
@@ -136,8 +141,7 @@ class WinRMTransport:
         self._client = client
         self._root = project_root
         self._connect_timeout = connect_timeout
-        self._logins: dict[str, _Login] = {}
-        self._lock = threading.Lock()
+        self._logins = CredentialCache(lambda name: self._fetch(name, client.credentials[name]))
 
     def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
         """Open a shell, run one script, close the shell. ``sudo`` has no meaning on
@@ -156,7 +160,7 @@ class WinRMTransport:
         """One shell for many commands (raises a classified failure if it cannot open)."""
         from winrm.protocol import Protocol
 
-        login = self._login(host.credential)
+        login = self._logins.get(host.credential)
         port = host.port or 5986
         scheme = "http" if port == 5985 else "https"
         ca = host.vars.get("winrm_ca_trust_path")
@@ -189,17 +193,6 @@ class WinRMTransport:
         finally:
             session.close()
 
-    def _login(self, name: str | None) -> _Login:
-        if name is None:
-            raise TransportFailure(
-                ErrorKind.CONFIG,
-                "no credential: set 'credential' on the host, its group, site or client",
-            )
-        with self._lock:
-            if name not in self._logins:
-                self._logins[name] = self._fetch(name, self._client.credentials[name])
-            return self._logins[name]
-
     def _fetch(self, name: str, credential: Credential) -> _Login:
         try:
             password = (
@@ -214,8 +207,7 @@ class WinRMTransport:
 
     def close(self) -> None:
         """Forget fetched secrets (shells are closed after each use)."""
-        with self._lock:
-            self._logins.clear()
+        self._logins.clear()
 
 
 @contextmanager
