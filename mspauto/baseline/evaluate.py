@@ -130,9 +130,14 @@ def _judge(check: CheckedRule, answer: RuleAnswer | None, unaudited: str | None)
         return result("error", reason=unaudited)
     if answer is None:
         return result("error", reason="no answer: the audit script stopped early")
-    observed, code = answer
-    if code != 0:
-        return result("error", observed, f"audit exited {code}: {observed[-200:]}")
+    observed, code, errors = answer
+    if code != 0 or errors:
+        detail = (errors or observed)[-200:]
+        return result(
+            "error",
+            observed,
+            f"audit exited {code}: {detail}" if code != 0 else f"audit reported an error: {detail}",
+        )
     verdict = check.expectation.check(observed)
     if verdict is None:
         return result("error", observed, f"cannot compare '{observed[:80]}' with {expected}")

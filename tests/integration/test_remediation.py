@@ -116,3 +116,23 @@ def test_dry_run_then_remediate(small_lab: Lab, tmp_path: Path) -> None:
     assert record.payload["rules"]["only-root-has-uid-0"] == {"before": "fail", "after": "fail"}
     assert store.verify()[1] == []
     store.close()
+
+
+def test_a_broken_sshd_config_is_an_error_never_a_pass(small_lab: Lab, tmp_path: Path) -> None:
+    compliant = next(p for p in small_lab.plans() if p.name == "initech-lab01")
+    broke = ssh(
+        small_lab,
+        compliant,
+        "echo 'BogusOption yes' | sudo tee /etc/ssh/sshd_config.d/03-bogus.conf",
+    )
+    assert broke.returncode == 0, broke.stderr
+    report = json.loads(
+        mspauto(small_lab, tmp_path / "state", "--hosts", compliant.name, "--format", "json").stdout
+    )
+    results = {r["rule_id"]: r for r in report["hosts"][0]["results"]}
+    sshd_rules = [rule for rule in results if rule.startswith("ssh-")]
+    assert len(sshd_rules) >= 10
+    for rule in sshd_rules:
+        assert results[rule]["status"] == "error", (rule, results[rule])
+        assert "Bad configuration option" in results[rule]["reason"]
+    assert results["shadow-permissions"]["status"] == "pass"  # other rules unaffected

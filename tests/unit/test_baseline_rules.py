@@ -53,14 +53,18 @@ def test_the_audit_script_keeps_each_rule_apart() -> None:
             ("breaks", "echo 'no such file' >&2; exit 3"),
             ("two-lines", "printf 'x\\ny\\n'"),
             ("quotes", "echo \"it's\" '$HOME'"),
+            ("pipe-fails", "false | cat"),
+            ("complains", "echo 'Bad configuration option' >&2; echo none"),
         ]
     )
     output = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
     assert parse_answers("noise before\n" + output) == {
-        "says-yes": ("yes", 0),
-        "breaks": ("no such file", 3),
-        "two-lines": ("x\ny", 0),
-        "quotes": ("it's $HOME", 0),
+        "says-yes": ("yes", 0, ""),
+        "breaks": ("", 3, "no such file"),
+        "two-lines": ("x\ny", 0, ""),
+        "quotes": ("it's $HOME", 0, ""),
+        "pipe-fails": ("", 1, ""),
+        "complains": ("none", 0, "Bad configuration option"),
     }
 
 
@@ -92,12 +96,14 @@ def test_statuses_and_scores() -> None:
         _check(_rule("waived"), waiver="w1"),
         _check(_rule("elsewhere"), applicable=False),
         _check(_rule("silent", "low")),
+        _check(_rule("complains", "low")),
     ]
     answers = {
-        "passes": ("ok", 0),
-        "fails": ("nope", 0),
-        "breaks": ("boom", 2),
-        "waived": ("nope", 0),
+        "passes": ("ok", 0, ""),
+        "fails": ("nope", 0, ""),
+        "breaks": ("boom", 2, ""),
+        "waived": ("nope", 0, ""),
+        "complains": ("ok", 0, "Bad configuration option"),
     }
     host = evaluate_host("h1", "acme", checks, answers)
     statuses = {r.rule_id: r.status for r in host.results}
@@ -108,15 +114,16 @@ def test_statuses_and_scores() -> None:
         "waived": "waived",
         "elsewhere": "not_applicable",
         "silent": "error",
+        "complains": "error",
     }
-    # pass 5 of (pass 5 + fail 3 + errors 5 + 1): waived and n/a do not count.
-    assert host.score == round(100 * 5 / 14, 1)
+    # pass 5 of (pass 5 + fail 3 + errors 5 + 1 + 1): waived and n/a do not count.
+    assert host.score == round(100 * 5 / 15, 1)
     assert next(r for r in host.results if r.rule_id == "breaks").reason == "audit exited 2: boom"
 
 
 def test_an_unaudited_host_pulls_the_client_score_down() -> None:
     checks = [_check(_rule("r1")), _check(_rule("r2"))]
-    good = evaluate_host("h1", "acme", checks, {"r1": ("ok", 0), "r2": ("ok", 0)})
+    good = evaluate_host("h1", "acme", checks, {"r1": ("ok", 0, ""), "r2": ("ok", 0, "")})
     lost = evaluate_host("h2", "acme", checks, {}, unaudited="unreachable: refused")
     assert good.score == 100 and lost.score is None
     assert client_score([good, lost]) == 50
