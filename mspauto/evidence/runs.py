@@ -85,7 +85,7 @@ def list_runs(store: EvidenceStore, client: str | None = None) -> list[RunSummar
             entry["started"] = record
         elif record.kind == "run_finished":
             entry["finished"] = record
-        else:
+        elif record.kind == "host_result":
             entry["results"].append(record)
     runs = [
         _summary(e["started"], e["results"], e["finished"])
@@ -103,7 +103,7 @@ def run_detail(store: EvidenceStore, run_id: str) -> RunDetail | None:
             started = record
         elif record.kind == "run_finished":
             finished = record
-        else:
+        elif record.kind == "host_result":
             results.append(record)
     if started is None:
         return None

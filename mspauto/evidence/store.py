@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -210,11 +211,10 @@ class EvidenceStore:
 
     def guards_missing(self) -> list[str]:
         """Append-only triggers that should exist and do not (someone dropped them)."""
+        dialect = self.engine.dialect.name
         expected = [
-            f"{table}_{suffix}"
-            for table in _APPEND_ONLY
-            for suffix in _trigger_suffixes(self.engine.dialect.name)
-        ]
+            f"{table}_{suffix}" for table in _APPEND_ONLY for suffix in _trigger_suffixes(dialect)
+        ] + list(_HEAD_TRIGGERS.get(dialect, ()))
         query = {
             "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger'",
             "postgresql": "SELECT tgname FROM pg_trigger WHERE tgenabled <> 'D'",
@@ -336,14 +336,11 @@ class EvidenceStore:
         return None if row is None else bytes(row.data)
 
     def chains(self) -> list[str]:
-        """Every chain (client) with evidence."""
+        """Every chain (client) with evidence, or a head saying it had some."""
         with self.engine.connect() as conn:
-            return [
-                row.chain
-                for row in conn.execute(
-                    select(records.c.chain).distinct().order_by(records.c.chain)
-                )
-            ]
+            found = {row.chain for row in conn.execute(select(records.c.chain).distinct())}
+            found |= {row.chain for row in conn.execute(select(chain_heads.c.chain))}
+        return sorted(found)
 
     # --- verifying ----------------------------------------------------------------
 
@@ -358,8 +355,13 @@ class EvidenceStore:
     def _verify_chain(self, chain: str, problems: list[VerifyProblem]) -> int:
         expected_seq, prev = 1, GENESIS
         count = 0
-        query = select(records).where(records.c.chain == chain).order_by(records.c.id)
         with self.engine.connect() as conn:
+            # The head first: records appended while verifying lie beyond it and are left
+            # for the next verify, instead of looking like a broken end.
+            head = conn.execute(select(chain_heads).where(chain_heads.c.chain == chain)).first()
+            query = select(records).where(records.c.chain == chain).order_by(records.c.id)
+            if head is not None:
+                query = query.where(records.c.seq <= head.seq)
             rows = conn.execute(query).all()
             stored_outputs = {row.sha256: bytes(row.data) for row in conn.execute(select(outputs))}
         for row in rows:
@@ -410,8 +412,6 @@ class EvidenceStore:
                         VerifyProblem(chain, row.seq, f"{name} output was changed ({where})")
                     )
             expected_seq, prev = row.seq + 1, row.hash
-        with self.engine.connect() as conn:
-            head = conn.execute(select(chain_heads).where(chain_heads.c.chain == chain)).first()
         if head is not None and (head.seq, head.hash) != (expected_seq - 1, prev):
             problems.append(
                 VerifyProblem(
@@ -466,7 +466,10 @@ def _sqlite_path(url: str) -> Path | None:
 def _engine(url: str) -> Engine:
     path = _sqlite_path(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Every client's command output lives here: readable by this user only.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -484,6 +487,8 @@ def _engine(url: str) -> Engine:
 def _create_schema(engine: Engine) -> None:
     metadata.create_all(engine)
     with engine.begin() as conn:
+        for statement in _HEAD_GUARDS.get(engine.dialect.name, []):
+            conn.execute(text(statement))
         if engine.dialect.name == "sqlite":
             for table in _APPEND_ONLY:
                 for action in ("UPDATE", "DELETE"):
@@ -514,6 +519,30 @@ def _create_schema(engine: Engine) -> None:
 
 def _trigger_suffixes(dialect: str) -> tuple[str, ...]:
     return ("no_update", "no_delete") if dialect == "sqlite" else ("append_only",)
+
+
+# A chain head may only move forward and never disappear: rolling it back is how records
+# cut from the end of a chain would otherwise be hidden.
+_HEAD_GUARDS = {
+    "sqlite": [
+        "CREATE TRIGGER IF NOT EXISTS evidence_chain_heads_no_rollback BEFORE UPDATE ON "
+        "evidence_chain_heads WHEN NEW.seq < OLD.seq OR NEW.chain <> OLD.chain "
+        "BEGIN SELECT RAISE(ABORT, 'evidence is append-only'); END",
+        "CREATE TRIGGER IF NOT EXISTS evidence_chain_heads_no_delete BEFORE DELETE ON "
+        "evidence_chain_heads BEGIN SELECT RAISE(ABORT, 'evidence is append-only'); END",
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION mspauto_head_forward() RETURNS trigger LANGUAGE plpgsql "
+        "AS $$ BEGIN IF TG_OP = 'DELETE' OR NEW.seq < OLD.seq OR NEW.chain <> OLD.chain "
+        "THEN RAISE EXCEPTION 'evidence is append-only'; END IF; RETURN NEW; END $$",
+        "CREATE OR REPLACE TRIGGER evidence_chain_heads_forward BEFORE UPDATE OR DELETE ON "
+        "evidence_chain_heads FOR EACH ROW EXECUTE FUNCTION mspauto_head_forward()",
+    ],
+}
+_HEAD_TRIGGERS = {
+    "sqlite": ("evidence_chain_heads_no_rollback", "evidence_chain_heads_no_delete"),
+    "postgresql": ("evidence_chain_heads_forward",),
+}
 
 
 def _safe(url: str) -> str:

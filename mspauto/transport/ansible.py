@@ -59,7 +59,8 @@ class AnsibleTransport:
     ) -> None:
         self._client = client
         self._root = project_root
-        self._forks = forks
+        # The client's own cap on parallel work holds for Ansible runs too.
+        self._forks = min(forks, client.spec.max_parallel or forks)
         self._connect_timeout = connect_timeout
         self._keep = keep_private_data
 
@@ -129,10 +130,13 @@ class AnsibleTransport:
                 "ansible_user": access.user,
                 "ansible_connection": "ssh",
                 "ansible_ssh_private_key_file": str(access.key_file),
+                # Only this client's keys: not OpenSSH's global file, and no shared
+                # connection (a reused socket would skip the host-key check).
                 "ansible_ssh_common_args": (
-                    f"-o UserKnownHostsFile={known_hosts} "
+                    f"-o UserKnownHostsFile={known_hosts} -o GlobalKnownHostsFile=/dev/null "
                     "-o StrictHostKeyChecking=yes -o BatchMode=yes"
                 ),
+                "ansible_ssh_args": "-o ControlMaster=no -o ControlPath=none",
                 "ansible_python_interpreter": "auto_silent",
             }
         return {"all": {"hosts": entries}}
@@ -401,14 +405,14 @@ def _harvest(
     for host in hosts:
         if host.name not in results:
             reason = (
-                "the ansible run was stopped"
+                "the ansible run was stopped while this host was in it: outcome unknown"
                 if status == "canceled"
                 else f"ansible reported nothing for this host (run {status})"
             )
             results[host.name] = CommandResult.failure(
                 host.name,
                 command,
-                ErrorKind.NOT_STARTED if status == "canceled" else ErrorKind.TIMEOUT,
+                ErrorKind.INTERRUPTED if status == "canceled" else ErrorKind.TIMEOUT,
                 reason,
             )
     return results

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import paramiko
 
-__all__ = ["HostKeyError", "fetch_host_key", "known_key", "lookup_name", "record_host_key"]
+__all__ = ["HostKeyError", "fetch_host_key", "known_keys", "lookup_name", "record_host_key"]
 
 
 class HostKeyError(Exception):
@@ -38,48 +38,48 @@ def fetch_host_key(address: str, port: int, timeout: float = 10.0) -> paramiko.P
         transport.close()
 
 
-def known_key(known_hosts: Path, lookup: str, key_type: str) -> paramiko.PKey | None:
-    """The key recorded for ``lookup`` of ``key_type``, if any."""
+def known_keys(known_hosts: Path, lookup: str) -> dict[str, paramiko.PKey]:
+    """Every key recorded for ``lookup``, by type."""
     if not known_hosts.is_file():
-        return None
-    entry = paramiko.HostKeys(str(known_hosts)).lookup(lookup)
-    return entry.get(key_type) if entry else None
+        return {}
+    try:
+        entry = paramiko.HostKeys(str(known_hosts)).lookup(lookup)
+    except (ValueError, paramiko.SSHException) as exc:
+        raise HostKeyError(f"{known_hosts} cannot be read ({exc}); fix the broken line") from None
+    return dict(entry) if entry else {}
 
 
 def record_host_key(known_hosts: Path, lookup: str, key: paramiko.PKey, *, replace: bool) -> str:
     """Record ``key``; returns ``added``, ``unchanged`` or ``replaced``.
 
-    A different key already recorded is only replaced when asked to.
+    A host that already has any key recorded (of this type or another) keeps it unless
+    replacing is asked for: a new key type is as much a change of identity as a new key.
     """
-    current = known_key(known_hosts, lookup, key.get_name())
-    if current is not None and current == key:
+    recorded = known_keys(known_hosts, lookup)
+    if recorded.get(key.get_name()) == key:
         return "unchanged"
     line = f"{lookup} {key.get_name()} {key.get_base64()}\n"
-    if current is None:
+    if not recorded:
         known_hosts.parent.mkdir(parents=True, exist_ok=True)
         with known_hosts.open("a") as handle:
             handle.write(line)
         return "added"
     if not replace:
+        shown = ", ".join(f"{t} {k.fingerprint}" for t, k in recorded.items())
         raise HostKeyError(
-            f"{lookup} already has a different {key.get_name()} key "
-            f"({current.fingerprint}); pass --replace if the change is expected"
+            f"{lookup} already has a recorded key ({shown}); pass --replace "
+            "if the change is expected"
         )
     kept = [
         existing
         for existing in known_hosts.read_text().splitlines(keepends=True)
-        if not _names(existing, lookup, key.get_name())
+        if not _names(existing, lookup)
     ]
     known_hosts.write_text("".join(kept) + line)
     return "replaced"
 
 
-def _names(line: str, lookup: str, key_type: str) -> bool:
-    """True for a plain known_hosts line recording ``lookup``'s ``key_type`` key."""
+def _names(line: str, lookup: str) -> bool:
+    """True for a plain known_hosts line recording a key of ``lookup``."""
     fields = line.split()
-    return (
-        len(fields) >= 3
-        and not line.startswith("#")
-        and fields[1] == key_type
-        and lookup in fields[0].split(",")
-    )
+    return len(fields) >= 3 and not line.startswith("#") and lookup in fields[0].split(",")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 
 from mspauto.inventory.resolve import Host
@@ -21,7 +23,12 @@ class LocalTransport:
             args = ["sudo", "-n", "--", *args]
         try:
             done = subprocess.run(
-                args, capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
+                args,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+                stdin=subprocess.DEVNULL,
+                env=_environment(),
             )
         except subprocess.TimeoutExpired:
             return CommandResult.failure(
@@ -53,7 +60,14 @@ class LocalTransport:
         """Nothing to release."""
 
 
-def _euid() -> int:
-    import os
+_PASSED = re.compile(r"^(PATH|HOME|USER|LOGNAME|LANG|LC_\w+|TZ|TMPDIR|TERM)$")
 
+
+def _environment() -> dict[str, str]:
+    """The control node's environment minus everything else: ``env:`` secrets of every
+    client live there, and a local command must never see them."""
+    return {name: value for name, value in os.environ.items() if _PASSED.match(name)}
+
+
+def _euid() -> int:
     return os.geteuid()

@@ -104,7 +104,14 @@ class SSHTransport:
                         f"{self._client.known_hosts} does not exist; record host "
                         "keys with 'mspauto hosts trust HOST'",
                     )
-                self._known = paramiko.HostKeys(str(path))
+                try:
+                    self._known = paramiko.HostKeys(str(path))
+                except (OSError, ValueError, paramiko.SSHException) as exc:
+                    raise TransportFailure(
+                        ErrorKind.CONFIG,
+                        f"{self._client.known_hosts} cannot be read ({exc}); fix or remove "
+                        "the broken line",
+                    ) from None
             return self._known
 
     def _fetch(self, name: str, credential: Credential) -> _Login:
@@ -320,7 +327,7 @@ class SSHTransport:
                 err.add(channel.recv_stderr(65536))
             return channel.recv_exit_status(), out, err
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise TransportFailure(ErrorKind.UNREACHABLE, f"connection lost: {exc}") from None
+            raise TransportFailure(ErrorKind.CONNECTION_LOST, f"connection lost: {exc}") from None
         finally:
             channel.close()
 

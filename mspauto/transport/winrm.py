@@ -99,6 +99,8 @@ class WinRMSession:
         deadline = time.monotonic() + timeout
         with _classified():
             command = self._protocol.run_command(self._shell, "powershell.exe", _POWERSHELL)
+        # From here the script may be running: a broken connection must not be retried.
+        with _classified(after_start=True):
             self._protocol.send_command_input(
                 self._shell, command, script.encode("utf-8"), end=True
             )
@@ -163,6 +165,12 @@ class WinRMTransport:
         login = self._logins.get(host.credential)
         port = host.port or 5986
         scheme = "http" if port == 5985 else "https"
+        if scheme == "http" and login.method in ("basic", "certificate"):
+            raise TransportFailure(
+                ErrorKind.CONFIG,
+                f"winrm_transport {login.method} over HTTP (port 5985) would send the "
+                "credentials in clear text; use HTTPS (port 5986)",
+            )
         ca = host.vars.get("winrm_ca_trust_path")
         # WS-Man holds a Receive open up to the operation timeout, then faults and is
         # asked again; a shorter one than the command's keeps the deadline responsive.
@@ -211,7 +219,7 @@ class WinRMTransport:
 
 
 @contextmanager
-def _classified() -> Iterator[None]:
+def _classified(*, after_start: bool = False) -> Iterator[None]:
     """Turn pywinrm and requests exceptions into one classified, one-line failure."""
     import requests
     from winrm.exceptions import InvalidCredentialsError, WinRMError, WinRMTransportError
@@ -233,13 +241,17 @@ def _classified() -> Iterator[None]:
     except requests.exceptions.ReadTimeout:
         raise TransportFailure(ErrorKind.TIMEOUT, "the host stopped answering") from None
     except requests.exceptions.ConnectionError as exc:
+        if after_start:
+            raise TransportFailure(
+                ErrorKind.CONNECTION_LOST, f"connection lost: {_reason(exc)}"
+            ) from None
         raise TransportFailure(ErrorKind.UNREACHABLE, f"cannot connect: {_reason(exc)}") from None
     except WinRMTransportError as exc:
-        raise TransportFailure(
-            ErrorKind.UNREACHABLE, f"WinRM HTTP {exc.code}: {exc.message}"
-        ) from None
+        kind = ErrorKind.CONNECTION_LOST if after_start else ErrorKind.UNREACHABLE
+        raise TransportFailure(kind, f"WinRM HTTP {exc.code}: {exc.message}") from None
     except WinRMError as exc:
-        raise TransportFailure(ErrorKind.UNREACHABLE, f"WinRM: {exc}") from None
+        kind = ErrorKind.CONNECTION_LOST if after_start else ErrorKind.UNREACHABLE
+        raise TransportFailure(kind, f"WinRM: {exc}") from None
 
 
 def _reason(exc: BaseException) -> str:
