@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -175,6 +176,19 @@ def exec_command(
             f"in {elapsed:.1f}s; details: mspauto runs show {outcome.run_id[:8]}",
             err=not outcome.ok,
         )
+    if outcome.evidence_error:
+        click.echo(
+            f"error: the evidence store could not record this run completely "
+            f"({outcome.evidence_error}); the results above are what happened",
+            err=True,
+        )
+    if outcome.status == "aborted":
+        # Commands still running in worker threads would keep the process alive.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    if outcome.evidence_error:
+        sys.exit(1)
     if not outcome.ok:
         sys.exit(2)
 

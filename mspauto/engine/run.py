@@ -74,6 +74,8 @@ class RunOutcome:
     client: str
     status: str
     results: list[CommandResult] = field(default_factory=list)
+    evidence_error: str | None = None
+    """Why the evidence store could not record everything (the results are still here)."""
 
     @property
     def ok(self) -> bool:
@@ -102,6 +104,8 @@ class _Context:
         self.slots = threading.BoundedSemaphore(max(1, min(cap, spec.forks)))
         self.hosts = {host.name: host for host in spec.hosts}
         self.results: dict[str, CommandResult] = {}
+        self.working: set[str] = set()
+        self.aborted = False
         self._lock = threading.Lock()
 
     def run_one(self, host: Host) -> CommandResult:
@@ -121,6 +125,8 @@ class _Context:
         if self.cancel.is_set():
             return _not_started(host, self.spec.command_for(host))
         with self.slots:
+            with self._lock:
+                self.working.add(host.name)
             attempt = 1
             while True:
                 result = self.transport.run(
@@ -137,11 +143,31 @@ class _Context:
                 attempt += 1
 
     def record(self, host: Host, result: CommandResult) -> None:
+        """Keep (and write) a host's result, once; after a hard stop, late ones are dropped:
+        the host was already recorded as interrupted."""
         with self._lock:
+            if self.aborted or host.name in self.results:
+                return
             self.results[host.name] = result
         if self.writer is not None:
             self.writer.submit(_host_record(self.spec, self.run_id, host, result))
         self.progress.host_done(result)
+
+    def abort(self) -> None:
+        """A hard stop: hosts still being worked on are recorded as interrupted."""
+        for name in sorted(self.working - set(self.results)):
+            host = self.hosts[name]
+            self.record(
+                host,
+                CommandResult.failure(
+                    name,
+                    self.spec.command_for(host),
+                    ErrorKind.INTERRUPTED,
+                    "stopped while running (second Ctrl-C): the outcome is unknown",
+                ),
+            )
+        with self._lock:
+            self.aborted = True
 
 
 def _with_attempts(result: CommandResult, attempts: int) -> CommandResult:
@@ -234,26 +260,46 @@ def run_command(
         writer.submit(_run_started(spec, run_id))
     status = "interrupted"
     progress.started(len(spec.hosts))
+    evidence_error = None
     try:
         with _stop_on_signals(ctx):
-            if isinstance(transport, BatchTransport):
-                _run_batches(ctx, transport)
-            else:
-                _nornir(spec.hosts, spec.forks).run(
-                    task=_nornir_task, ctx=ctx, name=spec.kind, on_failed=True
-                )
+            _fan_out(ctx, transport)
         status = "interrupted" if ctx.cancel.is_set() else "completed"
+    except KeyboardInterrupt:
+        status = "aborted"
+        ctx.abort()
     finally:
         for host in spec.hosts:
             if host.name not in ctx.results:
-                ctx.record(host, _not_started(host, spec.command_for(host)))
+                ctx.results[host.name] = _not_started(host, spec.command_for(host))
+                if writer is not None:
+                    writer.submit(_host_record(spec, run_id, host, ctx.results[host.name]))
         progress.finished()
         results = [ctx.results[host.name] for host in spec.hosts]
         if writer is not None:
             writer.submit(_run_finished(spec, run_id, status, results))
-            writer.close()
+            try:
+                writer.close()
+            except Exception as exc:  # the store failed: say so, but keep the results
+                evidence_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
         transport.close()
-    return RunOutcome(run_id, spec.client.name, status, results)
+    return RunOutcome(run_id, spec.client.name, status, results, evidence_error)
+
+
+def _fan_out(ctx: _Context, transport: Transport) -> None:
+    """Run every host; the main thread only waits, so a second Ctrl-C lands at once."""
+    if isinstance(transport, BatchTransport):
+        work = threading.Thread(target=_run_batches, args=(ctx, transport), daemon=True)
+    else:
+        runner = _nornir(ctx.spec.hosts, ctx.spec.forks)
+        work = threading.Thread(
+            target=runner.run,
+            daemon=True,
+            kwargs={"task": _nornir_task, "ctx": ctx, "name": ctx.spec.kind, "on_failed": True},
+        )
+    work.start()
+    while work.is_alive():
+        work.join(0.2)
 
 
 @contextmanager
@@ -265,7 +311,7 @@ def _stop_on_signals(ctx: _Context) -> Iterator[None]:
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         if ctx.cancel.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt  # caught by run_command: a hard stop
         ctx.cancel.set()
         ctx.progress.note(
             "stopping: no new hosts; waiting for the running ones (Ctrl-C again to stop now)"

@@ -29,10 +29,10 @@ class EvidenceWriter:
         self._thread.start()
 
     def submit(self, record: NewRecord) -> None:
-        """Queue a record (raises if the writer already failed)."""
-        if self._error is not None:
-            raise self._error
-        self._queue.put(record)
+        """Queue a record. Never raises: a failed store is reported by :meth:`close`, so
+        a worker thread's host result is never lost to a database error."""
+        if self._error is None:
+            self._queue.put(record)
 
     def close(self) -> None:
         """Write everything queued, then stop; re-raises a write failure."""

@@ -301,3 +301,31 @@ def test_no_secret_in_process_arguments_evidence_or_output(
     assert secret not in stdout + stderr
     for path in state.rglob("*"):  # the database, its WAL and anything else written
         assert secret.encode() not in path.read_bytes(), path
+
+
+def test_a_second_ctrl_c_stops_at_once_and_says_what_is_unknown(lab: Lab, state: Path) -> None:
+    hosts = healthy(lab, "globex")
+    process = subprocess.Popen(
+        _command(
+            lab, "exec", "--client", "globex", "--tags", "lab", "--forks", "2", "--", "sleep 30"
+        ),
+        env=_env(state),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for((state / "evidence.db").exists)
+    time.sleep(1.5)  # two hosts are running
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=20) == 130
+    assert time.monotonic() - started < 10  # not the 30 s the commands would take
+    store = store_of(state)
+    (run,) = list_runs(store)
+    assert run.status == "aborted"
+    results = {r.host: r.payload["error"] for r in store.records(kind="host_result")}
+    assert set(results) == {p.name for p in lab.plans() if p.client == "globex"}
+    assert list(results.values()).count("interrupted") == 2
+    assert "ok" not in results.values() and len(hosts) > 2
+    store.close()

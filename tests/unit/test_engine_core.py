@@ -106,3 +106,19 @@ def test_a_bug_for_one_host_is_reported_not_hidden(tmp_path: Path) -> None:
     assert by_host["acme-001"].error is ErrorKind.INTERNAL
     assert by_host["acme-001"].message == "RuntimeError: boom"
     assert by_host["acme-000"].ok and by_host["acme-002"].ok
+
+
+class _BrokenStore(EvidenceStore):
+    """A store whose database fails on every write (a lock held too long, a full disk)."""
+
+    def append(self, new: object) -> list[object]:  # type: ignore[override]
+        raise RuntimeError("database is locked\n[SQL: INSERT INTO evidence_records ...]")
+
+
+def test_a_failing_store_loses_no_result_and_says_so(tmp_path: Path) -> None:
+    acme = _clients(tmp_path, 5)["acme"]
+    outcome = run_command(
+        _spec(acme), FakeTransport(), _BrokenStore(f"sqlite:///{tmp_path / 'e.db'}")
+    )
+    assert [r.ok for r in outcome.results] == [True] * 5
+    assert outcome.evidence_error == "RuntimeError: database is locked"
