@@ -326,7 +326,10 @@ def verify(app: Application, client_name: str | None) -> None:
     Exits 0 when intact, 1 when anything was changed."""
     store = open_store(app)
     try:
-        if client_name is not None and client_name not in store.chains():
+        chains = store.chains()
+        if not chains:
+            app.abort(f"no evidence to verify in {app.settings.evidence_url}")
+        if client_name is not None and client_name not in chains:
             app.abort(f"no evidence chain for client '{client_name}'")
         checked, problems = store.verify([client_name] if client_name else None)
         unguarded = store.guards_missing()

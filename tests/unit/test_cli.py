@@ -169,9 +169,9 @@ def test_missing_project_folders_are_explained(tmp_path: Path) -> None:
 def test_runs_and_verify_before_any_run(example_project: Path) -> None:
     listed = run(example_project, "runs", "list", "--format", "json")
     assert listed.exit_code == 0 and json.loads(listed.stdout) == []
-    verified = run(example_project, "evidence", "verify")
-    assert verified.exit_code == 0
-    assert verified.stdout == "evidence intact: 0 records verified\n"
+    verified = run(example_project, "evidence", "verify")  # an auditor expects evidence
+    assert verified.exit_code == 1
+    assert verified.stderr.startswith("error: no evidence to verify in sqlite:///")
     assert not (example_project / ".state" / "evidence.db").exists()  # reading creates nothing
     unknown = run(example_project, "runs", "show", "abc")
     assert unknown.exit_code == 1 and unknown.stderr == "error: no run 'abc'\n"
