@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import paramiko
 import yaml
+from bare_ssh import connect
 
 from mspauto.baseline.audit import audit_client, checks_for
 from mspauto.baseline.script import linux_script
@@ -39,15 +39,7 @@ from mspauto.transport import transport_for
 
 def bare(addresses: list[str], script: str, key: paramiko.PKey, known: paramiko.HostKeys) -> float:
     def one(address: str) -> int:
-        sock = socket.create_connection((address, 22), timeout=10)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client = paramiko.SSHClient()
-        for key_type, host_key in (known.lookup(address) or {}).items():
-            client.get_host_keys().add(address, key_type, host_key)
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect(
-            address, username="mspauto", pkey=key, sock=sock, allow_agent=False, look_for_keys=False
-        )
+        client = connect(address, key, known)
         stdin, stdout, _ = client.exec_command("sudo -n sh")
         stdin.write(script)
         stdin.channel.shutdown_write()

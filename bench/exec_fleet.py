@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import paramiko
+from bare_ssh import connect
 
 from mspauto.config import Settings
 from mspauto.engine import RunSpec, run_command
@@ -40,15 +40,7 @@ from mspauto.transport import transport_for
 
 def bare(addresses: list[str], key: paramiko.PKey, known: paramiko.HostKeys) -> float:
     def one(address: str) -> int:
-        sock = socket.create_connection((address, 22), timeout=10)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client = paramiko.SSHClient()
-        for key_type, host_key in (known.lookup(address) or {}).items():
-            client.get_host_keys().add(address, key_type, host_key)
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect(
-            address, username="mspauto", pkey=key, sock=sock, allow_agent=False, look_for_keys=False
-        )
+        client = connect(address, key, known)
         _, stdout, _ = client.exec_command("true")
         status = stdout.channel.recv_exit_status()
         client.close()

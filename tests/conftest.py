@@ -96,3 +96,19 @@ def winrm_certificates(
     from mspauto.lab.winrm_endpoint import make_certificates
 
     return make_certificates(tmp_path_factory.mktemp("tls"), winrm_address)
+
+
+@pytest.fixture(scope="session")
+def debian_rules() -> set[str]:
+    """Every rule id of the shipped debian-cis pack."""
+    from mspauto.baseline.rules import RulePack
+    from mspauto.config import Settings
+    from mspauto.project import load_project
+
+    project = load_project(Settings.load(REPO))
+    pack = next(
+        p.policy
+        for p in project.policies
+        if isinstance(p.policy, RulePack) and p.policy.name == "debian-cis"
+    )
+    return {rule.id for rule in pack.rules}

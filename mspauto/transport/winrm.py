@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,12 +127,9 @@ class WinRMSession:
         return b"".join(out), b"".join(err), rc
 
     def close(self) -> None:
-        """Delete the shell on the host."""
-        try:
-            with _classified():
-                self._protocol.close_shell(self._shell)
-        except TransportFailure:
-            pass  # the host went away; nothing left to clean up
+        """Delete the shell on the host (a host that went away has nothing to clean up)."""
+        with contextlib.suppress(TransportFailure), _classified():
+            self._protocol.close_shell(self._shell)
 
 
 class WinRMTransport:

@@ -16,11 +16,8 @@ from typing import Any
 
 import pytest
 
-from mspauto.baseline.rules import RulePack
-from mspauto.config import Settings
 from mspauto.evidence.store import EvidenceStore
 from mspauto.lab.fleet import Lab
-from mspauto.project import load_project
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +25,6 @@ pytestmark = pytest.mark.integration
 # login to the drifted hosts (PAM's failure delay): so it passes on both here, and
 # test_remediation.py plants it on a lab of its own to see it fail.
 DRIFT_NOT_PLANTED = {"ssh-permit-empty-passwords-disabled"}
-
-
-def _rules() -> set[str]:
-    project = load_project(Settings.load(Path(__file__).resolve().parent.parent.parent))
-    pack = next(
-        p.policy
-        for p in project.policies
-        if isinstance(p.policy, RulePack) and p.policy.name == "debian-cis"
-    )
-    return {rule.id for rule in pack.rules}
 
 
 def baseline(project: Path, state: Path, *args: str) -> tuple[int, dict[str, Any]]:
@@ -64,8 +51,10 @@ def baseline(project: Path, state: Path, *args: str) -> tuple[int, dict[str, Any
     return result.returncode, report
 
 
-def test_each_host_fails_exactly_what_was_planted(lab: Lab, tmp_path: Path) -> None:
-    rules = _rules()
+def test_each_host_fails_exactly_what_was_planted(
+    lab: Lab, tmp_path: Path, debian_rules: set[str]
+) -> None:
+    rules = debian_rules
     for client in ("acme", "globex"):
         code, report = baseline(lab.directory, tmp_path / "state", "--client", client)
         plans = {p.name: p for p in lab.plans() if p.client == client}
