@@ -28,8 +28,10 @@ import paramiko
 import yaml
 from bare_ssh import connect
 
-from mspauto.baseline.audit import audit_client, checks_for
-from mspauto.baseline.script import linux_script
+from mspauto.baseline.check import BaselineCheck
+from mspauto.baseline.report import audit_client
+from mspauto.baseline.script import audit_script
+from mspauto.checks import scope_client
 from mspauto.config import Settings
 from mspauto.evidence.store import EvidenceStore
 from mspauto.lab.fleet import Lab
@@ -123,11 +125,17 @@ def main() -> None:
             project = load_project(Settings.load(lab.directory))
             client = project.inventory.clients["acme"]
             hosts = list(client.hosts.values())
-            checks = [
-                c for c in checks_for(project, hosts[0], datetime.now(UTC).date()) if c.applicable
+            check = BaselineCheck.for_project(project)
+            scope = scope_client(project, client, hosts[:1], "baseline", datetime.now(UTC).date())
+            plan = check.plan(scope.hosts[0])
+            assert plan is not None
+            # Ansible runs each rule as a task of its own: the rule's audit with just the
+            # facts it reads, as a standalone script.
+            audits = [
+                (p.rule.id, audit_script("linux", [(p.pack, p.rule)])) for p in plan if p.applicable
             ]
-            audits = [(c.rule.id, c.rule.audit.linux or "") for c in checks]
-            script = linux_script(audits)
+            script = check.probe(hosts[0], plan)
+            assert script is not None
             key = paramiko.PKey.from_path(lab.key)
             known = paramiko.HostKeys(str(lab.inventory_dir / "known_hosts" / "acme"))
             bare_s = bare([h.address for h in hosts], script, key, known)
@@ -138,7 +146,7 @@ def main() -> None:
             )
             mspauto_s = time.perf_counter() - start
             store.close()
-            assert all(not h.unaudited for h in report.hosts)
+            assert all(not h.unchecked for h in report.hosts)
             ansible_s = (
                 None if args.skip_ansible else ansible(lab, [h.name for h in hosts], audits, work)
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from difflib import get_close_matches
 from typing import Any
 
@@ -13,13 +13,13 @@ from mspauto.config import Settings
 from mspauto.inventory.loader import load_inventory
 from mspauto.inventory.resolve import Host, Inventory
 from mspauto.inventory.selectors import Selector, is_pattern
+from mspauto.policy.kinds import WAIVER_WARNING_DAYS
 from mspauto.policy.loader import LoadedPolicy, load_policies
-from mspauto.policy.models import BaselinePolicy, Contract, RulePack, Waiver
+from mspauto.policy.models import Contract
+from mspauto.policy.registry import policy_kinds
 from mspauto.problems import Problem
 
 __all__ = ["WAIVER_WARNING_DAYS", "Project", "load_project"]
-
-WAIVER_WARNING_DAYS = 14
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,8 @@ def load_project(settings: Settings, today: date | None = None) -> Project:
     problems += _duplicate_policy_names(policies)
     problems += _contract_references(inventory, policies)
     problems += _target_problems(inventory, policies, broken_clients)
-    problems += _waiver_dates(policies, today)
-    problems += _baseline_references(policies)
+    for kind in policy_kinds().values():
+        problems += kind.cross_checks(policies, inventory, today)
     problems += _known_hosts_warnings(settings, inventory)
     problems.sort(key=lambda p: (p.location.file, p.location.line or 0))
     return Project(settings, inventory, policies, problems)
@@ -154,67 +154,11 @@ def _target_problems(
         if unknown_found or broken_clients:
             continue
         if not any(True for _ in targets.select(inventory)):
-            what = "waiver applies to" if isinstance(loaded.policy, Waiver) else "policy targets"
+            what = "waiver applies to" if loaded.policy.kind == "waiver" else "policy targets"
             yield Problem(
                 loaded.doc.location(("targets",)),
                 "targets",
                 f"this {what} no host; check the selectors against 'mspauto inventory list'",
-            )
-
-
-def _baseline_references(policies: list[LoadedPolicy]) -> Iterator[Problem]:
-    """Baseline policies name packs that exist, and override rules those packs have."""
-    packs = {p.policy.name: p.policy for p in policies if isinstance(p.policy, RulePack)}
-    for loaded in policies:
-        policy = loaded.policy
-        if not isinstance(policy, BaselinePolicy):
-            continue
-        for index, name in enumerate(policy.packs):
-            if name not in packs:
-                close = get_close_matches(name, list(packs), n=1)
-                hint = (
-                    f" (did you mean '{close[0]}'?)"
-                    if close
-                    else ("; rule packs are 'kind: rulepack' files, e.g. policies/baselines/")
-                )
-                yield Problem(
-                    loaded.doc.location(("packs", index)),
-                    f"packs[{index}]",
-                    f"no rule pack is named '{name}'{hint}",
-                )
-        known = {rule.id for name in policy.packs if name in packs for rule in packs[name].rules}
-        for rule_id in policy.overrides:
-            if known and rule_id not in known:
-                close = get_close_matches(rule_id, sorted(known), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                yield Problem(
-                    loaded.doc.location(("overrides", rule_id)),
-                    f"overrides.{rule_id}",
-                    f"no rule '{rule_id}' in {', '.join(policy.packs)}{hint}",
-                )
-
-
-def _waiver_dates(policies: list[LoadedPolicy], today: date) -> Iterator[Problem]:
-    for loaded in policies:
-        waiver = loaded.policy
-        if not isinstance(waiver, Waiver):
-            continue
-        at = loaded.doc.location(("expires",))
-        if waiver.expires < today:
-            yield Problem(
-                at,
-                "expires",
-                f"waiver expired on {waiver.expires} and no longer applies; renew it "
-                "(new expiry, approver and date) or delete it",
-            )
-        elif waiver.expires - today <= timedelta(days=WAIVER_WARNING_DAYS):
-            days = (waiver.expires - today).days
-            yield Problem(
-                at,
-                "expires",
-                f"waiver expires in {days} day{'s' if days != 1 else ''} "
-                f"({waiver.expires}); renew it or plan the fix",
-                severity="warning",
             )
 
 

@@ -82,6 +82,26 @@ def lab(
     assert not mounts_under(directory), "lab down left mounts behind"
 
 
+STOCK_HOSTS = 2  # one to audit as it is, one to plant odd configuration on
+
+
+@pytest.fixture(scope="session")
+def stock_lab(
+    tmp_path_factory: pytest.TempPathFactory, address_block: Callable[[int], str]
+) -> Iterator[Lab]:
+    """Two stock hosts of client 'hooli' (Debian minbase with openssh-server, sudo and
+    python3, nothing planted) on this session's sixth block."""
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(f"lab unavailable: {reason}")
+    directory = tmp_path_factory.mktemp("stock-lab") / "fleet"
+    with running_lab(
+        directory, 0, ["hooli"], faults=False, first_address=address_block(5), stock=STOCK_HOSTS
+    ) as fleet:
+        yield fleet
+    assert not mounts_under(directory), "lab down left mounts behind"
+
+
 @pytest.fixture(scope="session")
 def winrm_address(address_block: Callable[[int], str]) -> str:
     """This session's loopback address for the WinRM test endpoint (a "Windows host")."""

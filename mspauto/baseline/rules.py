@@ -2,21 +2,48 @@
 
 A rule pack is data (``policies/baselines/*.yaml``, ``kind: rulepack``). Each rule has
 one audit per platform family (a shell command for Linux, PowerShell for Windows) that
-prints the *observed* value, and one expectation it is compared with. Comparisons are
-pure functions of the observed text, so every rule is testable without a host.
+prints the *observed* value, and one expectation it is compared with. A pack may define
+named *facts* (``sshd -T``, the sysctl configuration): each runs once per host, and the
+rules that name it read its output with ``fact NAME``. When an audit prints nothing (the
+setting is not there), the rule's ``unset`` says what holds: a verdict, or the default
+that then applies. Judging is a pure function of the answer (:func:`judge_answer`), so
+every rule is testable without a host.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from mspauto.fields import Name, StrictModel, item_error
 from mspauto.inventory.models import Platform
 
-__all__ = ["SEVERITY_WEIGHTS", "Audit", "Expectation", "Rule", "RulePack", "family_of"]
+if TYPE_CHECKING:
+    from mspauto.baseline.script import RuleAnswer
+
+__all__ = [
+    "SEVERITY_WEIGHTS",
+    "Audit",
+    "Expectation",
+    "Fact",
+    "FactName",
+    "Rule",
+    "RulePack",
+    "Unset",
+    "Verdict",
+    "family_of",
+    "judge_answer",
+]
 
 RuleSeverity = Literal["critical", "high", "medium", "low"]
 SEVERITY_WEIGHTS: dict[str, int] = {"critical": 10, "high": 5, "medium": 3, "low": 1}
@@ -160,6 +187,90 @@ def _mode_within(observed: str, limit: str) -> bool | None:
     return mode & ~allowed & 0o7777 == 0
 
 
+_FACT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# `fact NAME` as an audit calls it (not inside a longer word such as `artifact`).
+_FACT_CALL = re.compile(r"(?<![\w-])fact\s+([A-Za-z0-9_-]+)")
+
+
+def _check_fact_name(value: str) -> str:
+    if not _FACT_NAME.match(value):
+        raise ValueError(
+            f"'{value}' is not a valid fact name: a lowercase letter, then lowercase "
+            "letters, digits or '_' (at most 32 characters)"
+        )
+    return value
+
+
+FactName = Annotated[
+    str,
+    AfterValidator(_check_fact_name),
+    WithJsonSchema({"type": "string", "pattern": _FACT_NAME.pattern}),
+]
+"""Name of a pack's fact: a safe identifier, as it is used in the audit script."""
+
+
+class Fact(StrictModel):
+    """A command run once per host whose output several rules read (``fact NAME``).
+
+    Its output, errors and exit code are kept for the rules that use it: a fact that
+    fails makes every rule reading it an error with the fact's message, never a pass.
+    Facts are shell commands, for Linux hosts.
+    """
+
+    linux: str = Field(min_length=1)
+    description: str | None = None
+
+
+def _allow_verdict_shorthand(schema: dict[str, Any]) -> None:
+    """Publish ``unset: pass`` / ``unset: fail`` as valid, as the model accepts them."""
+    written_out = dict(schema)
+    schema.clear()
+    schema["anyOf"] = [{"type": "string", "enum": ["pass", "fail"]}, written_out]
+
+
+class Unset(StrictModel):
+    """What holds when the audit prints nothing (the setting is not configured).
+
+    Either a ``verdict`` (``pass`` or ``fail``, optionally with the ``reason`` shown in
+    the finding), or the ``default`` value that applies then and its ``source`` (e.g.
+    the kernel's default), which is compared like an observed value. In YAML, ``unset:
+    fail`` and ``unset: pass`` are short for ``{verdict: ...}``.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_allow_verdict_shorthand)
+
+    verdict: Literal["pass", "fail"] | None = None
+    reason: str | None = Field(default=None, min_length=1)
+    default: str | None = None
+    source: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"verdict": data}
+        default = data.get("default") if isinstance(data, dict) else None
+        if isinstance(default, int | float) and not isinstance(default, bool):
+            return {**data, "default": str(default)}  # `default: 2` means the text "2"
+        return data
+
+    @model_validator(mode="after")
+    def _verdict_or_default(self) -> Unset:
+        if (self.verdict is None) == (self.default is None):
+            raise ValueError(
+                "give either a verdict (unset: pass, unset: fail) or the default that "
+                "applies (unset: {default: VALUE, source: WHERE IT COMES FROM})"
+            )
+        if self.verdict is not None and self.source is not None:
+            raise item_error("'source' only goes with 'default'", at="source")
+        if self.default is not None and self.reason is not None:
+            raise item_error(
+                "'reason' only goes with 'verdict'; with a default, the reason names its 'source'",
+                at="reason",
+            )
+        return self
+
+
 class Remediation(StrictModel):
     """How to fix a failed rule: one Ansible task (module and its arguments)."""
 
@@ -178,8 +289,48 @@ class Rule(StrictModel):
     platforms: list[Platform] | None = None
     audit: Audit
     expect: Expectation
+    facts: list[FactName] = Field(
+        default_factory=list, description="the pack's facts its audit reads with `fact NAME`"
+    )
+    unset: Unset = Field(
+        default_factory=lambda: Unset(verdict="fail"),
+        description="what holds when the audit prints nothing (default: fail)",
+    )
     remediation: Remediation | None = None
     rationale: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rule:
+        if self.facts:
+            if self.audit.linux is None:
+                raise item_error(
+                    "facts are shell commands: this rule has no linux audit", at="facts"
+                )
+            called = set(_FACT_CALL.findall(self.audit.linux))
+            for index, name in enumerate(self.facts):
+                if name not in called:
+                    raise item_error(
+                        f"the linux audit never reads fact '{name}' (fact {name} KEY)",
+                        at=("facts", index),
+                    )
+        undeclared = sorted(set(_FACT_CALL.findall(self.audit.linux or "")) - set(self.facts))
+        if undeclared:
+            raise item_error(
+                f"the linux audit reads fact '{undeclared[0]}': list it under 'facts'",
+                at="facts" if self.facts else "audit",
+            )
+        if self.expect.empty is not None and "unset" in self.model_fields_set:
+            raise item_error(
+                "an 'empty' expectation judges an empty answer itself: drop 'unset'",
+                at="unset",
+            )
+        default = self.unset.default
+        if default is not None and self.expect.check(default) is None:
+            raise item_error(
+                f"the default '{default}' cannot be compared with {self.expect.describe()}",
+                at=("unset", "default"),
+            )
+        return self
 
     @property
     def weight(self) -> int:
@@ -195,6 +346,9 @@ class RulePack(StrictModel):
     title: str
     description: str | None = None
     platforms: list[Platform] = Field(min_length=1)
+    facts: dict[FactName, Fact] = Field(
+        default_factory=dict, description="commands run once per host, read by the rules"
+    )
     rules: list[Rule] = Field(min_length=1)
 
     @field_validator("rules")
@@ -209,6 +363,18 @@ class RulePack(StrictModel):
             seen.add(rule.id)
         return rules
 
+    @model_validator(mode="after")
+    def _facts_defined(self) -> RulePack:
+        for index, rule in enumerate(self.rules):
+            for position, name in enumerate(rule.facts):
+                if name not in self.facts:
+                    defined = ", ".join(sorted(self.facts)) or "none"
+                    raise item_error(
+                        f"fact '{name}' is not defined in this pack's 'facts' (defined: {defined})",
+                        at=("rules", index, "facts", position),
+                    )
+        return self
+
     def applies(self, rule: Rule, platform: str) -> bool:
         """True when ``rule`` is meant for ``platform`` and has an audit for its family."""
         family = family_of(platform)
@@ -217,3 +383,59 @@ class RulePack(StrictModel):
             and family is not None
             and getattr(rule.audit, family) is not None
         )
+
+
+_OBSERVED_CAP = 500
+_DETAIL_CAP = 200
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A rule's verdict on one host: the status, what was seen, and why."""
+
+    status: Literal["pass", "fail", "error"]
+    observed: str
+    reason: str
+
+
+def judge_answer(rule: Rule, expectation: Expectation, answer: RuleAnswer | None) -> Verdict:
+    """Judge one rule's answer against ``expectation`` (the rule's, or an override).
+
+    ``error`` only when the audit could not run or its answer cannot be read: no answer,
+    a non-zero exit, anything on stderr, or a value the expectation cannot compare. An
+    empty answer is judged by the rule's ``unset`` (except for an ``empty``
+    expectation, where empty is the answer). The audit's notes head the reason.
+    """
+    if answer is None:
+        return Verdict("error", "", "no answer: the audit script stopped early")
+    notes = "; ".join(note for note in answer.notes if note.strip())
+    observed = answer.output.strip()
+
+    def because(*parts: str) -> str:
+        return "; ".join(part for part in (notes, *parts) if part)[:_OBSERVED_CAP]
+
+    if answer.code != 0 or answer.errors:
+        detail = (answer.errors or observed)[-_DETAIL_CAP:]
+        reason = f"audit exited {answer.code}" if answer.code != 0 else "audit reported an error"
+        return Verdict(
+            "error", observed[:_OBSERVED_CAP], because(f"{reason}: {detail}" if detail else reason)
+        )
+    if observed == "" and expectation.empty is None:
+        unset = rule.unset
+        if unset.default is None:
+            assert unset.verdict is not None  # Unset holds one or the other
+            # The audit's own notes say best why nothing was found; else the rule's.
+            reason = notes or unset.reason or "not set"
+            return Verdict(unset.verdict, "", reason[:_OBSERVED_CAP])
+        observed = unset.default
+        setting = f"not set: {unset.source or 'the built-in default'} applies"
+    else:
+        setting = ""
+    verdict = expectation.check(observed)
+    if verdict is None:
+        return Verdict(
+            "error",
+            observed[:_OBSERVED_CAP],
+            because(setting, f"cannot compare '{observed[:80]}' with {expectation.describe()}"),
+        )
+    return Verdict("pass" if verdict else "fail", observed[:_OBSERVED_CAP], because(setting))

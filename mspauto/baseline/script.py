@@ -2,7 +2,10 @@
 
 Every rule's audit runs in the same script (one connection, one round trip), each in
 its own block between markers, with its exit code, so one rule that breaks cannot hide
-or fake another's result.
+or fake another's result. On Linux the pack's facts the rules need run first, once, and
+the rules read them with ``fact NAME`` (the whole output) or ``fact NAME KEY`` (the
+value on its last ``KEY value`` line); an audit explains itself with ``note TEXT`` (e.g.
+why a setting is missing), which comes back in its own block.
 """
 
 from __future__ import annotations
@@ -10,38 +13,145 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["MARK", "RuleAnswer", "linux_script", "parse_answers", "windows_script"]
+if TYPE_CHECKING:
+    from mspauto.baseline.rules import Family, Rule, RulePack
+
+__all__ = [
+    "MARK",
+    "LinuxAudit",
+    "RuleAnswer",
+    "audit_script",
+    "linux_script",
+    "parse_answers",
+    "windows_script",
+]
 
 MARK = "::mspauto-audit::"
-_LINE = re.compile(rf"^{re.escape(MARK)} (BEGIN|STDERR|END) (\S+)(?: (-?\d+))?\r?$")
-
-RuleAnswer = tuple[str, int, str]
-"""What one rule's audit printed, its exit code, and what it reported as an error."""
+_LINE = re.compile(rf"^{re.escape(MARK)} (BEGIN|STDERR|NOTE|END) (\S+)(?: (-?\d+))?\r?$")
 
 
-def linux_script(audits: Sequence[tuple[str, str]]) -> str:
-    """A shell script running each ``(rule id, command)`` in its own block.
+@dataclass(frozen=True)
+class RuleAnswer:
+    """What one rule's audit printed, its exit code, what it reported as an error, and
+    the notes it left (why a setting is missing, where a default comes from)."""
 
-    Each audit runs under ``bash -o pipefail``, so a pipeline whose first command fails
-    (``sshd -T | awk ...`` with a broken sshd_config) fails as a whole; whatever it
-    writes to stderr is reported apart from its output, and makes the rule an error.
+    output: str
+    code: int
+    errors: str
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LinuxAudit:
+    """One rule's shell audit, with the pack whose facts it reads."""
+
+    rule_id: str
+    command: str
+    pack: str = ""
+
+
+# The body runs in bash (the transport starts `sh -c`): one process for the whole
+# audit, each rule in a subshell of it, and no other process unless an audit starts one.
+# Facts are keyed "pack/name" and kept in a private directory: output, errors and notes
+# in files, the exit code in FACT_RC, and each "key value" line of the output in
+# FACT_VALUE["pack/name/key"] (the last line with a key wins), so `fact NAME KEY` is a
+# lookup in this shell rather than a pipeline through awk.
+_PRELUDE = r"""
+export LC_ALL=C
+MARK='::mspauto-audit::'
+dir=$(mktemp -d) || exit 1
+trap 'rm -rf "$dir"' EXIT
+declare -A FACT_FILE FACT_RC FACT_VALUE
+n=0
+NOTES=$dir/notes
+
+note() {
+  printf '%s\n' "$*" >>"$NOTES"
+}
+
+gather() {
+  local file=$dir/fact.$((++n)) key value
+  FACT_FILE[$1]=$file
+  NOTES=$file.notes
+  ( set -o pipefail; eval "$2" ) >"$file.out" 2>"$file.err" </dev/null
+  FACT_RC[$1]=$?
+  while read -r key value; do
+    [ -n "$key" ] && FACT_VALUE[$1/$key]=$value
+  done <"$file.out"
+}
+
+fact() {
+  local file=${FACT_FILE[$PACK/$1]-} line
+  if [ -z "$file" ]; then
+    printf 'mspauto: fact %s was not gathered\n' "$1" >&2
+    return 2
+  fi
+  [ -s "$file.notes" ] && while IFS= read -r line; do note "$line"; done <"$file.notes"
+  if [ $# -ge 2 ]; then
+    [ -n "${FACT_VALUE[$PACK/$1/$2]+set}" ] && printf '%s\n' "${FACT_VALUE[$PACK/$1/$2]}"
+  else
+    local -a lines
+    mapfile -t lines <"$file.out"
+    (( ${#lines[@]} )) && printf '%s\n' "${lines[@]}"
+  fi
+  [ -s "$file.err" ] && while IFS= read -r line; do printf '%s\n' "$line" >&2; done <"$file.err"
+  return "${FACT_RC[$PACK/$1]}"
+}
+
+emit() {
+  local line
+  while IFS= read -r line || [ -n "$line" ]; do
+    case $line in "$MARK"*) line=" $line" ;; esac
+    printf '%s\n' "$line"
+  done <"$1"
+}
+
+audit() {
+  printf '%s BEGIN %s\n' "$MARK" "$1"
+  PACK=$2
+  NOTES=$dir/notes.$((++n))
+  out=$( set -o pipefail; eval "$3" 2>"$dir/errors" </dev/null ); rc=$?
+  if [ -n "$out" ]; then
+    # A line of output that looks like a marker must not end or fake a block.
+    out=${out//$'\n'"$MARK"/$'\n' "$MARK"}
+    case $out in "$MARK"*) out=" $out" ;; esac
+    printf '%s\n' "$out"
+  fi
+  if [ -s "$dir/errors" ]; then printf '%s STDERR %s\n' "$MARK" "$1"; emit "$dir/errors"; fi
+  if [ -s "$NOTES" ]; then printf '%s NOTE %s\n' "$MARK" "$1"; emit "$NOTES"; fi
+  printf '%s END %s %s\n' "$MARK" "$1" "$rc"
+}
+"""
+
+
+def linux_script(audits: Sequence[LinuxAudit], facts: Sequence[tuple[str, str, str]] = ()) -> str:
+    """A shell script gathering ``facts`` (``(pack, name, command)``) once, then running
+    each audit in its own block.
+
+    The script is one bash process; each fact and each audit runs in a subshell of it
+    with ``pipefail``, so a pipeline whose first command fails fails as a whole, and an
+    audit reading a fact that failed (``sshd -T`` on a broken sshd_config) fails with
+    the fact's exit code and message. Whatever an audit writes to stderr is reported
+    apart from its output and makes the rule an error. Rule ids, pack and fact names
+    and commands are all quoted: data never becomes code.
     """
     lines = [
-        "#!/bin/sh",
-        "# mspauto baseline audit: one block per rule, read back by the markers.",
-        "errors=$(mktemp) || exit 1",
-        "trap 'rm -f \"$errors\"' EXIT",
-        "audit() {",
-        f'  printf "%s BEGIN %s\\n" "{MARK}" "$1"',
-        '  out=$(LC_ALL=C bash -o pipefail -c "$2" 2>"$errors" </dev/null); rc=$?',
-        '  [ -n "$out" ] && printf "%s\\n" "$out"',
-        f'  if [ -s "$errors" ]; then printf "%s STDERR %s\\n" "{MARK}" "$1"; cat "$errors"; fi',
-        f'  printf "%s END %s %s\\n" "{MARK}" "$1" "$rc"',
-        "}",
+        f"gather {shlex.quote(f'{pack}/{name}')} {shlex.quote(command)}"
+        for pack, name, command in facts
     ]
-    lines += [f"audit {shlex.quote(rule_id)} {shlex.quote(command)}" for rule_id, command in audits]
-    return "\n".join(lines) + "\n"
+    lines += [
+        f"audit {shlex.quote(a.rule_id)} {shlex.quote(a.pack)} {shlex.quote(a.command)}"
+        for a in audits
+    ]
+    body = _PRELUDE + "\n".join(lines) + "\nexit 0\n"
+    return (
+        "#!/bin/sh\n"
+        "# mspauto baseline audit: one block per rule, read back by the markers.\n"
+        f"exec bash -c {shlex.quote(body)} mspauto-audit\n"
+    )
 
 
 def windows_script(audits: Sequence[tuple[str, str]]) -> str:
@@ -70,25 +180,46 @@ def windows_script(audits: Sequence[tuple[str, str]]) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
+def audit_script(family: Family, rules: Sequence[tuple[RulePack, Rule]]) -> str:
+    """The whole audit script for one host of ``family``: every rule's audit for that
+    family and, on Linux, the facts those rules read (each gathered once)."""
+    if family == "windows":
+        return windows_script([(rule.id, rule.audit.windows or "") for _, rule in rules])
+    facts: dict[tuple[str, str], str] = {}
+    audits = []
+    for pack, rule in rules:
+        if rule.audit.linux is None:
+            continue
+        for name in rule.facts:
+            facts.setdefault((pack.name, name), pack.facts[name].linux)
+        audits.append(LinuxAudit(rule.id, rule.audit.linux, pack.name))
+    return linux_script(audits, [(pack, name, command) for (pack, name), command in facts.items()])
+
+
 def parse_answers(output: str) -> dict[str, RuleAnswer]:
-    """Rule id -> (output, exit code, error text), for every block that finished."""
+    """Rule id -> its answer, for every block that finished."""
     answers: dict[str, RuleAnswer] = {}
     current: str | None = None
-    collected: list[str] = []
-    errors: list[str] | None = None
+    sections: dict[str, list[str]] = {}
+    section = "output"
     for line in output.splitlines():
         match = _LINE.match(line)
         if match is None:
             if current is not None:
-                (collected if errors is None else errors).append(line.rstrip("\r"))
+                sections[section].append(line.rstrip("\r"))
             continue
         kind, rule_id, code = match.groups()
         if kind == "BEGIN":
-            current, collected, errors = rule_id, [], None
-        elif kind == "STDERR" and current == rule_id:
-            errors = []
+            current, section = rule_id, "output"
+            sections = {"output": [], "STDERR": [], "NOTE": []}
+        elif kind in ("STDERR", "NOTE") and current == rule_id:
+            section = kind
         elif kind == "END" and current == rule_id and code is not None:
-            error_text = "\n".join(errors or []).strip()
-            answers[rule_id] = ("\n".join(collected).strip(), int(code), error_text)
+            answers[rule_id] = RuleAnswer(
+                "\n".join(sections["output"]).strip(),
+                int(code),
+                "\n".join(sections["STDERR"]).strip(),
+                tuple(note.strip() for note in sections["NOTE"] if note.strip()),
+            )
             current = None
     return answers

@@ -25,9 +25,9 @@ _COMMANDS = {
     "inventory": "mspauto.cli.inventory:inventory",
     "policy": "mspauto.cli.policy:policy",
     "lab": "mspauto.cli.lab:lab",
-    "exec": "mspauto.cli.run:exec_command",
-    "runs": "mspauto.cli.run:runs",
-    "evidence": "mspauto.cli.run:evidence",
+    "exec": "mspauto.cli.exec:exec_command",
+    "runs": "mspauto.cli.runs:runs",
+    "evidence": "mspauto.cli.evidence:evidence",
     "hosts": "mspauto.cli.hosts:hosts",
     "baseline": "mspauto.cli.baseline:baseline",
 }

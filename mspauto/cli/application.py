@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -15,10 +16,18 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from mspauto.config import Settings
+    from mspauto.evidence.store import EvidenceStore
     from mspauto.inventory.resolve import Client, Host
     from mspauto.project import Project
 
-__all__ = ["Application", "format_option", "pass_app"]
+__all__ = [
+    "Application",
+    "forks_option",
+    "format_option",
+    "hosts_option",
+    "pass_app",
+    "timeout_option",
+]
 
 FC = TypeVar("FC", bound=Callable[..., Any])
 
@@ -79,6 +88,24 @@ class Application:
             self.abort(f"no host of {client_name} matches the selection")
         return client, hosts
 
+    @contextmanager
+    def evidence_store(self, *, writable: bool = False) -> Iterator[EvidenceStore]:
+        """The project's evidence store, closed afterwards. Readers of a store nothing
+        was written to yet get an empty one in memory, so they simply find nothing; a
+        store that cannot be opened is one line."""
+        from mspauto.evidence.store import EvidenceError, EvidenceStore, NoEvidenceYet
+
+        try:
+            store = EvidenceStore(self.settings.evidence_url, writable=writable)
+        except NoEvidenceYet:
+            store = EvidenceStore("sqlite://")
+        except EvidenceError as exc:
+            self.abort(str(exc))
+        try:
+            yield store
+        finally:
+            store.close()
+
     def abort(self, message: str, code: int = 1) -> NoReturn:
         """Stop with one clear line on stderr."""
         click.echo(f"error: {message}", err=True)
@@ -106,6 +133,39 @@ class Application:
 
 
 pass_app = click.make_pass_decorator(Application)
+
+
+def hosts_option() -> Callable[[FC], FC]:
+    """``--hosts PATTERN`` (repeatable): only hosts whose name matches."""
+    return click.option(
+        "--hosts",
+        "patterns",
+        multiple=True,
+        metavar="PATTERN",
+        help="Only hosts whose name matches (shell pattern; repeatable).",
+    )
+
+
+def timeout_option(default: float, what: str = "the command") -> Callable[[FC], FC]:
+    """``--timeout SECONDS`` per host."""
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(0.1),
+        default=default,
+        show_default=True,
+        help=f"Seconds {what} may take on each host.",
+    )
+
+
+def forks_option() -> Callable[[FC], FC]:
+    """``--forks N``: hosts worked on at once."""
+    return click.option(
+        "--forks",
+        type=click.IntRange(1, 1000),
+        default=50,
+        show_default=True,
+        help="Hosts worked on at once (the client's max_parallel caps it further).",
+    )
 
 
 def format_option(*choices: str) -> Callable[[FC], FC]:

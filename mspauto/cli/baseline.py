@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import sys
-from datetime import date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import click
 
-from mspauto.cli.application import Application, format_option, pass_app
+from mspauto.cli.application import (
+    Application,
+    forks_option,
+    format_option,
+    hosts_option,
+    pass_app,
+    timeout_option,
+)
 
 if TYPE_CHECKING:
-    from mspauto.baseline.audit import BaselineReport
-    from mspauto.baseline.remediate import RemediationReport
-    from mspauto.inventory.resolve import Host
-    from mspauto.project import Project
+    from mspauto.baseline.report import BaselineReport, RemediationReport
 
 __all__ = ["baseline"]
 
@@ -23,28 +27,10 @@ _ORDER = {"fail": 0, "error": 1, "waived": 2, "pass": 3, "not_applicable": 4}
 
 @click.command()
 @click.option("--client", "client_name", required=True, help="The client to audit.")
-@click.option(
-    "--hosts",
-    "patterns",
-    multiple=True,
-    metavar="PATTERN",
-    help="Only hosts whose name matches (shell pattern; repeatable).",
-)
+@hosts_option()
 @click.option("--all", "show_all", is_flag=True, help="List passed controls too.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(1),
-    default=120.0,
-    show_default=True,
-    help="Seconds the audit may take on each host.",
-)
-@click.option(
-    "--forks",
-    type=click.IntRange(1, 1000),
-    default=50,
-    show_default=True,
-    help="Hosts audited at once.",
-)
+@timeout_option(120.0, "the audit (and each change run)")
+@forks_option()
 @click.option(
     "--as-of",
     "as_of",
@@ -54,8 +40,9 @@ _ORDER = {"fail": 0, "error": 1, "waived": 2, "pass": 3, "not_applicable": 4}
 @click.option(
     "--remediate",
     is_flag=True,
-    help="Fix failed controls that have a remediation (one Ansible run), then "
-    "audit again; before and after are recorded as evidence.",
+    help="Fix failed controls that have a remediation and whose policy allows it (one "
+    "Ansible run, recorded as a run of its own), then audit again; before and after "
+    "are recorded as evidence.",
 )
 @click.option(
     "--dry-run",
@@ -81,9 +68,11 @@ def baseline(
 
     All of a host's rules run in one script; every result is recorded as evidence.
     Failed controls are listed first, with what was observed and what was expected.
-    Exits 3 when the client's score is under its contract's baseline floor, 0 otherwise."""
-    from mspauto.baseline.audit import audit_client, checks_for
-    from mspauto.cli.run import open_store
+    Exits 3 when the client's score is under its contract's baseline floor, 2 when a
+    change failed on some host (with --remediate), 1 when the evidence store could not
+    record everything, 0 otherwise."""
+    from mspauto.baseline.report import audit_client, has_baseline, remediate_client
+    from mspauto.checks import RunOptions
     from mspauto.engine.progress import SilentProgress, progress_for
     from mspauto.transport import transport_for
 
@@ -92,73 +81,117 @@ def baseline(
     project = app.usable_project()
     client, hosts = app.client_hosts(project, client_name, patterns)
     today = as_of.date() if as_of else datetime.now().date()
-    if not any(checks_for(project, h, today) for h in hosts):
+    if not has_baseline(project, hosts, today):
         app.abort(
             f"no baseline policy selects these hosts of {client_name}; add a "
             "'kind: baseline' policy naming a rule pack (e.g. debian-cis)"
         )
-    if remediate:
-        _remediate(app, project, client_name, hosts, today, dry_run)
-        return
-    store = open_store(app, writable=True)
-    try:
-        report = audit_client(
-            project,
-            client_name,
-            hosts,
-            transport_for(client, project.settings.root),
-            store,
-            progress=SilentProgress() if output == "json" else progress_for(),
-            today=today,
-            timeout=timeout,
-            forks=forks,
-        )
-    finally:
-        store.close()
+    options = RunOptions(
+        timeout=timeout,
+        forks=forks,
+        progress=SilentProgress() if output == "json" else progress_for(),
+    )
+    root = project.settings.root
+    remediation: RemediationReport | None = None
+    with app.evidence_store(writable=True) as store:
+        if remediate:
+            remediation = remediate_client(
+                project,
+                client_name,
+                hosts,
+                transport_for(client, root),
+                transport_for(client, root, via="ansible", forks=forks),
+                store,
+                dry_run=dry_run,
+                options=options,
+                today=today,
+            )
+            report = remediation.final
+        else:
+            report = audit_client(
+                project,
+                client_name,
+                hosts,
+                transport_for(client, root),
+                store,
+                options=options,
+                today=today,
+            )
     if output == "json":
-        app.print_json(report.as_dict())
+        app.print_json(remediation.as_dict() if remediation else report.as_dict())
+    elif remediation is not None:
+        _print_remediation(app, remediation, show_all)
     else:
         _print_report(app, report, show_all)
+    evidence_errors = [a.run.evidence_error for a in _audits(remediation or report)]
+    if remediation is not None and remediation.change.change is not None:
+        evidence_errors.append(remediation.change.change.evidence_error)
+    for error in filter(None, evidence_errors):
+        click.echo(
+            f"error: the evidence store could not record this run completely ({error}); "
+            "the results above are what happened",
+            err=True,
+        )
+    if any(evidence_errors):
+        sys.exit(1)
+    if remediation is not None and remediation.change.failed_hosts:
+        sys.exit(2)
     if report.below_floor:
         sys.exit(3)
+
+
+def _audits(report: BaselineReport | RemediationReport) -> list[BaselineReport]:
+    from mspauto.baseline.report import BaselineReport
+
+    if isinstance(report, BaselineReport):
+        return [report]
+    return [report.before] + ([report.after] if report.after is not None else [])
 
 
 def _print_report(app: Application, report: BaselineReport, show_all: bool) -> None:
     from rich.table import Table
 
+    from mspauto.baseline.report import host_score
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("HOST", "STATUS", "SEVERITY", "RULE", "OBSERVED", "EXPECTED"):
         table.add_column(column, overflow="fold")
     rows = [
-        (h, r)
+        (h, f)
         for h in report.hosts
-        if not h.unaudited
-        for r in h.results
-        if show_all or r.status in ("fail", "error", "waived")
+        if not h.unchecked
+        for f in h.findings
+        if show_all or f.status in ("fail", "error", "waived")
     ]
-    rows.sort(key=lambda hr: (_ORDER[hr[1].status], -hr[1].weight, hr[0].host))
-    for host, result in rows:
-        observed = result.reason if result.status == "error" else result.observed
-        if result.status == "waived":
-            observed = f"{result.observed} (waiver {result.waiver})"
+    rows.sort(key=lambda hf: (_ORDER[hf[1].status], -hf[1].weight, hf[0].host))
+    for host, finding in rows:
+        observed = finding.observed
+        if finding.status == "error":
+            observed = finding.reason
+        elif finding.status == "waived":
+            observed = f"{finding.observed} (waiver {finding.waiver})"
+        elif finding.reason:
+            observed = (
+                f"{finding.observed} ({finding.reason})" if finding.observed else finding.reason
+            )
         table.add_row(
             host.host,
-            result.status.upper(),
-            result.severity,
-            f"{result.rule_id}: {result.title}",
+            finding.status.upper(),
+            str(finding.detail.get("severity", "")),
+            f"{finding.subject}: {finding.detail.get('title', '')}",
             observed or "-",
-            result.expected,
+            finding.expected,
         )
     app.print_table(table)
     for host in report.hosts:
-        if host.unaudited:
-            click.echo(f"{host.host}: NOT AUDITED ({host.unaudited})")
+        if host.unchecked:
+            click.echo(f"{host.host}: NOT AUDITED ({host.unchecked})")
             continue
-        score = "-" if host.score is None else f"{host.score:g}"
+        host_points = host_score(host)
         click.echo(
-            f"{host.host}: score {score}  ({host.count('pass')} pass, "
-            f"{host.count('fail')} fail, {host.count('error')} error, "
-            f"{host.count('waived')} waived)"
+            f"{host.host}: score {'-' if host_points is None else f'{host_points:g}'}  "
+            f"({host.count('pass')} pass, {host.count('fail')} fail, "
+            f"{host.count('error')} error, {host.count('waived')} waived)"
         )
     floor = "no contract floor" if report.floor is None else f"floor {report.floor:g}"
     score = "-" if report.score is None else f"{report.score:g}"
@@ -166,62 +199,45 @@ def _print_report(app: Application, report: BaselineReport, show_all: bool) -> N
     click.echo(f"{report.client}: baseline score {score} ({floor}): {verdict}")
 
 
-def _remediate(
-    app: Application,
-    project: Project,
-    client_name: str,
-    hosts: list[Host],
-    today: date,
-    dry_run: bool,
-) -> None:
-    from mspauto.baseline.remediate import remediate_client
-    from mspauto.cli.run import open_store
-    from mspauto.transport import transport_for
+def _print_remediation(app: Application, report: RemediationReport, show_all: bool) -> None:
+    from mspauto.baseline.report import host_score
 
-    client = project.inventory.clients[client_name]
-    store = open_store(app, writable=True)
-    try:
-        report = remediate_client(
-            project,
-            client_name,
-            hosts,
-            transport_for(client, project.settings.root),
-            store,
-            dry_run=dry_run,
-            today=today,
-        )
-    finally:
-        store.close()
-    _print_remediation(report)
-
-
-def _print_remediation(report: RemediationReport) -> None:
-    if report.dry_run:
-        for fix in report.fixes:
-            click.echo(f"would fix {fix.rule_id} ({fix.expected}) on {', '.join(fix.hosts)}")
-    for host, outcomes in sorted(report.tasks.items()):
+    change = report.change
+    if change.dry_run:
+        for task in change.tasks:
+            click.echo(f"would fix {task.subject} ({task.description}) on {', '.join(task.hosts)}")
+    for host, outcomes in sorted(change.outcomes.items()):
         changed = [o for o in outcomes if o.status == "changed"]
-        for outcome in changed if report.dry_run else []:
+        for outcome in changed if change.dry_run else []:
             click.echo(f"  {host}: would change: {outcome.task}")
             for line in outcome.diff.strip().splitlines():
                 click.echo(f"      {line}")
-        if not report.dry_run:
+        if not change.dry_run:
             click.echo(f"  {host}: {len(changed)} controls changed")
         for outcome in outcomes:
             if outcome.status in ("failed", "unreachable"):
                 click.echo(f"  {host}: {outcome.status.upper()}: {outcome.task}: {outcome.message}")
-    for host, rules in sorted(report.manual.items()):
-        click.echo(f"  {host}: needs a person (no automatic remediation): {', '.join(rules)}")
-    if not report.fixes:
+    if change.change is not None:
+        for result in change.change.results:
+            if not result.ok and not change.outcomes.get(result.host):
+                click.echo(f"  {result.host}: NOT CHANGED: {result.summary()}")
+    for host, items in sorted(change.manual.items()):
+        listed = ", ".join(f"{subject} ({why})" for subject, why in items)
+        click.echo(f"  {host}: needs a person: {listed}")
+    if not change.tasks:
         click.echo("nothing to fix automatically")
+    if show_all or report.after is None:
+        _print_report(app, report.final, show_all)
     if report.after is not None:
         before = {h.host: h for h in report.before.hosts}
         for now in report.after.hosts:
             was = before[now.host]
             click.echo(
-                f"{now.host}: score {was.score} -> {now.score}  "
+                f"{now.host}: score {host_score(was)} -> {host_score(now)}  "
                 f"({was.count('fail')} -> {now.count('fail')} failed)"
             )
+        floor = "" if report.floor is None else f" (floor {report.floor:g})"
         click.echo(
-            f"{report.before.client}: baseline score {report.before.score} -> {report.after.score}"
+            f"{report.before.client}: baseline score {report.before.score} -> "
+            f"{report.after.score}{floor}" + (": BELOW FLOOR" if report.after.below_floor else "")
         )

@@ -52,10 +52,18 @@ def lab() -> None:
 @click.option(
     "--hosts",
     "count",
-    type=click.IntRange(1, 1000),
+    type=click.IntRange(0, 1000),
     default=12,
     show_default=True,
-    help="How many hosts.",
+    help="How many hosts with planted state (compliant and drifted, backups, faults).",
+)
+@click.option(
+    "--stock",
+    type=click.IntRange(0, 1000),
+    default=0,
+    show_default=True,
+    help="How many stock hosts to add: Debian minbase with openssh-server, sudo and "
+    "python3, nothing planted.",
 )
 @click.option(
     "--clients",
@@ -80,6 +88,7 @@ def lab() -> None:
 def up(
     app: Application,
     count: int,
+    stock: int,
     clients: str,
     faults: bool | None,
     first_address: str,
@@ -97,13 +106,15 @@ def up(
             names,
             faults=count >= 6 if faults is None else faults,
             first_address=first_address,
+            stock=stock,
             say=click.echo,
         ),
     )
     for plan in plans:
         extra = f"  FAULT {plan.fault}" if plan.fault else ""
         click.echo(
-            f"  {plan.name:<16} {plan.address:<15} {plan.baseline:<10} backup {plan.backup}{extra}"
+            f"  {plan.name:<16} {plan.address:<15} {plan.baseline:<10} "
+            f"backup {plan.backup or '-'}{extra}"
         )
     click.echo(f"inventory: {fleet.inventory_dir}/   key: {fleet.key}")
     click.echo(
@@ -148,7 +159,7 @@ def status(app: Application, directory: Path | None, output: str) -> None:
             s.plan.client,
             s.plan.address,
             s.plan.baseline,
-            s.plan.backup,
+            s.plan.backup or "-",
             s.plan.fault or "-",
             "running" if s.running else "stopped",
             "yes" if s.answers else "NO",

@@ -61,8 +61,9 @@ def list_policies(app: Application, client_name: str | None, output: str) -> Non
 @policy.command("schema")
 @click.option(
     "--kind",
-    type=click.Choice(["patch", "backup", "baseline", "contract", "waiver"]),
-    help="Schema of one kind only (default: any policy document).",
+    metavar="KIND",
+    help="Schema of one kind only, e.g. patch, backup, baseline, contract, waiver, "
+    "rulepack (default: any policy document).",
 )
 @click.option(
     "--inventory",
@@ -81,8 +82,11 @@ def schema(app: Application, kind: str | None, for_inventory: bool, output: Path
     and validation (e.g. yaml-language-server)."""
     import json
 
+    from mspauto.policy.registry import policy_kinds
     from mspauto.policy.schema import inventory_schema, policy_schema
 
+    if kind is not None and kind not in policy_kinds():
+        app.abort(f"unknown policy kind '{kind}' (kinds: {', '.join(policy_kinds())})")
     document = inventory_schema() if for_inventory else policy_schema(kind)
     text = json.dumps(document, indent=2) + "\n"
     if output is None:

@@ -11,12 +11,13 @@ Evidence is written as results arrive, so a killed control node keeps what finis
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import signal
 import socket
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from types import FrameType
@@ -24,6 +25,15 @@ from typing import Any
 
 from mspauto import __version__
 from mspauto.engine.progress import Progress, SilentProgress
+from mspauto.evidence.records import (
+    Attempt,
+    HostResult,
+    OutputRef,
+    RecordKind,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+)
 from mspauto.evidence.store import EvidenceStore, NewRecord, store_output
 from mspauto.evidence.writer import EvidenceWriter
 from mspauto.inventory.resolve import Client, Host
@@ -31,11 +41,16 @@ from mspauto.transport.base import (
     BatchTransport,
     CommandResult,
     ErrorKind,
+    PlayTransport,
     Transport,
     utcnow,
 )
 
-__all__ = ["EngineError", "RunOutcome", "RunSpec", "run_command"]
+__all__ = ["EngineError", "ResultHook", "RunOutcome", "RunSpec", "run_command"]
+
+ResultHook = Callable[[str, Host, CommandResult], Sequence[NewRecord]]
+"""Called with the run id and each host's result as it arrives (from worker threads);
+the records it returns are written right after the host's own, before the run ends."""
 
 RETRY_BACKOFF = 0.5
 """Seconds before the first retry of an unreachable host; doubles each time (max 5 s)."""
@@ -58,12 +73,23 @@ class RunSpec:
     forks: int = 50
     kind: str = "exec"
     commands: Mapping[str, str] | None = None
-    """Per-host commands by host name (e.g. each host's own audit script); the others
-    run ``command``."""
+    """Per-host scripts by host name (e.g. each host's own audit script); ``command``
+    then describes them, and each script is recorded as a stored output."""
+    play: Sequence[Mapping[str, Any]] | None = None
+    """Ansible tasks to run as one play on every host (a change run); ``command``
+    describes them and the play itself is recorded as each host's script."""
+    check_mode: bool = False
+    """With ``play``: Ansible's check mode with diffs (a dry run that changes nothing)."""
 
     def command_for(self, host: Host) -> str:
         """What ``host`` runs."""
         return self.commands.get(host.name, self.command) if self.commands else self.command
+
+    def script_for(self, host: Host) -> str | None:
+        """The host's own script or play (stored as an output), if it has one."""
+        if self.play is not None:
+            return _play_text(self.play)
+        return self.commands.get(host.name) if self.commands else None
 
 
 @dataclass
@@ -72,7 +98,7 @@ class RunOutcome:
 
     run_id: str
     client: str
-    status: str
+    status: RunStatus
     results: list[CommandResult] = field(default_factory=list)
     evidence_error: str | None = None
     """Why the evidence store could not record everything (the results are still here)."""
@@ -80,7 +106,21 @@ class RunOutcome:
     @property
     def ok(self) -> bool:
         """True when every host ran the command with exit code 0."""
-        return self.status == "completed" and all(r.ok for r in self.results)
+        return self.status is RunStatus.COMPLETED and all(r.ok for r in self.results)
+
+    def counts(self) -> dict[str, int]:
+        """Hosts per outcome: ``ok`` or the error kind."""
+        return _counts(self.results)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Machine-readable form (``--format json``)."""
+        return {
+            "run_id": self.run_id,
+            "client": self.client,
+            "status": str(self.status),
+            "evidence_error": self.evidence_error,
+            "results": [r.as_dict() for r in self.results],
+        }
 
 
 class _Context:
@@ -93,12 +133,15 @@ class _Context:
         writer: EvidenceWriter | None,
         progress: Progress,
         run_id: str,
+        on_result: ResultHook | None,
     ) -> None:
         self.spec = spec
         self.transport = transport
         self.writer = writer
         self.progress = progress
         self.run_id = run_id
+        self.on_result = on_result
+        self.tries: dict[str, list[Attempt]] = {}
         self.cancel = threading.Event()
         cap = spec.client.spec.max_parallel or spec.forks
         self.slots = threading.BoundedSemaphore(max(1, min(cap, spec.forks)))
@@ -135,6 +178,7 @@ class _Context:
                     sudo=self.spec.sudo,
                     timeout=self.spec.timeout,
                 )
+                self.tried(host, result)
                 retry = result.error is ErrorKind.UNREACHABLE and attempt <= self.spec.retries
                 delay = min(RETRY_BACKOFF * 2 ** (attempt - 1), 5.0)
                 # A stop request ends the wait at once and keeps the last result.
@@ -142,16 +186,33 @@ class _Context:
                     return _with_attempts(result, attempt)
                 attempt += 1
 
-    def record(self, host: Host, result: CommandResult) -> None:
+    def record(self, host: Host, result: CommandResult, *, final: bool = False) -> None:
         """Keep (and write) a host's result, once; after a hard stop, late ones are dropped:
-        the host was already recorded as interrupted."""
+        the host was already recorded as interrupted (``final`` records the hosts that
+        never started, after the stop)."""
         with self._lock:
-            if self.aborted or host.name in self.results:
+            if (self.aborted and not final) or host.name in self.results:
                 return
             self.results[host.name] = result
+            tries = tuple(self.tries.get(host.name, ()))
         if self.writer is not None:
-            self.writer.submit(_host_record(self.spec, self.run_id, host, result))
+            self.writer.submit(_host_record(self.spec, self.run_id, host, result, tries))
+        if self.on_result is not None:
+            for record in self.on_result(self.run_id, host, result):
+                if self.writer is not None:
+                    self.writer.submit(record)
         self.progress.host_done(result)
+
+    def tried(self, host: Host, result: CommandResult) -> None:
+        """Remember one attempt at ``host`` (every attempt is evidence, not just the last)."""
+        attempt = Attempt(
+            result.started.isoformat(),
+            result.finished.isoformat(),
+            str(result.error) if result.error else None,
+            result.message,
+        )
+        with self._lock:
+            self.tries.setdefault(host.name, []).append(attempt)
 
     def abort(self) -> None:
         """A hard stop: hosts still being worked on are recorded as interrupted."""
@@ -185,11 +246,26 @@ def _run_batches(ctx: _Context, transport: BatchTransport) -> None:
     spec = ctx.spec
     pending, attempt = list(spec.hosts), 1
     while pending and not ctx.cancel.is_set():
-        results = transport.run_many(
-            pending, spec.command, sudo=spec.sudo, timeout=spec.timeout, cancelled=ctx.cancel.is_set
-        )
+        if spec.play is not None:
+            assert isinstance(transport, PlayTransport)
+            results = transport.run_play(
+                pending,
+                spec.play,
+                check=spec.check_mode,
+                timeout=spec.timeout,
+                cancelled=ctx.cancel.is_set,
+            )
+        else:
+            results = transport.run_many(
+                pending,
+                spec.command,
+                sudo=spec.sudo,
+                timeout=spec.timeout,
+                cancelled=ctx.cancel.is_set,
+            )
         retry = []
         for host, result in zip(pending, results, strict=True):
+            ctx.tried(host, result)
             if result.error is ErrorKind.UNREACHABLE and attempt <= spec.retries:
                 retry.append(host)
             else:
@@ -240,8 +316,13 @@ def run_command(
     transport: Transport,
     store: EvidenceStore | None,
     progress: Progress | None = None,
+    on_result: ResultHook | None = None,
 ) -> RunOutcome:
-    """Run ``spec.command`` on every host of ``spec`` and record the run as evidence."""
+    """Run ``spec`` on every host and record the run as evidence.
+
+    ``on_result`` turns each host's result into more records (a check's findings),
+    written through the same writer before the run's last record, so a store failure
+    is handled like any other and a killed control node keeps what was judged."""
     strangers = [h.name for h in spec.hosts if h.client != spec.client.name]
     if strangers:
         raise EngineError(
@@ -252,28 +333,28 @@ def run_command(
         raise EngineError(f"no hosts selected in client {spec.client.name}")
     if spec.commands and isinstance(transport, BatchTransport):
         raise EngineError("a batch transport runs one command for every host")
+    if spec.play is not None and not isinstance(transport, PlayTransport):
+        raise EngineError("only the ansible transport runs plays")
     progress = progress or SilentProgress()
     run_id = str(uuid.uuid4())
     writer = EvidenceWriter(store) if store is not None else None
-    ctx = _Context(spec, transport, writer, progress, run_id)
+    ctx = _Context(spec, transport, writer, progress, run_id, on_result)
     if writer is not None:
         writer.submit(_run_started(spec, run_id))
-    status = "interrupted"
+    status = RunStatus.INTERRUPTED
     progress.started(len(spec.hosts))
     evidence_error = None
     try:
         with _stop_on_signals(ctx):
             _fan_out(ctx, transport)
-        status = "interrupted" if ctx.cancel.is_set() else "completed"
+        status = RunStatus.INTERRUPTED if ctx.cancel.is_set() else RunStatus.COMPLETED
     except KeyboardInterrupt:
-        status = "aborted"
+        status = RunStatus.ABORTED
         ctx.abort()
     finally:
         for host in spec.hosts:
             if host.name not in ctx.results:
-                ctx.results[host.name] = _not_started(host, spec.command_for(host))
-                if writer is not None:
-                    writer.submit(_host_record(spec, run_id, host, ctx.results[host.name]))
+                ctx.record(host, _not_started(host, spec.command_for(host)), final=True)
         progress.finished()
         results = [ctx.results[host.name] for host in spec.hosts]
         if writer is not None:
@@ -326,72 +407,101 @@ def _stop_on_signals(ctx: _Context) -> Iterator[None]:
 
 
 def _run_started(spec: RunSpec, run_id: str) -> NewRecord:
+    scripts = dict.fromkeys(
+        store_output(script.encode())[1]["sha256"]
+        for host in spec.hosts
+        if (script := spec.script_for(host)) is not None
+    )
+    started = RunStarted(
+        kind=spec.kind,
+        client=spec.client.name,
+        command=spec.command,
+        sudo=spec.sudo,
+        hosts=tuple(h.name for h in spec.hosts),
+        timeout=spec.timeout,
+        retries=spec.retries,
+        forks=spec.forks,
+        requested_by=f"{getpass.getuser()}@{socket.gethostname()}",
+        node=socket.gethostname(),
+        pid=os.getpid(),
+        mspauto=__version__,
+        scripts=tuple(scripts),
+        check_mode=spec.check_mode,
+    )
     return NewRecord(
         chain=spec.client.name,
-        kind="run_started",
+        kind=RecordKind.RUN_STARTED,
         run_id=run_id,
         recorded_at=utcnow(),
-        payload={
-            "kind": spec.kind,
-            "client": spec.client.name,
-            "command": spec.command,
-            "sudo": spec.sudo,
-            "hosts": [h.name for h in spec.hosts],
-            "timeout": spec.timeout,
-            "retries": spec.retries,
-            "forks": spec.forks,
-            "requested_by": f"{getpass.getuser()}@{socket.gethostname()}",
-            "node": socket.gethostname(),
-            "pid": os.getpid(),
-            "mspauto": __version__,
-        },
+        payload=started.payload(),
     )
 
 
-def _host_record(spec: RunSpec, run_id: str, host: Host, result: CommandResult) -> NewRecord:
-    stdout, stdout_desc = store_output(result.stdout.encode())
-    stderr, stderr_desc = store_output(result.stderr.encode())
-    if result.stdout_bytes >= 0:
-        stdout_desc["bytes"] = result.stdout_bytes
-    if result.stderr_bytes >= 0:
-        stderr_desc["bytes"] = result.stderr_bytes
+def _output(data: str, full_size: int = -1) -> tuple[bytes, OutputRef]:
+    kept, described = store_output(data.encode())
+    size = full_size if full_size >= 0 else described["bytes"]
+    return kept, OutputRef(described["sha256"], size, described["stored"])
+
+
+def _host_record(
+    spec: RunSpec, run_id: str, host: Host, result: CommandResult, tries: tuple[Attempt, ...]
+) -> NewRecord:
+    stdout, stdout_ref = _output(result.stdout, result.stdout_bytes)
+    stderr, stderr_ref = _output(result.stderr, result.stderr_bytes)
+    outputs = [stdout, stderr]
+    script_text = spec.script_for(host)
+    script_ref = None
+    if script_text is not None:
+        script, script_ref = _output(script_text)
+        outputs.append(script)
+    payload = HostResult(
+        host=host.name,
+        address=host.address,
+        port=host.port,
+        connection=host.connection,
+        command=spec.command if script_ref is not None else result.command,
+        sudo=spec.sudo,
+        rc=result.rc,
+        error=str(result.error) if result.error else None,
+        message=result.message,
+        started=result.started.isoformat(),
+        finished=result.finished.isoformat(),
+        stdout=stdout_ref,
+        stderr=stderr_ref,
+        tries=tries,
+        script=script_ref,
+    ).payload()
     return NewRecord(
         chain=spec.client.name,
-        kind="host_result",
+        kind=RecordKind.HOST_RESULT,
         run_id=run_id,
         host=host.name,
         recorded_at=utcnow(),
-        outputs=(stdout, stderr),
-        payload={
-            "host": host.name,
-            "address": host.address,
-            "port": host.port,
-            "connection": host.connection,
-            "command": result.command,
-            "sudo": spec.sudo,
-            "rc": result.rc,
-            "error": str(result.error) if result.error else None,
-            "message": result.message,
-            "started": result.started.isoformat(),
-            "finished": result.finished.isoformat(),
-            "attempts": result.attempts,
-            "stdout": stdout_desc,
-            "stderr": stderr_desc,
-        },
+        outputs=tuple(outputs),
+        payload=payload,
     )
 
 
-def _run_finished(
-    spec: RunSpec, run_id: str, status: str, results: list[CommandResult]
-) -> NewRecord:
+def _counts(results: Sequence[CommandResult]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for result in results:
         key = "ok" if result.ok else str(result.error)
         counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _run_finished(
+    spec: RunSpec, run_id: str, status: RunStatus, results: list[CommandResult]
+) -> NewRecord:
     return NewRecord(
         chain=spec.client.name,
-        kind="run_finished",
+        kind=RecordKind.RUN_FINISHED,
         run_id=run_id,
         recorded_at=utcnow(),
-        payload={"status": status, "counts": counts},
+        payload=RunFinished(status, _counts(results)).payload(),
     )
+
+
+def _play_text(play: Sequence[Mapping[str, Any]]) -> str:
+    """The play as recorded: canonical JSON, so the same tasks hash the same."""
+    return json.dumps(list(play), sort_keys=True, indent=1)

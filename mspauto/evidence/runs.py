@@ -11,9 +11,10 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from mspauto.evidence.records import HostResult, RecordKind, RunFinished, RunStarted
 from mspauto.evidence.store import EvidenceStore, StoredRecord
 
-__all__ = ["RunDetail", "RunSummary", "list_runs", "run_detail"]
+__all__ = ["HostEntry", "RunDetail", "RunSummary", "list_runs", "run_detail"]
 
 
 @dataclass(frozen=True)
@@ -37,20 +38,47 @@ class RunSummary:
 
 
 @dataclass(frozen=True)
+class HostEntry:
+    """One host's record in a run, read back, with its outputs when asked for."""
+
+    record: StoredRecord
+    result: HostResult
+    stdout: str | None = None
+    stderr: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Machine-readable form: the stored payload, its place in the chain, outputs."""
+        data: dict[str, Any] = {
+            **self.result.payload(),
+            "seq": self.record.seq,
+            "hash": self.record.hash,
+        }
+        if self.stdout is not None:
+            data["stdout_text"] = self.stdout
+            data["stderr_text"] = self.stderr
+        return data
+
+
+@dataclass(frozen=True)
 class RunDetail:
     """A run and its per-host records."""
 
     summary: RunSummary
-    results: list[StoredRecord] = field(default_factory=list)
+    results: list[HostEntry] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Machine-readable form (``runs show --format json``)."""
+        return {**self.summary.as_dict(), "results": [r.as_dict() for r in self.results]}
 
 
 def _summary(
     started: StoredRecord, results: list[StoredRecord], finished: StoredRecord | None
 ) -> RunSummary:
     payload = started.payload
+    asked = RunStarted.read(payload)
     if finished is not None:
-        status = str(finished.payload["status"])
-        counts = dict(finished.payload["counts"])
+        ended = RunFinished.read(finished.payload)
+        status, counts = str(ended.status), dict(ended.counts)
     else:
         counts = {}
         for record in results:
@@ -65,14 +93,14 @@ def _summary(
     return RunSummary(
         run_id=started.run_id,
         client=started.chain,
-        kind=str(payload.get("kind", "")),
-        command=str(payload.get("command", "")),
+        kind=asked.kind,
+        command=asked.command,
         started=started.recorded_at,
         finished=finished.recorded_at if finished else None,
         status=status,
-        hosts=len(payload.get("hosts", [])),
+        hosts=len(asked.hosts),
         counts=counts,
-        requested_by=str(payload.get("requested_by", "")),
+        requested_by=asked.requested_by,
     )
 
 
@@ -81,11 +109,11 @@ def list_runs(store: EvidenceStore, client: str | None = None) -> list[RunSummar
     by_run: dict[str, dict[str, Any]] = {}
     for record in store.records(chain=client):
         entry = by_run.setdefault(record.run_id, {"started": None, "results": [], "finished": None})
-        if record.kind == "run_started":
+        if record.kind == RecordKind.RUN_STARTED:
             entry["started"] = record
-        elif record.kind == "run_finished":
+        elif record.kind == RecordKind.RUN_FINISHED:
             entry["finished"] = record
-        elif record.kind == "host_result":
+        elif record.kind == RecordKind.HOST_RESULT:
             entry["results"].append(record)
     runs = [
         _summary(e["started"], e["results"], e["finished"])
@@ -95,19 +123,29 @@ def list_runs(store: EvidenceStore, client: str | None = None) -> list[RunSummar
     return sorted(runs, key=lambda r: r.started)
 
 
-def run_detail(store: EvidenceStore, run_id: str) -> RunDetail | None:
-    """One run with its host records, or ``None``."""
+def run_detail(store: EvidenceStore, run_id: str, *, outputs: bool = False) -> RunDetail | None:
+    """One run with its host records (and their outputs, if asked), or ``None``."""
     started, finished, results = None, None, []
     for record in store.records(run_id=run_id):
-        if record.kind == "run_started":
+        if record.kind == RecordKind.RUN_STARTED:
             started = record
-        elif record.kind == "run_finished":
+        elif record.kind == RecordKind.RUN_FINISHED:
             finished = record
-        elif record.kind == "host_result":
+        elif record.kind == RecordKind.HOST_RESULT:
             results.append(record)
     if started is None:
         return None
-    return RunDetail(_summary(started, results, finished), results)
+    entries = []
+    for record in results:
+        result = HostResult.read(record.payload)
+        texts: tuple[str | None, str | None] = (None, None)
+        if outputs:
+            texts = (
+                (store.output(result.stdout.sha256) or b"").decode(errors="replace"),
+                (store.output(result.stderr.sha256) or b"").decode(errors="replace"),
+            )
+        entries.append(HostEntry(record, result, *texts))
+    return RunDetail(_summary(started, results, finished), entries)
 
 
 def _alive(pid: object) -> bool:

@@ -17,7 +17,8 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Row,
     String,
     Table,
     Text,
@@ -63,6 +65,17 @@ __all__ = [
 GENESIS = "0" * 64
 OUTPUT_CAP = 256 * 1024
 """Bytes of each output stream kept in the store; the record notes the full size."""
+
+# Reading streams in batches so memory stays flat however large the store grows.
+_READ_BATCH = 500
+"""Records fetched per round trip when reading or verifying a chain."""
+_OUTPUT_BATCH = 64
+"""Outputs held at once while verify hashes them: at most 16 MiB at OUTPUT_CAP each."""
+_OUTPUT_LOOKUP = 1000
+"""Hashes per ``IN (...)`` lookup of outputs (well under every database's limit)."""
+_VERIFIED_OUTPUTS = 16384
+"""Output hashes remembered as intact during one verify (a few MB), so an output
+shared by many records (an empty stderr, a common answer) is read once."""
 
 metadata = MetaData()
 records = Table(
@@ -236,6 +249,8 @@ class EvidenceStore:
         if not new:
             return []
         stored: list[StoredRecord] = []
+        rows: list[dict[str, Any]] = []
+        blobs: dict[str, bytes] = {}
         with self._write_lock, self.engine.begin() as conn:
             heads: dict[str, tuple[int, str]] = {}
             for chain in dict.fromkeys(r.chain for r in new):
@@ -255,21 +270,21 @@ class EvidenceStore:
                     recorded_at,
                     payload,
                 )
-                conn.execute(
-                    insert(records).values(
-                        chain=record.chain,
-                        seq=seq,
-                        kind=record.kind,
-                        run_id=record.run_id,
-                        host=record.host,
-                        recorded_at=recorded_at,
-                        payload=payload,
-                        prev_hash=prev,
-                        hash=digest,
-                    )
+                rows.append(
+                    {
+                        "chain": record.chain,
+                        "seq": seq,
+                        "kind": record.kind,
+                        "run_id": record.run_id,
+                        "host": record.host,
+                        "recorded_at": recorded_at,
+                        "payload": payload,
+                        "prev_hash": prev,
+                        "hash": digest,
+                    }
                 )
                 for data in record.outputs:
-                    _put_output(conn, data)
+                    blobs.setdefault(hashlib.sha256(data).hexdigest(), data)
                 heads[record.chain] = (seq, digest)
                 stored.append(
                     StoredRecord(
@@ -284,6 +299,11 @@ class EvidenceStore:
                         digest,
                     )
                 )
+            # One statement for all rows of the batch: compiled once, sent as one
+            # executemany (a statement per record cost more than the hashing).
+            conn.execute(insert(records), rows)
+            if blobs:
+                _put_outputs(conn, blobs)
             for chain, (seq, digest) in heads.items():
                 conn.execute(
                     update(chain_heads)
@@ -306,7 +326,9 @@ class EvidenceStore:
         if kind is not None:
             query = query.where(records.c.kind == kind)
         with self.engine.connect() as conn:
-            for row in conn.execute(query):
+            # yield_per: a server-side cursor on PostgreSQL (whose client would otherwise
+            # hold every row at once); SQLite's cursor fetches lazily anyway.
+            for row in conn.execute(query.execution_options(yield_per=_READ_BATCH)):
                 yield StoredRecord(
                     row.chain,
                     row.seq,
@@ -345,14 +367,21 @@ class EvidenceStore:
     # --- verifying ----------------------------------------------------------------
 
     def verify(self, chains: Iterable[str] | None = None) -> tuple[int, list[VerifyProblem]]:
-        """Recompute every chain; returns the records checked and each break found."""
+        """Recompute every chain; returns the records checked and each break found.
+
+        Records and outputs are streamed in batches, so memory stays flat as the store
+        grows; records appended while verifying are left for the next verify.
+        """
         problems: list[VerifyProblem] = []
         checked = 0
+        verified_outputs = _VerifiedOutputs()
         for chain in list(chains) if chains is not None else self.chains():
-            checked += self._verify_chain(chain, problems)
+            checked += self._verify_chain(chain, problems, verified_outputs)
         return checked, problems
 
-    def _verify_chain(self, chain: str, problems: list[VerifyProblem]) -> int:
+    def _verify_chain(
+        self, chain: str, problems: list[VerifyProblem], verified_outputs: _VerifiedOutputs
+    ) -> int:
         expected_seq, prev = 1, GENESIS
         count = 0
         with self.engine.connect() as conn:
@@ -362,56 +391,20 @@ class EvidenceStore:
             query = select(records).where(records.c.chain == chain).order_by(records.c.id)
             if head is not None:
                 query = query.where(records.c.seq <= head.seq)
-            rows = conn.execute(query).all()
-            stored_outputs = {row.sha256: bytes(row.data) for row in conn.execute(select(outputs))}
-        for row in rows:
-            count += 1
-            where = f"run {row.run_id[:8]}" + (f", host {row.host}" if row.host else "")
-            if row.seq != expected_seq:
-                what = "missing (deleted?)" if row.seq > expected_seq else "out of order"
-                problems.append(
-                    VerifyProblem(
-                        chain, expected_seq, f"record {what}; next stored is #{row.seq} ({where})"
-                    )
+            # yield_per makes PostgreSQL use a server-side cursor, so only one batch of
+            # rows is ever held here; SQLite's cursor fetches lazily anyway.
+            result = conn.execute(query.execution_options(yield_per=_READ_BATCH))
+            for batch in result.partitions(_READ_BATCH):
+                referenced = [list(_output_hashes(row.payload)) for row in batch]
+                intact = verified_outputs.check(
+                    conn, {sha for names in referenced for _, sha in names}
                 )
-            if row.prev_hash != prev:
-                problems.append(
-                    VerifyProblem(
-                        chain,
-                        row.seq,
-                        f"does not follow the record before it ({where}): "
-                        "a record was removed, inserted or reordered",
+                for row, named_outputs in zip(batch, referenced, strict=True):
+                    count += 1
+                    problems.extend(
+                        _record_problems(chain, row, expected_seq, prev, named_outputs, intact)
                     )
-                )
-            digest = record_hash(
-                row.prev_hash,
-                row.chain,
-                row.seq,
-                row.kind,
-                row.run_id,
-                row.host,
-                row.recorded_at,
-                row.payload,
-            )
-            if digest != row.hash:
-                problems.append(
-                    VerifyProblem(
-                        chain,
-                        row.seq,
-                        f"content does not match its hash ({where}): the record was edited",
-                    )
-                )
-            for name, sha in _output_hashes(row.payload):
-                data = stored_outputs.get(sha)
-                if data is None:
-                    problems.append(
-                        VerifyProblem(chain, row.seq, f"{name} output is missing ({where})")
-                    )
-                elif hashlib.sha256(data).hexdigest() != sha:
-                    problems.append(
-                        VerifyProblem(chain, row.seq, f"{name} output was changed ({where})")
-                    )
-            expected_seq, prev = row.seq + 1, row.hash
+                    expected_seq, prev = row.seq + 1, row.hash
         if head is not None and (head.seq, head.hash) != (expected_seq - 1, prev):
             problems.append(
                 VerifyProblem(
@@ -424,12 +417,108 @@ class EvidenceStore:
         return count
 
 
+def _record_problems(
+    chain: str,
+    row: Row[Any],
+    expected_seq: int,
+    prev: str,
+    named_outputs: Iterable[tuple[str, str]],
+    intact: Mapping[str, bool],
+) -> Iterator[VerifyProblem]:
+    """What is wrong with one stored record, given where the chain expects it."""
+    seq = row.seq
+    if seq != expected_seq:
+        what = "missing (deleted?)" if seq > expected_seq else "out of order"
+        yield VerifyProblem(
+            chain, expected_seq, f"record {what}; next stored is #{seq} ({_located(row)})"
+        )
+    if row.prev_hash != prev:
+        yield VerifyProblem(
+            chain,
+            seq,
+            f"does not follow the record before it ({_located(row)}): "
+            "a record was removed, inserted or reordered",
+        )
+    digest = record_hash(
+        row.prev_hash, row.chain, seq, row.kind, row.run_id, row.host, row.recorded_at, row.payload
+    )
+    if digest != row.hash:
+        yield VerifyProblem(
+            chain,
+            seq,
+            f"content does not match its hash ({_located(row)}): the record was edited",
+        )
+    for name, sha in named_outputs:
+        state = intact.get(sha)
+        if state is None:
+            yield VerifyProblem(chain, seq, f"{name} output is missing ({_located(row)})")
+        elif not state:
+            yield VerifyProblem(chain, seq, f"{name} output was changed ({_located(row)})")
+
+
+def _located(row: Row[Any]) -> str:
+    """Where an auditor finds a record: its run and host (built only for a problem)."""
+    return f"run {row.run_id[:8]}" + (f", host {row.host}" if row.host else "")
+
+
+class _VerifiedOutputs:
+    """Checks stored outputs against the hashes records name, a few at a time.
+
+    Each output is fetched and hashed here rather than by the database: verify trusts
+    nothing the database says about itself, and a database function can be replaced.
+    Outputs found intact are remembered (least recently used first out), so one shared
+    by many records is read once; broken ones are looked up again for every batch that
+    names them, and so reported for every record.
+    """
+
+    def __init__(self) -> None:
+        self._intact: OrderedDict[str, None] = OrderedDict()
+
+    def check(self, conn: Connection, hashes: Collection[str]) -> dict[str, bool]:
+        """Whether each stored output named in ``hashes`` matches its hash; an output
+        that is not stored is absent from the answer."""
+        intact: dict[str, bool] = {}
+        unknown: list[str] = []
+        for sha in hashes:
+            if sha in self._intact:
+                self._intact.move_to_end(sha)
+                intact[sha] = True
+            else:
+                unknown.append(sha)
+        for start in range(0, len(unknown), _OUTPUT_LOOKUP):
+            query = select(outputs.c.sha256, outputs.c.data).where(
+                outputs.c.sha256.in_(unknown[start : start + _OUTPUT_LOOKUP])
+            )
+            result = conn.execute(query.execution_options(yield_per=_OUTPUT_BATCH))
+            for stored in result.partitions(_OUTPUT_BATCH):
+                for row in stored:
+                    digest = hashlib.sha256(_stored_bytes(row.data)).hexdigest()
+                    intact[row.sha256] = digest == row.sha256
+        for sha in unknown:
+            if intact.get(sha):
+                self._remember(sha)
+        return intact
+
+    def _remember(self, sha: str) -> None:
+        self._intact[sha] = None
+        if len(self._intact) > _VERIFIED_OUTPUTS:
+            self._intact.popitem(last=False)
+
+
+def _stored_bytes(value: object) -> bytes:
+    """An output as stored; SQLite keeps any type written over it, and verify must then
+    report the output changed, not stop."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode()
+
+
 def _output_hashes(payload_text: str) -> Iterator[tuple[str, str]]:
     try:
         payload = json.loads(payload_text)
     except ValueError:
         return
-    for name in ("stdout", "stderr"):
+    for name in ("stdout", "stderr", "script"):
         described = payload.get(name) if isinstance(payload, dict) else None
         if isinstance(described, dict) and isinstance(described.get("sha256"), str):
             yield name, described["sha256"]
@@ -448,13 +537,13 @@ def _lock_head(conn: Connection, chain: str) -> tuple[int, str]:
     return row.seq, row.hash
 
 
-def _put_output(conn: Connection, data: bytes) -> None:
+def _put_outputs(conn: Connection, blobs: Mapping[str, bytes]) -> None:
+    """Store outputs by their SHA-256; one already stored is left as it is."""
     dialect = conn.dialect.name
     upsert = (pg_insert if dialect == "postgresql" else sqlite_insert)(outputs)
     conn.execute(
-        upsert.values(
-            sha256=hashlib.sha256(data).hexdigest(), size=len(data), data=data
-        ).on_conflict_do_nothing()
+        upsert.on_conflict_do_nothing(),
+        [{"sha256": sha, "size": len(data), "data": data} for sha, data in blobs.items()],
     )
 
 

@@ -31,11 +31,13 @@ from mspauto.fields import (
 __all__ = [
     "CONNECTIONS",
     "PLATFORMS",
+    "PLATFORM_FAMILIES",
     "ClientFile",
     "ClientSpec",
     "Connection",
     "Credential",
     "Defaults",
+    "Family",
     "GroupSpec",
     "HostSpec",
     "Platform",
@@ -44,6 +46,15 @@ __all__ = [
 
 Platform = Literal["debian", "ubuntu", "rhel", "windows", "network"]
 PLATFORMS: tuple[Platform, ...] = ("debian", "ubuntu", "rhel", "windows", "network")
+Family = Literal["linux", "windows"]
+PLATFORM_FAMILIES: dict[str, Family | None] = {
+    "debian": "linux",
+    "ubuntu": "linux",
+    "rhel": "linux",
+    "windows": "windows",
+    "network": None,
+}
+"""Which family of scripts (shell or PowerShell) a platform runs; None: no scripts."""
 Connection = Literal["ssh", "winrm", "local"]
 RESERVED_GROUPS = ("all", "ungrouped")
 CONNECTIONS: tuple[Connection, ...] = ("ssh", "winrm", "local")

@@ -14,11 +14,13 @@ from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
 from mspauto.inventory.models import (
+    PLATFORM_FAMILIES,
     ClientFile,
     ClientSpec,
     Connection,
     Credential,
     Defaults,
+    Family,
     GroupSpec,
     HostSpec,
     Inheritable,
@@ -69,9 +71,10 @@ class Host:
     location: Location
 
     @property
-    def is_windows(self) -> bool:
-        """True for Windows hosts (reached over WinRM, audited with PowerShell)."""
-        return self.platform == "windows"
+    def family(self) -> Family | None:
+        """``linux`` (shell scripts) or ``windows`` (PowerShell); None for network gear.
+        The one place a platform's script family is decided."""
+        return PLATFORM_FAMILIES[self.platform]
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
-"""The lab's base root filesystem: built once with debootstrap, cached by its recipe.
+"""The lab's base root filesystems: built once with debootstrap, cached by their recipe.
 
-Every lab host is an overlay on this tree, so it is never written to after the build.
-The cache key covers everything the build depends on (suite, mirror, package list, the
-lab packages and this recipe's version): change any of them and a new base is built
-next to the old one.
+Every lab host is an overlay on one of these trees, so they are never written to after
+the build. There are two: the *lab* base (what baselines, patching and backups need to
+find, plus the lab's update packages and their apt repository) for compliant and
+drifted hosts, and the *stock* base (``debootstrap --variant=minbase`` with only
+openssh-server, sudo and python3) for stock hosts. Each cache key covers everything its
+build depends on (suite, mirror, package list, the lab packages and the recipe's
+version): change any of them and a new base is built next to the old one.
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ from pathlib import Path
 from mspauto.lab.packages import LAB_PACKAGES, build_debs, build_repository
 from mspauto.lab.system import LabError, run
 
-__all__ = ["BASE_PACKAGES", "Base", "default_cache_dir", "ensure_base"]
+__all__ = [
+    "BASE_PACKAGES",
+    "STOCK_PACKAGES",
+    "Base",
+    "default_cache_dir",
+    "ensure_base",
+    "ensure_stock_base",
+]
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("MSPAUTO_LAB_MIRROR", "http://deb.debian.org/debian")
@@ -45,13 +55,18 @@ BASE_PACKAGES = (
     "less",
     "ca-certificates",
 )
+# A stock host: minbase plus the SSH server, and only what mspauto needs to work on it
+# as on any managed server: sudo to become root, python3 for Ansible's modules (without
+# it every remediation task fails with "/usr/bin/python3: not found"; see docs/lab.md).
+STOCK_PACKAGES = ("openssh-server", "sudo", "python3")
 # Bump when the customisation below changes, so caches rebuild.
 RECIPE_VERSION = 1
+STOCK_RECIPE_VERSION = 1
 LAB_USER = "mspauto"
 
 
 class Base:
-    """A built base: its root filesystem and its apt repository of lab updates."""
+    """A built base: its root filesystem and (lab base only) its apt repository."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -66,7 +81,7 @@ def default_cache_dir() -> Path:
 
 
 def recipe_key() -> str:
-    """Short hash of everything the base is built from."""
+    """Short hash of everything the lab base is built from."""
     recipe = {
         "suite": SUITE,
         "mirror": MIRROR,
@@ -74,13 +89,41 @@ def recipe_key() -> str:
         "lab_packages": [asdict(p) for p in LAB_PACKAGES],
         "version": RECIPE_VERSION,
     }
+    return _digest(recipe)
+
+
+def stock_recipe_key() -> str:
+    """Short hash of everything the stock base is built from."""
+    recipe = {
+        "suite": SUITE,
+        "mirror": MIRROR,
+        "packages": STOCK_PACKAGES,
+        "stock": True,
+        "version": STOCK_RECIPE_VERSION,
+    }
+    return _digest(recipe)
+
+
+def _digest(recipe: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def ensure_base(cache_dir: Path, say: Callable[[str], None]) -> Base:
-    """The cached base for the current recipe, built first if missing."""
+    """The cached lab base for the current recipe, built first if missing."""
+    return _ensure(cache_dir / f"base-{recipe_key()}", "lab", _build, say)
+
+
+def ensure_stock_base(cache_dir: Path, say: Callable[[str], None]) -> Base:
+    """The cached stock base for the current recipe, built first if missing."""
+    return _ensure(cache_dir / f"stock-{stock_recipe_key()}", "stock", _build_stock, say)
+
+
+def _ensure(
+    directory: Path, kind: str, build: Callable[[Base], None], say: Callable[[str], None]
+) -> Base:
+    cache_dir = directory.parent
     cache_dir.mkdir(parents=True, exist_ok=True)
-    base = Base(cache_dir / f"base-{recipe_key()}")
+    base = Base(directory)
     if (base.directory / ".complete").exists():
         return base
     with (cache_dir / ".build.lock").open("w") as lock:
@@ -88,13 +131,13 @@ def ensure_base(cache_dir: Path, say: Callable[[str], None]) -> Base:
         if (base.directory / ".complete").exists():
             return base
         say(
-            f"building the lab base image (debootstrap {SUITE}, about a minute, cached in "
+            f"building the {kind} base image (debootstrap {SUITE}, about a minute, cached in "
             f"{cache_dir})"
         )
-        scratch = Path(tempfile.mkdtemp(prefix="base-", dir=cache_dir))
+        scratch = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=cache_dir))
         try:
-            _build(Base(scratch))
-            (scratch / ".complete").write_text(recipe_key() + "\n")
+            build(Base(scratch))
+            (scratch / ".complete").write_text(directory.name + "\n")
             if base.directory.exists():
                 shutil.rmtree(base.directory)
             scratch.rename(base.directory)
@@ -104,18 +147,22 @@ def ensure_base(cache_dir: Path, say: Callable[[str], None]) -> Base:
     return base
 
 
-def _build(base: Base) -> None:
+def _debootstrap(root: Path, packages: tuple[str, ...]) -> None:
     run(
         [
             "debootstrap",
             "--variant=minbase",
-            f"--include={','.join(BASE_PACKAGES)}",
+            f"--include={','.join(packages)}",
             SUITE,
-            base.rootfs,
+            root,
             MIRROR,
         ],
         timeout=1800,
     )
+
+
+def _build(base: Base) -> None:
+    _debootstrap(base.rootfs, BASE_PACKAGES)
     debs = build_debs(base.directory / "debs", base.directory / "deb-build")
     build_repository(base.repository, debs)
     shutil.rmtree(base.directory / "deb-build")
@@ -126,12 +173,24 @@ def _build(base: Base) -> None:
     installed = [debs[(p.name, p.installed)] for p in LAB_PACKAGES]
     for deb in installed:
         shutil.copy(deb, staging)
-    chroot: list[str | Path] = ["chroot", root]
-    run([*chroot, "sh", "-c", "dpkg -i /tmp/lab-debs/*.deb"])
+    run(["chroot", root, "sh", "-c", "dpkg -i /tmp/lab-debs/*.deb"])
     shutil.rmtree(staging)
     shutil.rmtree(base.directory / "debs")
+    _make_reachable(root)
 
-    run([*chroot, "useradd", "--create-home", "--shell", "/bin/bash", LAB_USER])
+
+def _build_stock(base: Base) -> None:
+    # Nothing of the lab's own is installed or written here beyond _make_reachable:
+    # no lab packages, no hardening, no configuration a stock Debian would not have.
+    _debootstrap(base.rootfs, STOCK_PACKAGES)
+    _make_reachable(base.rootfs)
+
+
+def _make_reachable(root: Path) -> None:
+    """What every lab host needs so mspauto reaches it as it reaches the others: the
+    lab user with passwordless sudo, one host key per host, and no apt source but the
+    lab's own (written per host at ``lab up``)."""
+    run(["chroot", root, "useradd", "--create-home", "--shell", "/bin/bash", LAB_USER])
     sudoers = root / "etc" / "sudoers.d" / LAB_USER
     sudoers.write_text(f"{LAB_USER} ALL=(ALL) NOPASSWD: ALL\n")
     sudoers.chmod(0o440)
@@ -143,9 +202,8 @@ def _build(base: Base) -> None:
         "HostKey /etc/ssh/ssh_host_ed25519_key\n"
         "UseDNS no\n"
     )
-    # Hosts point only at the lab's own repository (written per host at `lab up`).
     (root / "etc" / "apt" / "sources.list").unlink(missing_ok=True)
-    run([*chroot, "apt-get", "clean"])
+    run(["chroot", root, "apt-get", "clean"])
     for lists in (root / "var" / "lib" / "apt" / "lists").glob("*"):
         if lists.is_file():
             lists.unlink()

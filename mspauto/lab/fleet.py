@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from mspauto.lab.backups import make_templates
-from mspauto.lab.base import LAB_USER, Base, default_cache_dir, ensure_base
+from mspauto.lab.base import LAB_USER, Base, default_cache_dir, ensure_base, ensure_stock_base
 from mspauto.lab.host import LabHost
 from mspauto.lab.plan import FIRST_ADDRESS, HostPlan, inventory_document, plan_fleet
 from mspauto.lab.system import (
@@ -124,12 +124,16 @@ class Lab:
         *,
         faults: bool,
         first_address: str = FIRST_ADDRESS,
+        stock: int = 0,
         say: Callable[[str], None] = print,
     ) -> list[HostPlan]:
-        """Start the fleet (reusing whatever of it is already there)."""
+        """Start the fleet (reusing whatever of it is already there): ``count`` planted
+        hosts and ``stock`` stock ones."""
         check_can_run()
         try:
-            plans = plan_fleet(count, clients, faults=faults, first_address=first_address)
+            plans = plan_fleet(
+                count, clients, faults=faults, first_address=first_address, stock=stock
+            )
         except ValueError as exc:
             raise LabError(str(exc)) from None
         existing = self.state()
@@ -147,18 +151,21 @@ class Lab:
                 f"{self.directory} is not empty and holds no lab; give an empty or "
                 "new folder (lab down deletes what lab up writes there)"
             )
-        base = ensure_base(self.cache_dir, say)
+        # The lab base (and with it the apt repository) only when a planted host needs it.
+        base = ensure_base(self.cache_dir, say) if count else None
+        stock_base = ensure_stock_base(self.cache_dir, say) if stock else None
         self.directory.mkdir(parents=True, exist_ok=True)
         state: dict[str, Any] = {
             "version": 1,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "base": str(base.directory),
+            "base": str(base.directory) if base else None,
+            "stock_base": str(stock_base.directory) if stock_base else None,
             "repo": None,
             "hosts": [{**asdict(plan), "pid": None} for plan in plans],
         }
         self._save(state)  # first, so `lab down` can clean up after a failure below
         try:
-            self._build(state, base, plans, say)
+            self._build(state, base, stock_base, plans, say)
         except BaseException:
             say("lab up failed; removing what it made")
             self.down(say=lambda _: None)
@@ -166,7 +173,12 @@ class Lab:
         return plans
 
     def _build(
-        self, state: dict[str, Any], base: Base, plans: list[HostPlan], say: Callable[[str], None]
+        self,
+        state: dict[str, Any],
+        base: Base | None,
+        stock_base: Base | None,
+        plans: list[HostPlan],
+        say: Callable[[str], None],
     ) -> None:
         started = time.monotonic()
         keys = self.key.parent
@@ -183,20 +195,29 @@ class Lab:
                 f"{taken[0]}:22 is already in use (another lab? "
                 "'mspauto lab status --dir ...'); choose another --first-address"
             )
-        repo_address = str(ipaddress.IPv4Address(plans[0].address) - 1)
-        state["repo"] = self._start_repository(base, repo_address)
-        self._save(state)
+        if base is not None:
+            repo_address = str(ipaddress.IPv4Address(plans[0].address) - 1)
+            state["repo"] = self._start_repository(base, repo_address)
+            self._save(state)
+        repo_url = state["repo"]["url"] if state["repo"] else None
         templates = self.directory / "backup-templates"
-        user_uid = _uid_of(base.rootfs, LAB_USER)
+
+        def rootfs(plan: HostPlan) -> Path:
+            chosen = stock_base if plan.baseline == "stock" else base
+            assert chosen is not None  # up() built every base its plans need
+            return chosen.rootfs
 
         def prepare(plan: HostPlan) -> str:
             host = self._host(plan)
-            host.create(base.rootfs)
-            host.set_identity(state["repo"]["url"])
+            host.create(rootfs(plan))
+            host.set_identity(repo_url)
             known = host.new_host_key()
             if plan.fault == "changed-key":
                 host.new_host_key()  # the host now presents a key nobody recorded
-            host.authorize(stranger_key if plan.fault == "rejects-key" else lab_key, user_uid)
+            host.authorize(
+                stranger_key if plan.fault == "rejects-key" else lab_key,
+                _uid_of(rootfs(plan), LAB_USER),
+            )
             host.plant_baseline()
             return f"{plan.address} {known}"
 
@@ -207,12 +228,17 @@ class Lab:
 
         # Backup repositories take seconds of key derivation: make them meanwhile.
         with ThreadPoolExecutor(max_workers=1) as background:
-            repositories = background.submit(
-                make_templates, base.rootfs, self.directory / "backup-builder", templates
+            repositories = (
+                background.submit(
+                    make_templates, base.rootfs, self.directory / "backup-builder", templates
+                )
+                if base is not None
+                else None
             )
             with ThreadPoolExecutor(max_workers=8) as pool:
                 known_lines = list(pool.map(prepare, plans))
-                repositories.result()
+                if repositories is not None:
+                    repositories.result()
                 pids = list(pool.map(finish, plans))
         for entry, pid in zip(state["hosts"], pids, strict=True):
             entry["pid"] = pid
@@ -221,7 +247,7 @@ class Lab:
         self._wait_until_answering(state)
         say(
             f"lab up: {len(plans)} hosts in {time.monotonic() - started:.1f} s "
-            f"(repository {state['repo']['url']})"
+            f"(repository {repo_url or 'none: stock hosts only'})"
         )
 
     def _start_repository(self, base: Base, address: str) -> dict[str, Any]:
@@ -297,7 +323,7 @@ class Lab:
                 time.sleep(0.1)
 
     def _restart_missing(self, state: dict[str, Any], say: Callable[[str], None]) -> None:
-        if state["repo"] is None or not alive(state["repo"]["pid"]):
+        if state["repo"] is not None and not alive(state["repo"]["pid"]):
             state["repo"] = self._start_repository(
                 Base(Path(state["base"])), state["repo"]["url"].split("/")[2].split(":")[0]
             )

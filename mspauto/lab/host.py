@@ -184,6 +184,17 @@ _BASELINE = {
 }
 
 
+# Debian's common-auth with pam_faillock around pam_unix (pam_faillock(8), EXAMPLES).
+_COMMON_AUTH = """\
+# mspauto lab: failed logins are counted and lock the account (see faillock.conf)
+auth\trequired\t\t\tpam_faillock.so preauth
+auth\t[success=2 default=ignore]\tpam_unix.so nullok
+auth\t[default=die]\t\t\tpam_faillock.so authfail
+auth\trequisite\t\t\tpam_deny.so
+auth\trequired\t\t\tpam_permit.so
+"""
+
+
 class LabHost:
     """A lab host on disk (``directory``) and, while it runs, its processes."""
 
@@ -223,10 +234,13 @@ class LabHost:
         target.chmod(mode)
         os.chown(target, owner, owner)
 
-    def set_identity(self, repo_url: str) -> None:
-        """Host name, name resolution and the apt sources (the lab repository only)."""
+    def set_identity(self, repo_url: str | None) -> None:
+        """Host name, name resolution and the apt sources (the lab repository only;
+        none at all when the lab serves none)."""
         self.write("/etc/hostname", self.plan.name + "\n")
         self.write("/etc/hosts", f"127.0.0.1 localhost\n{self.plan.address} {self.plan.name}\n")
+        if repo_url is None:
+            return
         self.write(
             "/etc/apt/sources.list.d/lab.sources",
             "Types: deb\n"
@@ -266,7 +280,10 @@ class LabHost:
             self.write(f"{home}/.ssh/authorized_keys", public_key + "\n", 0o600, uid)
 
     def plant_baseline(self) -> None:
-        """Write the compliant or drifted security settings the plan asks for."""
+        """Write the compliant or drifted security settings the plan asks for (nothing
+        on a stock host: it stays as Debian installed it)."""
+        if self.plan.baseline == "stock":
+            return
         state = _BASELINE[self.plan.baseline]
         self.write(
             "/etc/ssh/sshd_config.d/50-lab-baseline.conf",
@@ -279,6 +296,9 @@ class LabHost:
         for path, lines in state.settings.items():
             for prefix, line in lines.items():
                 _replace_line(self.path(path), prefix, line)
+        # pam_faillock in the auth stack (Debian leaves it out), so `deny` in
+        # faillock.conf is what locks accounts: compliant and drifted differ in deny only.
+        self.write("/etc/pam.d/common-auth", _COMMON_AUTH)
         flag = state.auto_upgrades
         self.write(
             "/etc/apt/apt.conf.d/20auto-upgrades",
@@ -299,6 +319,8 @@ class LabHost:
     def plant_backup(self, templates: Path) -> None:
         """Copy the backup repository the plan asks for, with its password file."""
         backup = self.plan.backup
+        if backup is None:
+            return
         self.write(RESTIC_PASSWORD_FILE, "lab-restic-password\n", 0o600)
         self.write(BORG_PASSPHRASE_FILE, "lab-borg-passphrase\n", 0o600)
         if backup == "none":

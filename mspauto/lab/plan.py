@@ -2,8 +2,10 @@
 
 Hosts are spread round-robin over the clients. Within each client, host ``j`` gets a
 baseline state and a backup state from fixed cycles, so every client has compliant and
-drifted hosts and every backup state. With faults on, the last three hosts of the
-fleet are the unreachable ones: sshd down, a changed host key, the lab key rejected.
+drifted hosts and every backup state. With faults on, the last three of these hosts are
+the unreachable ones: sshd down, a changed host key, the lab key rejected. Stock hosts,
+if asked for, come after them: a stock Debian with nothing planted, as hosts in the
+field are before anyone hardens them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ __all__ = [
     "plan_fleet",
 ]
 
-Baseline = Literal["compliant", "drifted"]
+Baseline = Literal["compliant", "drifted", "stock"]
 Backup = Literal[
     "restic-fresh", "restic-stale", "borg-fresh", "borg-stale", "restic-failing", "none"
 ]
@@ -60,18 +62,23 @@ class HostPlan:
     client: str
     address: str
     baseline: Baseline
-    backup: Backup
+    backup: Backup | None
+    """The backup state planted, or None on a stock host (nothing is planted there)."""
     fault: Fault | None = None
 
     @property
     def tags(self) -> list[str]:
         """Inventory tags that say what the host was made to be."""
-        tags = ["lab", self.baseline, f"backup-{self.backup}"]
+        tags = ["lab", self.baseline]
+        if self.backup is not None:
+            tags.append(f"backup-{self.backup}")
         return [*tags, f"fault-{self.fault}"] if self.fault else tags
 
     @property
     def vars(self) -> dict[str, Any]:
-        """Inventory variables locating the host's backup repository."""
+        """Inventory variables locating the host's backup repository (none when stock)."""
+        if self.backup is None:
+            return {}
         if self.backup.startswith("restic") or self.backup == "none":
             return {
                 "backup_tool": "restic",
@@ -86,10 +93,18 @@ class HostPlan:
 
 
 def plan_fleet(
-    count: int, clients: list[str], *, faults: bool, first_address: str = FIRST_ADDRESS
+    count: int,
+    clients: list[str],
+    *,
+    faults: bool,
+    first_address: str = FIRST_ADDRESS,
+    stock: int = 0,
 ) -> list[HostPlan]:
-    """``count`` hosts over ``clients`` on consecutive loopback addresses."""
-    if count < 1:
+    """``count`` planted hosts, then ``stock`` stock hosts, over ``clients`` on
+    consecutive loopback addresses."""
+    if count < 0 or stock < 0:
+        raise ValueError("a number of hosts cannot be negative")
+    if count + stock < 1:
         raise ValueError("a lab has at least one host")
     if not clients:
         raise ValueError("a lab has at least one client")
@@ -101,7 +116,7 @@ def plan_fleet(
             )
     try:
         first = ipaddress.IPv4Address(first_address)
-        last = first + count - 1
+        last = first + count + stock - 1
         repository = first - 1
     except (ValueError, ipaddress.AddressValueError):
         raise ValueError(f"'{first_address}' is not an IPv4 address") from None
@@ -127,6 +142,19 @@ def plan_fleet(
                 baseline="compliant" if number % 2 == 0 else "drifted",
                 backup=BACKUP_STATES[number % len(BACKUP_STATES)],
                 fault=fault,
+            )
+        )
+    stock_per_client: dict[str, int] = dict.fromkeys(clients, 0)
+    for index in range(stock):
+        client = clients[index % len(clients)]
+        stock_per_client[client] += 1
+        hosts.append(
+            HostPlan(
+                name=f"{client}-stock{stock_per_client[client]:02d}",
+                client=client,
+                address=str(first + count + index),
+                baseline="stock",
+                backup=None,
             )
         )
     return hosts

@@ -36,11 +36,20 @@ def running_lab(
     *,
     faults: bool = True,
     first_address: str = "127.0.100.10",
+    stock: int = 0,
 ) -> Iterator[Lab]:
-    """A lab that is up inside the ``with`` block and gone after it."""
+    """A lab that is up inside the ``with`` block and gone after it (``count`` planted
+    hosts, then ``stock`` stock hosts)."""
     lab = Lab(directory)
     try:
-        lab.up(count, clients, faults=faults, first_address=first_address, say=lambda _: None)
+        lab.up(
+            count,
+            clients,
+            faults=faults,
+            first_address=first_address,
+            stock=stock,
+            say=lambda _: None,
+        )
         yield lab
     finally:
         lab.down(say=lambda _: None)

@@ -4,12 +4,15 @@ No Windows machine can run here, so this speaks the wire protocol a real one spe
 SOAP 1.2 envelopes over HTTPS (or HTTP) on loopback, the WinRS shell actions (Create,
 Command, Send, Receive, Signal, Delete), Basic authentication answered with 401 on bad
 credentials, and the WS-Man operation-timeout fault that clients must retry on. Command
-output comes from a table of recorded answers matched against the PowerShell script the
-client sent on stdin.
+output comes from canned answers matched against the PowerShell script the client sent on
+stdin. None was recorded from a Windows host: each reproduces output published by
+Microsoft or pasted in a public thread, named by its ``source``, or is marked
+``modelled`` with a note saying what it is modelled on (tests/fixtures/winrm/).
 
 What this does NOT prove: NTLM, Kerberos or CredSSP authentication and their message
 encryption; real PowerShell semantics (it matches scripts, it does not run them); CLIXML
-error streams; Windows quotas and shell lifetimes. Only a real Windows host proves those.
+error streams; Windows quotas and shell lifetimes; what a Windows host answers beyond the
+cited outputs. Only a real Windows host proves those.
 """
 
 from __future__ import annotations
@@ -28,7 +31,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RecordedAnswer", "WinRMEndpoint", "make_certificates"]
+import yaml
+
+__all__ = [
+    "MODELLED",
+    "CannedAnswer",
+    "WinRMEndpoint",
+    "check_source",
+    "load_answers",
+    "make_certificates",
+]
 
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
@@ -55,31 +67,81 @@ REQUIRED_HEADERS = (
 )
 
 
+MODELLED = "modelled"
+"""The ``source`` of an answer nobody published: its ``note`` says what it is modelled on."""
+
+
+def check_source(source: str, note: str) -> None:
+    """Refuse an answer that does not say where it comes from (raises ValueError).
+
+    ``source`` is the URL of the page or thread whose output the answer reproduces, or
+    ``modelled``, and then ``note`` must say what it is modelled on.
+    """
+    if source == MODELLED:
+        if not note.strip():
+            raise ValueError("a modelled answer needs a note saying what it is modelled on")
+    elif not source.startswith(("https://", "http://")):
+        raise ValueError(f"source must be a URL or {MODELLED!r}, not {source!r}")
+
+
 @dataclass(frozen=True)
-class RecordedAnswer:
-    """What a Windows host answered to a script matching ``pattern``."""
+class CannedAnswer:
+    """What the endpoint answers to a script matching ``pattern`` (not recorded from a
+    host: reproduced from the published output named by ``source``, or modelled)."""
 
     pattern: str
+    source: str
+    """Where the output comes from: a URL, ``modelled``, or for an answer put together
+    from many (a baseline audit) the fixture file that names a source per part."""
+    note: str = ""
+    """What the source shows, or what a modelled answer is modelled on."""
     stdout: str = ""
     stderr: str = ""
     exit_code: int = 0
     delay: float = 0.0
     """Seconds before the command finishes (to exercise timeouts and retries)."""
 
+    def __post_init__(self) -> None:
+        if not self.source.strip():
+            raise ValueError(f"answer {self.pattern!r} names no source")
+
     def matches(self, script: str) -> bool:
         """True when ``pattern`` (a regular expression) occurs in the script."""
         return re.search(self.pattern, script, re.MULTILINE) is not None
 
 
-def _not_recognized(script: str) -> RecordedAnswer:
-    # PowerShell 5.1's message for an unknown command, as a host prints it.
-    word = script.strip().split()[0] if script.strip() else ""
-    return RecordedAnswer(
+def load_answers(path: Path) -> list[CannedAnswer]:
+    """The canned answers listed in a YAML file, each checked to name its source."""
+    answers = []
+    for index, entry in enumerate(yaml.safe_load(path.read_text()) or []):
+        try:
+            if not isinstance(entry, dict):
+                raise ValueError("expected a mapping with pattern, source and the answer")
+            check_source(str(entry.get("source", "")), str(entry.get("note", "")))
+            answers.append(CannedAnswer(**entry))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path.name}, answer {index + 1}: {exc}") from None
+    return answers
+
+
+def _not_recognized(script: str) -> CannedAnswer:
+    first = script.strip().splitlines()[0] if script.strip() else ""
+    word = first.split()[0] if first else ""
+    return CannedAnswer(
         pattern="",
+        source="https://pastebin.com/FQfu71X0",
+        note=(
+            "Windows PowerShell's CommandNotFoundException record as pasted there, for the "
+            "script's first word; the paste's console line wrapping left out (modelled)"
+        ),
         stderr=(
             f"{word} : The term '{word}' is not recognized as the name of a cmdlet, "
             "function, script file, or operable program. Check the spelling of the name, "
             "or if a path was included, verify that the path is correct and try again.\r\n"
+            f"At line:1 char:1\r\n+ {first}\r\n+ {'~' * len(word)}\r\n"
+            f"    + CategoryInfo          : ObjectNotFound: ({word}:String) [], "
+            "CommandNotFoundException\r\n"
+            "    + FullyQualifiedErrorId : CommandNotFoundException\r\n \r\n"
         ),
         exit_code=1,
     )
@@ -90,7 +152,7 @@ class _Command:
     line: str
     stdin: bytearray = field(default_factory=bytearray)
     stdin_closed: bool = False
-    answer: RecordedAnswer | None = None
+    answer: CannedAnswer | None = None
     started: float = 0.0
     delivered: bool = False
 
@@ -106,7 +168,7 @@ class WinRMEndpoint:
     def __init__(
         self,
         address: str,
-        answers: list[RecordedAnswer],
+        answers: list[CannedAnswer],
         *,
         users: dict[str, str],
         port: int = 0,
@@ -361,8 +423,14 @@ def _seconds(duration: str) -> float:
     return float(match[1]) if match else 20.0
 
 
-def make_certificates(directory: Path, address: str) -> tuple[Path, Path, Path]:
-    """A private CA and a server certificate for ``address``: (ca.pem, cert.pem, key.pem)."""
+def make_certificates(
+    directory: Path, address: str, *, expired: bool = False
+) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate for ``address``: (ca.pem, cert.pem, key.pem).
+
+    ``expired`` makes a server certificate whose validity ended yesterday (the CA stays
+    valid), as a host shows when nobody renewed its WinRM listener's certificate.
+    """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -383,14 +451,15 @@ def make_certificates(directory: Path, address: str) -> tuple[Path, Path, Path]:
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
+    start = now - dt.timedelta(days=30) if expired else now - dt.timedelta(minutes=5)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
+        .not_valid_before(start)
+        .not_valid_after(now - dt.timedelta(days=1) if expired else now + dt.timedelta(days=2))
         .add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]),
             critical=False,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
 
-from mspauto.policy.models import KINDS, Policy
+from mspauto.policy.registry import PolicyDocument, policy_kinds
 from mspauto.problems import ConfigError, Location, Problem, display_path
 from mspauto.validation import validate_document
 from mspauto.yamlsource import YamlDocument, load_yaml_documents, yaml_files
@@ -21,7 +21,7 @@ BUILTIN_PACKS = Path(__file__).resolve().parent.parent / "baseline" / "packs"
 class LoadedPolicy:
     """A validated policy and the document it came from."""
 
-    policy: Policy
+    policy: PolicyDocument
     doc: YamlDocument
 
     @property
@@ -80,8 +80,9 @@ def _load_files(
     return loaded, problems
 
 
-def _validate(doc: YamlDocument) -> tuple[Policy | None, list[Problem]]:
-    kinds = ", ".join(KINDS)
+def _validate(doc: YamlDocument) -> tuple[PolicyDocument | None, list[Problem]]:
+    known = policy_kinds()
+    kinds = ", ".join(sorted(known))
     if not isinstance(doc.data, dict):
         return None, [
             Problem(doc.location(), "", f"a policy is a mapping starting with 'kind:' ({kinds})")
@@ -89,10 +90,10 @@ def _validate(doc: YamlDocument) -> tuple[Policy | None, list[Problem]]:
     kind = doc.data.get("kind")
     if kind is None:
         return None, [Problem(doc.location(), "kind", f"required key is missing; one of {kinds}")]
-    model = KINDS.get(kind) if isinstance(kind, str) else None
-    if model is None:
-        close = get_close_matches(str(kind), list(KINDS), n=1)
+    registered = known.get(kind) if isinstance(kind, str) else None
+    if registered is None:
+        close = get_close_matches(str(kind), list(known), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f"; one of {kinds}"
         return None, [Problem(doc.location(("kind",)), "kind", f"unknown kind '{kind}'{hint}")]
-    policy, problems = validate_document(model, doc.data, doc)
-    return policy, problems
+    policy, problems = validate_document(registered.model, doc.data, doc)
+    return policy, problems  # type: ignore[return-value]  # every kind's model has kind and name

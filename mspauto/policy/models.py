@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Any, Literal
 
-from pydantic import Field, TypeAdapter, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mspauto.baseline.rules import RulePack
 from mspauto.fields import (
@@ -32,19 +32,16 @@ from mspauto.fields import (
 from mspauto.inventory.selectors import Selector
 
 __all__ = [
-    "KINDS",
     "ApprovalRule",
     "BackupJob",
     "BackupPolicy",
     "BaselinePolicy",
     "Contract",
     "PatchPolicy",
-    "Policy",
     "RulePack",
     "Schedule",
     "Severity",
     "Waiver",
-    "policy_adapter",
 ]
 
 Severity = Literal["critical", "high", "medium", "low", "unrated"]
@@ -294,25 +291,3 @@ class Waiver(_PolicyBase):
             if value:
                 return f"{field}:{value}"
         raise AssertionError("validated to have one subject")
-
-
-Policy: TypeAlias = Annotated[
-    PatchPolicy | BackupPolicy | BaselinePolicy | Contract | Waiver | RulePack,
-    Field(discriminator="kind"),
-]
-
-KINDS: dict[
-    str, type[PatchPolicy | BackupPolicy | BaselinePolicy | Contract | Waiver | RulePack]
-] = {
-    "patch": PatchPolicy,
-    "backup": BackupPolicy,
-    "baseline": BaselinePolicy,
-    "contract": Contract,
-    "waiver": Waiver,
-    "rulepack": RulePack,
-}
-
-
-def policy_adapter() -> TypeAdapter[Policy]:
-    """Validator (and JSON Schema source) for any policy document."""
-    return TypeAdapter(Policy)

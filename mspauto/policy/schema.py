@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mspauto.inventory.models import ClientFile
-from mspauto.policy.models import KINDS, policy_adapter
+from mspauto.policy.registry import any_policy_adapter, policy_kinds
 
 __all__ = ["inventory_schema", "policy_schema"]
 
@@ -15,10 +15,10 @@ _DIALECT = "https://json-schema.org/draft/2020-12/schema"
 def policy_schema(kind: str | None = None) -> dict[str, Any]:
     """Schema of any policy document, or of one ``kind``."""
     if kind is None:
-        schema = policy_adapter().json_schema(mode="validation")
+        schema = any_policy_adapter().json_schema(mode="validation")
         title = "mspauto policy"
     else:
-        schema = KINDS[kind].model_json_schema(mode="validation")
+        schema = policy_kinds()[kind].model.model_json_schema(mode="validation")
         title = f"mspauto {kind} policy"
     return {**schema, "$schema": _DIALECT, "title": title}
 

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mspauto.fields import format_duration
 from mspauto.inventory.selectors import Selector
-from mspauto.policy.models import (
-    BackupPolicy,
-    BaselinePolicy,
-    Contract,
-    PatchPolicy,
-    RulePack,
-    Waiver,
-)
+from mspauto.policy.registry import policy_kinds
 from mspauto.project import Project
 
 __all__ = ["summarize"]
@@ -26,6 +18,7 @@ def summarize(project: Project, client: str | None = None) -> list[dict[str, Any
         for c in project.inventory.clients.values()
         if client is None or c.name == client
     }
+    kinds = policy_kinds()
     rows = []
     for loaded in project.policies:
         policy = loaded.policy
@@ -39,9 +32,7 @@ def summarize(project: Project, client: str | None = None) -> list[dict[str, Any
             if client is not None and not selected:
                 continue
         elif (
-            client is not None
-            and policy.name not in contracts_in_use
-            and not isinstance(policy, RulePack)
+            client is not None and policy.kind == "contract" and policy.name not in contracts_in_use
         ):
             continue
         schedule = getattr(policy, "schedule", None)
@@ -51,31 +42,8 @@ def summarize(project: Project, client: str | None = None) -> list[dict[str, Any
                 "name": policy.name,
                 "schedule": f"{schedule.cron} ({schedule.timezone})" if schedule else None,
                 "hosts": hosts,
-                "detail": _detail(policy),
+                "detail": kinds[policy.kind].describe(policy),
                 "defined_at": str(loaded.location),
             }
         )
     return rows
-
-
-def _detail(policy: object) -> str:
-    if isinstance(policy, PatchPolicy):
-        rings = " > ".join(stage.ring for stage in policy.rollout) or "all at once"
-        return f"reboot {policy.reboot.policy}; rollout {rings}"
-    if isinstance(policy, BackupPolicy):
-        jobs = ", ".join(f"{j.name} ({j.provider})" for j in policy.jobs)
-        return f"RPO {format_duration(policy.rpo)}; {jobs}"
-    if isinstance(policy, BaselinePolicy):
-        return f"packs {', '.join(policy.packs)}; remediate {policy.remediate}"
-    if isinstance(policy, Contract):
-        deadlines = policy.patch_deadlines
-        return (
-            f"critical {format_duration(deadlines['critical'])}, high "
-            f"{format_duration(deadlines['high'])}; RPO {format_duration(policy.rpo)}; "
-            f"baseline >= {policy.baseline_score_floor:g}"
-        )
-    if isinstance(policy, RulePack):
-        return f"{len(policy.rules)} rules for {', '.join(policy.platforms)}: {policy.title}"
-    if isinstance(policy, Waiver):
-        return f"{policy.subject} until {policy.expires}, approved by {policy.approved_by}"
-    return ""

@@ -7,11 +7,16 @@ place, so callers never branch on it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from mspauto.inventory.resolve import Client, Host
 from mspauto.transport.base import CommandResult, ErrorKind, Transport
 
-__all__ = ["CommandResult", "ErrorKind", "Transport", "transport_for"]
+__all__ = ["VIAS", "CommandResult", "ErrorKind", "Transport", "Via", "transport_for"]
+
+Via = Literal["direct", "ansible"]
+VIAS: tuple[Via, ...] = ("direct", "ansible")
+"""``direct``: each host by its connection; ``ansible``: one ansible-runner run for all."""
 
 
 class _ByConnection:
@@ -37,7 +42,17 @@ class _ByConnection:
 
 
 def transport_for(
-    client: Client, project_root: Path, *, connect_timeout: float = 10.0
+    client: Client,
+    project_root: Path,
+    *,
+    via: Via = "direct",
+    connect_timeout: float = 10.0,
+    forks: int = 50,
 ) -> Transport:
-    """The transport for a client's hosts (each host by its ``connection``)."""
+    """The transport for a client's hosts: each host by its ``connection``, or (``via``
+    ansible) one Ansible run for all of them, which is also what runs changes."""
+    if via == "ansible":
+        from mspauto.transport.ansible import AnsibleTransport
+
+        return AnsibleTransport(client, project_root, forks=forks, connect_timeout=connect_timeout)
     return _ByConnection(client, project_root, connect_timeout)

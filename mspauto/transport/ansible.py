@@ -15,11 +15,14 @@ collected through the event handler and not saved.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +32,7 @@ from mspauto.inventory.resolve import Client, Host
 from mspauto.secrets import SecretError, resolve_secret, secret_path
 from mspauto.transport.base import CommandResult, ErrorKind, utcnow
 
-__all__ = ["AnsibleTransport", "TaskOutcome"]
+__all__ = ["AnsibleTransport", "TaskOutcome", "task_outcomes"]
 
 _BECOME_PROMPT = r"^BECOME password.*:\s*?$"
 _PASSED_ENVIRONMENT = re.compile(
@@ -119,7 +122,9 @@ class AnsibleTransport:
             raise _Config(f"credential {name}: {exc}") from None
         return _Access(credential.user, secret_path(credential.private_key, self._root), become)
 
-    def _inventory(self, hosts: list[Host], accesses: dict[str, _Access]) -> dict[str, Any]:
+    def _inventory(
+        self, hosts: list[Host], accesses: dict[str, _Access], sockets: Path
+    ) -> dict[str, Any]:
         known_hosts = (self._root / self._client.known_hosts).resolve()
         entries = {}
         for host in hosts:
@@ -130,13 +135,17 @@ class AnsibleTransport:
                 "ansible_user": access.user,
                 "ansible_connection": "ssh",
                 "ansible_ssh_private_key_file": str(access.key_file),
-                # Only this client's keys: not OpenSSH's global file, and no shared
-                # connection (a reused socket would skip the host-key check).
+                # Only this client's keys, not OpenSSH's global file. Connections are
+                # shared only inside this run: their sockets live in the run's own
+                # private folder (deleted afterwards), so each host's first connection
+                # of the run checks its key and nothing outside the run can reuse one.
                 "ansible_ssh_common_args": (
                     f"-o UserKnownHostsFile={known_hosts} -o GlobalKnownHostsFile=/dev/null "
                     "-o StrictHostKeyChecking=yes -o BatchMode=yes"
                 ),
-                "ansible_ssh_args": "-o ControlMaster=no -o ControlPath=none",
+                "ansible_ssh_args": (
+                    f"-o ControlMaster=auto -o ControlPersist=15s -o ControlPath={sockets}/%C"
+                ),
                 "ansible_python_interpreter": "auto_silent",
             }
         return {"all": {"hosts": entries}}
@@ -164,33 +173,48 @@ class AnsibleTransport:
             results.update(_harvest(group, command, events, status))
         return results
 
-    def run_playbook(
-        self, hosts: list[Host], tasks: list[dict[str, Any]], *, check: bool, timeout: float = 600.0
-    ) -> dict[str, list[TaskOutcome]]:
-        """Run ``tasks`` (one play, become on) on ``hosts``; with ``check``, Ansible's check
-        mode with diffs: what would change, changing nothing. Tasks choose their hosts
-        with ``when:``. Returns each host's task outcomes in order."""
+    def run_play(
+        self,
+        hosts: list[Host],
+        tasks: Sequence[Mapping[str, Any]],
+        *,
+        check: bool,
+        timeout: float,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> list[CommandResult]:
+        """Run ``tasks`` as one play (become on) on ``hosts``; with ``check``, Ansible's
+        check mode with diffs: what would change, changing nothing. Tasks choose their
+        hosts with ``when:``. Each host's result holds its task outcomes as JSON lines in
+        ``stdout`` (read them with :func:`task_outcomes`); ``rc`` is 2 when a task failed."""
+        started = utcnow()
+        command = "ansible play"
         accesses: dict[str, _Access] = {}
-        outcomes: dict[str, list[TaskOutcome]] = {}
+        results: dict[str, CommandResult] = {}
         for host in hosts:
             try:
+                if host.connection != "ssh":
+                    raise _Config(
+                        f"the ansible transport reaches SSH hosts only, not {host.connection}"
+                    )
                 accesses[host.name] = self._access(host)
             except _Config as exc:
-                outcomes[host.name] = [TaskOutcome("connect", "failed", str(exc))]
-        play = [{"hosts": "all", "gather_facts": False, "become": True, "tasks": tasks}]
+                results[host.name] = CommandResult.failure(
+                    host.name, command, ErrorKind.CONFIG, str(exc), started=started
+                )
+        play = [{"hosts": "all", "gather_facts": False, "become": True, "tasks": list(tasks)}]
         runnable = [h for h in hosts if h.name in accesses]
         for group in _by_become_password(runnable, accesses):
-            events, _ = self._ansible(
+            events, status = self._ansible(
                 group,
                 accesses,
                 {"playbook": play},
                 sudo=True,
                 check=check,
                 timeout=timeout,
-                cancelled=lambda: False,
+                cancelled=cancelled,
             )
-            outcomes.update(_task_outcomes(group, events))
-        return outcomes
+            results.update(_play_results(group, events, status))
+        return [results[host.name] for host in hosts]
 
     def _ansible(
         self,
@@ -210,6 +234,9 @@ class AnsibleTransport:
         private = Path(
             tempfile.mkdtemp(prefix="mspauto-ansible-", dir=self._keep if self._keep else None)
         )
+        # A short folder of its own for the connection sockets (a socket path is limited
+        # to about 100 bytes, and %C alone takes 40).
+        sockets = Path(tempfile.mkdtemp(prefix="msa-"))
         events: list[dict[str, Any]] = []
         cmdline = ["--timeout", str(int(self._connect_timeout))]
         if check:
@@ -223,7 +250,7 @@ class AnsibleTransport:
         try:
             runner = init_runner(
                 private_data_dir=str(private),
-                inventory=self._inventory(hosts, accesses),
+                inventory=self._inventory(hosts, accesses, sockets),
                 host_pattern="all",
                 forks=self._forks,
                 cmdline=" ".join(cmdline),
@@ -235,6 +262,8 @@ class AnsibleTransport:
                     "ANSIBLE_TASK_TIMEOUT": str(int(timeout)),
                     "ANSIBLE_NOCOLOR": "True",
                     "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
+                    # One SSH operation per task instead of three (sudo needs no tty).
+                    "ANSIBLE_PIPELINING": "True",
                 },
                 quiet=True,
                 timeout=int(timeout) + int(self._connect_timeout) + 30,
@@ -252,6 +281,7 @@ class AnsibleTransport:
             }
             runner.run()
         finally:
+            _close_connections(sockets)
             if self._keep is None:
                 shutil.rmtree(private, ignore_errors=True)
         return events, str(runner.status)
@@ -269,6 +299,98 @@ class TaskOutcome:
     """``ok``, ``changed``, ``failed``, ``skipped`` or ``unreachable``."""
     message: str = ""
     diff: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        """Machine-readable form (one JSON line of a play result's stdout)."""
+        return {
+            "task": self.task,
+            "status": self.status,
+            "message": self.message,
+            "diff": self.diff,
+        }
+
+
+def task_outcomes(stdout: str) -> list[TaskOutcome]:
+    """The task outcomes a play result carries in its ``stdout``."""
+    outcomes = []
+    for line in stdout.splitlines():
+        if line.strip():
+            data = json.loads(line)
+            outcomes.append(
+                TaskOutcome(
+                    str(data["task"]), str(data["status"]), str(data["message"]), str(data["diff"])
+                )
+            )
+    return outcomes
+
+
+def _play_results(
+    hosts: list[Host], events: list[dict[str, Any]], status: str
+) -> dict[str, CommandResult]:
+    """One result per host from a play's events: its tasks as JSON lines, ``rc`` 2 if one
+    failed, and a classified error when the host could not be reached."""
+    outcomes = _task_outcomes(hosts, events)
+    times: dict[str, list[datetime]] = {}
+    for event in events:
+        name = event.get("event_data", {}).get("host")
+        if name and event.get("created"):
+            times.setdefault(name, []).append(datetime.fromisoformat(event["created"]))
+    results = {}
+    for host in hosts:
+        done = outcomes[host.name]
+        stamps = times.get(host.name) or [utcnow()]
+        stdout = "".join(json.dumps(o.as_dict()) + "\n" for o in done)
+        unreachable = next((o for o in done if o.status == "unreachable"), None)
+        failed = next((o for o in done if o.status == "failed"), None)
+        if unreachable is not None:
+            ran = any(o.status in ("ok", "changed", "failed") for o in done)
+            message = " ".join(unreachable.message.split())
+            # Lost after tasks had run: they may have changed the host, so never retried.
+            error = ErrorKind.CONNECTION_LOST if ran else _classify_unreachable(message)
+            results[host.name] = CommandResult(
+                host.name,
+                "ansible play",
+                None,
+                stdout,
+                "",
+                min(stamps),
+                max(stamps),
+                error,
+                _explain(error, message, host.name),
+            )
+        elif not done and status != "successful":
+            results[host.name] = CommandResult.failure(
+                host.name,
+                "ansible play",
+                ErrorKind.INTERRUPTED if status == "canceled" else ErrorKind.TIMEOUT,
+                f"ansible reported nothing for this host (run {status}): outcome unknown",
+            )
+        else:
+            results[host.name] = CommandResult(
+                host.name,
+                "ansible play",
+                2 if failed else 0,
+                stdout,
+                "",
+                min(stamps),
+                max(stamps),
+                ErrorKind.COMMAND_FAILED if failed else None,
+                f"{failed.task}: {failed.message}" if failed else "",
+            )
+    return results
+
+
+def _close_connections(sockets: Path) -> None:
+    """Stop the run's shared SSH connections now instead of when they idle out."""
+    for socket_path in sockets.iterdir():
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                ["ssh", "-S", str(socket_path), "-O", "exit", "mspauto-run"],
+                capture_output=True,
+                timeout=5,
+                check=False,
+            )
+    shutil.rmtree(sockets, ignore_errors=True)
 
 
 def _by_become_password(hosts: list[Host], accesses: dict[str, _Access]) -> list[list[Host]]:

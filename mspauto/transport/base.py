@@ -7,11 +7,11 @@ a host did not do what was asked, and so retries apply only where they can help.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from mspauto.inventory.resolve import Host
 
@@ -20,6 +20,7 @@ __all__ = [
     "CommandResult",
     "CredentialCache",
     "ErrorKind",
+    "PlayTransport",
     "Transport",
     "TransportFailure",
     "utcnow",
@@ -39,6 +40,8 @@ class ErrorKind(StrEnum):
     """The host presented a different key than the client's known_hosts records."""
     HOST_KEY_UNKNOWN = "host_key_unknown"
     """The client's known_hosts has no key for this host (never accepted automatically)."""
+    TLS_UNTRUSTED = "tls_untrusted"
+    """The host's TLS certificate is not trusted: unknown CA, self-signed, expired or wrong name."""
     CONNECTION_LOST = "connection_lost"
     """The connection broke after the command was started: it may have run (not retried)."""
     COMMAND_FAILED = "command_failed"
@@ -98,6 +101,20 @@ class CommandResult:
     def seconds(self) -> float:
         """Wall time, connection included."""
         return (self.finished - self.started).total_seconds()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Machine-readable form (``--format json``)."""
+        return {
+            "host": self.host,
+            "ok": self.ok,
+            "rc": self.rc,
+            "error": str(self.error) if self.error else None,
+            "message": self.message,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "seconds": round(self.seconds, 3),
+            "attempts": self.attempts,
+        }
 
     def summary(self) -> str:
         """One line for a person: ``ok``, or the error kind and its reason."""
@@ -183,4 +200,23 @@ class BatchTransport(Protocol):
 
     def close(self) -> None:
         """Release what it holds."""
+        ...
+
+
+@runtime_checkable
+class PlayTransport(Protocol):
+    """A batch transport that can also run a play of tasks (changes) on many hosts."""
+
+    def run_play(
+        self,
+        hosts: list[Host],
+        tasks: Sequence[Mapping[str, Any]],
+        *,
+        check: bool,
+        timeout: float,
+        cancelled: Callable[[], bool] = ...,
+    ) -> list[CommandResult]:
+        """Every host at once, results in the order of ``hosts``: ``rc`` 0 when no task
+        failed, each task's outcome as one JSON line of ``stdout`` (see
+        :func:`mspauto.transport.ansible.task_outcomes`)."""
         ...

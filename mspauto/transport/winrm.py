@@ -2,7 +2,8 @@
 
 - Authentication per credential: ``winrm_transport`` ntlm (default), kerberos, credssp,
   certificate or basic. HTTPS (port 5986, the default) always validates the server's
-  certificate; a private CA is named by the host variable ``winrm_ca_trust_path``.
+  certificate; a private CA is named by the host variable ``winrm_ca_trust_path``. A
+  certificate that fails validation is ``tls_untrusted``, with what to do about it.
   Port 5985 means HTTP, where NTLM, Kerberos and CredSSP encrypt each message.
 - Scripts go to PowerShell on stdin, read whole by a short bootstrap passed as
   ``-EncodedCommand``: a script of any length works, where putting it on the command
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,6 +66,7 @@ class WinRMSession:
     """One open WinRS shell on one host; run as many commands as needed, then close."""
 
     def __init__(self, host: Host, protocol: Any, shell_id: str) -> None:
+        """Wrap ``shell_id``, already opened on ``host`` through ``protocol``."""
         self.host = host
         self._protocol = protocol
         self._shell = shell_id
@@ -79,7 +83,6 @@ class WinRMSession:
         out = stdout.decode("utf-8", errors="replace")
         err = stderr.decode("utf-8", errors="replace")
         failed = rc != 0
-        last = [line for line in err.strip().splitlines() if line.strip()][-1:]
         return CommandResult(
             self.host.name,
             script,
@@ -89,7 +92,7 @@ class WinRMSession:
             started,
             utcnow(),
             ErrorKind.COMMAND_FAILED if failed else None,
-            (last[0][:200] if last else f"exit code {rc}") if failed else "",
+            (_headline(err) or f"exit code {rc}")[:200] if failed else "",
             stdout_bytes=len(stdout),
             stderr_bytes=len(stderr),
         )
@@ -98,10 +101,10 @@ class WinRMSession:
         from winrm.exceptions import WinRMOperationTimeoutError
 
         deadline = time.monotonic() + timeout
-        with _classified():
+        with _classified(self.host):
             command = self._protocol.run_command(self._shell, "powershell.exe", _POWERSHELL)
         # From here the script may be running: a broken connection must not be retried.
-        with _classified(after_start=True):
+        with _classified(self.host, after_start=True):
             self._protocol.send_command_input(
                 self._shell, command, script.encode("utf-8"), end=True
             )
@@ -128,7 +131,7 @@ class WinRMSession:
 
     def close(self) -> None:
         """Delete the shell on the host (a host that went away has nothing to clean up)."""
-        with contextlib.suppress(TransportFailure), _classified():
+        with contextlib.suppress(TransportFailure), _classified(self.host):
             self._protocol.close_shell(self._shell)
 
 
@@ -170,6 +173,11 @@ class WinRMTransport:
                 "credentials in clear text; use HTTPS (port 5986)",
             )
         ca = host.vars.get("winrm_ca_trust_path")
+        if ca and not (self._root / str(ca)).is_file():
+            # requests would raise a bare OSError for it, from deep inside the first request.
+            raise TransportFailure(
+                ErrorKind.CONFIG, f"winrm_ca_trust_path {ca}: no such file in the project"
+            )
         # WS-Man holds a Receive open up to the operation timeout, then faults and is
         # asked again; a shorter one than the command's keeps the deadline responsive.
         operation = max(1, min(20, int(timeout / 2)))
@@ -190,7 +198,7 @@ class WinRMTransport:
                 cert_key_pem=str(login.key_file or ""),
             )
         endpoint = f"{scheme}://{_bracket(host.address)}:{port}/wsman"
-        with _classified():
+        with _classified(host):
             protocol = Protocol(endpoint, **options)
             shell = protocol.open_shell(codepage=65001, noprofile=True)
         session = WinRMSession(host, protocol, shell)
@@ -217,7 +225,7 @@ class WinRMTransport:
 
 
 @contextmanager
-def _classified(*, after_start: bool = False) -> Iterator[None]:
+def _classified(host: Host, *, after_start: bool = False) -> Iterator[None]:
     """Turn pywinrm and requests exceptions into one classified, one-line failure."""
     import requests
     from winrm.exceptions import InvalidCredentialsError, WinRMError, WinRMTransportError
@@ -229,11 +237,14 @@ def _classified(*, after_start: bool = False) -> Iterator[None]:
     except InvalidCredentialsError:
         raise TransportFailure(ErrorKind.AUTH_FAILED, "the host refused the credentials") from None
     except requests.exceptions.SSLError as exc:
-        raise TransportFailure(
-            ErrorKind.HOST_KEY_MISMATCH,
-            f"the host's TLS certificate is not trusted ({_reason(exc)}); name "
-            "its CA with the host variable winrm_ca_trust_path",
-        ) from None
+        refused = _certificate_error(exc)
+        if refused is not None:
+            raise TransportFailure(ErrorKind.TLS_UNTRUSTED, _untrusted(refused, host)) from None
+        # Not the certificate: the TLS handshake itself broke (a port that does not speak
+        # TLS, a connection cut mid-handshake).
+        kind = ErrorKind.CONNECTION_LOST if after_start else ErrorKind.UNREACHABLE
+        hint = " (is the port an HTTPS listener?)" if "WRONG_VERSION_NUMBER" in str(exc) else ""
+        raise TransportFailure(kind, f"TLS handshake failed: {_reason(exc)}{hint}") from None
     except requests.exceptions.ConnectTimeout:
         raise TransportFailure(ErrorKind.UNREACHABLE, "no answer to the connection") from None
     except requests.exceptions.ReadTimeout:
@@ -252,12 +263,70 @@ def _classified(*, after_start: bool = False) -> Iterator[None]:
         raise TransportFailure(kind, f"WinRM: {exc}") from None
 
 
+# OpenSSL's X509_V_ERR_* codes that call for another remedy than naming the issuing CA.
+_NAME_MISMATCH = {62, 63, 64}  # hostname, email, IP address
+_OUT_OF_DATE = {9, 10}  # not yet valid, expired
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification error under requests' and urllib3's wrappers, if any."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        # requests wraps urllib3's MaxRetryError in args; that one keeps the cause in reason.
+        pending += [*current.args, getattr(current, "reason", None)]
+        pending += [current.__cause__, current.__context__]
+    return None
+
+
+def _untrusted(error: ssl.SSLCertVerificationError, host: Host) -> str:
+    """One line: what is wrong with the host's certificate and what to do about it."""
+    why = str(error.verify_message or error.reason or "verification failed").rstrip(".")
+    if error.verify_code in _NAME_MISMATCH:
+        return (
+            f"the host's TLS certificate is not issued for {host.address} ({why}); set the "
+            "host's address to a name it carries, or reissue it for this address"
+        )
+    if error.verify_code in _OUT_OF_DATE:
+        return f"the host's TLS certificate is out of date ({why}); renew it on the host"
+    ca = host.vars.get("winrm_ca_trust_path")
+    if ca:
+        return (
+            f"the host's TLS certificate is not issued by the CA in winrm_ca_trust_path "
+            f"{ca} ({why}); put the CA that issued it in that file"
+        )
+    return (
+        f"the host's TLS certificate is not issued by a public CA ({why}); name the CA "
+        "that issued it (or the self-signed certificate) with the host variable "
+        "winrm_ca_trust_path"
+    )
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc)
-    for marker in ("CERTIFICATE_VERIFY_FAILED", "Connection refused", "Name or service"):
+    for marker in ("WRONG_VERSION_NUMBER", "Connection refused", "Name or service"):
         if marker in text:
             return marker.replace("_", " ").lower()
     return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+# Where an error happened, as Windows PowerShell prints it under the message:
+# "At line:1 char:1" or "At C:\scripts\audit.ps1:12 char:5".
+_POSITION = re.compile(r"^At (line:\d+|.+:\d+) char:\d+$")
+
+
+def _headline(stderr: str) -> str:
+    """The last message line of stderr, skipping the lines PowerShell prints under an
+    error's message (its position and "+ CategoryInfo" lines say less than it)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    messages = [line for line in lines if not (line.startswith("+") or _POSITION.match(line))]
+    return (messages or lines or [""])[-1]
 
 
 def _bracket(address: str) -> str:

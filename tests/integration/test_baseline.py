@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from mspauto.evidence.records import read_host_findings
 from mspauto.evidence.store import EvidenceStore
 from mspauto.lab.fleet import Lab
 
@@ -151,8 +152,16 @@ def test_results_are_evidence(lab: Lab, tmp_path: Path) -> None:
     state = tmp_path / "state"
     _, report = baseline(lab.directory, state, "--client", "acme")
     store = EvidenceStore(f"sqlite:///{state / 'evidence.db'}", writable=False)
-    records = list(store.records(kind="baseline_result"))
+    records = list(store.records(kind="findings"))
     assert {r.host for r in records} == {h["host"] for h in report["hosts"]}
     assert all(r.run_id == report["run_id"] for r in records)
+    for record in records:  # each host's findings are what the report showed for it
+        shown = next(h for h in report["hosts"] if h["host"] == record.host)
+        findings = read_host_findings(record.kind, record.payload)
+        assert [(f.subject, str(f.status)) for f in findings.findings] == [
+            (r["rule_id"], r["status"]) for r in shown["results"]
+        ]
+    run_kinds = [r.kind for r in store.records(run_id=report["run_id"])]
+    assert run_kinds[-1] == "run_finished"  # findings were written before the run ended
     assert store.verify()[1] == []
     store.close()

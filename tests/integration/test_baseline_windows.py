@@ -1,7 +1,9 @@
 """The Windows rule pack end to end over WinRM, against the WS-Management test endpoint.
 
-The endpoint answers the audit script with what a default Windows Server 2019 prints
-(tests/fixtures/winrm/baseline-default-2019.yaml); every rule's verdict is checked.
+The endpoint answers the audit script with what a stock Windows Server 2019 prints as
+far as published outputs and Microsoft's documented defaults show (each value in
+tests/fixtures/winrm/baseline-default-2019.yaml names its source or is marked modelled;
+none was recorded from a host); every rule's verdict is checked.
 This proves the pack, the PowerShell batching and the parsing over the real protocol,
 not the PowerShell audits themselves (they need a real Windows host).
 """
@@ -14,26 +16,40 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mspauto.baseline.audit import audit_client
+from mspauto.baseline.report import audit_client
 from mspauto.baseline.script import MARK
 from mspauto.config import Settings
 from mspauto.evidence.store import EvidenceStore
-from mspauto.lab.winrm_endpoint import RecordedAnswer, WinRMEndpoint
+from mspauto.lab.winrm_endpoint import CannedAnswer, WinRMEndpoint, check_source
 from mspauto.project import load_project
 from mspauto.transport import transport_for
 
 pytestmark = pytest.mark.integration
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "winrm" / "baseline-default-2019.yaml"
-OBSERVED: dict[str, list[str]] = yaml.safe_load(FIXTURE.read_text())
+OBSERVED: dict[str, dict[str, str]] = yaml.safe_load(FIXTURE.read_text())
 
 
-def _answer() -> RecordedAnswer:
-    blocks = "".join(
+def _block(rule: str, seen: dict[str, str]) -> str:
+    """What Invoke-Audit prints for one rule: its value, or the error the audit threw."""
+    check_source(seen["source"], seen.get("note", ""))
+    if "error" in seen:
+        error = f"{MARK} STDERR {rule}\r\n{seen['error']}\r\n"
+        return f"{MARK} BEGIN {rule}\r\n{error}{MARK} END {rule} 1\r\n"
+    value = seen["observed"]
+    return (
         f"{MARK} BEGIN {rule}\r\n" + (f"{value}\r\n" if value else "") + f"{MARK} END {rule} 0\r\n"
-        for rule, (value, _) in OBSERVED.items()
     )
-    return RecordedAnswer(pattern="Invoke-Audit 'win-password-history'", stdout=blocks)
+
+
+def _answer() -> CannedAnswer:
+    blocks = "".join(_block(rule, seen) for rule, seen in OBSERVED.items())
+    return CannedAnswer(
+        pattern="Invoke-Audit 'win-password-history'",
+        stdout=blocks,
+        source=f"tests/fixtures/winrm/{FIXTURE.name}",
+        note="one source per rule",
+    )
 
 
 @pytest.fixture
@@ -100,8 +116,8 @@ def test_windows_pack_over_winrm(
         project, "contoso", list(client.hosts.values()), transport_for(client, tmp_path), store
     )
     (host,) = report.hosts
-    verdicts = {r.rule_id: r.status for r in host.results}
-    assert verdicts == {rule: verdict for rule, (_, verdict) in OBSERVED.items()}
+    verdicts = {f.subject: f.status for f in host.findings}
+    assert verdicts == {rule: seen["verdict"] for rule, seen in OBSERVED.items()}
     assert len(windows_host.scripts) == 1  # every rule in one script, one round trip
     assert windows_host.scripts[0].count("Invoke-Audit '") == len(OBSERVED)
     assert report.score is not None and report.below_floor

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from mspauto.evidence.records import read_change_result
+from mspauto.evidence.runs import list_runs
 from mspauto.evidence.store import EvidenceStore
 from mspauto.lab.fleet import Lab
 from mspauto.lab.testing import lab_unavailable, running_lab, ssh
@@ -77,16 +79,16 @@ def test_dry_run_then_remediate(small_lab: Lab, tmp_path: Path, debian_rules: se
     assert drifted == len(debian_rules)  # every rule of the pack fails on this host
 
     dry = mspauto(small_lab, state, "--remediate", "--dry-run")
-    assert dry.returncode == 0, dry.stderr
+    assert dry.returncode == 3, dry.stderr  # the client is under its floor, and stays so
     assert "would fix ssh-root-login-disabled (= no) on initech-lab02" in dry.stdout
     assert "initech-lab02: would change: ssh-root-login-disabled (= no)" in dry.stdout
     assert (
-        "initech-lab02: needs a person (no automatic remediation): only-root-has-uid-0"
+        "initech-lab02: needs a person: only-root-has-uid-0 (no automatic remediation)"
         in dry.stdout
     )
     assert failed_rules(small_lab, state) == before  # the dry run changed nothing
 
-    fixed = mspauto(small_lab, state, "--remediate")
+    fixed = mspauto(small_lab, state, "--remediate", "--forks", "1", "--timeout", "300")
     assert fixed.returncode == 0, fixed.stderr
     assert re.search(
         rf"initech-lab02: score [\d.]+ -> [\d.]+  \({drifted} -> 1 failed\)", fixed.stdout
@@ -97,12 +99,40 @@ def test_dry_run_then_remediate(small_lab: Lab, tmp_path: Path, debian_rules: se
     }
 
     store = EvidenceStore(f"sqlite:///{state / 'evidence.db'}", writable=False)
-    (record,) = list(store.records(kind="baseline_remediation"))
-    assert record.host == "initech-lab02"
-    assert record.payload["rules"]["ssh-root-login-disabled"] == {"before": "fail", "after": "pass"}
-    assert record.payload["rules"]["only-root-has-uid-0"] == {"before": "fail", "after": "fail"}
+    runs = {r.kind: r for r in list_runs(store)}
+    # The change is a run of its own, recorded host by host, between the two audits.
+    change_run = runs["baseline-change"]
+    assert change_run.hosts == 1 and change_run.status == "completed"
+    (started,) = store.records(run_id=change_run.run_id, kind="run_started")
+    assert started.payload["forks"] == 1 and started.payload["timeout"] == 300
+    (record,) = list(store.records(kind="change_result"))
+    result = read_change_result(record.kind, record.payload)
+    assert result.host == "initech-lab02" and result.change_run == change_run.run_id
+    outcomes = {c.subject: c for c in result.changes}
+    fixed_rule = outcomes["ssh-root-login-disabled"]
+    assert (fixed_rule.before, fixed_rule.after, fixed_rule.status) == ("fail", "pass", "changed")
+    assert "only-root-has-uid-0" not in outcomes  # nothing ran for it: a person decides
     assert store.verify()[1] == []
     store.close()
+
+
+def test_remediation_reports_as_json_and_respects_the_policy(
+    small_lab: Lab, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    policy = small_lab.directory / "policies" / "baseline.yaml"
+    written = policy.read_text()
+    policy.write_text(written + "remediate: never\n")
+    try:
+        result = mspauto(small_lab, state, "--remediate", "--dry-run", "--format", "json")
+    finally:
+        policy.write_text(written)
+    report = json.loads(result.stdout)
+    assert result.returncode == 3, result.stderr  # under the floor; nothing may change
+    assert report["dry_run"] is True and report["tasks"] == []
+    manual = {m["rule_id"]: m["why"] for m in report["manual"]["initech-lab02"]}
+    assert manual["ssh-root-login-disabled"] == "policy 'lab-cis' says remediate: never"
+    assert report["before"]["hosts"][1]["results"]  # the audit itself is in the report
 
 
 def test_a_broken_sshd_config_is_an_error_never_a_pass(small_lab: Lab, tmp_path: Path) -> None:

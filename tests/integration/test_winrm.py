@@ -1,8 +1,9 @@
 """The WinRM transport against the WS-Management test endpoint (no Windows here).
 
 The endpoint speaks the real wire protocol over HTTPS on loopback; its answers come
-from tests/fixtures/winrm/answers.yaml. See mspauto.lab.winrm_endpoint for what this
-does not prove (NTLM/Kerberos/CredSSP, real PowerShell).
+from tests/fixtures/winrm/answers.yaml, each reproducing a published output (or marked
+modelled), not recorded from a host. See mspauto.lab.winrm_endpoint for what this does
+not prove (NTLM/Kerberos/CredSSP, real PowerShell).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import yaml
 
 from mspauto.config import Settings
 from mspauto.inventory.resolve import Client
-from mspauto.lab.winrm_endpoint import RecordedAnswer, WinRMEndpoint
+from mspauto.lab.winrm_endpoint import WinRMEndpoint, load_answers, make_certificates
 from mspauto.project import load_project
 from mspauto.transport.base import ErrorKind
 from mspauto.transport.winrm import WinRMTransport
@@ -29,12 +30,7 @@ from mspauto.transport.winrm import WinRMTransport
 pytestmark = pytest.mark.integration
 
 PASSWORD = "Winrm-S3cret-6b2e"
-ANSWERS = [
-    RecordedAnswer(**a)
-    for a in yaml.safe_load(
-        (Path(__file__).parent.parent / "fixtures" / "winrm" / "answers.yaml").read_text()
-    )
-]
+ANSWERS = load_answers(Path(__file__).parent.parent / "fixtures" / "winrm" / "answers.yaml")
 
 
 @pytest.fixture
@@ -165,7 +161,7 @@ def test_one_shell_serves_many_commands(
         ]
     assert outputs == [
         "WIN-LAB01\r\n",
-        "5.1.17763.5830\r\n",
+        "5.1.17763.316\r\n",
         "Microsoft Windows Server 2019 Standard\r\n",
     ]
     assert endpoint.shells_created == 1
@@ -175,8 +171,16 @@ def test_one_shell_serves_many_commands(
 @pytest.mark.parametrize(
     ("script", "kind", "message"),
     [
-        ("Get-Item C:\\nonexistent", ErrorKind.COMMAND_FAILED, "PathNotFound"),
-        ("Get-Frobnicator", ErrorKind.COMMAND_FAILED, "is not recognized as the name of a cmdlet"),
+        (
+            "Get-Item C:\\nonexistent",
+            ErrorKind.COMMAND_FAILED,
+            "Get-Item : Cannot find path 'C:\\nonexistent' because it does not exist.",
+        ),
+        (
+            "Get-Frobnicator",
+            ErrorKind.COMMAND_FAILED,
+            "Get-Frobnicator : The term 'Get-Frobnicator' is not recognized as the name of a",
+        ),
         ("Start-Sleep -Seconds 30", ErrorKind.TIMEOUT, "did not finish within 3s"),
     ],
 )
@@ -232,6 +236,91 @@ def test_an_untrusted_certificate_is_refused(
     result = WinRMTransport(client, tmp_path).run(
         client.hosts["win01"], "hostname", sudo=False, timeout=10
     )
-    assert result.error is ErrorKind.HOST_KEY_MISMATCH
-    assert "certificate" in result.message
+    assert result.error is ErrorKind.TLS_UNTRUSTED
+    assert "not issued by a public CA (unable to get local issuer certificate)" in result.message
+    assert "winrm_ca_trust_path" in result.message  # the setting that fixes it
     assert endpoint.scripts == []  # nothing was sent
+
+
+@pytest.mark.parametrize(
+    ("certificate", "message"),
+    [
+        ("other-address", "TLS certificate is not issued for {address} (IP address mismatch"),
+        ("expired", "TLS certificate is out of date (certificate has expired); renew it"),
+        ("other-ca", "not issued by the CA in winrm_ca_trust_path contoso-ca.pem"),
+    ],
+)
+def test_each_untrusted_certificate_says_what_to_fix(
+    winrm_address: str, tmp_path: Path, secret: None, certificate: str, message: str
+) -> None:
+    # The CA named in the inventory issued the certificate, except for "other-ca".
+    ca, cert, key = make_certificates(
+        tmp_path / "tls",
+        "127.0.0.2" if certificate == "other-address" else winrm_address,
+        expired=certificate == "expired",
+    )
+    if certificate == "other-ca":
+        ca = make_certificates(tmp_path / "other-ca", winrm_address)[0]
+    users = {"svc-msp": PASSWORD}
+    with WinRMEndpoint(winrm_address, ANSWERS, users=users, certificate=(cert, key)) as endpoint:
+        client = _client(_project(tmp_path / "p", endpoint, ca))
+        result = WinRMTransport(client, tmp_path / "p").run(
+            client.hosts["win01"], "hostname", sudo=False, timeout=10
+        )
+    assert result.error is ErrorKind.TLS_UNTRUSTED
+    assert message.format(address=winrm_address) in result.message
+    assert endpoint.scripts == []
+
+
+def test_an_untrusted_certificate_is_not_retried(endpoint: WinRMEndpoint, tmp_path: Path) -> None:
+    root = _project(tmp_path / "p", endpoint, ca=None)
+    options = ["--client", "contoso", "--hosts", "win01", "--retries", "2", "--format", "json"]
+    result = subprocess.run(
+        [sys.executable, "-m", "mspauto", "--project", str(root), "exec", *options, "hostname"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "WIN_PASSWORD": PASSWORD, "MSPAUTO_STATE_DIR": str(tmp_path / "s")},
+    )
+    (win01,) = json.loads(result.stdout)["results"]
+    assert (win01["error"], win01["attempts"]) == ("tls_untrusted", 1)
+
+
+def test_a_listener_without_tls_is_not_an_untrusted_certificate(
+    winrm_address: str, winrm_certificates: tuple[Path, Path, Path], tmp_path: Path, secret: None
+) -> None:
+    users = {"svc-msp": PASSWORD}
+    with WinRMEndpoint(winrm_address, ANSWERS, users=users) as plain_http:
+        client = _client(_project(tmp_path, plain_http, winrm_certificates[0]))
+        result = WinRMTransport(client, tmp_path).run(
+            client.hosts["win01"], "hostname", sudo=False, timeout=10
+        )
+    assert result.error is ErrorKind.UNREACHABLE
+    assert result.message == (
+        "TLS handshake failed: wrong version number (is the port an HTTPS listener?)"
+    )
+
+
+def test_a_missing_ca_file_is_a_config_error(
+    endpoint: WinRMEndpoint,
+    winrm_certificates: tuple[Path, Path, Path],
+    tmp_path: Path,
+    secret: None,
+) -> None:
+    client = _client(_project(tmp_path, endpoint, winrm_certificates[0]))
+    (tmp_path / "contoso-ca.pem").unlink()
+    result = WinRMTransport(client, tmp_path).run(
+        client.hosts["win01"], "hostname", sudo=False, timeout=10
+    )
+    assert result.error is ErrorKind.CONFIG
+    assert result.message == "winrm_ca_trust_path contoso-ca.pem: no such file in the project"
+
+
+def test_an_answer_without_a_source_is_refused(tmp_path: Path) -> None:
+    fixture = tmp_path / "answers.yaml"
+    fixture.write_text(
+        "- {pattern: '^hostname', stdout: x, source: modelled, note: the lab's name}\n"
+        "- {pattern: '^whoami', stdout: y}\n"
+    )
+    with pytest.raises(ValueError, match=r"answers.yaml, answer 2: source must be a URL"):
+        load_answers(fixture)

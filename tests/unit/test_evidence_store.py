@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import stat
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from mspauto.evidence import store as store_module
 from mspauto.evidence.store import EvidenceStore, NewRecord, store_output
 
 
@@ -88,3 +91,84 @@ def test_verify_ignores_what_is_appended_meanwhile(store: EvidenceStore) -> None
     # Records beyond the head read at the start belong to the next verify.
     store.append(_records("acme", 2))
     assert store.verify() == (9, [])
+
+
+def test_verify_finds_changed_and_missing_outputs_across_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tiny batches and a one-entry cache, so a shared output is looked up again in
+    # later batches and every record naming a broken one is reported.
+    monkeypatch.setattr(store_module, "_READ_BATCH", 2)
+    monkeypatch.setattr(store_module, "_VERIFIED_OUTPUTS", 1)
+    path = tmp_path / "evidence.db"
+    store = EvidenceStore(f"sqlite:///{path}")
+    stderr, stderr_described = store_output(b"warning: shared by every record\n")
+    new = []
+    for i in range(5):
+        stdout, stdout_described = store_output(f"output of h{i}\n".encode())
+        new.append(
+            NewRecord(
+                "acme",
+                "host_result",
+                "run-1",
+                datetime.now(UTC),
+                {"rc": 0, "stdout": stdout_described, "stderr": stderr_described},
+                host=f"h{i}",
+                outputs=(stdout, stderr),
+            )
+        )
+    store.append(new)
+    assert store.verify() == (5, [])
+
+    changed, rewritten_as_text = (
+        hashlib.sha256(f"output of h{i}\n".encode()).hexdigest() for i in (2, 3)
+    )
+    _tamper(
+        path,
+        "DROP TRIGGER evidence_outputs_no_update",
+        "DROP TRIGGER evidence_outputs_no_delete",
+        f"UPDATE evidence_outputs SET data = X'00' WHERE sha256 = '{changed}'",
+        # SQLite keeps a TEXT value written over a BLOB column: reported, not a crash.
+        f"UPDATE evidence_outputs SET data = 'forged' WHERE sha256 = '{rewritten_as_text}'",
+        f"DELETE FROM evidence_outputs WHERE sha256 = '{stderr_described['sha256']}'",
+    )
+    checked, problems = store.verify()
+    assert checked == 5
+    assert [str(p) for p in problems] == [
+        "acme #1: stderr output is missing (run run-1, host h0)",
+        "acme #2: stderr output is missing (run run-1, host h1)",
+        "acme #3: stdout output was changed (run run-1, host h2)",
+        "acme #3: stderr output is missing (run run-1, host h2)",
+        "acme #4: stdout output was changed (run run-1, host h3)",
+        "acme #4: stderr output is missing (run run-1, host h3)",
+        "acme #5: stderr output is missing (run run-1, host h4)",
+    ]
+
+
+def test_verify_memory_does_not_grow_with_the_outputs(tmp_path: Path) -> None:
+    # Verify once held every stored output at once; it must read a few at a time.
+    count, size = 4000, 4096
+    store = EvidenceStore(f"sqlite:///{tmp_path / 'evidence.db'}")
+    new = []
+    for i in range(count):
+        kept, described = store_output(f"{i:08d}".encode() * (size // 8))
+        new.append(
+            NewRecord(
+                "acme",
+                "host_result",
+                "run-1",
+                datetime.now(UTC),
+                {"rc": 0, "stdout": described},
+                host=f"h{i}",
+                outputs=(kept,),
+            )
+        )
+    store.append(new)
+    del new
+    tracemalloc.start()
+    try:
+        assert store.verify() == (count, [])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < count * size / 4, f"verify peaked at {peak / 2**20:.1f} MiB"

@@ -64,3 +64,32 @@ def test_client_names_cannot_leave_the_lab_folder(client: str) -> None:
 def test_the_repository_address_is_loopback_too() -> None:
     with pytest.raises(ValueError, match=r"repository 126\.255\.255\.255"):
         plan_fleet(2, ["acme"], faults=False, first_address="127.0.0.0")
+
+
+def test_stock_hosts_follow_the_planted_ones_and_plant_nothing() -> None:
+    plans = plan_fleet(8, ["acme", "globex"], faults=True, stock=3)
+    planted, stock = plans[:8], plans[8:]
+    assert [p.fault for p in planted[-3:]] == ["sshd-down", "changed-key", "rejects-key"]
+    assert [(p.name, p.address, p.baseline, p.backup, p.fault) for p in stock] == [
+        ("acme-stock01", "127.0.0.18", "stock", None, None),
+        ("globex-stock01", "127.0.0.19", "stock", None, None),
+        ("acme-stock02", "127.0.0.20", "stock", None, None),
+    ]
+    document = inventory_document("acme", plans, "/lab/keys/lab_ed25519", "lab-standard")
+    assert document["hosts"]["acme-stock01"] == {
+        "address": "127.0.0.18",
+        "tags": ["lab", "stock"],
+        "vars": {},
+    }
+
+
+def test_a_lab_of_stock_hosts_only() -> None:
+    plans = plan_fleet(0, ["acme"], faults=False, stock=1)
+    assert [(p.name, p.baseline) for p in plans] == [("acme-stock01", "stock")]
+    with pytest.raises(ValueError, match="at least one host"):
+        plan_fleet(0, ["acme"], faults=False)
+
+
+def test_stock_hosts_stay_inside_loopback_too() -> None:
+    with pytest.raises(ValueError, match=r"127\.0\.0\.0/8"):
+        plan_fleet(2, ["acme"], faults=False, first_address="127.255.255.252", stock=4)

@@ -1,0 +1,112 @@
+"""The ``baseline`` and ``rulepack`` policy kinds: registration, summaries, cross-checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import date
+from difflib import get_close_matches
+
+from mspauto.baseline.rules import RulePack
+from mspauto.inventory.resolve import Inventory
+from mspauto.policy.loader import LoadedPolicy
+from mspauto.policy.models import BaselinePolicy
+from mspauto.policy.registry import PolicyKind, register
+from mspauto.problems import Problem
+
+__all__: list[str] = []
+
+
+def _baseline(policy: BaselinePolicy) -> str:
+    return f"packs {', '.join(policy.packs)}; remediate {policy.remediate}"
+
+
+def _rulepack(policy: RulePack) -> str:
+    return f"{len(policy.rules)} rules for {', '.join(policy.platforms)}: {policy.title}"
+
+
+def _references(
+    policies: Sequence[LoadedPolicy], inventory: Inventory, _today: date
+) -> Iterator[Problem]:
+    """Named packs exist, overridden rules exist, no rule id comes from two packs, and
+    no host gets one rule from two policies."""
+    packs = {p.policy.name: p.policy for p in policies if isinstance(p.policy, RulePack)}
+    baselines = [p for p in policies if isinstance(p.policy, BaselinePolicy)]
+    for loaded in baselines:
+        policy = loaded.policy
+        assert isinstance(policy, BaselinePolicy)
+        owner: dict[str, str] = {}
+        for index, name in enumerate(policy.packs):
+            pack = packs.get(name)
+            if pack is None:
+                close = get_close_matches(name, list(packs), n=1)
+                hint = (
+                    f" (did you mean '{close[0]}'?)"
+                    if close
+                    else "; rule packs are 'kind: rulepack' files, e.g. policies/baselines/"
+                )
+                yield Problem(
+                    loaded.doc.location(("packs", index)),
+                    f"packs[{index}]",
+                    f"no rule pack is named '{name}'{hint}",
+                )
+                continue
+            for rule in pack.rules:
+                if rule.id in owner and owner[rule.id] != name:
+                    yield Problem(
+                        loaded.doc.location(("packs", index)),
+                        f"packs[{index}]",
+                        f"rule '{rule.id}' is in both {owner[rule.id]} and {name}; a "
+                        "host can have only one verdict per rule: drop one pack or "
+                        "rename the rule in your own pack",
+                    )
+                owner.setdefault(rule.id, name)
+        for rule_id in policy.overrides:
+            if owner and rule_id not in owner:
+                close = get_close_matches(rule_id, sorted(owner), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                yield Problem(
+                    loaded.doc.location(("overrides", rule_id)),
+                    f"overrides.{rule_id}",
+                    f"no rule '{rule_id}' in {', '.join(policy.packs)}{hint}",
+                )
+    yield from _overlaps(baselines, packs, inventory)
+
+
+def _overlaps(
+    baselines: list[LoadedPolicy], packs: dict[str, RulePack], inventory: Inventory
+) -> Iterator[Problem]:
+    """Two enabled policies giving one host the same rule: the first one is used."""
+    reported: set[tuple[str, str]] = set()
+    for host in inventory.hosts():
+        first: dict[str, LoadedPolicy] = {}
+        for loaded in baselines:
+            policy = loaded.policy
+            assert isinstance(policy, BaselinePolicy)
+            if not (policy.enabled and policy.targets.matches(host)):
+                continue
+            rules = {r.id for name in policy.packs if name in packs for r in packs[name].rules}
+            for rule_id in sorted(rules):
+                earlier = first.setdefault(rule_id, loaded)
+                pair = (earlier.policy.name, policy.name)
+                if earlier is not loaded and pair not in reported:
+                    reported.add(pair)
+                    yield Problem(
+                        loaded.doc.location(("packs",)),
+                        "packs",
+                        f"host {host.name} gets rule '{rule_id}' (and maybe more) from "
+                        f"both '{earlier.policy.name}' and '{policy.name}'; only "
+                        f"'{earlier.policy.name}' ({earlier.location}) is used for them",
+                        severity="warning",
+                    )
+
+
+register(
+    PolicyKind(
+        "baseline",
+        BaselinePolicy,
+        _baseline,
+        _references,
+        help="audit (and optionally remediate) hardening rule packs",
+    )
+)
+register(PolicyKind("rulepack", RulePack, _rulepack, help="baseline rules as data"))

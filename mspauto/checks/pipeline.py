@@ -1,0 +1,449 @@
+"""The check pipeline every policy kind runs on: scope, probe, judge, and change.
+
+A kind supplies only what is its own (see :class:`Check`): *plan* what concerns a host
+(pure), the *probe* script for the host's platform family, *judge* the answer into
+findings (pure), and optionally the *changes* (Ansible tasks) that fix what failed.
+This module does the rest, the same way for every kind:
+
+1. **scope**: the client, its contract, and per host the policies of the kind that
+   select it and the waivers that cover it today;
+2. **probe**: one script per host, through the run engine (retries, caps, progress,
+   Ctrl-C), so the probe run is evidence like any other;
+3. **judge**: as each host's answer arrives its findings are written through the
+   engine's evidence writer, before the run is finished, so a store failure is
+   handled like any other and a killed control node keeps what was judged;
+4. **change** (on request): every change of every host in one Ansible play, run by the
+   engine as a run of its own (``<kind>-change``) with run and host records, then a
+   re-check whose run also records each host's before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Generic, Protocol, TypeVar
+
+from mspauto.engine import RunOutcome, RunSpec, run_command
+from mspauto.engine.progress import Progress
+from mspauto.evidence.records import (
+    ChangeOutcome,
+    ChangeResult,
+    FindingStatus,
+    HostFindings,
+    RecordKind,
+    RunStatus,
+)
+from mspauto.evidence.store import EvidenceStore, NewRecord
+from mspauto.inventory.resolve import Client, Host
+from mspauto.inventory.selectors import Selector
+from mspauto.policy.loader import LoadedPolicy
+from mspauto.policy.models import Contract, Waiver
+from mspauto.project import Project
+from mspauto.transport.ansible import TaskOutcome, task_outcomes
+from mspauto.transport.base import CommandResult, Transport, utcnow
+
+__all__ = [
+    "Change",
+    "ChangeRun",
+    "Check",
+    "CheckRun",
+    "ClientScope",
+    "HostScope",
+    "RunOptions",
+    "apply_changes",
+    "change_play",
+    "plan_changes",
+    "run_checks",
+    "scope_client",
+]
+
+PlanT = TypeVar("PlanT")
+
+
+@dataclass(frozen=True)
+class HostScope:
+    """What applies to one host today: the kind's policies selecting it, its waivers."""
+
+    host: Host
+    policies: tuple[LoadedPolicy, ...]
+    """Enabled policies of the check's kind whose targets select the host, in file order."""
+    waivers: tuple[Waiver, ...]
+    """Waivers selecting the host that still apply today."""
+    today: date
+
+
+@dataclass(frozen=True)
+class ClientScope:
+    """One client, its contract, and the scope of each host to check."""
+
+    project: Project
+    client: Client
+    contract: Contract | None
+    today: date
+    hosts: tuple[HostScope, ...]
+
+
+def scope_client(
+    project: Project, client: Client, hosts: Sequence[Host], kind: str, today: date
+) -> ClientScope:
+    """The scope of a check of ``kind`` over ``hosts`` (all of one client) on ``today``."""
+    waivers = [
+        p.policy
+        for p in project.policies
+        if isinstance(p.policy, Waiver) and today <= p.policy.expires
+    ]
+    of_kind = [
+        p for p in project.policies if p.policy.kind == kind and getattr(p.policy, "enabled", True)
+    ]
+    scopes = tuple(
+        HostScope(
+            host,
+            tuple(p for p in of_kind if _selects(p, host)),
+            tuple(w for w in waivers if w.targets.matches(host)),
+            today,
+        )
+        for host in hosts
+    )
+    contract = project.contracts().get(client.spec.contract)
+    return ClientScope(project, client, contract, today, scopes)
+
+
+def _selects(loaded: LoadedPolicy, host: Host) -> bool:
+    targets = getattr(loaded.policy, "targets", None)
+    return isinstance(targets, Selector) and targets.matches(host)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One fix for one failed subject on one host: an Ansible task (module and
+    arguments), or no task when a person must decide (``description`` says why)."""
+
+    subject: str
+    description: str
+    """What the host will have afterwards (``<= 4``, ``mode 0640``), or why not."""
+    task: Mapping[str, Any] | None
+    """The task without ``name`` or ``when`` (the pipeline adds both)."""
+
+
+class Check(Protocol[PlanT]):
+    """What a policy kind supplies to run on the pipeline."""
+
+    kind: str
+    """The policy kind (``baseline``): findings and runs are recorded under it."""
+
+    def plan(self, scope: HostScope) -> PlanT | None:
+        """What concerns this host (pure); None when nothing does."""
+        ...
+
+    def probe(self, host: Host, plan: PlanT) -> str | None:
+        """The one script this host runs for its platform family; None if none is
+        needed (every finding is then decided by the plan alone)."""
+        ...
+
+    def judge(self, host: Host, plan: PlanT, result: CommandResult | None) -> HostFindings:
+        """The host's findings from its probe's result (pure). ``result`` is None when
+        no probe was needed; a failed result makes the host unchecked."""
+        ...
+
+    def changes(self, host: Host, plan: PlanT, findings: HostFindings) -> Sequence[Change]:
+        """The changes that would fix what failed and may be fixed automatically."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a check or change run goes: per-host time limit, parallel hosts, progress."""
+
+    timeout: float = 120.0
+    forks: int = 50
+    progress: Progress | None = None
+
+
+@dataclass
+class CheckRun(Generic[PlanT]):
+    """The result of one check run over a client's hosts."""
+
+    check: str
+    client: str
+    run_id: str | None
+    status: RunStatus
+    hosts: list[HostFindings] = field(default_factory=list)
+    plans: dict[str, PlanT] = field(default_factory=dict)
+    evidence_error: str | None = None
+
+    def findings_of(self, host: str) -> HostFindings | None:
+        """One host's findings."""
+        return next((h for h in self.hosts if h.host == host), None)
+
+
+ExtraRecords = Callable[[Host, HostFindings], Sequence[Mapping[str, Any]]]
+"""Payloads of ``change_result`` records to write with a host's findings."""
+
+
+def run_checks(
+    check: Check[PlanT],
+    scope: ClientScope,
+    transport: Transport,
+    store: EvidenceStore | None,
+    options: RunOptions,
+    *,
+    also_record: ExtraRecords | None = None,
+) -> CheckRun[PlanT]:
+    """Plan, probe, judge and record every host of ``scope`` that the check concerns."""
+    plans: dict[str, PlanT] = {}
+    scripts: dict[str, str] = {}
+    for host_scope in scope.hosts:
+        plan = check.plan(host_scope)
+        if plan is None:
+            continue
+        plans[host_scope.host.name] = plan
+        script = check.probe(host_scope.host, plan)
+        if script is not None:
+            scripts[host_scope.host.name] = script
+    probed = [s.host for s in scope.hosts if s.host.name in scripts]
+    judged: dict[str, HostFindings] = {}
+    lock = threading.Lock()
+    chain = scope.client.name
+
+    def on_result(run_id: str, host: Host, result: CommandResult) -> list[NewRecord]:
+        findings = _judge_safely(check, host, plans[host.name], result)
+        with lock:
+            judged[host.name] = findings
+        return _records(chain, run_id, host, findings, also_record)
+
+    run = CheckRun[PlanT](check.kind, chain, None, RunStatus.COMPLETED, plans=plans)
+    if probed:
+        spec = RunSpec(
+            client=scope.client,
+            hosts=probed,
+            command=f"{check.kind} probe: each host runs its own script (stored with it)",
+            commands=scripts,
+            sudo=True,
+            timeout=options.timeout,
+            forks=options.forks,
+            kind=check.kind,
+        )
+        outcome = run_command(spec, transport, store, options.progress, on_result=on_result)
+        run.run_id, run.status, run.evidence_error = (
+            outcome.run_id,
+            outcome.status,
+            outcome.evidence_error,
+        )
+    for host_scope in scope.hosts:
+        name = host_scope.host.name
+        if name in judged:
+            run.hosts.append(judged[name])
+        elif name in plans:
+            run.hosts.append(_judge_safely(check, host_scope.host, plans[name], None))
+    return run
+
+
+def _judge_safely(
+    check: Check[PlanT], host: Host, plan: PlanT, result: CommandResult | None
+) -> HostFindings:
+    try:
+        return check.judge(host, plan, result)
+    except Exception as exc:  # a bug in a judge must not lose the host's result
+        return HostFindings(check.kind, host.name, (), f"internal_error: judging failed: {exc!r}")
+
+
+def _records(
+    chain: str,
+    run_id: str,
+    host: Host,
+    findings: HostFindings,
+    also_record: ExtraRecords | None,
+) -> list[NewRecord]:
+    records = [
+        NewRecord(
+            chain=chain,
+            kind=RecordKind.FINDINGS,
+            run_id=run_id,
+            host=host.name,
+            recorded_at=utcnow(),
+            payload=findings.payload(),
+        )
+    ]
+    for payload in also_record(host, findings) if also_record else ():
+        records.append(
+            NewRecord(
+                chain=chain,
+                kind=RecordKind.CHANGE_RESULT,
+                run_id=run_id,
+                host=host.name,
+                recorded_at=utcnow(),
+                payload=payload,
+            )
+        )
+    return records
+
+
+# --- changes ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    """One task of the change play and the hosts it runs on."""
+
+    subject: str
+    description: str
+    hosts: tuple[str, ...]
+    task: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        """The task's name in the play (and in its outcomes)."""
+        return f"{self.subject} ({self.description})"
+
+
+@dataclass
+class ChangeRun(Generic[PlanT]):
+    """A change: the check before, the planned tasks, the change run, the check after."""
+
+    before: CheckRun[PlanT]
+    dry_run: bool
+    tasks: list[PlannedTask] = field(default_factory=list)
+    manual: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """Host -> (failed subject, why) that no automatic change covers."""
+    change: RunOutcome | None = None
+    outcomes: dict[str, list[TaskOutcome]] = field(default_factory=dict)
+    after: CheckRun[PlanT] | None = None
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        """Hosts where the change run failed (a task failed, or unreachable)."""
+        if self.change is None:
+            return []
+        return [r.host for r in self.change.results if not r.ok]
+
+
+def plan_changes(
+    check: Check[PlanT], scope: ClientScope, before: CheckRun[PlanT]
+) -> tuple[list[PlannedTask], dict[str, list[tuple[str, str]]]]:
+    """Identical changes on several hosts become one task run on exactly those hosts;
+    failed findings that no task covers need a person."""
+    hosts = {s.host.name: s.host for s in scope.hosts}
+    grouped: dict[str, tuple[Change, list[str]]] = {}
+    manual: dict[str, list[tuple[str, str]]] = {}
+    for findings in before.hosts:
+        if findings.unchecked or findings.host not in before.plans:
+            continue
+        changes = check.changes(hosts[findings.host], before.plans[findings.host], findings)
+        offered = {c.subject for c in changes}
+        for change in changes:
+            if change.task is None:
+                manual.setdefault(findings.host, []).append((change.subject, change.description))
+                continue
+            key = json.dumps([change.subject, change.task], sort_keys=True, default=str)
+            grouped.setdefault(key, (change, []))[1].append(findings.host)
+        for finding in findings.findings:
+            if finding.status is FindingStatus.FAIL and finding.subject not in offered:
+                manual.setdefault(findings.host, []).append((finding.subject, "no change offered"))
+    tasks = [
+        PlannedTask(change.subject, change.description, tuple(sorted(names)), change.task or {})
+        for change, names in grouped.values()
+    ]
+    return tasks, manual
+
+
+def change_play(tasks: Sequence[PlannedTask]) -> list[dict[str, Any]]:
+    """The tasks of a change run: each named after its subject, each limited to its
+    hosts (host names are validated inventory names, so the condition stays data). A
+    failed task is recorded and the host's other fixes still run: without
+    ``ignore_errors`` Ansible would drop the host from the rest of the play."""
+    return [
+        {
+            "name": task.name,
+            **task.task,
+            "when": f"inventory_hostname in {list(task.hosts)!r}",
+            "ignore_errors": True,
+        }
+        for task in tasks
+    ]
+
+
+def apply_changes(
+    check: Check[PlanT],
+    scope: ClientScope,
+    before: CheckRun[PlanT],
+    probe_transport: Transport,
+    change_transport: Transport,
+    store: EvidenceStore | None,
+    options: RunOptions,
+    *,
+    dry_run: bool,
+) -> ChangeRun[PlanT]:
+    """Run the changes ``before`` calls for (a dry run: Ansible check mode with diffs),
+    then check again and record each host's before and after."""
+    tasks, manual = plan_changes(check, scope, before)
+    result = ChangeRun(before, dry_run, tasks=tasks, manual=manual)
+    if not tasks:
+        return result
+    changing = sorted({name for task in tasks for name in task.hosts})
+    hosts = [s.host for s in scope.hosts if s.host.name in changing]
+    play = change_play(tasks)
+    result.change = run_command(
+        RunSpec(
+            client=scope.client,
+            hosts=hosts,
+            command=f"{check.kind} change: {len(tasks)} tasks"
+            + (" (check mode: nothing changed)" if dry_run else ""),
+            play=play,
+            check_mode=dry_run,
+            sudo=True,
+            timeout=options.timeout,
+            forks=options.forks,
+            kind=f"{check.kind}-change",
+        ),
+        change_transport,
+        store,
+        options.progress,
+    )
+    result.outcomes = {r.host: task_outcomes(r.stdout) for r in result.change.results}
+    if dry_run:
+        return result
+    result.after = run_checks(
+        check,
+        ClientScope(
+            scope.project,
+            scope.client,
+            scope.contract,
+            scope.today,
+            tuple(s for s in scope.hosts if s.host.name in changing),
+        ),
+        probe_transport,
+        store,
+        options,
+        also_record=lambda host, after: [_before_after(result, host.name, after).payload()],
+    )
+    return result
+
+
+def _before_after(change: ChangeRun[Any], host: str, after: HostFindings) -> ChangeResult:
+    before = change.before.findings_of(host)
+    before_status = {f.subject: f.status for f in before.findings} if before else {}
+    after_status = {f.subject: f.status for f in after.findings}
+    outcomes = {o.task: o for o in change.outcomes.get(host, [])}
+    assert change.change is not None
+    return ChangeResult(
+        check=change.before.check,
+        host=host,
+        before_run=change.before.run_id or "",
+        change_run=change.change.run_id,
+        after_run=None,  # this record belongs to the after run itself
+        changes=tuple(
+            ChangeOutcome(
+                subject=task.subject,
+                task=task.name,
+                status=outcomes[task.name].status if task.name in outcomes else "not_run",
+                before=before_status.get(task.subject),
+                after=after_status.get(task.subject),
+                message=outcomes[task.name].message if task.name in outcomes else "",
+            )
+            for task in change.tasks
+            if host in task.hosts
+        ),
+    )

@@ -1,0 +1,140 @@
+"""``mspauto exec``: run an ad-hoc command on a client's hosts, recorded as evidence."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+
+from mspauto.cli.application import (
+    Application,
+    forks_option,
+    format_option,
+    hosts_option,
+    pass_app,
+    timeout_option,
+)
+
+__all__ = ["exec_command"]
+
+
+@click.command("exec", context_settings={"ignore_unknown_options": True})
+@click.option("--client", "client_name", required=True, help="The client whose hosts run it.")
+@hosts_option()
+@click.option("--tags", multiple=True, metavar="TAG", help="Only hosts with this tag (repeatable).")
+@click.option(
+    "--sudo",
+    is_flag=True,
+    help="Run through sudo (the credential's become password, if any, is sent on stdin).",
+)
+@timeout_option(60.0)
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds to connect and authenticate.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 10),
+    default=2,
+    show_default=True,
+    help="Retries for unreachable hosts only (with backoff).",
+)
+@forks_option()
+@click.option(
+    "--via",
+    type=click.Choice(["direct", "ansible"]),
+    default="direct",
+    show_default=True,
+    help="direct: each host by its connection (SSH, WinRM, local); ansible: one "
+    "ansible-runner run for all (SSH) hosts, through the shell module.",
+)
+@format_option("text", "json")
+@click.argument("command", nargs=-1, required=True)
+@pass_app
+def exec_command(
+    app: Application,
+    client_name: str,
+    patterns: tuple[str, ...],
+    tags: tuple[str, ...],
+    sudo: bool,
+    timeout: float,
+    connect_timeout: float,
+    retries: int,
+    forks: int,
+    via: str,
+    output: str,
+    command: tuple[str, ...],
+) -> None:
+    """Run an ad-hoc COMMAND on a client's hosts and record it as evidence.
+
+    Example: mspauto exec --client acme --hosts 'web*' -- uptime
+
+    Exits 0 when every host succeeded, 2 when some did not, 1 on bad input."""
+    from mspauto.engine import EngineError, RunSpec, run_command
+    from mspauto.engine.progress import SilentProgress, progress_for
+    from mspauto.transport import transport_for
+
+    project = app.usable_project()
+    client, hosts = app.client_hosts(project, client_name, patterns, tags)
+    spec = RunSpec(
+        client=client,
+        hosts=hosts,
+        command=" ".join(command),
+        sudo=sudo,
+        timeout=timeout,
+        retries=retries,
+        forks=forks,
+    )
+    started = time.monotonic()
+    with app.evidence_store(writable=True) as store:
+        try:
+            outcome = run_command(
+                spec,
+                transport_for(
+                    client,
+                    project.settings.root,
+                    via="ansible" if via == "ansible" else "direct",
+                    connect_timeout=connect_timeout,
+                    forks=forks,
+                ),
+                store,
+                SilentProgress() if output == "json" else progress_for(),
+            )
+        except EngineError as exc:
+            app.abort(str(exc))
+    elapsed = time.monotonic() - started
+    if output == "json":
+        app.print_json(outcome.as_dict())
+    else:
+        width = max(len(r.host) for r in outcome.results)
+        for result in outcome.results:
+            status = click.style(result.summary(), fg="green" if result.ok else "red")
+            click.echo(f"{result.host:<{width}}  {status}")
+            for line in result.stdout.rstrip("\n").splitlines()[:20]:
+                click.echo(f"{'':<{width}}  | {line}")
+        summary = ", ".join(f"{n} {k}" for k, n in outcome.counts().items())
+        click.echo(
+            f"run {outcome.run_id[:8]} ({outcome.client}, {outcome.status}): {summary} "
+            f"in {elapsed:.1f}s; details: mspauto runs show {outcome.run_id[:8]}",
+            err=not outcome.ok,
+        )
+    if outcome.evidence_error:
+        click.echo(
+            f"error: the evidence store could not record this run completely "
+            f"({outcome.evidence_error}); the results above are what happened",
+            err=True,
+        )
+    if outcome.status == "aborted":
+        # Commands still running in worker threads would keep the process alive.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    if outcome.evidence_error:
+        sys.exit(1)
+    if not outcome.ok:
+        sys.exit(2)
