@@ -5,7 +5,9 @@
 # strict host-key checking, show their pending updates and planted drift, `mspauto exec`
 # runs across the fleet (every unreachable host classified, every result recorded as
 # hash-chained evidence, then verified), a CIS baseline audit shows observed against
-# expected per control, and the lab is taken down leaving nothing behind.
+# expected per control (on a stock host too, each verdict with its reason), a drifted
+# host is remediated in a recorded change run, and the lab is taken down leaving
+# nothing behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$PWD/.venv/bin
@@ -38,8 +40,8 @@ if reason=$("$bin/python" -c 'from mspauto.lab.testing import lab_unavailable as
   exit 0
 fi
 
-step "mspauto lab up --hosts 8: real Debian hosts in namespaces, sshd on 127.0.60.10-17"
-"$bin/mspauto" lab up --hosts 8 --first-address 127.0.60.10 --dir "$lab"
+step "mspauto lab up --hosts 8 --stock 1: real Debian hosts in namespaces, sshd on 127.0.60.10-18"
+"$bin/mspauto" lab up --hosts 8 --stock 1 --first-address 127.0.60.10 --dir "$lab"
 
 step "the lab's written inventory is a project like any other"
 "$bin/mspauto" --project "$lab" validate
@@ -79,8 +81,14 @@ step "mspauto baseline --client globex: CIS controls on real hosts, failed ones 
 "$bin/mspauto" --project "$lab" baseline --client globex --hosts 'globex-lab0[12]' \
   || echo "(exit code $?: the client is under its contract's baseline floor)"
 
-step "mspauto baseline --remediate: fix the drifted host, audit again, record before and after"
-"$bin/mspauto" --project "$lab" baseline --client globex --hosts globex-lab02 --remediate
+step "a stock Debian host, nothing planted: every control judged, and each says why"
+"$bin/mspauto" --project "$lab" baseline --client acme --hosts acme-stock01 --all \
+  || echo "(exit code $?: a stock host is under the contract's baseline floor)"
+
+step "mspauto baseline --remediate: fix the drifted host (a recorded run of its own), audit again"
+"$bin/mspauto" --project "$lab" baseline --client globex --hosts globex-lab02 --remediate \
+  || echo "(exit code $?: see above)"
+"$bin/mspauto" --project "$lab" runs list --client globex
 
 step "a changed host key is refused, never accepted: plain ssh agrees"
 ssh_to acme 127.0.60.16 true 2>&1 | grep -m1 "HOST IDENTIFICATION HAS CHANGED" || true

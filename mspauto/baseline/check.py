@@ -48,6 +48,10 @@ class BaselineCheck:
 
     def __init__(self, packs: Mapping[str, RulePack]) -> None:
         self._packs = packs
+        # Hosts with the same policies, waivers and platform get the same plan and the
+        # same script: build each once per run, not once per host.
+        self._plans: dict[tuple[object, ...], list[PlannedRule] | None] = {}
+        self._scripts: dict[tuple[object, ...], str] = {}
 
     @classmethod
     def for_project(cls, project: Project) -> BaselineCheck:
@@ -58,6 +62,16 @@ class BaselineCheck:
 
     def plan(self, scope: HostScope) -> list[PlannedRule] | None:
         """Every rule that concerns the host, or None when no baseline policy selects it."""
+        key = (
+            tuple(id(p) for p in scope.policies),
+            tuple(id(w) for w in scope.waivers),
+            scope.host.platform,
+        )
+        if key not in self._plans:
+            self._plans[key] = self._plan(scope)
+        return self._plans[key]
+
+    def _plan(self, scope: HostScope) -> list[PlannedRule] | None:
         planned: list[PlannedRule] = []
         seen: set[str] = set()
         for loaded in scope.policies:
@@ -81,7 +95,7 @@ class BaselineCheck:
                             pack,
                             rule,
                             expectation,
-                            pack.applies(rule, scope.host.platform),
+                            pack.applies(rule, scope.host),
                             waiver,
                         )
                     )
@@ -92,7 +106,10 @@ class BaselineCheck:
         rules = [(p.pack, p.rule) for p in plan if p.applicable]
         if not rules or host.family is None:
             return None
-        return audit_script(host.family, rules)
+        key = (host.family, tuple((pack.name, rule.id) for pack, rule in rules))
+        if key not in self._scripts:
+            self._scripts[key] = audit_script(host.family, rules)
+        return self._scripts[key]
 
     def judge(
         self, host: Host, plan: list[PlannedRule], result: CommandResult | None
@@ -142,6 +159,15 @@ class BaselineCheck:
                 )
             elif remediation is None:
                 changes.append(Change(finding.subject, "no automatic remediation", None))
+            elif host.connection != "ssh":
+                changes.append(
+                    Change(
+                        finding.subject,
+                        f"remediations run through Ansible over SSH; this host is reached "
+                        f"over {host.connection}",
+                        None,
+                    )
+                )
             else:
                 value = _value(getattr(planned.expectation, planned.expectation.comparator))
                 changes.append(

@@ -75,29 +75,41 @@ def _references(
 def _overlaps(
     baselines: list[LoadedPolicy], packs: dict[str, RulePack], inventory: Inventory
 ) -> Iterator[Problem]:
-    """Two enabled policies giving one host the same rule: the first one is used."""
+    """Two enabled policies giving one host the same rule: from two packs it is an error
+    (two rules, one verdict); from one pack the first policy's expectation is used."""
     reported: set[tuple[str, str]] = set()
     for host in inventory.hosts():
-        first: dict[str, LoadedPolicy] = {}
+        first: dict[str, tuple[LoadedPolicy, str]] = {}
         for loaded in baselines:
             policy = loaded.policy
             assert isinstance(policy, BaselinePolicy)
             if not (policy.enabled and policy.targets.matches(host)):
                 continue
-            rules = {r.id for name in policy.packs if name in packs for r in packs[name].rules}
-            for rule_id in sorted(rules):
-                earlier = first.setdefault(rule_id, loaded)
-                pair = (earlier.policy.name, policy.name)
-                if earlier is not loaded and pair not in reported:
+            for pack_name in policy.packs:
+                for rule in packs[pack_name].rules if pack_name in packs else ():
+                    earlier, earlier_pack = first.setdefault(rule.id, (loaded, pack_name))
+                    pair = (earlier.policy.name, policy.name)
+                    if earlier is loaded or pair in reported:
+                        continue
                     reported.add(pair)
-                    yield Problem(
-                        loaded.doc.location(("packs",)),
-                        "packs",
-                        f"host {host.name} gets rule '{rule_id}' (and maybe more) from "
-                        f"both '{earlier.policy.name}' and '{policy.name}'; only "
-                        f"'{earlier.policy.name}' ({earlier.location}) is used for them",
-                        severity="warning",
-                    )
+                    if earlier_pack != pack_name:
+                        yield Problem(
+                            loaded.doc.location(("packs",)),
+                            "packs",
+                            f"host {host.name} gets rule '{rule.id}' from {earlier_pack} "
+                            f"(policy '{earlier.policy.name}') and from {pack_name}; a host "
+                            "can have only one verdict per rule: rename the rule in your own "
+                            "pack or narrow the policies' targets",
+                        )
+                    else:
+                        yield Problem(
+                            loaded.doc.location(("packs",)),
+                            "packs",
+                            f"host {host.name} gets rule '{rule.id}' (and maybe more) from "
+                            f"both '{earlier.policy.name}' and '{policy.name}'; only "
+                            f"'{earlier.policy.name}' ({earlier.location}) is used for them",
+                            severity="warning",
+                        )
 
 
 register(

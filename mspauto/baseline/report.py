@@ -156,12 +156,26 @@ class RemediationReport:
 
     @property
     def after(self) -> BaselineReport | None:
-        """The audit after the changes (None for a dry run or nothing to change)."""
-        return None if self.change.after is None else BaselineReport(self.change.after, self.floor)
+        """The client after the changes: every audited host, the changed ones as
+        re-audited (None for a dry run, or when nothing was changed)."""
+        after = self.change.after
+        if after is None:
+            return None
+        rechecked = {h.host: h for h in after.hosts}
+        merged = CheckRun(
+            after.check,
+            after.client,
+            after.run_id,
+            after.status,
+            [rechecked.get(h.host, h) for h in self.change.before.hosts],
+            {**self.change.before.plans, **after.plans},
+            after.evidence_error,
+        )
+        return BaselineReport(merged, self.floor)
 
     @property
     def final(self) -> BaselineReport:
-        """The latest audit: after the changes if any ran, else before."""
+        """The latest state of the client: after the changes if any ran, else before."""
         return self.after or self.before
 
     def as_dict(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from mspauto.inventory.models import Platform
 
 if TYPE_CHECKING:
     from mspauto.baseline.script import RuleAnswer
+    from mspauto.inventory.resolve import Host
 
 __all__ = [
     "SEVERITY_WEIGHTS",
@@ -41,20 +42,11 @@ __all__ = [
     "RulePack",
     "Unset",
     "Verdict",
-    "family_of",
     "judge_answer",
 ]
 
 RuleSeverity = Literal["critical", "high", "medium", "low"]
 SEVERITY_WEIGHTS: dict[str, int] = {"critical": 10, "high": 5, "medium": 3, "low": 1}
-Family = Literal["linux", "windows"]
-
-
-def family_of(platform: str) -> Family | None:
-    """``linux`` for Debian, Ubuntu and RHEL, ``windows`` for Windows, else None."""
-    if platform in ("debian", "ubuntu", "rhel"):
-        return "linux"
-    return "windows" if platform == "windows" else None
 
 
 class Audit(StrictModel):
@@ -375,13 +367,13 @@ class RulePack(StrictModel):
                     )
         return self
 
-    def applies(self, rule: Rule, platform: str) -> bool:
-        """True when ``rule`` is meant for ``platform`` and has an audit for its family."""
-        family = family_of(platform)
+    def applies(self, rule: Rule, host: Host) -> bool:
+        """True when ``rule`` is meant for the host's platform and has an audit for its
+        family."""
         return (
-            platform in (rule.platforms or self.platforms)
-            and family is not None
-            and getattr(rule.audit, family) is not None
+            host.platform in (rule.platforms or self.platforms)
+            and host.family is not None
+            and getattr(rule.audit, host.family) is not None
         )
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mspauto.baseline.rules import Family, Rule, RulePack
+    from mspauto.baseline.rules import Rule, RulePack
+    from mspauto.inventory.models import Family
 
 __all__ = [
     "MARK",
@@ -97,7 +98,13 @@ fact() {
     mapfile -t lines <"$file.out"
     (( ${#lines[@]} )) && printf '%s\n' "${lines[@]}"
   fi
-  [ -s "$file.err" ] && while IFS= read -r line; do printf '%s\n' "$line" >&2; done <"$file.err"
+  # A fact that succeeded but warned (sshd -T on an old config: "Deprecated option")
+  # still answered: its warnings become notes. A fact that failed makes rules errors.
+  if [ -s "$file.err" ]; then
+    while IFS= read -r line; do
+      if [ "${FACT_RC[$PACK/$1]}" = 0 ]; then note "$1: $line"; else printf '%s\n' "$line" >&2; fi
+    done <"$file.err"
+  fi
   return "${FACT_RC[$PACK/$1]}"
 }
 
@@ -166,11 +173,12 @@ def windows_script(audits: Sequence[tuple[str, str]]) -> str:
         "  try {",
         "    $ErrorActionPreference = 'Stop'",
         "    $out = (& $Audit | Out-String).TrimEnd()",
-        "    if ($out) { $out }",
+        # A line of output that looks like a marker must not end or fake a block.
+        "    if ($out) { $out -replace '(?m)^(?=::mspauto-audit::)', ' ' }",
         '    "$Mark END $Id 0"',
         "  } catch {",
         '    "$Mark STDERR $Id"',
-        "    $_.Exception.Message",
+        "    $_.Exception.Message -replace '(?m)^(?=::mspauto-audit::)', ' '",
         '    "$Mark END $Id 1"',
         "  }",
         "}",
@@ -197,12 +205,15 @@ def audit_script(family: Family, rules: Sequence[tuple[RulePack, Rule]]) -> str:
 
 
 def parse_answers(output: str) -> dict[str, RuleAnswer]:
-    """Rule id -> its answer, for every block that finished."""
+    """Rule id -> its answer, for every block that finished (the first, if a rule's
+    block appears twice). Lines end at ``\n`` only (``\r\n`` from PowerShell): a
+    ``\r`` or other line separator an audit prints cannot start a fake marker line."""
     answers: dict[str, RuleAnswer] = {}
     current: str | None = None
     sections: dict[str, list[str]] = {}
     section = "output"
-    for line in output.splitlines():
+    for raw in output.split("\n"):
+        line = raw.removesuffix("\r")
         match = _LINE.match(line)
         if match is None:
             if current is not None:
@@ -215,11 +226,14 @@ def parse_answers(output: str) -> dict[str, RuleAnswer]:
         elif kind in ("STDERR", "NOTE") and current == rule_id:
             section = kind
         elif kind == "END" and current == rule_id and code is not None:
-            answers[rule_id] = RuleAnswer(
-                "\n".join(sections["output"]).strip(),
-                int(code),
-                "\n".join(sections["STDERR"]).strip(),
-                tuple(note.strip() for note in sections["NOTE"] if note.strip()),
+            answers.setdefault(
+                rule_id,
+                RuleAnswer(
+                    "\n".join(sections["output"]).strip(),
+                    int(code),
+                    "\n".join(sections["STDERR"]).strip(),
+                    tuple(note.strip() for note in sections["NOTE"] if note.strip()),
+                ),
             )
             current = None
     return answers

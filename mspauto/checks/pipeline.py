@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -43,7 +43,7 @@ from mspauto.policy.loader import LoadedPolicy
 from mspauto.policy.models import Contract, Waiver
 from mspauto.project import Project
 from mspauto.transport.ansible import TaskOutcome, task_outcomes
-from mspauto.transport.base import CommandResult, Transport, utcnow
+from mspauto.transport.base import CommandResult, ErrorKind, Transport, utcnow
 
 __all__ = [
     "Change",
@@ -246,8 +246,14 @@ def _judge_safely(
 ) -> HostFindings:
     try:
         return check.judge(host, plan, result)
-    except Exception as exc:  # a bug in a judge must not lose the host's result
-        return HostFindings(check.kind, host.name, (), f"internal_error: judging failed: {exc!r}")
+    except Exception as exc:  # a bug in a judge must not lose the host or pass it
+        why = f"judging the answer failed ({type(exc).__name__}: {exc}); this is a bug"
+    try:
+        # Judged as a host that could not be checked, so it still counts as failed.
+        failed = CommandResult.failure(host.name, "", ErrorKind.INTERNAL, why)
+        return replace(check.judge(host, plan, failed), unchecked=f"internal_error: {why}")
+    except Exception:
+        return HostFindings(check.kind, host.name, (), f"internal_error: {why}")
 
 
 def _records(
@@ -380,8 +386,8 @@ def apply_changes(
     then check again and record each host's before and after."""
     tasks, manual = plan_changes(check, scope, before)
     result = ChangeRun(before, dry_run, tasks=tasks, manual=manual)
-    if not tasks:
-        return result
+    if not tasks or before.status is not RunStatus.COMPLETED:
+        return result  # a stopped check changes nothing: a stop means stop
     changing = sorted({name for task in tasks for name in task.hosts})
     hosts = [s.host for s in scope.hosts if s.host.name in changing]
     play = change_play(tasks)
@@ -394,6 +400,9 @@ def apply_changes(
             play=play,
             check_mode=dry_run,
             sudo=True,
+            # Never again: a connection lost mid-play may look unreachable while a task
+            # already ran, and a change must not run twice.
+            retries=0,
             timeout=options.timeout,
             forks=options.forks,
             kind=f"{check.kind}-change",
@@ -403,7 +412,7 @@ def apply_changes(
         options.progress,
     )
     result.outcomes = {r.host: task_outcomes(r.stdout) for r in result.change.results}
-    if dry_run:
+    if dry_run or result.change.status is not RunStatus.COMPLETED:
         return result
     result.after = run_checks(
         check,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from mspauto.cli.application import (
     pass_app,
     timeout_option,
 )
+from mspauto.evidence.records import RunStatus
 
 if TYPE_CHECKING:
     from mspauto.baseline.report import BaselineReport, RemediationReport
@@ -132,12 +134,34 @@ def baseline(
             "the results above are what happened",
             err=True,
         )
+    stopped = _stopped(remediation or report)
+    if stopped is RunStatus.ABORTED:
+        # Commands still running in worker threads would keep the process alive.
+        click.echo("stopped at once: hosts that were running have an unknown outcome", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    if stopped is RunStatus.INTERRUPTED:
+        click.echo(
+            "stopped: hosts not reached count as not audited; nothing more was changed", err=True
+        )
+        sys.exit(130)
     if any(evidence_errors):
         sys.exit(1)
     if remediation is not None and remediation.change.failed_hosts:
         sys.exit(2)
     if report.below_floor:
         sys.exit(3)
+
+
+def _stopped(report: BaselineReport | RemediationReport) -> RunStatus | None:
+    """How the first stopped run of the command ended, if one was stopped."""
+    from mspauto.baseline.report import BaselineReport
+
+    statuses = [a.run.status for a in _audits(report)]
+    if not isinstance(report, BaselineReport) and report.change.change is not None:
+        statuses.append(report.change.change.status)
+    return next((s for s in statuses if s is not RunStatus.COMPLETED), None)
 
 
 def _audits(report: BaselineReport | RemediationReport) -> list[BaselineReport]:
@@ -228,9 +252,9 @@ def _print_remediation(app: Application, report: RemediationReport, show_all: bo
         click.echo("nothing to fix automatically")
     if show_all or report.after is None:
         _print_report(app, report.final, show_all)
-    if report.after is not None:
+    if report.after is not None and change.after is not None:
         before = {h.host: h for h in report.before.hosts}
-        for now in report.after.hosts:
+        for now in change.after.hosts:  # the hosts that were changed and re-audited
             was = before[now.host]
             click.echo(
                 f"{now.host}: score {host_score(was)} -> {host_score(now)}  "

@@ -57,8 +57,9 @@ class LineProgress:
         self._total = 0
 
     def started(self, total: int) -> None:
-        """Remember the total for ``[done/total]``."""
-        self._total = total
+        """Remember the total for ``[done/total]`` (a new run starts counting anew)."""
+        with self._lock:
+            self._total, self._done = total, 0
 
     def host_done(self, result: CommandResult) -> None:
         """Print ``[n/total] host summary``."""
@@ -102,8 +103,10 @@ class RichProgress:
         self._failed = 0
 
     def started(self, total: int) -> None:
-        """Show the bar."""
-        self._bar.update(self._task, total=total)
+        """Show the bar (a new run, e.g. the re-check after changes, starts from zero)."""
+        with self._lock:
+            self._ok = self._failed = 0
+            self._bar.reset(self._task, total=total, counts="")
         self._bar.start()
 
     def host_done(self, result: CommandResult) -> None:

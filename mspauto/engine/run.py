@@ -150,6 +150,9 @@ class _Context:
         self.working: set[str] = set()
         self.aborted = False
         self._lock = threading.Lock()
+        # Held while a host's records are handed to the writer, so that once a hard stop
+        # has set ``aborted`` no late record can follow the run's last one.
+        self._recording = threading.RLock()
 
     def run_one(self, host: Host) -> CommandResult:
         try:
@@ -190,18 +193,35 @@ class _Context:
         """Keep (and write) a host's result, once; after a hard stop, late ones are dropped:
         the host was already recorded as interrupted (``final`` records the hosts that
         never started, after the stop)."""
-        with self._lock:
-            if (self.aborted and not final) or host.name in self.results:
-                return
-            self.results[host.name] = result
-            tries = tuple(self.tries.get(host.name, ()))
-        if self.writer is not None:
-            self.writer.submit(_host_record(self.spec, self.run_id, host, result, tries))
-        if self.on_result is not None:
-            for record in self.on_result(self.run_id, host, result):
+        with self._recording:
+            with self._lock:
+                if (self.aborted and not final) or host.name in self.results:
+                    return
+                self.results[host.name] = result
+                tries = tuple(self.tries.get(host.name, ()))
+            if self.writer is not None:
+                self.writer.submit(_host_record(self.spec, self.run_id, host, result, tries))
+            for record in self._more_records(host, result):
                 if self.writer is not None:
                     self.writer.submit(record)
-        self.progress.host_done(result)
+            self.progress.host_done(result)
+
+    def _more_records(self, host: Host, result: CommandResult) -> Sequence[NewRecord]:
+        if self.on_result is None:
+            return ()
+        try:
+            return self.on_result(self.run_id, host, result)
+        except Exception as exc:  # the host's own result is kept; say what was lost
+            self.progress.note(
+                f"{host.name}: its result is recorded, but not what it means "
+                f"({type(exc).__name__}: {exc}; this is a bug)"
+            )
+            return ()
+
+    def working_on(self, hosts: Sequence[Host]) -> None:
+        """Hosts a batch transport is now working on (a hard stop leaves them unknown)."""
+        with self._lock:
+            self.working.update(h.name for h in hosts)
 
     def tried(self, host: Host, result: CommandResult) -> None:
         """Remember one attempt at ``host`` (every attempt is evidence, not just the last)."""
@@ -216,19 +236,20 @@ class _Context:
 
     def abort(self) -> None:
         """A hard stop: hosts still being worked on are recorded as interrupted."""
-        for name in sorted(self.working - set(self.results)):
-            host = self.hosts[name]
-            self.record(
-                host,
-                CommandResult.failure(
-                    name,
-                    self.spec.command_for(host),
-                    ErrorKind.INTERRUPTED,
-                    "stopped while running (second Ctrl-C): the outcome is unknown",
-                ),
-            )
-        with self._lock:
-            self.aborted = True
+        with self._recording:
+            for name in sorted(self.working - set(self.results)):
+                host = self.hosts[name]
+                self.record(
+                    host,
+                    CommandResult.failure(
+                        name,
+                        self.spec.command_for(host),
+                        ErrorKind.INTERRUPTED,
+                        "stopped while running (second Ctrl-C): the outcome is unknown",
+                    ),
+                )
+            with self._lock:
+                self.aborted = True
 
 
 def _with_attempts(result: CommandResult, attempts: int) -> CommandResult:
@@ -242,10 +263,28 @@ def _not_started(host: Host, command: str) -> CommandResult:
 
 
 def _run_batches(ctx: _Context, transport: BatchTransport) -> None:
-    """All hosts in one call; unreachable ones again, in one call per retry."""
+    """All hosts in one call; unreachable ones again, in one call per retry. A failure
+    of the transport itself fails every host it had, as a bug, not as not started."""
+    try:
+        _batches(ctx, transport)
+    except Exception as exc:
+        for host in ctx.spec.hosts:
+            ctx.record(
+                host,
+                CommandResult.failure(
+                    host.name,
+                    ctx.spec.command_for(host),
+                    ErrorKind.INTERNAL,
+                    f"the {type(transport).__name__} failed: {type(exc).__name__}: {exc}",
+                ),
+            )
+
+
+def _batches(ctx: _Context, transport: BatchTransport) -> None:
     spec = ctx.spec
     pending, attempt = list(spec.hosts), 1
     while pending and not ctx.cancel.is_set():
+        ctx.working_on(pending)
         if spec.play is not None:
             assert isinstance(transport, PlayTransport)
             results = transport.run_play(
@@ -468,6 +507,7 @@ def _host_record(
         finished=result.finished.isoformat(),
         stdout=stdout_ref,
         stderr=stderr_ref,
+        attempts=max(result.attempts, len(tries)),
         tries=tries,
         script=script_ref,
     ).payload()

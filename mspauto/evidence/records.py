@@ -1,7 +1,8 @@
 """Every kind of evidence record, typed: what each payload holds and how it is read back.
 
-Writers build these dataclasses and store :meth:`payload`; readers (``runs``, the
-monthly report) get them back with :func:`read_record`, never by poking at dicts. A
+Writers build these dataclasses and store their ``payload()``; readers (``runs``, the
+monthly report) get them back with ``read``/``read_host_findings``/
+``read_change_result``, never by poking at dicts. A
 payload carries ``schema`` so later shapes can be told apart; records written before
 schemas existed (``baseline_result``, ``baseline_remediation``) are read into today's
 types, so an MSP's existing evidence keeps verifying *and* reading.
@@ -195,15 +196,13 @@ class HostResult:
     finished: str
     stdout: OutputRef
     stderr: OutputRef
+    attempts: int = 1
+    """How many times the host was tried."""
     tries: tuple[Attempt, ...] = ()
-    """Every attempt in order (older records hold only the count)."""
+    """Every attempt in order (records written before tries were kept hold only the
+    count)."""
     script: OutputRef | None = None
     """The host's own script, stored as an output (``command`` then describes it)."""
-
-    @property
-    def attempts(self) -> int:
-        """How many times the host was tried."""
-        return max(1, len(self.tries))
 
     @property
     def ok(self) -> bool:
@@ -255,6 +254,7 @@ class HostResult:
             finished=str(payload.get("finished", "")),
             stdout=OutputRef.from_dict(payload["stdout"]),
             stderr=OutputRef.from_dict(payload["stderr"]),
+            attempts=int(payload.get("attempts", max(1, len(tries)))),
             tries=tries,
             script=None if script is None else OutputRef.from_dict(script),
         )
@@ -441,36 +441,29 @@ def read_change_result(kind: str, payload: Mapping[str, Any]) -> ChangeResult:
     """A ``change_result`` record (or a legacy ``baseline_remediation``)."""
     if kind == RecordKind.LEGACY_BASELINE_REMEDIATION:
         tasks: Sequence[Mapping[str, Any]] = payload.get("tasks", [])
+        changes = []
+        for rule_id, states in payload.get("rules", {}).items():
+            # Old task names were "RULE (EXPECTED)"; a rule fixed for two values had two
+            # tasks, one of them skipped on this host.
+            own = [t for t in tasks if str(t.get("task", "")).startswith(f"{rule_id} (")]
+            ran = next((t for t in own if t.get("status") != "skipped"), own[0] if own else None)
+            changes.append(
+                ChangeOutcome(
+                    subject=rule_id,
+                    task=str(ran["task"]) if ran else "",
+                    status=str(ran["status"]) if ran else "not_run",
+                    before=_status(states.get("before")),
+                    after=_status(states.get("after")),
+                    message=str(ran.get("message", "")) if ran else "",
+                )
+            )
         return ChangeResult(
             "baseline",
             str(payload["host"]),
             str(payload["before_run"]),
             None,
             payload.get("after_run"),
-            tuple(
-                ChangeOutcome(
-                    subject=rule_id,
-                    task=next(
-                        (
-                            str(t["task"])
-                            for t in tasks
-                            if str(t.get("task", "")).startswith(rule_id)
-                        ),
-                        "",
-                    ),
-                    status=next(
-                        (
-                            str(t["status"])
-                            for t in tasks
-                            if str(t.get("task", "")).startswith(rule_id)
-                        ),
-                        "not_run",
-                    ),
-                    before=_status(states.get("before")),
-                    after=_status(states.get("after")),
-                )
-                for rule_id, states in payload.get("rules", {}).items()
-            ),
+            tuple(changes),
         )
     if kind != RecordKind.CHANGE_RESULT:
         raise ValueError(f"a {kind} record holds no change result")

@@ -49,7 +49,7 @@ class HostEntry:
     def as_dict(self) -> dict[str, Any]:
         """Machine-readable form: the stored payload, its place in the chain, outputs."""
         data: dict[str, Any] = {
-            **self.result.payload(),
+            **self.record.payload,
             "seq": self.record.seq,
             "hash": self.record.hash,
         }

@@ -28,11 +28,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mspauto.inventory.resolve import Client, Host
 from mspauto.secrets import SecretError, resolve_secret, secret_path
 from mspauto.transport.base import CommandResult, ErrorKind, utcnow
 
-__all__ = ["AnsibleTransport", "TaskOutcome", "task_outcomes"]
+__all__ = ["PLAY_FILE", "AnsibleTransport", "TaskOutcome", "task_outcomes"]
+
+PLAY_FILE = "mspauto-play.yml"
+"""The play of a change run, as written into the run's private project folder."""
 
 _BECOME_PROMPT = r"^BECOME password.*:\s*?$"
 _PASSED_ENVIRONMENT = re.compile(
@@ -201,19 +206,21 @@ class AnsibleTransport:
                 results[host.name] = CommandResult.failure(
                     host.name, command, ErrorKind.CONFIG, str(exc), started=started
                 )
-        play = [{"hosts": "all", "gather_facts": False, "become": True, "tasks": list(tasks)}]
+        play = _play_yaml(tasks)
         runnable = [h for h in hosts if h.name in accesses]
         for group in _by_become_password(runnable, accesses):
             events, status = self._ansible(
                 group,
                 accesses,
-                {"playbook": play},
+                {"playbook": PLAY_FILE, "play_yaml": play},
                 sudo=True,
                 check=check,
                 timeout=timeout,
                 cancelled=cancelled,
+                # ``timeout`` bounds each task; the whole play may take each in turn.
+                run_timeout=timeout * max(1, len(tasks)),
             )
-            results.update(_play_results(group, events, status))
+            results.update(_play_results(group, events, status, len(tasks)))
         return [results[host.name] for host in hosts]
 
     def _ansible(
@@ -226,6 +233,7 @@ class AnsibleTransport:
         check: bool,
         timeout: float,
         cancelled: Callable[[], bool],
+        run_timeout: float | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
         """One ansible-runner run (a module or a playbook); its events and final status."""
         from ansible_runner.interface import init_runner
@@ -237,6 +245,10 @@ class AnsibleTransport:
         # A short folder of its own for the connection sockets (a socket path is limited
         # to about 100 bytes, and %C alone takes 40).
         sockets = Path(tempfile.mkdtemp(prefix="msa-"))
+        play_yaml = job.pop("play_yaml", None)
+        if play_yaml is not None:
+            (private / "project").mkdir()
+            (private / "project" / PLAY_FILE).write_text(play_yaml)
         events: list[dict[str, Any]] = []
         cmdline = ["--timeout", str(int(self._connect_timeout))]
         if check:
@@ -266,7 +278,7 @@ class AnsibleTransport:
                     "ANSIBLE_PIPELINING": "True",
                 },
                 quiet=True,
-                timeout=int(timeout) + int(self._connect_timeout) + 30,
+                timeout=int(run_timeout or timeout) + int(self._connect_timeout) + 30,
                 event_handler=_collect_into(events),
                 cancel_callback=cancelled,
                 **job,
@@ -325,10 +337,11 @@ def task_outcomes(stdout: str) -> list[TaskOutcome]:
 
 
 def _play_results(
-    hosts: list[Host], events: list[dict[str, Any]], status: str
+    hosts: list[Host], events: list[dict[str, Any]], status: str, tasks: int
 ) -> dict[str, CommandResult]:
     """One result per host from a play's events: its tasks as JSON lines, ``rc`` 2 if one
-    failed, and a classified error when the host could not be reached."""
+    failed, a classified error when the host could not be reached, and an unknown
+    outcome when the run ended before every task had reported on the host."""
     outcomes = _task_outcomes(hosts, events)
     times: dict[str, list[datetime]] = {}
     for event in events:
@@ -358,12 +371,18 @@ def _play_results(
                 error,
                 _explain(error, message, host.name),
             )
-        elif not done and status != "successful":
-            results[host.name] = CommandResult.failure(
+        elif status != "successful" and len(done) < tasks:
+            results[host.name] = CommandResult(
                 host.name,
                 "ansible play",
+                None,
+                stdout,
+                "",
+                min(stamps),
+                max(stamps),
                 ErrorKind.INTERRUPTED if status == "canceled" else ErrorKind.TIMEOUT,
-                f"ansible reported nothing for this host (run {status}): outcome unknown",
+                f"the ansible run ended ({status}) after {len(done)} of {tasks} tasks on "
+                "this host: outcome unknown",
             )
         else:
             results[host.name] = CommandResult(
@@ -378,6 +397,44 @@ def _play_results(
                 f"{failed.task}: {failed.message}" if failed else "",
             )
     return results
+
+
+class _Unsafe(str):
+    """Text Ansible must use as it is, never render as a template."""
+
+
+class _PlayDumper(yaml.SafeDumper):
+    """Writes :class:`_Unsafe` text with Ansible's ``!unsafe`` tag."""
+
+
+_PlayDumper.add_representer(
+    _Unsafe, lambda dumper, text: dumper.represent_scalar("!unsafe", str(text))
+)
+
+
+def _unsafe(value: Any) -> Any:
+    """Every text inside ``value`` marked unsafe (mapping keys are module and argument
+    names, written by mspauto, and stay as they are)."""
+    if isinstance(value, str):
+        return _Unsafe(value)
+    if isinstance(value, Mapping):
+        return {key: _unsafe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_unsafe(item) for item in value]
+    return value
+
+
+def _play_yaml(tasks: Sequence[Mapping[str, Any]]) -> str:
+    """The play as YAML in which data is never code: every value of every task (its
+    name and its module's arguments, which carry values from policies and packs) is
+    ``!unsafe``, so Ansible never templates it on the control node; only ``when`` stays
+    an expression, and it is built by mspauto from validated host names."""
+    marked = [
+        {key: (value if key == "when" else _unsafe(value)) for key, value in task.items()}
+        for task in tasks
+    ]
+    play = [{"hosts": "all", "gather_facts": False, "become": True, "tasks": marked}]
+    return yaml.dump(play, Dumper=_PlayDumper, sort_keys=False)
 
 
 def _close_connections(sockets: Path) -> None:

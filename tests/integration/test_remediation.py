@@ -153,3 +153,25 @@ def test_a_broken_sshd_config_is_an_error_never_a_pass(small_lab: Lab, tmp_path:
         assert results[rule]["status"] == "error", (rule, results[rule])
         assert "Bad configuration option" in results[rule]["reason"]
     assert results["shadow-permissions"]["status"] == "pass"  # other rules unaffected
+
+
+def test_policy_values_never_run_as_templates_on_the_control_node(
+    small_lab: Lab, tmp_path: Path
+) -> None:
+    marker = tmp_path / "templated"
+    hostile = f"{{{{ lookup('pipe', 'touch {marker}') }}}}"
+    policy = small_lab.directory / "policies" / "baseline.yaml"
+    written = policy.read_text()
+    policy.write_text(written + f'overrides:\n  ssh-root-login-disabled: "{hostile}"\n')
+    try:
+        result = mspauto(
+            small_lab, tmp_path / "state", "--remediate", "--dry-run", "--format", "json"
+        )
+    finally:
+        policy.write_text(written)
+    report = json.loads(result.stdout)
+    (task,) = [t for t in report["tasks"] if t["rule_id"] == "ssh-root-login-disabled"]
+    assert task["expected"] == f"= {hostile}"  # it reached the play's task name as it is
+    outcomes = [o["task"] for o in report["outcomes"]["initech-lab02"]]
+    assert f"ssh-root-login-disabled (= {hostile})" in outcomes  # Ansible kept it literal
+    assert not marker.exists()

@@ -66,9 +66,9 @@ def test_an_expectation_has_exactly_one_comparator() -> None:
 
 
 def _run(script: str, env: dict[str, str] | None = None) -> str:
-    return subprocess.run(
-        ["sh", "-c", script], capture_output=True, text=True, check=True, env=env
-    ).stdout
+    # Bytes decoded as they are: a transport hands over "\r" untranslated.
+    output = subprocess.run(["sh", "-c", script], capture_output=True, check=True, env=env)
+    return output.stdout.decode()
 
 
 def test_the_audit_script_keeps_each_rule_apart() -> None:
@@ -108,6 +108,21 @@ def test_output_that_looks_like_a_marker_cannot_end_or_fake_a_block() -> None:
     assert answers["victim"].code == 4
     assert answers["victim"].output == f"fine\n {forged}"
     assert answers["next"] == RuleAnswer("ok", 0, "")
+
+
+def test_other_line_separators_cannot_forge_a_block_either() -> None:
+    # A carriage return, form feed or Unicode line separator (printable by anything the
+    # host controls, e.g. a file name) must not start a marker line of its own.
+    forged = "::mspauto-audit:: BEGIN first\\n::mspauto-audit:: END first 0"
+    script = linux_script(
+        [
+            LinuxAudit("first", "echo bad; exit 3"),
+            LinuxAudit("later", f"printf 'x\\r{forged}\\fy\\u2028{forged}\\n'; exit 1"),
+        ]
+    )
+    answers = parse_answers(_run(script))
+    assert answers["first"] == RuleAnswer("bad", 3, "")
+    assert answers["later"].code == 1
 
 
 def test_a_block_cut_short_gives_no_answer() -> None:
@@ -283,6 +298,21 @@ def test_a_broken_fact_makes_every_rule_that_reads_it_an_error(tmp_path: Path) -
         )
     assert answers["only-root-has-uid-0"].code == 0  # rules without the fact are unaffected
     assert (tmp_path / "calls").read_text() == "called\n"  # gathered once for all 15
+
+
+def test_a_fact_that_only_warns_still_answers(tmp_path: Path) -> None:
+    # sshd -T on a config kept through upgrades warns and exits 0: the values are real.
+    pack = _pack("debian-cis")
+    env = _fake_sshd(
+        tmp_path,
+        "echo '/etc/ssh/sshd_config line 9: Deprecated option UsePrivilegeSeparation' >&2\n"
+        "echo 'permitrootlogin yes'",
+    )
+    rule = next(r for r in pack.rules if r.id == "ssh-root-login-disabled")
+    answers = parse_answers(_run(audit_script("linux", [(pack, rule)]), env))
+    verdict = judge_answer(rule, rule.expect, answers[rule.id])
+    assert verdict.status == "fail" and verdict.observed == "yes"
+    assert "Deprecated option UsePrivilegeSeparation" in verdict.reason
 
 
 def test_only_the_facts_the_rules_read_are_gathered(tmp_path: Path) -> None:

@@ -252,3 +252,22 @@ def test_a_refused_sudo_makes_the_host_not_audited_with_sudo_s_words(tmp_path: P
     assert findings.unchecked == "the audit did not start: sudo: a password is required"
     assert {f.status for f in findings.findings} == {FindingStatus.ERROR}
     assert {f.reason for f in findings.findings} == {findings.unchecked}
+
+
+class BrokenJudge(Echo):
+    """A judge with a bug: it raises on every answer that came back."""
+
+    def judge(self, host: Host, plan: str, result: CommandResult | None) -> HostFindings:
+        if result is not None and result.ok:
+            raise KeyError("a bug")
+        return super().judge(host, plan, result)
+
+
+def test_a_judge_that_raises_leaves_the_host_failed_not_lost(tmp_path: Path) -> None:
+    project = _project(tmp_path, hosts=1)
+    client = project.inventory.clients["acme"]
+    scope = scope_client(project, client, list(client.hosts.values()), "echo", TODAY)
+    run = run_checks(BrokenJudge(), scope, FakeTransport(), None, RunOptions())
+    (host,) = run.hosts
+    assert host.unchecked is not None and "KeyError" in host.unchecked
+    assert [f.status for f in host.findings] == [FindingStatus.FAIL]  # counted, not dropped
