@@ -36,7 +36,16 @@ from mspauto.transport.fake import FakeTransport
 TODAY = date(2026, 12, 3)
 
 
-def _project(root: Path, hosts: int = 3, extra_policies: str = "") -> Project:
+def _project_hosts() -> list[Host]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as root:
+        return list(_project(Path(root), hosts=1).inventory.clients["acme"].hosts.values())
+
+
+def _project(
+    root: Path, hosts: int = 3, extra_policies: str = "", connection: str = "local"
+) -> Project:
     (root / "inventory").mkdir(parents=True)
     (root / "policies").mkdir()
     (root / "policies" / "c.yaml").write_text("kind: contract\nname: std\n" + extra_policies)
@@ -47,7 +56,7 @@ def _project(root: Path, hosts: int = 3, extra_policies: str = "") -> Project:
             "timezone": "UTC",
             "contract": "std",
             "platform": "debian",
-            "connection": "local",
+            "connection": connection,
         },
         "hosts": {f"acme-{i:02d}": {} for i in range(hosts)},
     }
@@ -271,3 +280,68 @@ def test_a_judge_that_raises_leaves_the_host_failed_not_lost(tmp_path: Path) -> 
     (host,) = run.hosts
     assert host.unchecked is not None and "KeyError" in host.unchecked
     assert [f.status for f in host.findings] == [FindingStatus.FAIL]  # counted, not dropped
+
+
+def _findings(host: str, status: FindingStatus) -> HostFindings:
+    return HostFindings("baseline", host, (Finding("rule", "cis", status, weight=5),))
+
+
+def test_the_score_after_changes_covers_every_host_not_just_the_changed_ones() -> None:
+    from mspauto.baseline.report import RemediationReport
+    from mspauto.checks import ChangeRun
+
+    before = CheckRun[list[PlannedRule]]("baseline", "acme", "r1", RunStatus.COMPLETED)
+    before.hosts += [_findings(f"acme-{i}", FindingStatus.FAIL) for i in range(3)]
+    after = CheckRun[list[PlannedRule]]("baseline", "acme", "r3", RunStatus.COMPLETED)
+    after.hosts.append(_findings("acme-0", FindingStatus.PASS))  # only one could be fixed
+    report = RemediationReport(ChangeRun(before, False, after=after), floor=80.0)
+    assert report.after is not None
+    assert [h.host for h in report.after.hosts] == ["acme-0", "acme-1", "acme-2"]
+    assert report.final.score == pytest.approx(33.3) and report.final.below_floor
+
+
+def test_a_stopped_check_changes_nothing(tmp_path: Path) -> None:
+    from mspauto.checks import apply_changes
+
+    project = _project(tmp_path, hosts=1, extra_policies=BASELINE, connection="ssh")
+    client = project.inventory.clients["acme"]
+    scope = scope_client(project, client, list(client.hosts.values()), "baseline", TODAY)
+    check = BaselineCheck.for_project(project)
+    plan = check.plan(scope.hosts[0])
+    assert plan is not None
+    before = CheckRun[list[PlannedRule]]("baseline", "acme", "r1", RunStatus.INTERRUPTED)
+    before.hosts.append(
+        HostFindings(
+            "baseline",
+            "acme-00",
+            tuple(
+                Finding(p.rule.id, "cis", FindingStatus.FAIL)
+                for p in plan
+                if p.rule.remediation is not None
+            ),
+        )
+    )
+    before.plans["acme-00"] = plan
+    never = FakeTransport()
+    change = apply_changes(check, scope, before, never, never, None, RunOptions(), dry_run=False)
+    assert change.tasks  # there was something to fix...
+    assert change.change is None and change.after is None  # ...but a stop means stop
+    assert never.calls == []
+
+
+def test_a_play_cut_short_is_an_unknown_outcome_not_a_success() -> None:
+    from mspauto.transport.ansible import _play_results
+
+    (host,) = _project_hosts()
+    events = [
+        {
+            "event": "runner_on_ok",
+            "created": "2026-12-03T07:00:00",
+            "event_data": {"host": host.name, "task": "first", "res": {"changed": True}},
+        }
+    ]
+    result = _play_results([host], events, "timeout", tasks=2)[host.name]
+    assert result.error is ErrorKind.TIMEOUT and not result.ok
+    assert "after 1 of 2 tasks" in result.message
+    done = _play_results([host], events, "successful", tasks=1)[host.name]
+    assert done.ok
