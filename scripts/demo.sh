@@ -67,10 +67,10 @@ done
 
 export MSPAUTO_STATE_DIR="$out/state"  # the evidence store of this demo
 step "mspauto exec: one command on every acme host; each failure classified, all recorded"
-"$bin/mspauto" --project "$lab" exec --client acme -- 'hostname; uptime' || true
+"$bin/mspauto" --project "$lab" exec --client acme --shell 'hostname; uptime' || true
 
 step "mspauto exec --sudo on globex, as JSON for scripts (first host shown)"
-"$bin/mspauto" --project "$lab" exec --client globex --sudo --format json -- 'id -un' \
+"$bin/mspauto" --project "$lab" exec --client globex --sudo --format json -- id -un \
   | "$bin/python" -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps(d["results"][0], indent=2))' || true
 
 step "mspauto runs list, and the evidence chains verified"

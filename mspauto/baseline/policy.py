@@ -6,6 +6,8 @@ from collections.abc import Iterator, Sequence
 from datetime import date
 from difflib import get_close_matches
 
+from pydantic import ValidationError
+
 from mspauto.baseline.rules import RulePack
 from mspauto.inventory.resolve import Inventory
 from mspauto.policy.loader import LoadedPolicy
@@ -60,16 +62,40 @@ def _references(
                         "rename the rule in your own pack",
                     )
                 owner.setdefault(rule.id, name)
-        for rule_id in policy.overrides:
+        rules = {r.id: r for name in policy.packs if name in packs for r in packs[name].rules}
+        for rule_id, value in policy.overrides.items():
+            at = loaded.doc.location(("overrides", rule_id))
             if owner and rule_id not in owner:
                 close = get_close_matches(rule_id, sorted(owner), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 yield Problem(
-                    loaded.doc.location(("overrides", rule_id)),
+                    at,
                     f"overrides.{rule_id}",
                     f"no rule '{rule_id}' in {', '.join(policy.packs)}{hint}",
                 )
+            elif rule_id in rules:
+                expectation = rules[rule_id].expect
+                try:
+                    expectation.with_value(value)
+                except ValidationError:
+                    wanted = _KIND_OF_VALUE.get(expectation.comparator, "a value")
+                    yield Problem(
+                        at,
+                        f"overrides.{rule_id}",
+                        f"{value!r} cannot replace this rule's expected value "
+                        f"({expectation.describe()}): give {wanted}",
+                    )
     yield from _overlaps(baselines, packs, inventory)
+
+
+_KIND_OF_VALUE = {
+    "at_most": "a number",
+    "at_least": "a number",
+    "mode_at_most": "a file mode like '0640'",
+    "one_of": "a list of values",
+    "matches": "a regular expression",
+    "empty": "true or false",
+}
 
 
 def _overlaps(

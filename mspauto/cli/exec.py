@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
+from collections.abc import Sequence
 
 import click
 
@@ -20,7 +22,50 @@ from mspauto.cli.application import (
 __all__ = ["exec_command"]
 
 
-@click.command("exec", context_settings={"ignore_unknown_options": True})
+class _ExecCommand(click.Command):
+    """``exec`` with bad input reported as one ``error:`` line and exit code 1.
+
+    click reports usage errors with exit code 2, which ``exec`` already uses for "some
+    hosts failed"; a script must be able to tell a typo from a failed fleet."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            app = ctx.find_object(Application) or Application(None)
+            app.abort(f"{exc.format_message()} Try 'mspauto exec --help'.")
+
+
+def _command_line(argv: Sequence[str], shell: str | None) -> str:
+    """The exact string the hosts' shell runs (and the evidence records), or ValueError.
+
+    An argv is quoted word by word, so each word reaches the host as one argument and
+    nothing in it is shell syntax; ``--shell`` is the only way to write shell syntax."""
+    if shell is not None and argv:
+        raise ValueError(
+            "give the command either as words after the options or as --shell 'STRING', "
+            f"not both (words: {shlex.join(argv)})"
+        )
+    if shell is not None:
+        if not shell.strip():
+            raise ValueError("--shell needs a non-empty command")
+        return shell
+    if not any(word.strip() for word in argv):
+        raise ValueError("no command given (e.g. '-- uptime', or --shell 'STRING')")
+    if argv[0].startswith("-"):
+        # No program is named like this: it is one of our options put after "--" by
+        # mistake (say --hosts), and running it would reach every host only to fail there.
+        raise ValueError(
+            f"the command starts with {argv[0]!r}, which looks like an option: "
+            "put mspauto's options before the command (and before --)"
+        )
+    return shlex.join(argv)
+
+
+# Options end at the first word that is not one (or at "--"): everything after it is the
+# command's, however much it looks like ours. Unknown options before it are errors, so a
+# misspelled filter (--host for --hosts) can never widen the run to every host.
+@click.command("exec", cls=_ExecCommand, context_settings={"allow_interspersed_args": False})
 @click.option("--client", "client_name", required=True, help="The client whose hosts run it.")
 @hosts_option()
 @click.option("--tags", multiple=True, metavar="TAG", help="Only hosts with this tag (repeatable).")
@@ -53,8 +98,15 @@ __all__ = ["exec_command"]
     help="direct: each host by its connection (SSH, WinRM, local); ansible: one "
     "ansible-runner run for all (SSH) hosts, through the shell module.",
 )
+@click.option(
+    "--shell",
+    "shell",
+    metavar="STRING",
+    help="Run STRING as written by the host's shell (pipes, ;, &&, globs), instead of "
+    "a COMMAND given as words.",
+)
 @format_option("text", "json")
-@click.argument("command", nargs=-1, required=True)
+@click.argument("command", nargs=-1, metavar="[--] [COMMAND [ARG]...]")
 @pass_app
 def exec_command(
     app: Application,
@@ -67,24 +119,37 @@ def exec_command(
     retries: int,
     forks: int,
     via: str,
+    shell: str | None,
     output: str,
     command: tuple[str, ...],
 ) -> None:
     """Run an ad-hoc COMMAND on a client's hosts and record it as evidence.
 
-    Example: mspauto exec --client acme --hosts 'web*' -- uptime
+    Options end at the first word that is not an option (or at --): the rest is the
+    command, each word passed to the host as exactly one argument (no shell syntax).
+    For pipes, ; or && give one string to --shell instead.
+
+    \b
+    Examples:
+      mspauto exec --client acme --hosts 'web*' -- uptime
+      mspauto exec --client acme -- ls -l '/srv/shared files'
+      mspauto exec --client acme --sudo --shell 'apt-get -qq update && apt-get -qy upgrade'
 
     Exits 0 when every host succeeded, 2 when some did not, 1 on bad input."""
     from mspauto.engine import EngineError, RunSpec, run_command
     from mspauto.engine.progress import SilentProgress, progress_for
     from mspauto.transport import transport_for
 
+    try:
+        line = _command_line(command, shell)
+    except ValueError as exc:
+        app.abort(str(exc))
     project = app.usable_project()
     client, hosts = app.client_hosts(project, client_name, patterns, tags)
     spec = RunSpec(
         client=client,
         hosts=hosts,
-        command=" ".join(command),
+        command=line,
         sudo=sudo,
         timeout=timeout,
         retries=retries,

@@ -173,6 +173,12 @@ def show_host(app: Application, host_name: str, output: str) -> None:
     help="Platform of hosts that Ansible's variables do not identify.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing client file.")
+@click.option(
+    "--allow-script",
+    is_flag=True,
+    help="Let Ansible run a script inventory or inventory plugin in SOURCE (with only "
+    "PATH, HOME, TMPDIR and locale variables of the environment).",
+)
 @pass_app
 def import_inventory(
     app: Application,
@@ -183,10 +189,15 @@ def import_inventory(
     display_name: str | None,
     platform: str,
     force: bool,
+    allow_script: bool,
 ) -> None:
     """Create a client from an Ansible inventory (INI, YAML or a folder with
     group_vars/ and host_vars/), read with Ansible's own parser."""
-    from mspauto.inventory.ansible import AnsibleInventoryError, import_ansible
+    from mspauto.inventory.ansible import (
+        AnsibleInventoryError,
+        ScriptInventoryError,
+        import_ansible,
+    )
     from mspauto.problems import display_path
     from mspauto.project import load_project
 
@@ -206,7 +217,10 @@ def import_inventory(
             timezone=timezone,
             contract=contract,
             platform=platform,
+            allow_script=allow_script,
         )
+    except ScriptInventoryError as exc:
+        app.abort(f"{exc}; pass --allow-script to run it")
     except AnsibleInventoryError as exc:
         app.abort(str(exc))
     for warning in result.warnings:

@@ -5,6 +5,12 @@ Import reads the inventory with Ansible's own parser (``ansible-inventory --list
 ``group_vars/`` mean exactly what they mean to Ansible. Secrets found in variables are
 dropped (with a warning): they belong in a credential reference, not in our files.
 
+An inventory can run code: Ansible executes an executable file as a *script inventory*
+and loads whatever plugin a YAML file's ``plugin:`` key names. A client-supplied
+inventory must not do that by surprise, so import refuses both unless allowed, and
+``ansible-inventory`` gets only Ansible's static readers, a cut-down environment and a
+neutral working directory either way.
+
 Export writes an inventory in which every host gets exactly the variables mspauto
 resolves for it: group structure and variables are kept; where Ansible's merge order
 would give a different value (a site's variable against a group's), the value is
@@ -19,8 +25,10 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -42,6 +50,8 @@ from mspauto.inventory.resolve import (
 __all__ = [
     "AnsibleImport",
     "AnsibleInventoryError",
+    "ScriptInventoryError",
+    "code_in_inventory",
     "export_ini",
     "export_yaml",
     "import_ansible",
@@ -70,22 +80,132 @@ class AnsibleImport:
         return header + yaml.safe_dump(self.document, sort_keys=False, allow_unicode=True)
 
 
-def read_ansible_inventory(path: Path, *, export: bool = True) -> dict[str, Any]:
-    """Ansible's JSON view of an inventory (``--export``: variables stay on their level)."""
+class ScriptInventoryError(AnsibleInventoryError):
+    """The inventory would run code (a script or a plugin) and that was not allowed."""
+
+
+# Ansible's readers of static files. Left out of its default list: "script" runs any
+# executable file, "auto" loads the plugin a YAML file names (even ansible.builtin's
+# "constructed" runs Jinja, whose lookups can run commands), "host_list" is never
+# needed for a path that exists.
+_STATIC_PLUGINS = "ini,yaml,toml"
+_ALL_PLUGINS = "host_list,script,auto,yaml,ini,toml"
+# All a script inventory may see of the control node: its environment holds the
+# secrets that credentials reference as env:, and the client's script is not ours.
+_PASSED_VARIABLES = frozenset({"PATH", "HOME", "LANG", "TMPDIR"})
+# What Ansible skips when it reads a folder (manager.IGNORED_ALWAYS): hidden entries,
+# and folders read by vars plugins as data, never run.
+_SKIPPED_IN_FOLDERS = re.compile(r"^(\.|host_vars$|group_vars$|vars_plugins$)")
+
+
+class _TagTolerantLoader(yaml.SafeLoader):
+    """Safe YAML that reads Ansible's tags (``!vault``, ``!unsafe``) as nothing."""
+
+
+_TagTolerantLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def code_in_inventory(path: Path) -> str | None:
+    """Why Ansible would run code from ``path`` (a file or folder), or ``None``.
+
+    Follows what ``ansible-inventory -i PATH`` reads: a folder's entries recursively
+    (symbolic links followed, as Ansible does) except hidden ones, ``group_vars/``,
+    ``host_vars/`` and ``vars_plugins/``.
+    """
+    seen_folders: set[Path] = set()
+
+    def visit(entry: Path) -> str | None:
+        if entry.is_dir():
+            real = entry.resolve()
+            if real in seen_folders:
+                return None
+            seen_folders.add(real)
+            for child in sorted(entry.iterdir()):
+                if not _SKIPPED_IN_FOLDERS.match(child.name):
+                    reason = visit(child)
+                    if reason is not None:
+                        return reason
+            return None
+        try:
+            mode = entry.stat().st_mode
+        except OSError:
+            return None  # a dangling link or unreadable file: Ansible reports it
+        if stat.S_ISREG(mode) and mode & 0o111:
+            return (
+                f"{entry} is executable, so Ansible would run it as a script inventory "
+                "(remove the execute bit if it is a plain INI or YAML file)"
+            )
+        plugin = _plugin_named_in(entry)
+        if plugin is not None:
+            return f"{entry} is an inventory plugin configuration (plugin: {plugin})"
+        return None
+
+    return visit(path)
+
+
+def _plugin_named_in(path: Path) -> str | None:
+    """The plugin a YAML file names, as Ansible's "auto" plugin would load it."""
+    if path.suffix not in (".yml", ".yaml"):
+        return None  # "auto" only considers these suffixes
+    try:
+        data = yaml.load(path.read_text(errors="replace"), Loader=_TagTolerantLoader)
+    except (OSError, yaml.YAMLError):
+        return None  # not a plugin configuration Ansible could load either
+    if isinstance(data, dict) and data.get("plugin"):
+        return str(data["plugin"])
+    return None
+
+
+def _ansible_environment(*, allow_script: bool) -> dict[str, str]:
+    """The whole environment of ``ansible-inventory`` (and of any script it runs)."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name in _PASSED_VARIABLES or name.startswith("LC_")
+    }
+    env.update(
+        {
+            "ANSIBLE_INVENTORY_ENABLED": _ALL_PLUGINS if allow_script else _STATIC_PLUGINS,
+            "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+            "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
+            "ANSIBLE_NOCOLOR": "True",
+            "ANSIBLE_DEPRECATION_WARNINGS": "False",
+            "ANSIBLE_LOCALHOST_WARNING": "False",
+        }
+    )
+    return env
+
+
+def read_ansible_inventory(
+    path: Path, *, export: bool = True, allow_script: bool = False
+) -> dict[str, Any]:
+    """Ansible's JSON view of an inventory (``--export``: variables stay on their level).
+
+    Unless ``allow_script``, an inventory that would run code raises
+    :class:`ScriptInventoryError` before Ansible starts, and Ansible's script and
+    plugin-loading readers stay disabled anyway.
+    """
+    if not allow_script:
+        reason = code_in_inventory(path)
+        if reason is not None:
+            raise ScriptInventoryError(f"refused to import {path}: {reason}")
     binary = Path(sys.executable).with_name("ansible-inventory")
     command = str(binary) if binary.exists() else shutil.which("ansible-inventory")
     if command is None:
         raise AnsibleInventoryError("ansible-inventory not found; install ansible-core")
-    env = {
-        **os.environ,
-        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
-        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
-        "ANSIBLE_NOCOLOR": "True",
-        "ANSIBLE_DEPRECATION_WARNINGS": "False",
-        "ANSIBLE_LOCALHOST_WARNING": "False",
-    }
-    args = [command, "-i", str(path), "--list"] + (["--export"] if export else [])
-    result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    args = [command, "-i", str(path.absolute()), "--list"] + (["--export"] if export else [])
+    # Ansible reads ansible.cfg from its working directory, and one there can swap the
+    # "ini" reader for its own code: the directory the user runs mspauto from may be
+    # the client's unpacked inventory, so Ansible runs from an empty one.
+    with tempfile.TemporaryDirectory(prefix="mspauto-ansible-") as neutral:
+        result = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            env=_ansible_environment(allow_script=allow_script),
+            cwd=neutral,
+            check=False,
+        )
     if result.returncode != 0:
         lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
         detail = next((line for line in lines if "ERROR" in line), lines[-1] if lines else "")
@@ -102,9 +222,14 @@ def import_ansible(
     timezone: str,
     contract: str,
     platform: str,
+    allow_script: bool = False,
 ) -> AnsibleImport:
-    """Turn an Ansible inventory into a client document (nothing is written here)."""
-    data = read_ansible_inventory(path)
+    """Turn an Ansible inventory into a client document (nothing is written here).
+
+    ``allow_script`` lets Ansible run a script inventory or inventory plugin, with the
+    cut-down environment of :func:`read_ansible_inventory`.
+    """
+    data = read_ansible_inventory(path, allow_script=allow_script)
     warnings: list[str] = []
     hostvars: dict[str, dict[str, Any]] = data.get("_meta", {}).get("hostvars", {})
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,8 @@ from mspauto.transport.base import CommandResult, ErrorKind, utcnow
 __all__ = ["PLAY_FILE", "AnsibleTransport", "TaskOutcome", "task_outcomes"]
 
 PLAY_FILE = "mspauto-play.yml"
-"""The play of a change run, as written into the run's private project folder."""
+"""The play of every run, as written into the run's private project folder."""
+INVENTORY_FILE = "mspauto-hosts.yml"
 
 _BECOME_PROMPT = r"^BECOME password.*:\s*?$"
 _PASSED_ENVIRONMENT = re.compile(
@@ -125,11 +127,13 @@ class AnsibleTransport:
             )
         except SecretError as exc:
             raise _Config(f"credential {name}: {exc}") from None
+        # Checked here, per host, so a bad path is this host's config error, not a crash.
+        _ssh_option("UserKnownHostsFile", self._root / self._client.known_hosts)
         return _Access(credential.user, secret_path(credential.private_key, self._root), become)
 
-    def _inventory(
-        self, hosts: list[Host], accesses: dict[str, _Access], sockets: Path
-    ) -> dict[str, Any]:
+    def _inventory(self, hosts: list[Host], accesses: dict[str, _Access], sockets: Path) -> str:
+        """The run's inventory as YAML, every value ``!unsafe`` (a credential's user,
+        a path: data, never a template)."""
         known_hosts = (self._root / self._client.known_hosts).resolve()
         entries = {}
         for host in hosts:
@@ -144,8 +148,11 @@ class AnsibleTransport:
                 # shared only inside this run: their sockets live in the run's own
                 # private folder (deleted afterwards), so each host's first connection
                 # of the run checks its key and nothing outside the run can reuse one.
+                # Ansible splits these like a shell: the path is one quoted word, and
+                # OpenSSH reads the quoted value as one file name, spaces and all.
                 "ansible_ssh_common_args": (
-                    f"-o UserKnownHostsFile={known_hosts} -o GlobalKnownHostsFile=/dev/null "
+                    f"-o {shlex.quote(_ssh_option('UserKnownHostsFile', known_hosts))} "
+                    "-o GlobalKnownHostsFile=/dev/null "
                     "-o StrictHostKeyChecking=yes -o BatchMode=yes"
                 ),
                 "ansible_ssh_args": (
@@ -153,7 +160,7 @@ class AnsibleTransport:
                 ),
                 "ansible_python_interpreter": "auto_silent",
             }
-        return {"all": {"hosts": entries}}
+        return yaml.dump({"all": {"hosts": _unsafe(entries)}}, Dumper=_PlayDumper)
 
     def _run(
         self,
@@ -165,11 +172,14 @@ class AnsibleTransport:
         cancelled: Callable[[], bool],
     ) -> dict[str, CommandResult]:
         results: dict[str, CommandResult] = {}
+        # A play of one shell task rather than an ad-hoc run: the command is data, and
+        # only a play file can say so (``!unsafe``), so Ansible never templates it.
+        play = _play_yaml([{"name": "command", "ansible.builtin.shell": command}], become=sudo)
         for group in _by_become_password(hosts, accesses):
             events, status = self._ansible(
                 group,
                 accesses,
-                {"module": "shell", "module_args": command},
+                play,
                 sudo=sudo,
                 check=False,
                 timeout=timeout,
@@ -206,13 +216,13 @@ class AnsibleTransport:
                 results[host.name] = CommandResult.failure(
                     host.name, command, ErrorKind.CONFIG, str(exc), started=started
                 )
-        play = _play_yaml(tasks)
+        play = _play_yaml(tasks, become=True)
         runnable = [h for h in hosts if h.name in accesses]
         for group in _by_become_password(runnable, accesses):
             events, status = self._ansible(
                 group,
                 accesses,
-                {"playbook": PLAY_FILE, "play_yaml": play},
+                play,
                 sudo=True,
                 check=check,
                 timeout=timeout,
@@ -227,7 +237,7 @@ class AnsibleTransport:
         self,
         hosts: list[Host],
         accesses: dict[str, _Access],
-        job: dict[str, Any],
+        play: str,
         *,
         sudo: bool,
         check: bool,
@@ -235,7 +245,7 @@ class AnsibleTransport:
         cancelled: Callable[[], bool],
         run_timeout: float | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
-        """One ansible-runner run (a module or a playbook); its events and final status."""
+        """One ansible-runner run of ``play`` (YAML); its events and final status."""
         from ansible_runner.interface import init_runner
 
         password = accesses[hosts[0].name].become_password
@@ -245,10 +255,14 @@ class AnsibleTransport:
         # A short folder of its own for the connection sockets (a socket path is limited
         # to about 100 bytes, and %C alone takes 40).
         sockets = Path(tempfile.mkdtemp(prefix="msa-"))
-        play_yaml = job.pop("play_yaml", None)
-        if play_yaml is not None:
-            (private / "project").mkdir()
-            (private / "project" / PLAY_FILE).write_text(play_yaml)
+        # Both files are written here, with every value from inventory, policies or the
+        # command line marked !unsafe: runner would write dicts as plain JSON, which
+        # Ansible templates.
+        (private / "project").mkdir()
+        (private / "project" / PLAY_FILE).write_text(play)
+        (private / "inventory").mkdir()
+        inventory = private / "inventory" / INVENTORY_FILE
+        inventory.write_text(self._inventory(hosts, accesses, sockets))
         events: list[dict[str, Any]] = []
         cmdline = ["--timeout", str(int(self._connect_timeout))]
         if check:
@@ -262,7 +276,8 @@ class AnsibleTransport:
         try:
             runner = init_runner(
                 private_data_dir=str(private),
-                inventory=self._inventory(hosts, accesses, sockets),
+                inventory=str(inventory),
+                playbook=PLAY_FILE,
                 host_pattern="all",
                 forks=self._forks,
                 cmdline=" ".join(cmdline),
@@ -281,7 +296,6 @@ class AnsibleTransport:
                 timeout=int(run_timeout or timeout) + int(self._connect_timeout) + 30,
                 event_handler=_collect_into(events),
                 cancel_callback=cancelled,
-                **job,
             )
             # Runner copies this process's whole environment into the run and into an
             # artifact file; secrets referenced as env: live there. Pass on only what
@@ -412,11 +426,16 @@ _PlayDumper.add_representer(
 )
 
 
+_TEMPLATE_MARKS = ("{{", "{%", "{#")
+
+
 def _unsafe(value: Any) -> Any:
-    """Every text inside ``value`` marked unsafe (mapping keys are module and argument
-    names, written by mspauto, and stay as they are)."""
+    """Every text inside ``value`` that Ansible could read as a template marked unsafe
+    (mapping keys are module and argument names, written by mspauto). Only such text:
+    Ansible re-reads an ``!unsafe`` scalar as if unquoted, so ``!unsafe 'true'`` would
+    become a boolean and ``!unsafe '0600'`` a number."""
     if isinstance(value, str):
-        return _Unsafe(value)
+        return _Unsafe(value) if any(mark in value for mark in _TEMPLATE_MARKS) else value
     if isinstance(value, Mapping):
         return {key: _unsafe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -424,7 +443,16 @@ def _unsafe(value: Any) -> Any:
     return value
 
 
-def _play_yaml(tasks: Sequence[Mapping[str, Any]]) -> str:
+def _ssh_option(name: str, path: Path) -> str:
+    """``NAME="PATH"`` for ``ssh -o``; a path OpenSSH could not read as one quoted value
+    is refused (it would otherwise become more options)."""
+    text = str(path)
+    if any(c in text for c in '"\n\r\\'):
+        raise _Config(f"{name}: the path {text!r} holds a quote, backslash or line break")
+    return f'{name}="{text}"'
+
+
+def _play_yaml(tasks: Sequence[Mapping[str, Any]], *, become: bool) -> str:
     """The play as YAML in which data is never code: every value of every task (its
     name and its module's arguments, which carry values from policies and packs) is
     ``!unsafe``, so Ansible never templates it on the control node; only ``when`` stays
@@ -433,7 +461,7 @@ def _play_yaml(tasks: Sequence[Mapping[str, Any]]) -> str:
         {key: (value if key == "when" else _unsafe(value)) for key, value in task.items()}
         for task in tasks
     ]
-    play = [{"hosts": "all", "gather_facts": False, "become": True, "tasks": marked}]
+    play = [{"hosts": "all", "gather_facts": False, "become": become, "tasks": marked}]
     return yaml.dump(play, Dumper=_PlayDumper, sort_keys=False)
 
 

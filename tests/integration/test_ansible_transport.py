@@ -11,7 +11,7 @@ import pytest
 from mspauto.config import Settings
 from mspauto.engine import RunSpec, run_command
 from mspauto.evidence.store import EvidenceStore
-from mspauto.inventory.resolve import Client
+from mspauto.inventory.resolve import Client, Host
 from mspauto.lab.fleet import Lab
 from mspauto.project import load_project
 from mspauto.transport.ansible import AnsibleTransport
@@ -90,3 +90,55 @@ def test_no_secret_is_left_in_the_private_data_dir(
     for path in files:
         assert SECRET.encode() not in path.read_bytes(), path
     assert not any("job_events" in p.parts and p.suffix == ".json" for p in files)
+
+
+def _copy_project(lab: Lab, root: Path) -> Path:
+    shutil.copytree(lab.inventory_dir, root / "inventory")
+    shutil.copytree(lab.directory / "policies", root / "policies")
+    return root
+
+
+def _healthy(client: Client) -> list[Host]:
+    return [
+        h
+        for h in client.hosts.values()
+        if "lab" in h.tags and not any(t.startswith("fault-") for t in h.tags)
+    ]
+
+
+def test_values_from_the_command_line_and_inventory_are_never_templated(
+    lab: Lab, tmp_path: Path
+) -> None:
+    marker = tmp_path / "templated"
+    hostile = f"{{{{ lookup('pipe', 'touch {marker}') }}}}"
+    # A folder with a space in its name, as projects on a tech's laptop often are.
+    project = _copy_project(lab, tmp_path / "my project")
+    client = _client(lab, "acme", project)
+    hosts = _healthy(client)[:1]
+    (result,) = AnsibleTransport(client, project).run_many(
+        hosts, f'echo "{hostile}"', sudo=False, timeout=60
+    )
+    assert result.ok and result.stdout == hostile, result
+    acme = project / "inventory" / "acme.yaml"
+    acme.write_text(acme.read_text().replace("user: mspauto", f'user: "{hostile}"'))
+    (result,) = AnsibleTransport(_client(lab, "acme", project), project).run_many(
+        hosts, "true", sudo=False, timeout=60
+    )
+    # OpenSSH got the name literally, braces and all (and refused it).
+    assert "username contains invalid characters" in result.message, result
+    assert not marker.exists()
+
+
+def test_a_known_hosts_path_stays_one_argument(lab: Lab, tmp_path: Path) -> None:
+    project = _copy_project(lab, tmp_path / "project")
+    # Split into words, this name would make OpenSSH run "false" instead of connecting.
+    hostile = "known hosts -oProxyCommand=false"
+    shutil.copy(project / "inventory" / "known_hosts" / "acme", project / hostile)
+    acme = project / "inventory" / "acme.yaml"
+    acme.write_text(
+        acme.read_text().replace("  name: acme\n", f"  name: acme\n  known_hosts: ../{hostile}\n")
+    )
+    client = _client(lab, "acme", project)
+    hosts = _healthy(client)[:1]
+    (result,) = AnsibleTransport(client, project).run_many(hosts, "true", sudo=False, timeout=60)
+    assert result.ok, result  # the file with that odd name was read as the known_hosts

@@ -112,7 +112,17 @@ def test_command_timeout_fires(lab: Lab, state: Path) -> None:
     host = healthy(lab, "globex")[0]
     started = time.monotonic()
     results = exec_json(
-        lab, state, "--client", "globex", "--hosts", host.name, "--timeout", "1", "--", "sleep 20"
+        lab,
+        state,
+        "--client",
+        "globex",
+        "--hosts",
+        host.name,
+        "--timeout",
+        "1",
+        "--",
+        "sleep",
+        "20",
     )
     assert results[host.name]["error"] == "timeout"
     assert time.monotonic() - started < 15
@@ -130,7 +140,7 @@ def test_large_output_is_drained_and_capped(lab: Lab, state: Path) -> None:
         host.name,
         "--timeout",
         "120",
-        "--",
+        "--shell",
         "head -c 1000000 /dev/zero | tr '\\0' e >&2 & "
         "head -c 30000000 /dev/zero | tr '\\0' o; wait",
     )
@@ -198,7 +208,9 @@ def test_sigkill_mid_run_keeps_finished_hosts(lab: Lab, state: Path) -> None:
     command = f'[ "$(hostname)" = {fast.name} ] || sleep 60'
     selection = [arg for plan in (fast, *slow) for arg in ("--hosts", plan.name)]
     process = subprocess.Popen(
-        _command(lab, "exec", "--client", "acme", *selection, "--timeout", "120", "--", command),
+        _command(
+            lab, "exec", "--client", "acme", *selection, "--timeout", "120", "--shell", command
+        ),
         env=_env(state),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -222,7 +234,7 @@ def test_ctrl_c_finishes_running_hosts_and_records_the_rest(lab: Lab, state: Pat
     hosts = healthy(lab, "globex")
     process = subprocess.Popen(
         _command(
-            lab, "exec", "--client", "globex", "--tags", "lab", "--forks", "1", "--", "sleep 2"
+            lab, "exec", "--client", "globex", "--tags", "lab", "--forks", "1", "--", "sleep", "2"
         ),
         env=_env(state),
         stdout=subprocess.PIPE,
@@ -277,7 +289,7 @@ def test_no_secret_in_process_arguments_evidence_or_output(
             "--sudo",
             "--format",
             "json",
-            "--",
+            "--shell",
             "sleep 2; cat; id -un",
         ],
         env=_env(state, LAB_BECOME=secret),
@@ -307,7 +319,7 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_is_unknown(lab: Lab, state:
     hosts = healthy(lab, "globex")
     process = subprocess.Popen(
         _command(
-            lab, "exec", "--client", "globex", "--tags", "lab", "--forks", "2", "--", "sleep 30"
+            lab, "exec", "--client", "globex", "--tags", "lab", "--forks", "2", "--", "sleep", "30"
         ),
         env=_env(state),
         stdout=subprocess.DEVNULL,
