@@ -153,13 +153,38 @@ def _target_problems(
                 )
         if unknown_found or broken_clients:
             continue
-        if not any(True for _ in targets.select(inventory)):
-            what = "waiver applies to" if loaded.policy.kind == "waiver" else "policy targets"
+        selected = list(targets.select(inventory))
+        what = "waiver" if loaded.policy.kind == "waiver" else "policy"
+        if not selected:
             yield Problem(
                 loaded.doc.location(("targets",)),
                 "targets",
-                f"this {what} no host; check the selectors against 'mspauto inventory list'",
+                f"this {what} {'applies to' if what == 'waiver' else 'targets'} no host; "
+                "check the selectors against 'mspauto inventory list'",
             )
+        yield from _shared_names(loaded, targets, selected, what)
+
+
+def _shared_names(
+    loaded: LoadedPolicy, targets: Selector, selected: list[Host], what: str
+) -> Iterator[Problem]:
+    """Group and site names are each client's own: a selector that names them without
+    saying whose must not reach several clients (one client's manager approving a waiver
+    for 'web' would excuse another client's web servers)."""
+    if targets.clients:
+        return
+    for key in ("groups", "sites"):
+        names = getattr(targets, key)
+        clients = sorted({h.client for h in selected})
+        if names and len(clients) > 1:
+            yield Problem(
+                loaded.doc.location(("targets", key)),
+                f"targets.{key}",
+                f"this {what} names {key} ({', '.join(names)}) but no client, and so reaches "
+                f"the hosts of {len(clients)} clients ({', '.join(clients)}); say whose "
+                f"with 'clients: [...]' (clients: ['*'] if every client's {key} are meant)",
+            )
+            return
 
 
 def _known_hosts_warnings(settings: Settings, inventory: Inventory) -> Iterator[Problem]:

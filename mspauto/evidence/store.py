@@ -220,6 +220,11 @@ class EvidenceStore:
             raise EvidenceError(
                 f"cannot open the evidence store {_safe(url)}: {_first_line(exc)}"
             ) from None
+        except ImportError as exc:  # a URL for a database whose driver is not installed
+            raise EvidenceError(
+                f"cannot open the evidence store {_safe(url)}: no driver for it is installed "
+                f"({exc.name or exc}); use sqlite:///PATH or postgresql+psycopg://..."
+            ) from None
         self._write_lock = threading.Lock()
 
     def guards_missing(self) -> list[str]:

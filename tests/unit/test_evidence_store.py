@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mspauto.evidence import store as store_module
-from mspauto.evidence.store import EvidenceStore, NewRecord, store_output
+from mspauto.evidence.store import EvidenceError, EvidenceStore, NewRecord, store_output
 
 
 def _records(chain: str, count: int) -> list[NewRecord]:
@@ -172,3 +172,9 @@ def test_verify_memory_does_not_grow_with_the_outputs(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < count * size / 4, f"verify peaked at {peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("url", ["mysql://u@127.0.0.1/e", "nosuchdb://x"])
+def test_a_database_mspauto_has_no_driver_for_is_one_line(url: str) -> None:
+    with pytest.raises(EvidenceError, match="cannot open the evidence store"):
+        EvidenceStore(url)

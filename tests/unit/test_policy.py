@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import jsonschema
@@ -110,3 +110,49 @@ def test_inventory_schema_accepts_the_example_client_files() -> None:
     for path in [REPO / "inventory" / "acme.yaml", *(REPO / "inventory" / "globex").glob("*")]:
         (doc,) = load_yaml_documents(path, path.name)
         assert not [e.message for e in validator.iter_errors(doc.data)], path
+
+
+SHARED_GROUP_WAIVER = """kind: waiver
+name: web-ftp-root
+rule: ssh-root-login-disabled
+targets: {TARGETS}
+justification: Legacy FTP sync logs in as root until the new box is live.
+approved_by: Acme's IT director
+approved_on: 2026-11-01
+expires: 2027-03-31
+"""
+
+
+@pytest.mark.parametrize(
+    ("targets", "error"),
+    [
+        ("{groups: [web]}", True),  # approved by acme's manager, would excuse globex's too
+        ("{groups: ['we*']}", True),
+        ("{clients: [acme], groups: [web]}", False),
+        ("{clients: ['*'], groups: [web]}", False),  # every client's, said on purpose
+    ],
+)
+def test_a_group_name_two_clients_share_must_say_whose(
+    tmp_path: Path, targets: str, error: bool
+) -> None:
+    (tmp_path / "inventory").mkdir()
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "c.yaml").write_text("kind: contract\nname: std\n")
+    (tmp_path / "policies" / "w.yaml").write_text(SHARED_GROUP_WAIVER.replace("{TARGETS}", targets))
+    for client in ("acme", "globex"):
+        (tmp_path / "inventory" / f"{client}.yaml").write_text(
+            f"client: {{name: {client}, display_name: {client}, timezone: UTC, "
+            "contract: std, platform: debian, connection: local}\n"
+            f"groups: {{web: {{}}}}\nhosts: {{{client}-web01: {{groups: [web]}}}}\n"
+        )
+    project = load_project(Settings.load(tmp_path), today=date(2026, 12, 1))
+    messages = [str(p) for p in project.errors]
+    if not error:
+        assert messages == []
+        return
+    (message,) = messages
+    assert message.startswith("policies/w.yaml:4 targets.groups: this waiver names groups (")
+    assert message.endswith(
+        "but no client, and so reaches the hosts of 2 clients (acme, globex); say whose with "
+        "'clients: [...]' (clients: ['*'] if every client's groups are meant)"
+    )
