@@ -5,8 +5,9 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import socket
 import zoneinfo
-from datetime import time, timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "TimeOfDay",
     "TimeZoneName",
     "Vars",
+    "WholeNumber",
     "format_duration",
     "item_error",
     "parse_duration",
@@ -78,6 +80,17 @@ Name = Annotated[
 """Name of a client, site, group, host, credential, ring or policy."""
 
 
+def _refuse_bool(value: Any) -> Any:
+    # pydantic reads true as 1 and false as 0: a YAML slip, never a number meant.
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_refuse_bool)]
+"""An integer written as one: ``true`` and ``false`` are not 1 and 0."""
+
+
 def _check_port(value: int) -> int:
     if not 1 <= value <= 65535:
         raise ValueError(f"must be 1..65535 (got {value})")
@@ -85,7 +98,7 @@ def _check_port(value: int) -> int:
 
 
 Port = Annotated[
-    int,
+    WholeNumber,
     AfterValidator(_check_port),
     WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 65535}),
 ]
@@ -97,13 +110,39 @@ _HOSTNAME = re.compile(
 )
 
 
+# What inet_aton reads as IPv4: one to four parts, each decimal, octal or hex.
+_IPV4_SHORTHAND = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$", re.IGNORECASE)
+
+
+def _ip_literal(text: str) -> str | None:
+    """``text`` as a canonical IP address, or None when it is not one.
+
+    The resolver reads ``127.1``, ``2130706433`` and ``0x7f.0.0.1`` as 127.0.0.1, and
+    ``::ffff:127.0.0.1`` is that address too, so they become the dotted quad: one
+    machine, one spelling.
+    """
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        # ::ffff:127.0.0.1 is the IPv4 host 127.0.0.1 reached over an IPv6 socket.
+        mapped = getattr(address, "ipv4_mapped", None)
+        return str(mapped or address)
+    if not _IPV4_SHORTHAND.match(text):
+        return None
+    try:
+        return str(ipaddress.IPv4Address(socket.inet_aton(text)))
+    except OSError:
+        return None
+
+
 def _check_address(value: str) -> str:
     """An IP address (canonical form) or a DNS name (lowercase, no trailing dot)."""
     text = value.strip()
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        pass
+    literal = _ip_literal(text)
+    if literal:
+        return literal
     name = text.rstrip(".").lower()
     if not _HOSTNAME.match(name):
         raise ValueError(f"'{value}' is not an IP address or a DNS host name")
@@ -214,12 +253,19 @@ _CRON_FIELDS = "(minute hour day month weekday), e.g. '0 2 * * sat'"
 
 
 def _check_cron(value: str) -> str:
-    from croniter import croniter
+    from croniter import CroniterBadDateError, croniter
 
     if len(value.split()) != 5:
         raise ValueError(f"'{value}' must have 5 fields {_CRON_FIELDS}")
     if not croniter.is_valid(value):
         raise ValueError(f"'{value}' is not a valid 5-field cron expression {_CRON_FIELDS}")
+    try:
+        # A day that no month has (30 February, 31 April) is valid cron that never runs.
+        croniter(value, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        raise ValueError(
+            f"'{value}' never fires (no month has that day); pick a day that exists"
+        ) from None
     return value
 
 

@@ -16,7 +16,7 @@ from mspauto.inventory.selectors import Selector, is_pattern
 from mspauto.policy.kinds import WAIVER_WARNING_DAYS
 from mspauto.policy.loader import LoadedPolicy, load_policies
 from mspauto.policy.models import Contract
-from mspauto.policy.registry import policy_kinds
+from mspauto.policy.registry import CheckContext, policy_kinds
 from mspauto.problems import Problem
 
 __all__ = ["WAIVER_WARNING_DAYS", "Project", "load_project"]
@@ -80,8 +80,9 @@ def load_project(settings: Settings, today: date | None = None) -> Project:
     problems += _duplicate_policy_names(policies)
     problems += _contract_references(inventory, policies)
     problems += _target_problems(inventory, policies, broken_clients)
+    context = CheckContext(policies, inventory, today, frozenset(broken_clients))
     for kind in policy_kinds().values():
-        problems += kind.cross_checks(policies, inventory, today)
+        problems += kind.cross_checks(context)
     problems += _known_hosts_warnings(settings, inventory)
     problems.sort(key=lambda p: (p.location.file, p.location.line or 0))
     return Project(settings, inventory, policies, problems)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from datetime import date
+from collections.abc import Iterator
 from difflib import get_close_matches
 
 from pydantic import ValidationError
@@ -12,7 +11,7 @@ from mspauto.baseline.rules import RulePack
 from mspauto.inventory.resolve import Inventory
 from mspauto.policy.loader import LoadedPolicy
 from mspauto.policy.models import BaselinePolicy
-from mspauto.policy.registry import PolicyKind, register
+from mspauto.policy.registry import CheckContext, PolicyKind, register
 from mspauto.problems import Problem
 
 __all__: list[str] = []
@@ -26,11 +25,10 @@ def _rulepack(policy: RulePack) -> str:
     return f"{len(policy.rules)} rules for {', '.join(policy.platforms)}: {policy.title}"
 
 
-def _references(
-    policies: Sequence[LoadedPolicy], inventory: Inventory, _today: date
-) -> Iterator[Problem]:
+def _references(context: CheckContext) -> Iterator[Problem]:
     """Named packs exist, overridden rules exist, no rule id comes from two packs, and
     no host gets one rule from two policies."""
+    policies, inventory = context.policies, context.inventory
     packs = {p.policy.name: p.policy for p in policies if isinstance(p.policy, RulePack)}
     baselines = [p for p in policies if isinstance(p.policy, BaselinePolicy)]
     for loaded in baselines:

@@ -25,6 +25,7 @@ from mspauto.fields import (
     StrictModel,
     TimeZoneName,
     Vars,
+    WholeNumber,
     item_error,
 )
 
@@ -101,7 +102,7 @@ class ClientSpec(Inheritable):
     contract: Name
     known_hosts: Path | None = None
     credentials: dict[Name, Credential] = Field(default_factory=dict)
-    max_parallel: int | None = Field(
+    max_parallel: WholeNumber | None = Field(
         default=None,
         ge=1,
         description="most of this client's hosts worked on at once (protects its network)",
@@ -120,7 +121,7 @@ class GroupSpec(Inheritable):
 
     description: str | None = None
     parents: list[Name] = Field(default_factory=list)
-    priority: int = Field(
+    priority: WholeNumber = Field(
         default=1,
         ge=1,
         description="among groups of the same depth, higher priority wins (Ansible's "

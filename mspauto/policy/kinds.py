@@ -3,14 +3,12 @@ waiver. Baselines and rule packs register in :mod:`mspauto.baseline.policy`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from datetime import date, timedelta
+from collections.abc import Iterator
+from datetime import timedelta
 
 from mspauto.fields import format_duration
-from mspauto.inventory.resolve import Inventory
-from mspauto.policy.loader import LoadedPolicy
 from mspauto.policy.models import BackupPolicy, Contract, PatchPolicy, Waiver
-from mspauto.policy.registry import PolicyKind, register
+from mspauto.policy.registry import CheckContext, PolicyKind, register
 from mspauto.problems import Problem
 
 __all__ = ["WAIVER_WARNING_DAYS"]
@@ -41,11 +39,10 @@ def _waiver(policy: Waiver) -> str:
     return f"{policy.subject} until {policy.expires}, approved by {policy.approved_by}"
 
 
-def _waiver_dates(
-    policies: Sequence[LoadedPolicy], _inventory: Inventory, today: date
-) -> Iterator[Problem]:
+def _waiver_dates(context: CheckContext) -> Iterator[Problem]:
     """Expired waivers are errors (they no longer apply); soon-expiring ones warn."""
-    for loaded in policies:
+    today = context.today
+    for loaded in context.policies:
         waiver = loaded.policy
         if not isinstance(waiver, Waiver):
             continue
@@ -68,7 +65,36 @@ def _waiver_dates(
             )
 
 
-register(PolicyKind("patch", PatchPolicy, _patch, help="install approved OS/application updates"))
+def _rollout_rings(context: CheckContext) -> Iterator[Problem]:
+    """Every ring of a rollout holds some host the policy targets: a stage with no host
+    would pass at once (or wait forever), and the rings after it would never be staged."""
+    if context.broken_clients:
+        return  # their hosts may be the ones in the ring
+    for loaded in context.policies:
+        policy = loaded.policy
+        if not isinstance(policy, PatchPolicy) or not policy.rollout:
+            continue
+        rings = {h.ring for h in policy.targets.select(context.inventory) if h.ring}
+        for index, stage in enumerate(policy.rollout):
+            if stage.ring not in rings:
+                present = ", ".join(sorted(rings)) or "none"
+                yield Problem(
+                    loaded.doc.location(("rollout", index, "ring")),
+                    f"rollout[{index}].ring",
+                    f"no host this policy targets is in ring '{stage.ring}' (rings of its "
+                    f"hosts: {present}); set 'ring:' on the hosts or fix the stage",
+                )
+
+
+register(
+    PolicyKind(
+        "patch",
+        PatchPolicy,
+        _patch,
+        _rollout_rings,
+        help="install approved OS/application updates",
+    )
+)
 register(PolicyKind("backup", BackupPolicy, _backup, help="verify backups against the RPO"))
 register(PolicyKind("contract", Contract, _contract, help="the SLA a client bought"))
 register(

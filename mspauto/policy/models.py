@@ -27,6 +27,7 @@ from mspauto.fields import (
     SecretRef,
     StrictModel,
     TimeOfDay,
+    WholeNumber,
     item_error,
 )
 from mspauto.inventory.selectors import Selector
@@ -145,7 +146,7 @@ class HealthChecks(StrictModel):
     """Checked before and after patching; a failure stops the host's patching."""
 
     services: list[str] = Field(default_factory=list)
-    min_free_disk_mb: int | None = Field(default=None, ge=0)
+    min_free_disk_mb: WholeNumber | None = Field(default=None, ge=0)
     commands: list[str] = Field(default_factory=list)
 
 
@@ -164,7 +165,7 @@ class PatchPolicy(_TargetedPolicy):
     rollout: list[RolloutStage] = Field(default_factory=list)
     pre_checks: HealthChecks = Field(default_factory=HealthChecks)
     post_checks: HealthChecks = Field(default_factory=HealthChecks)
-    retries: int = Field(default=1, ge=0, le=5)
+    retries: WholeNumber = Field(default=1, ge=0, le=5)
     catch_up: bool = Field(
         default=True, description="patch hosts that were offline in their window at next sight"
     )
@@ -184,7 +185,7 @@ class BackupJob(StrictModel):
     password: SecretRef | None = None
     path: str | None = None
     rpo: Duration | None = None
-    min_files: int | None = Field(default=None, ge=0)
+    min_files: WholeNumber | None = Field(default=None, ge=0)
     min_size_mb: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
@@ -255,6 +256,20 @@ class Contract(_PolicyBase):
         missing = [s for s in SEVERITIES if s not in value]
         if missing:
             raise ValueError("give a deadline for every severity; missing: " + ", ".join(missing))
+        for severity, deadline in value.items():
+            if deadline <= timedelta(0):
+                raise item_error(
+                    "a deadline of 0 makes every update late the moment it is released; "
+                    "give the time the contract allows (e.g. 14d)",
+                    at=severity,
+                )
+        return value
+
+    @field_validator("rpo", "restore_test_every")
+    @classmethod
+    def _longer_than_nothing(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0 (e.g. 24h)")
         return value
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTIN_KIND_MODULES",
+    "CheckContext",
     "CrossCheck",
     "PolicyDocument",
     "PolicyKind",
@@ -52,11 +53,23 @@ class PolicyDocument(Protocol):
         ...
 
 
-CrossCheck = Callable[[Sequence["LoadedPolicy"], "Inventory", date], Iterable["Problem"]]
-"""``(every loaded policy, the inventory, today) -> problems`` for ``validate``."""
+@dataclass(frozen=True)
+class CheckContext:
+    """What a kind's cross-checks see: every loaded policy, the inventory, today, and
+    the clients whose files did not load (their hosts are missing from the inventory,
+    so a check about hosts must not blame the policy for them)."""
+
+    policies: Sequence[LoadedPolicy]
+    inventory: Inventory
+    today: date
+    broken_clients: frozenset[str] = frozenset()
 
 
-def _no_checks(_policies: Sequence[LoadedPolicy], _inventory: Inventory, _today: date) -> list[Any]:
+CrossCheck = Callable[[CheckContext], Iterable["Problem"]]
+"""``context -> problems`` for ``validate``."""
+
+
+def _no_checks(_context: CheckContext) -> list[Any]:
     return []
 
 

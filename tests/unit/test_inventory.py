@@ -183,4 +183,4 @@ def test_addresses_are_normalised(empty_project: Path) -> None:
     )
     h1, h2 = project.inventory.host("h1"), project.inventory.host("h2")
     assert h1 is not None and h2 is not None
-    assert (h1.address, h2.address) == ("web01.example.com", "::ffff:102:304")
+    assert (h1.address, h2.address) == ("web01.example.com", "1.2.3.4")
