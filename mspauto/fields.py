@@ -38,6 +38,7 @@ __all__ = [
     "format_duration",
     "item_error",
     "parse_duration",
+    "secret_in",
     "secret_variable",
 ]
 
@@ -280,22 +281,51 @@ _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # ansible_become_pass, ansible_sudo_pass, ansible_enable_pass, and anything *_password,
 # *_token, ...): a value there would be a secret in plain text.
 _SECRET_VAR = re.compile(
-    r"(^|_)(pass|password|passwd|passphrase|secret|token|api_?key|private_key)$",
+    r"(^|_)(pass|password|passwd|pwd|passphrase|secret|token|api_?key|private_key|"
+    r"secret_?key|access_?key|secret_access_key)$",
     re.IGNORECASE,
 )
+# A URL with a password in it (rest:https://user:pw@host/, postgresql://u:pw@db/).
+_URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
+
+
+def _plain(value: str) -> bool:
+    """Text that is a value, not a Jinja reference to one (``{{ vault_db_password }}``)."""
+    return bool(value.strip()) and not value.strip().startswith("{{")
+
+
+def secret_in(name: str, value: Any) -> tuple[str | int, ...] | None:
+    """Where a secret is written in plain text inside the variable ``name``, as a key
+    path below it (``()`` for the value itself), or None.
+
+    Looks at the name (``db_password``), at nested mappings and lists (``db: {password:
+    ...}``), and at URLs carrying a password. A Jinja reference is not a secret itself;
+    neither are empty values, booleans or null.
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = secret_in(str(key), item)
+            if found is not None:
+                return (str(key), *found)
+        return None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = secret_in(name, item)
+            if found is not None:
+                return (index, *found)
+        return None
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if not _plain(value):
+            return None
+        return () if _SECRET_VAR.search(name) or _URL_WITH_PASSWORD.search(value) else None
+    return () if _SECRET_VAR.search(name) else None
 
 
 def secret_variable(name: str, value: Any) -> bool:
-    """True when a variable looks like a secret written in plain text.
-
-    A Jinja reference (``"{{ vault_db_password }}"``) is not a secret itself; neither are
-    empty values, booleans or null.
-    """
-    if not _SECRET_VAR.search(name) or value is None or isinstance(value, bool):
-        return False
-    if isinstance(value, str):
-        return bool(value.strip()) and not value.strip().startswith("{{")
-    return True
+    """True when the variable ``name`` holds a secret in plain text (see :func:`secret_in`)."""
+    return secret_in(name, value) is not None
 
 
 def _check_vars(value: dict[str, Any]) -> dict[str, Any]:
@@ -306,11 +336,21 @@ def _check_vars(value: dict[str, Any]) -> dict[str, Any]:
                 "not starting with a digit)",
                 at=name,
             )
-        if secret_variable(name, item):
+        found = secret_in(name, item)
+        if found is not None:
+            leaf: Any = item
+            for part in found:
+                leaf = leaf[part]
+            shown = ".".join(str(part) for part in (name, *found))
+            what = (
+                "holds a URL with a password in it"
+                if isinstance(leaf, str) and _URL_WITH_PASSWORD.search(leaf)
+                else "looks like a secret written in plain text"
+            )
             raise item_error(
-                f"'{name}' looks like a secret written in plain text; define it as a "
-                "client credential referenced by env:, file:, vault: or keyring:",
-                at=name,
+                f"'{shown}' {what}; define it as a client credential referenced by env:, "
+                "file:, vault: or keyring:",
+                at=(name, *found),
             )
     return value
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from mspauto.config import Settings
@@ -184,3 +185,25 @@ def test_addresses_are_normalised(empty_project: Path) -> None:
     h1, h2 = project.inventory.host("h1"), project.inventory.host("h2")
     assert h1 is not None and h2 is not None
     assert (h1.address, h2.address) == ("web01.example.com", "1.2.3.4")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "where"),
+    [
+        ("secret_key", "x9", ()),
+        ("aws_secret_access_key", "wJalrXUtnFEMI", ()),
+        ("admin_pwd", "x9", ()),
+        ("db", {"host": "db1", "password": "x9"}, ("password",)),
+        ("users", [{"name": "a"}, {"name": "b", "token": "t0k"}], (1, "token")),
+        ("repository", "rest:https://backup:s3cr3t@backup.example/", ()),
+        ("db_password", "{{ vault_db_password }}", None),  # a reference, not the secret
+        ("repository", "rest:https://backup.example/acme", None),
+        ("passes_needed", 3, None),
+    ],
+)
+def test_secrets_are_found_under_other_names_nested_and_in_urls(
+    name: str, value: object, where: tuple[str | int, ...] | None
+) -> None:
+    from mspauto.fields import secret_in
+
+    assert secret_in(name, value) == where
