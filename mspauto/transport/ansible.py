@@ -89,10 +89,19 @@ class AnsibleTransport:
     ) -> list[CommandResult]:
         """Run ``command`` through Ansible's shell module on every host at once;
         ``cancelled`` is polled and stops the run once it turns true."""
+        accesses, results = self._accesses(hosts, command)
+        runnable = [h for h in hosts if h.name in accesses]
+        if runnable:
+            results.update(self._run(runnable, accesses, command, sudo, timeout, cancelled))
+        return [results[host.name] for host in hosts]
+
+    def _accesses(
+        self, hosts: list[Host], command: str
+    ) -> tuple[dict[str, _Access], dict[str, CommandResult]]:
+        """How to reach each host, and a config failure for each that cannot be."""
         started = utcnow()
-        results: dict[str, CommandResult] = {}
-        runnable: list[Host] = []
         accesses: dict[str, _Access] = {}
+        failures: dict[str, CommandResult] = {}
         for host in hosts:
             try:
                 if host.connection != "ssh":
@@ -100,14 +109,11 @@ class AnsibleTransport:
                         f"the ansible transport reaches SSH hosts only, not {host.connection}"
                     )
                 accesses[host.name] = self._access(host)
-                runnable.append(host)
             except _Config as exc:
-                results[host.name] = CommandResult.failure(
+                failures[host.name] = CommandResult.failure(
                     host.name, command, ErrorKind.CONFIG, str(exc), started=started
                 )
-        if runnable:
-            results.update(self._run(runnable, accesses, command, sudo, timeout, cancelled))
-        return [results[host.name] for host in hosts]
+        return accesses, failures
 
     def _access(self, host: Host) -> _Access:
         name = host.credential
@@ -201,21 +207,7 @@ class AnsibleTransport:
         check mode with diffs: what would change, changing nothing. Tasks choose their
         hosts with ``when:``. Each host's result holds its task outcomes as JSON lines in
         ``stdout`` (read them with :func:`task_outcomes`); ``rc`` is 2 when a task failed."""
-        started = utcnow()
-        command = "ansible play"
-        accesses: dict[str, _Access] = {}
-        results: dict[str, CommandResult] = {}
-        for host in hosts:
-            try:
-                if host.connection != "ssh":
-                    raise _Config(
-                        f"the ansible transport reaches SSH hosts only, not {host.connection}"
-                    )
-                accesses[host.name] = self._access(host)
-            except _Config as exc:
-                results[host.name] = CommandResult.failure(
-                    host.name, command, ErrorKind.CONFIG, str(exc), started=started
-                )
+        accesses, results = self._accesses(hosts, "ansible play")
         play = _play_yaml(tasks, become=True)
         runnable = [h for h in hosts if h.name in accesses]
         for group in _by_become_password(runnable, accesses):
