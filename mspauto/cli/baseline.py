@@ -72,7 +72,7 @@ def baseline(
     Failed controls are listed first, with what was observed and what was expected.
     Exits 3 when the client's score is under its contract's baseline floor, 2 when a
     change failed on some host (with --remediate), 1 when the evidence store could not
-    record everything, 0 otherwise."""
+    record everything, 130 when stopped with Ctrl-C, 0 otherwise."""
     from mspauto.baseline.report import audit_client, has_baseline, remediate_client
     from mspauto.checks import RunOptions
     from mspauto.engine.progress import SilentProgress, progress_for
