@@ -468,7 +468,7 @@ def _resolve_host(
 
 
 def _cross_client_problems(clients: Mapping[str, Client]) -> Iterator[Problem]:
-    """The same host name, or the same address and port, in two clients."""
+    """The same host name in two clients; the same address and port twice."""
     names: dict[str, Host] = {}
     endpoints: dict[tuple[str, int | None], Host] = {}
     for client in clients.values():
@@ -493,5 +493,14 @@ def _cross_client_problems(clients: Mapping[str, Client]) -> Iterator[Problem]:
                     f"address {host.address}:{host.port} is already host "
                     f"'{other.name}' of client '{other.client}' ({other.location});"
                     " a host belongs to one client only",
+                )
+            elif other is not None:
+                # One machine under two names would be patched, audited and counted twice.
+                yield Problem(
+                    host.location,
+                    f"hosts.{host.name}",
+                    f"address {host.address}:{host.port} is already host '{other.name}' "
+                    f"({other.location}); one machine is one host entry (give the other "
+                    "name as a tag or a variable)",
                 )
             endpoints.setdefault(endpoint, host)
