@@ -148,6 +148,7 @@ def _plugin_named_in(path: Path) -> str | None:
     if path.suffix not in (".yml", ".yaml"):
         return None  # "auto" only considers these suffixes
     try:
+        # A SafeLoader (no Python objects) that also tolerates Ansible's tags.
         data = yaml.load(path.read_text(errors="replace"), Loader=_TagTolerantLoader)
     except (OSError, yaml.YAMLError):
         return None  # not a plugin configuration Ansible could load either

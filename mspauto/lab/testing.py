@@ -7,16 +7,20 @@ client, strict host-key checking and the files ``lab up`` wrote.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from mspauto.lab.fleet import Lab
 from mspauto.lab.plan import HostPlan
 from mspauto.lab.system import LabError, check_can_run
 
-__all__ = ["lab_unavailable", "running_lab", "ssh"]
+__all__ = ["baseline_json", "lab_unavailable", "running_lab", "ssh"]
 
 
 def lab_unavailable() -> str | None:
@@ -53,6 +57,32 @@ def running_lab(
         yield lab
     finally:
         lab.down(say=lambda _: None)
+
+
+def baseline_json(project: Path, state: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    """``mspauto baseline ARGS --format json`` on ``project`` as a user runs it (its own
+    process, evidence under ``state``): the exit code and the report."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mspauto",
+            "--project",
+            str(project),
+            "baseline",
+            "--format",
+            "json",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env={**os.environ, "MSPAUTO_STATE_DIR": str(state)},
+    )
+    assert result.stdout, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    return result.returncode, report
 
 
 def ssh(

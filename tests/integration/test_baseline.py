@@ -6,19 +6,15 @@ must fail every rule the lab plants drift for (all but one, see DRIFT_NOT_PLANTE
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mspauto.evidence.records import read_host_findings
 from mspauto.evidence.store import EvidenceStore
 from mspauto.lab.fleet import Lab
+from mspauto.lab.testing import baseline_json
 
 pytestmark = pytest.mark.integration
 
@@ -28,36 +24,12 @@ pytestmark = pytest.mark.integration
 DRIFT_NOT_PLANTED = {"ssh-permit-empty-passwords-disabled"}
 
 
-def baseline(project: Path, state: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mspauto",
-            "--project",
-            str(project),
-            "baseline",
-            "--format",
-            "json",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        env={**os.environ, "MSPAUTO_STATE_DIR": str(state)},
-    )
-    assert result.stdout, result.stderr
-    report: dict[str, Any] = json.loads(result.stdout)
-    return result.returncode, report
-
-
 def test_each_host_fails_exactly_what_was_planted(
     lab: Lab, tmp_path: Path, debian_rules: set[str]
 ) -> None:
     rules = debian_rules
     for client in ("acme", "globex"):
-        code, report = baseline(lab.directory, tmp_path / "state", "--client", client)
+        code, report = baseline_json(lab.directory, tmp_path / "state", "--client", client)
         plans = {p.name: p for p in lab.plans() if p.client == client}
         assert {h["host"] for h in report["hosts"]} == set(plans)
         for host in report["hosts"]:
@@ -79,7 +51,7 @@ def test_each_host_fails_exactly_what_was_planted(
 
 def test_observed_and_expected_are_reported(lab: Lab, tmp_path: Path) -> None:
     drifted = next(p for p in lab.plans() if p.baseline == "drifted" and p.fault is None)
-    _, report = baseline(
+    _, report = baseline_json(
         lab.directory, tmp_path / "state", "--client", drifted.client, "--hosts", drifted.name
     )
     results = {r["rule_id"]: r for r in report["hosts"][0]["results"]}
@@ -115,7 +87,7 @@ def test_waivers_and_overrides_apply(lab: Lab, tmp_path: Path) -> None:
     baseline_policy.write_text(
         baseline_policy.read_text() + "overrides:\n  ssh-max-auth-tries: 3\n"
     )
-    _, report = baseline(
+    _, report = baseline_json(
         project,
         tmp_path / "state",
         "--client",
@@ -134,7 +106,7 @@ def test_waivers_and_overrides_apply(lab: Lab, tmp_path: Path) -> None:
         "4",
         "<= 3",
     )
-    _, later = baseline(
+    _, later = baseline_json(
         project,
         tmp_path / "state",
         "--client",
@@ -150,7 +122,7 @@ def test_waivers_and_overrides_apply(lab: Lab, tmp_path: Path) -> None:
 
 def test_results_are_evidence(lab: Lab, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    _, report = baseline(lab.directory, state, "--client", "acme")
+    _, report = baseline_json(lab.directory, state, "--client", "acme")
     store = EvidenceStore(f"sqlite:///{state / 'evidence.db'}", writable=False)
     records = list(store.records(kind="findings"))
     assert {r.host for r in records} == {h["host"] for h in report["hosts"]}

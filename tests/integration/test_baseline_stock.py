@@ -7,11 +7,7 @@ planted: what hosts in the field look like before anyone hardens them.
 
 from __future__ import annotations
 
-import json
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +15,7 @@ import pytest
 import yaml
 
 from mspauto.lab.fleet import Lab
-from mspauto.lab.testing import ssh
+from mspauto.lab.testing import baseline_json, ssh
 
 pytestmark = pytest.mark.integration
 
@@ -27,29 +23,7 @@ EXPECTED = Path(__file__).resolve().parent.parent / "fixtures" / "baseline" / "d
 
 
 def baseline(lab: Lab, state: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mspauto",
-            "--project",
-            str(lab.directory),
-            "baseline",
-            "--client",
-            "hooli",
-            "--format",
-            "json",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        env={**os.environ, "MSPAUTO_STATE_DIR": str(state)},
-    )
-    assert result.stdout, result.stderr
-    report: dict[str, Any] = json.loads(result.stdout)
-    return result.returncode, report
+    return baseline_json(lab.directory, state, "--client", "hooli", *args)
 
 
 def results_of(report: dict[str, Any], host: str) -> dict[str, dict[str, Any]]:
