@@ -254,7 +254,8 @@ def new_verify(url: str, traced: bool) -> dict[str, Any]:
     if traced:
         tracemalloc.start()
     start = time.perf_counter()
-    checked, problems = store.verify()
+    result = store.verify()
+    checked, problems = result.checked, result.problems
     seconds = time.perf_counter() - start
     traced_peak = tracemalloc.get_traced_memory()[1] / 2**20 if traced else 0.0
     store.close()

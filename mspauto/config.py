@@ -3,7 +3,10 @@
 The project root is ``--project``, else ``$MSPAUTO_PROJECT``, else the current folder.
 Each folder can be moved with an environment variable (``MSPAUTO_INVENTORY``,
 ``MSPAUTO_POLICIES``, ``MSPAUTO_STATE_DIR``), relative to the root or absolute; the
-evidence store with ``MSPAUTO_EVIDENCE_URL`` (e.g. ``postgresql+psycopg://...``).
+evidence store with ``MSPAUTO_EVIDENCE_URL`` (e.g. ``postgresql+psycopg://...``), the
+evidence signing key with ``MSPAUTO_SIGNING_KEY`` and the witness folder with
+``MSPAUTO_WITNESS_DIR``. The defaults keep both in the state folder, beside the store:
+that works, but a witness proves most on another disk or host (docs/evidence.md).
 """
 
 from __future__ import annotations
@@ -27,6 +30,16 @@ class Settings:
     evidence_url: str
     """SQLAlchemy URL of the evidence store (``$MSPAUTO_EVIDENCE_URL``; default: a SQLite
     file in the state folder)."""
+    signing_key: Path
+    """The MSP's Ed25519 evidence signing key (secret; ``$MSPAUTO_SIGNING_KEY``); its
+    public half is the same path with ``.pub`` appended."""
+    witness_dir: Path
+    """Folder of the append-only checkpoint log (``$MSPAUTO_WITNESS_DIR``)."""
+
+    @property
+    def public_key(self) -> Path:
+        """The public half of :attr:`signing_key`."""
+        return self.signing_key.with_name(self.signing_key.name + ".pub")
 
     @classmethod
     def load(cls, root: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -45,4 +58,13 @@ class Settings:
             state_dir=state_dir,
             evidence_url=env.get("MSPAUTO_EVIDENCE_URL")
             or f"sqlite:///{state_dir.resolve() / 'evidence.db'}",
+            signing_key=_path_setting(
+                env, "MSPAUTO_SIGNING_KEY", base, state_dir / "keys" / "evidence.key"
+            ),
+            witness_dir=_path_setting(env, "MSPAUTO_WITNESS_DIR", base, state_dir / "witness"),
         )
+
+
+def _path_setting(env: Mapping[str, str], variable: str, base: Path, default: Path) -> Path:
+    """``$variable`` relative to the project root (or absolute), else ``default``."""
+    return base / env[variable] if env.get(variable) else default

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Debian packages the lab fleet needs on the control node (debootstrap builds its base
-# image, apt-ftparchive its apt repository). Installs only what is missing; without
-# root or apt-get it says so and leaves the lab tests to skip with the reason.
+# image, apt-ftparchive its apt repository), and minisign, the stock tool auditors use
+# to verify signed reports (the signing tests check our key files against it).
+# Installs only what is missing; without root or apt-get it says so and leaves the
+# tests that need them to skip with the reason.
 set -euo pipefail
 missing=()
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v apt-ftparchive >/dev/null || missing+=(apt-utils)
 command -v ssh >/dev/null || missing+=(openssh-client)
+command -v minisign >/dev/null || missing+=(minisign)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-  echo "note: the lab needs ${missing[*]} (install them as root with apt-get); lab tests will skip" >&2
+  echo "note: mspauto's tests need ${missing[*]} (install them as root with apt-get); the tests that use them will skip" >&2
   exit 0
 fi
-echo "installing ${missing[*]} for the lab fleet"
+echo "installing ${missing[*]} for the lab fleet and signing tests"
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

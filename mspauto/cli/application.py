@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from mspauto.config import Settings
+    from mspauto.evidence.checkpoints import Notary
     from mspauto.evidence.store import EvidenceStore
     from mspauto.inventory.resolve import Client, Host
     from mspauto.project import Project
@@ -92,19 +93,84 @@ class Application:
     def evidence_store(self, *, writable: bool = False) -> Iterator[EvidenceStore]:
         """The project's evidence store, closed afterwards. Readers of a store nothing
         was written to yet get an empty one in memory, so they simply find nothing; a
-        store that cannot be opened is one line."""
+        store that cannot be opened is one line.
+
+        A writer signs with the MSP's key when there is one (each run then checkpoints
+        the chains it wrote); it says in one line what it upgraded or found amiss, and
+        afterwards what it left unsigned and why."""
         from mspauto.evidence.store import EvidenceError, EvidenceStore, NoEvidenceYet
 
+        notary = self._notary() if writable else None
         try:
-            store = EvidenceStore(self.settings.evidence_url, writable=writable)
+            store = EvidenceStore(self.settings.evidence_url, writable=writable, notary=notary)
         except NoEvidenceYet:
             store = EvidenceStore("sqlite://")
         except EvidenceError as exc:
             self.abort(str(exc))
         try:
+            if writable:
+                self._after_opening(store)
             yield store
+            if writable:
+                self._report_signing(store)
         finally:
             store.close()
+
+    def _notary(self) -> Notary | None:
+        """The signer of checkpoints, if the MSP has made its key (``keys init``)."""
+        from mspauto.evidence.checkpoints import Notary, Witness
+        from mspauto.signing import SigningError, SigningKey
+
+        if not self.settings.signing_key.exists():
+            return None
+        try:
+            key = SigningKey.load(self.settings.signing_key)
+        except SigningError as exc:
+            self.abort(str(exc))
+        return Notary(key, Witness(self.settings.witness_dir))
+
+    def _after_opening(self, store: EvidenceStore) -> None:
+        """Say what opening for writing changed, and sign what an upgrade brought in."""
+        from mspauto.evidence.schema import STORE_CHAIN
+        from mspauto.evidence.store import EvidenceError
+
+        if store.guards_restored:
+            click.echo(
+                f"warning: the evidence guards {', '.join(store.guards_restored)} were "
+                "missing; that is now recorded as evidence and they are restored",
+                err=True,
+            )
+        upgrade = store.upgrade
+        if upgrade is not None and upgrade.existing:
+            click.echo(
+                f"note: upgraded the evidence store from schema {upgrade.before} to "
+                f"{upgrade.after}; every record and hash is kept",
+                err=True,
+            )
+        chains = store.chains() if upgrade is not None and upgrade.existing else []
+        if store.guards_restored:
+            chains.append(STORE_CHAIN)
+        if store.notary is None:
+            return
+        try:
+            for chain in dict.fromkeys(chains):
+                store.checkpoint(chain, adopt=True)
+        except EvidenceError as exc:
+            self.abort(str(exc))
+
+    def _report_signing(self, store: EvidenceStore) -> None:
+        """One line per chain a writer left unsigned, and why."""
+        if store.notary is None:
+            if store.wrote_records:
+                click.echo(
+                    "warning: evidence is not signed: no signing key at "
+                    f"{self.settings.signing_key} (run 'mspauto keys init')",
+                    err=True,
+                )
+            return
+        for outcome in store.checkpoint_outcomes:
+            if outcome.checkpoint is None and outcome.skipped != "nothing new to sign":
+                click.echo(f"warning: {outcome.chain}: {outcome.skipped}", err=True)
 
     def abort(self, message: str, code: int = 1) -> NoReturn:
         """Stop with one clear line on stderr."""

@@ -400,6 +400,8 @@ def run_command(
             writer.submit(_run_finished(spec, run_id, status, results))
             try:
                 writer.close()
+                if store is not None and store.notary is not None:
+                    store.checkpoint(spec.client.name)  # sign what this run recorded
             except Exception as exc:  # the store failed: say so, but keep the results
                 evidence_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
         transport.close()

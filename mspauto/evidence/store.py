@@ -6,8 +6,11 @@ hash, its position (``seq``) and its exact stored content, so an edited, deleted
 reordered record breaks the chain at that point. Raw outputs are stored once, keyed by
 their SHA-256 (which the chained record carries), and capped in size.
 
-The database refuses UPDATE and DELETE on evidence tables (triggers), so mistakes
-cannot change history; the hash chain is what makes deliberate changes detectable.
+The database refuses UPDATE and DELETE on evidence tables and accepts a record only as
+its chain's next (triggers, see :mod:`mspauto.evidence.schema`), so mistakes cannot
+change history. The hash chain makes deliberate changes detectable, and signed
+checkpoints of each chain's Merkle tree (:mod:`mspauto.evidence.checkpoints`) make
+them detectable to someone who trusts only the MSP's public key.
 SQLite (WAL) is the default; PostgreSQL is used by URL.
 """
 
@@ -17,52 +20,60 @@ import hashlib
 import json
 import os
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
     Connection,
     Engine,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
     Row,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
     create_engine,
     event,
     insert,
     inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
+from mspauto.evidence import migrate
+from mspauto.evidence.checkpoints import Checkpoint, Notary, Witness, parse_checkpoint
+from mspauto.evidence.merkle import Frontier, leaf_hash
+from mspauto.evidence.schema import (
+    GENESIS,
+    STORE_CHAIN,
+    chain_heads,
+    checkpoints,
+    guard_names,
+    install_guards,
+    outputs,
+    present_guards,
+    records,
+)
+from mspauto.signing import PublicKey, SigningError
+
 __all__ = [
     "GENESIS",
     "OUTPUT_CAP",
+    "CheckpointOutcome",
     "EvidenceError",
     "EvidenceStore",
     "NewRecord",
     "NoEvidenceYet",
     "StoredRecord",
+    "Verification",
     "VerifyProblem",
     "canonical_json",
 ]
 
-GENESIS = "0" * 64
 OUTPUT_CAP = 256 * 1024
 """Bytes of each output stream kept in the store; the record notes the full size."""
 
@@ -76,41 +87,6 @@ _OUTPUT_LOOKUP = 1000
 _VERIFIED_OUTPUTS = 16384
 """Output hashes remembered as intact during one verify (a few MB), so an output
 shared by many records (an empty stderr, a common answer) is read once."""
-
-metadata = MetaData()
-records = Table(
-    "evidence_records",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("chain", String(128), nullable=False),
-    Column("seq", Integer, nullable=False),
-    Column("kind", String(32), nullable=False),
-    Column("run_id", String(36), nullable=False),
-    Column("host", String(255), nullable=False, default=""),
-    Column("recorded_at", String(40), nullable=False),
-    Column("payload", Text, nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False),
-    UniqueConstraint("chain", "seq", name="evidence_chain_seq"),
-    Index("evidence_by_run", "run_id"),
-    Index("evidence_by_kind", "chain", "kind"),
-)
-chain_heads = Table(
-    "evidence_chain_heads",
-    metadata,
-    Column("chain", String(128), primary_key=True),
-    Column("seq", Integer, nullable=False),
-    Column("hash", String(64), nullable=False),
-)
-outputs = Table(
-    "evidence_outputs",
-    metadata,
-    Column("sha256", String(64), primary_key=True),
-    Column("size", BigInteger, nullable=False),
-    Column("data", LargeBinary, nullable=False),
-)
-
-_APPEND_ONLY = ("evidence_records", "evidence_outputs")
 
 
 class EvidenceError(Exception):
@@ -190,6 +166,32 @@ class VerifyProblem:
         return f"{self.chain} #{self.seq}: {self.message}"
 
 
+@dataclass
+class Verification:
+    """What :meth:`EvidenceStore.verify` found."""
+
+    signatures_checked: bool
+    """A public key was given, so checkpoints were checked (else only hash links)."""
+    witness_checked: bool
+    checked: int = 0
+    """Records verified."""
+    checkpoints: int = 0
+    """Signed checkpoints whose signature was valid."""
+    problems: list[VerifyProblem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Worth knowing, but no record is in doubt because of it."""
+
+
+@dataclass(frozen=True)
+class CheckpointOutcome:
+    """What :meth:`EvidenceStore.checkpoint` did for one chain."""
+
+    chain: str
+    checkpoint: Checkpoint | None
+    skipped: str | None
+    """Why nothing was signed (None when a checkpoint was signed)."""
+
+
 def store_output(data: bytes) -> tuple[bytes, dict[str, Any]]:
     """Cap an output for storage; returns the bytes to store and their description."""
     kept = data[:OUTPUT_CAP]
@@ -203,17 +205,33 @@ def store_output(data: bytes) -> tuple[bytes, dict[str, Any]]:
 class EvidenceStore:
     """Connection to the evidence database (SQLite file or PostgreSQL URL)."""
 
-    def __init__(self, url: str, *, writable: bool = True) -> None:
-        """Open the store; ``writable`` creates the schema and its append-only guards
-        (readers skip that, so they never wait for a writer's lock)."""
+    def __init__(self, url: str, *, writable: bool = True, notary: Notary | None = None) -> None:
+        """Open the store. ``writable`` brings its schema up to date (see
+        :attr:`upgrade`) and restores missing guards after recording that they were
+        missing (:attr:`guards_restored`); readers change nothing, so they never wait
+        for a writer's lock."""
         self.url = url
+        self.notary = notary
+        """Signs a checkpoint of each chain a run wrote to (None: evidence stays unsigned)."""
+        self.checkpoint_outcomes: list[CheckpointOutcome] = []
+        """Every :meth:`checkpoint` call's outcome, for the command to report."""
+        self.upgrade: migrate.Upgrade | None = None
+        """What opening for writing did to the schema (None for readers)."""
+        self.guards_restored: list[str] = []
+        """Guards found missing on opening for writing, recorded and then restored."""
+        self._write_lock = threading.Lock()
+        self._written: dict[str, dict[int, str]] = {}
+        """Per chain, the records this store object appended and has not yet signed
+        (seq -> hash): a checkpoint signs only what its own process wrote."""
         path = _sqlite_path(url)
         if not writable and path is not None and not path.exists():
             raise NoEvidenceYet(f"no evidence recorded yet in {path}")
         try:
             self.engine = _engine(url)
             if writable:
-                _create_schema(self.engine)
+                lock = None if path is None else path.with_name(path.name + ".migrate.lock")
+                self.upgrade = migrate.upgrade(self.engine, lock)
+                self._restore_guards()
             elif not inspect(self.engine).has_table("evidence_records"):
                 raise NoEvidenceYet(f"no evidence recorded yet in {_safe(url)}")
         except SQLAlchemyError as exc:
@@ -225,23 +243,44 @@ class EvidenceStore:
                 f"cannot open the evidence store {_safe(url)}: no driver for it is installed "
                 f"({exc.name or exc}); use sqlite:///PATH or postgresql+psycopg://..."
             ) from None
-        self._write_lock = threading.Lock()
+        except migrate.UnknownRevision as exc:
+            raise EvidenceError(
+                f"the evidence store {_safe(url)} has schema revision {exc}, which this "
+                "mspauto does not know: it was written by a newer release; upgrade mspauto"
+            ) from None
+
+    @property
+    def wrote_records(self) -> bool:
+        """Whether this store object appended records that are not yet signed."""
+        return any(self._written.values())
 
     def guards_missing(self) -> list[str]:
-        """Append-only triggers that should exist and do not (someone dropped them)."""
-        dialect = self.engine.dialect.name
-        expected = [
-            f"{table}_{suffix}" for table in _APPEND_ONLY for suffix in _trigger_suffixes(dialect)
-        ] + list(_HEAD_TRIGGERS.get(dialect, ()))
-        query = {
-            "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger'",
-            "postgresql": "SELECT tgname FROM pg_trigger WHERE tgenabled <> 'D'",
-        }.get(self.engine.dialect.name)
-        if query is None:
-            return []
+        """Guards (triggers) that should exist and do not, or are disabled: someone
+        dropped them, so the database alone no longer stops changes to history."""
         with self.engine.connect() as conn:
-            present = {row[0] for row in conn.execute(text(query))}
-        return [name for name in expected if name not in present]
+            present = present_guards(conn)
+        return [name for name in guard_names(self.engine.dialect.name) if name not in present]
+
+    def _restore_guards(self) -> None:
+        """Record that guards were missing, as evidence, before putting them back: the
+        missing guard is the only trace of whatever was done while it was gone."""
+        missing = self.guards_missing()
+        if not missing:
+            return
+        self.append(
+            [
+                NewRecord(
+                    STORE_CHAIN,
+                    "guards_missing",
+                    str(uuid.uuid4()),
+                    datetime.now(UTC),
+                    {"guards": missing, "restored": True},
+                )
+            ]
+        )
+        with self.engine.begin() as conn:
+            install_guards(conn, missing)
+        self.guards_restored = missing
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -315,7 +354,100 @@ class EvidenceStore:
                     .where(chain_heads.c.chain == chain)
                     .values(seq=seq, hash=digest)
                 )
+        for written in stored:
+            self._written.setdefault(written.chain, {})[written.seq] = written.hash
         return stored
+
+    def checkpoint(self, chain: str, *, adopt: bool = False) -> CheckpointOutcome:
+        """Sign a checkpoint of ``chain`` as it is now, store it and hand it to the witness.
+
+        Records since the chain's last checkpoint are checked first (links and hashes),
+        and signed only if this store object wrote them: records someone else put in the
+        database between runs are never signed by the next run. ``adopt`` signs them
+        anyway, for ``mspauto evidence checkpoint`` after a person reviewed them (a run
+        cut short by a crash leaves its records unsigned until then)."""
+        if self.notary is None:
+            raise EvidenceError("no signing key: run 'mspauto keys init'")
+        outcome = self._checkpoint(chain, self.notary, adopt)
+        self.checkpoint_outcomes.append(outcome)
+        return outcome
+
+    def _checkpoint(self, chain: str, notary: Notary, adopt: bool) -> CheckpointOutcome:
+        with self._write_lock, self.engine.begin() as conn:
+            head_seq, head_hash = _lock_head(conn, chain)
+            last, others = _last_checkpoint(conn, chain, notary.key.public_key)
+            if last is None and others:
+                return CheckpointOutcome(
+                    chain,
+                    None,
+                    "its checkpoints are not signed by this key "
+                    f"({notary.key.public_key.fingerprint()}), so they cannot be extended; "
+                    "records left unsigned (docs/evidence.md: key rotation)",
+                )
+            signed_size = 0 if last is None else last.checkpoint.size
+            if signed_size > head_seq:
+                raise EvidenceError(
+                    f"chain {chain} ends at #{head_seq} but its last checkpoint covers "
+                    f"#{signed_size}: records were removed; run 'mspauto evidence verify'"
+                )
+            if signed_size == head_seq:
+                return CheckpointOutcome(chain, None, "nothing new to sign")
+            frontier = _frontier_at(conn, chain, last)
+            written = self._written.get(chain, {})
+            foreign: list[int] = []
+            prev = _hash_at(conn, chain, signed_size)
+            query = (
+                select(records)
+                .where(records.c.chain == chain, records.c.seq > signed_size)
+                .order_by(records.c.seq)
+            )
+            for row in conn.execute(query.execution_options(yield_per=_READ_BATCH)):
+                if (
+                    row.seq != frontier.size + 1
+                    or row.prev_hash != prev
+                    or row.hash != _rehash(row)
+                ):
+                    raise EvidenceError(
+                        f"chain {chain} is broken at #{row.seq} since its last checkpoint; "
+                        "nothing was signed: run 'mspauto evidence verify'"
+                    )
+                if written.get(row.seq) != row.hash:
+                    foreign.append(row.seq)
+                frontier.append(leaf_hash(bytes.fromhex(row.hash)))
+                prev = row.hash
+            if frontier.size != head_seq or prev != head_hash:
+                raise EvidenceError(
+                    f"chain {chain}: its head (#{head_seq}) is not its last record; "
+                    "nothing was signed: run 'mspauto evidence verify'"
+                )
+            if foreign and not adopt:
+                return CheckpointOutcome(
+                    chain,
+                    None,
+                    f"records {_span(foreign)} were not written by this run; left unsigned "
+                    f"for review ('mspauto evidence checkpoint --client {chain}')",
+                )
+            signed = notary.sign(chain, frontier.size, frontier.root())
+            conn.execute(
+                insert(checkpoints).values(
+                    chain=chain,
+                    size=signed.size,
+                    root=signed.root.hex(),
+                    signed_at=signed.time,
+                    note=signed.note,
+                    frontier=json.dumps(frontier.to_json()),
+                )
+            )
+        self._written[chain] = {s: h for s, h in written.items() if s > signed.size}
+        if notary.witness is not None:
+            try:
+                notary.witness.append(signed)
+            except OSError as exc:
+                raise EvidenceError(
+                    f"checkpoint of {chain} at #{signed.size} signed but not witnessed: "
+                    f"cannot write {notary.witness.path}: {exc.strerror or exc}"
+                ) from None
+        return CheckpointOutcome(chain, signed, None)
 
     # --- reading ------------------------------------------------------------------
 
@@ -367,49 +499,93 @@ class EvidenceStore:
         with self.engine.connect() as conn:
             found = {row.chain for row in conn.execute(select(records.c.chain).distinct())}
             found |= {row.chain for row in conn.execute(select(chain_heads.c.chain))}
+            if inspect(conn).has_table("evidence_checkpoints"):
+                found |= {row.chain for row in conn.execute(select(checkpoints.c.chain))}
         return sorted(found)
 
     # --- verifying ----------------------------------------------------------------
 
-    def verify(self, chains: Iterable[str] | None = None) -> tuple[int, list[VerifyProblem]]:
-        """Recompute every chain; returns the records checked and each break found.
+    def verify(
+        self,
+        chains: Iterable[str] | None = None,
+        *,
+        key: PublicKey | None = None,
+        witness: Witness | None = None,
+    ) -> Verification:
+        """Recompute every chain, its Merkle roots and its signed checkpoints.
 
-        Records and outputs are streamed in batches, so memory stays flat as the store
-        grows; records appended while verifying are left for the next verify.
-        """
-        problems: list[VerifyProblem] = []
-        checked = 0
+        Without ``key`` only the hash links are checked (anyone who can write the
+        database can forge those). With it, every checkpoint's signature is checked,
+        each signed root is recomputed from the records, and records no signed
+        checkpoint covers are reported. With ``witness``, its checkpoints count too,
+        so a store cut back, rolled back or missing a chain is caught. Each chain is
+        read as one snapshot, in batches, so memory stays flat as the store grows."""
+        result = Verification(key is not None, witness is not None)
+        witnessed = _read_witness(witness, key, result) if witness and key else {}
+        chosen = sorted(set(self.chains()) | set(witnessed)) if chains is None else list(chains)
         verified_outputs = _VerifiedOutputs()
-        for chain in list(chains) if chains is not None else self.chains():
-            checked += self._verify_chain(chain, problems, verified_outputs)
-        return checked, problems
+        for chain in chosen:
+            self._verify_chain(chain, key, witnessed.get(chain, []), result, verified_outputs)
+        with self.engine.connect() as conn:
+            if inspect(conn).has_table("evidence_records"):
+                query = select(records.c.payload, records.c.recorded_at).where(
+                    records.c.chain == STORE_CHAIN, records.c.kind == "guards_missing"
+                )
+                for row in conn.execute(query):
+                    found = json.loads(row.payload).get("guards", [])
+                    result.warnings.append(
+                        f"the guards {', '.join(map(str, found))} were found missing at "
+                        f"{row.recorded_at} and restored: until then the database alone did "
+                        "not stop changes (the signed checkpoints still vouch for the records)"
+                    )
+        return result
 
     def _verify_chain(
-        self, chain: str, problems: list[VerifyProblem], verified_outputs: _VerifiedOutputs
-    ) -> int:
+        self,
+        chain: str,
+        key: PublicKey | None,
+        witnessed: list[Checkpoint],
+        result: Verification,
+        verified_outputs: _VerifiedOutputs,
+    ) -> None:
+        problems = result.problems
         expected_seq, prev = 1, GENESIS
-        count = 0
-        with self.engine.connect() as conn:
-            # The head first: records appended while verifying lie beyond it and are left
-            # for the next verify, instead of looking like a broken end.
+        frontier = Frontier()
+        with self._snapshot() as conn:
             head = conn.execute(select(chain_heads).where(chain_heads.c.chain == chain)).first()
+            signed = _signed_roots(conn, chain, key, witnessed, result)
             query = select(records).where(records.c.chain == chain).order_by(records.c.id)
-            if head is not None:
-                query = query.where(records.c.seq <= head.seq)
             # yield_per makes PostgreSQL use a server-side cursor, so only one batch of
             # rows is ever held here; SQLite's cursor fetches lazily anyway.
-            result = conn.execute(query.execution_options(yield_per=_READ_BATCH))
-            for batch in result.partitions(_READ_BATCH):
+            rows = conn.execute(query.execution_options(yield_per=_READ_BATCH))
+            for batch in rows.partitions(_READ_BATCH):
                 referenced = [list(_output_hashes(row.payload)) for row in batch]
                 intact = verified_outputs.check(
                     conn, {sha for names in referenced for _, sha in names}
                 )
                 for row, named_outputs in zip(batch, referenced, strict=True):
-                    count += 1
+                    # The leaf is the hash of the record's content as stored now, not
+                    # its hash column: a signed root then vouches for every field.
+                    digest = _rehash(row)
                     problems.extend(
-                        _record_problems(chain, row, expected_seq, prev, named_outputs, intact)
+                        _record_problems(
+                            chain, row, digest, expected_seq, prev, named_outputs, intact
+                        )
                     )
                     expected_seq, prev = row.seq + 1, row.hash
+                    frontier.append(leaf_hash(bytes.fromhex(digest)))
+                    roots = signed.get(frontier.size)
+                    if roots is not None and frontier.root() not in roots:
+                        problems.append(
+                            VerifyProblem(
+                                chain,
+                                frontier.size,
+                                "the records up to here do not match the signed checkpoint "
+                                "of this size: history was rewritten",
+                            )
+                        )
+        count = frontier.size
+        result.checked += count
         if head is not None and (head.seq, head.hash) != (expected_seq - 1, prev):
             problems.append(
                 VerifyProblem(
@@ -419,18 +595,238 @@ class EvidenceStore:
                     f"is #{expected_seq - 1}: records were removed at the end",
                 )
             )
-        return count
+        beyond = sorted(size for size in signed if size > count)
+        if beyond:
+            what = "the chain is missing" if count == 0 else f"the chain ends at #{count}"
+            problems.append(
+                VerifyProblem(
+                    chain,
+                    beyond[-1],
+                    f"a signed checkpoint covers #{beyond[-1]} but {what}: records were "
+                    "removed or the store was rolled back to an older copy",
+                )
+            )
+        covered = max((size for size in signed if size <= count), default=0)
+        if key is not None and count > covered:
+            problems.append(
+                VerifyProblem(
+                    chain,
+                    covered + 1,
+                    f"records #{covered + 1}..#{count} are not covered by a signed "
+                    "checkpoint: added without the signing key, or by a run that was cut "
+                    f"short (review them, then 'mspauto evidence checkpoint --client {chain}')",
+                )
+            )
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A connection that sees the database as of one moment, for one chain's verify
+        (records appended meanwhile are left for the next verify)."""
+        options = (
+            {"isolation_level": "REPEATABLE READ"}
+            if self.engine.dialect.name == "postgresql"
+            else {}
+        )
+        with self.engine.connect().execution_options(**options) as conn, conn.begin():
+            yield conn
+
+
+def _signed_roots(
+    conn: Connection,
+    chain: str,
+    key: PublicKey | None,
+    witnessed: list[Checkpoint],
+    result: Verification,
+) -> dict[int, set[bytes]]:
+    """The Merkle root each signed checkpoint of ``chain`` vouches for, by tree size:
+    the store's own (each signature checked) and the witness's."""
+    signed: dict[int, set[bytes]] = {}
+    if key is None:
+        return signed
+    stored_latest = 0
+    if inspect(conn).has_table("evidence_checkpoints"):
+        query = select(checkpoints).where(checkpoints.c.chain == chain).order_by(checkpoints.c.id)
+        for row in conn.execute(query):
+            try:
+                checkpoint = parse_checkpoint(row.note, key)
+            except SigningError as exc:
+                result.problems.append(
+                    VerifyProblem(
+                        chain,
+                        row.size,
+                        f"checkpoint not signed by key {key.fingerprint()} ({exc}): forged",
+                    )
+                )
+                continue
+            if (checkpoint.chain, checkpoint.size, checkpoint.root.hex()) != (
+                chain,
+                row.size,
+                row.root,
+            ):
+                result.problems.append(
+                    VerifyProblem(
+                        chain,
+                        row.size,
+                        "a checkpoint's stored columns disagree with its signed note: edited",
+                    )
+                )
+                if checkpoint.chain != chain:
+                    continue
+            result.checkpoints += 1
+            stored_latest = max(stored_latest, checkpoint.size)
+            signed.setdefault(checkpoint.size, set()).add(checkpoint.root)
+    witnessed_latest = 0
+    for checkpoint in witnessed:
+        witnessed_latest = max(witnessed_latest, checkpoint.size)
+        signed.setdefault(checkpoint.size, set()).add(checkpoint.root)
+    for size, roots in sorted(signed.items()):
+        if len(roots) > 1:
+            result.problems.append(
+                VerifyProblem(
+                    chain,
+                    size,
+                    "two different signed roots for this size: the signing key signed two "
+                    "different histories (treat the key as compromised)",
+                )
+            )
+    if result.witness_checked and stored_latest > witnessed_latest:
+        result.warnings.append(
+            f"{chain}: the checkpoint at #{stored_latest} is signed but not in the witness "
+            "log (a witness write failed?); rollback is ruled out only up to "
+            f"#{witnessed_latest}"
+        )
+    return signed
+
+
+def _read_witness(
+    witness: Witness, key: PublicKey, result: Verification
+) -> dict[str, list[Checkpoint]]:
+    """Every checkpoint in the witness log, by chain, each signature checked."""
+    found: dict[str, list[Checkpoint]] = {}
+    if not witness.exists():
+        result.problems.append(
+            VerifyProblem(
+                "witness",
+                0,
+                f"no witness log at {witness.path}: a rollback of the store cannot be ruled "
+                "out (give the right folder with --witness, or --no-witness to accept that)",
+            )
+        )
+        return found
+    for entry in witness.entries():
+        if isinstance(entry, str):
+            result.problems.append(VerifyProblem("witness", 0, entry))
+            continue
+        try:
+            checkpoint = parse_checkpoint(entry.note, key)
+        except SigningError as exc:
+            result.problems.append(
+                VerifyProblem(
+                    "witness",
+                    entry.line,
+                    f"line {entry.line} is not signed by key {key.fingerprint()} ({exc}): "
+                    "someone else wrote to the witness log",
+                )
+            )
+            continue
+        found.setdefault(checkpoint.chain, []).append(checkpoint)
+    return found
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """A stored checkpoint whose signature checked out, with its stored frontier."""
+
+    checkpoint: Checkpoint
+    frontier: str
+
+
+def _last_checkpoint(conn: Connection, chain: str, key: PublicKey) -> tuple[_Signed | None, bool]:
+    """The chain's largest checkpoint signed by ``key`` (None if there is none), and
+    whether the chain has checkpoints that are not: forged, or from another key (they
+    are skipped here; verify reports them)."""
+    query = (
+        select(checkpoints.c.note, checkpoints.c.frontier)
+        .where(checkpoints.c.chain == chain)
+        .order_by(checkpoints.c.size.desc())
+    )
+    others = False
+    for row in conn.execute(query):
+        try:
+            checkpoint = parse_checkpoint(row.note, key)
+        except SigningError:
+            others = True
+            continue
+        if checkpoint.chain == chain:
+            return _Signed(checkpoint, row.frontier), others
+        others = True
+    return None, others
+
+
+def _frontier_at(conn: Connection, chain: str, last: _Signed | None) -> Frontier:
+    """The Merkle frontier at the last checkpoint (stored with it, or rebuilt), checked
+    against that checkpoint's signed root so a new checkpoint only ever extends it."""
+    if last is None:
+        return Frontier()
+    size, signed_root = last.checkpoint.size, last.checkpoint.root
+    try:
+        frontier = Frontier.from_json(json.loads(last.frontier))
+    except ValueError:
+        frontier = Frontier()
+    if frontier.size != size or frontier.root() != signed_root:
+        frontier = Frontier()
+        query = (
+            select(records)
+            .where(records.c.chain == chain, records.c.seq <= size)
+            .order_by(records.c.seq)
+        )
+        for row in conn.execute(query.execution_options(yield_per=_READ_BATCH)):
+            frontier.append(leaf_hash(bytes.fromhex(_rehash(row))))
+        if frontier.size != size or frontier.root() != signed_root:
+            raise EvidenceError(
+                f"chain {chain} no longer matches its checkpoint at #{size}; nothing "
+                "was signed: run 'mspauto evidence verify'"
+            )
+    return frontier
+
+
+def _hash_at(conn: Connection, chain: str, seq: int) -> str:
+    if seq == 0:
+        return GENESIS
+    found = conn.execute(
+        select(records.c.hash).where(records.c.chain == chain, records.c.seq == seq)
+    ).scalar()
+    return GENESIS if found is None else str(found)
+
+
+def _rehash(row: Row[Any]) -> str:
+    return record_hash(
+        row.prev_hash,
+        row.chain,
+        row.seq,
+        row.kind,
+        row.run_id,
+        row.host,
+        row.recorded_at,
+        row.payload,
+    )
+
+
+def _span(seqs: Sequence[int]) -> str:
+    return f"#{seqs[0]}" if len(seqs) == 1 else f"#{seqs[0]}..#{seqs[-1]}"
 
 
 def _record_problems(
     chain: str,
     row: Row[Any],
+    digest: str,
     expected_seq: int,
     prev: str,
     named_outputs: Iterable[tuple[str, str]],
     intact: Mapping[str, bool],
 ) -> Iterator[VerifyProblem]:
-    """What is wrong with one stored record, given where the chain expects it."""
+    """What is wrong with one stored record (whose content hashes to ``digest``), given
+    where the chain expects it."""
     seq = row.seq
     if seq != expected_seq:
         what = "missing (deleted?)" if seq > expected_seq else "out of order"
@@ -444,9 +840,6 @@ def _record_problems(
             f"does not follow the record before it ({_located(row)}): "
             "a record was removed, inserted or reordered",
         )
-    digest = record_hash(
-        row.prev_hash, row.chain, seq, row.kind, row.run_id, row.host, row.recorded_at, row.payload
-    )
     if digest != row.hash:
         yield VerifyProblem(
             chain,
@@ -568,75 +961,21 @@ def _engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # Transactions begin where SQLAlchemy says (below), not where Python's
+            # sqlite3 guesses: DDL in a migration and a verify's reads are then atomic.
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN")
+
         return engine
     return create_engine(url, pool_pre_ping=True)
-
-
-def _create_schema(engine: Engine) -> None:
-    metadata.create_all(engine)
-    with engine.begin() as conn:
-        for statement in _HEAD_GUARDS.get(engine.dialect.name, []):
-            conn.execute(text(statement))
-        if engine.dialect.name == "sqlite":
-            for table in _APPEND_ONLY:
-                for action in ("UPDATE", "DELETE"):
-                    conn.execute(
-                        text(
-                            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{action.lower()} "
-                            f"BEFORE {action} ON {table} "
-                            "BEGIN SELECT RAISE(ABORT, 'evidence is append-only'); END"
-                        )
-                    )
-        elif engine.dialect.name == "postgresql":
-            conn.execute(
-                text(
-                    "CREATE OR REPLACE FUNCTION mspauto_append_only() RETURNS trigger "
-                    "LANGUAGE plpgsql AS $$ BEGIN "
-                    "RAISE EXCEPTION 'evidence is append-only'; END $$"
-                )
-            )
-            for table in _APPEND_ONLY:
-                conn.execute(
-                    text(
-                        f"CREATE OR REPLACE TRIGGER {table}_append_only "
-                        f"BEFORE UPDATE OR DELETE ON {table} "
-                        "FOR EACH ROW EXECUTE FUNCTION mspauto_append_only()"
-                    )
-                )
-
-
-def _trigger_suffixes(dialect: str) -> tuple[str, ...]:
-    return ("no_update", "no_delete") if dialect == "sqlite" else ("append_only",)
-
-
-# A chain head may only move forward and never disappear: rolling it back is how records
-# cut from the end of a chain would otherwise be hidden.
-_HEAD_GUARDS = {
-    "sqlite": [
-        "CREATE TRIGGER IF NOT EXISTS evidence_chain_heads_no_rollback BEFORE UPDATE ON "
-        "evidence_chain_heads WHEN NEW.seq < OLD.seq OR NEW.chain <> OLD.chain "
-        "BEGIN SELECT RAISE(ABORT, 'evidence is append-only'); END",
-        "CREATE TRIGGER IF NOT EXISTS evidence_chain_heads_no_delete BEFORE DELETE ON "
-        "evidence_chain_heads BEGIN SELECT RAISE(ABORT, 'evidence is append-only'); END",
-    ],
-    "postgresql": [
-        "CREATE OR REPLACE FUNCTION mspauto_head_forward() RETURNS trigger LANGUAGE plpgsql "
-        "AS $$ BEGIN IF TG_OP = 'DELETE' OR NEW.seq < OLD.seq OR NEW.chain <> OLD.chain "
-        "THEN RAISE EXCEPTION 'evidence is append-only'; END IF; RETURN NEW; END $$",
-        "CREATE OR REPLACE TRIGGER evidence_chain_heads_forward BEFORE UPDATE OR DELETE ON "
-        "evidence_chain_heads FOR EACH ROW EXECUTE FUNCTION mspauto_head_forward()",
-    ],
-}
-_HEAD_TRIGGERS = {
-    "sqlite": ("evidence_chain_heads_no_rollback", "evidence_chain_heads_no_delete"),
-    "postgresql": ("evidence_chain_heads_forward",),
-}
 
 
 def _safe(url: str) -> str:

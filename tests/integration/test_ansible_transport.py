@@ -55,7 +55,7 @@ def test_one_run_classifies_every_host_like_the_direct_transport(lab: Lab, tmp_p
             else:
                 assert result.error is expected[fault], (result.host, result.message)
             assert result.attempts == (2 if fault == "sshd-down" else 1)
-        assert store.verify()[1] == []
+        assert store.verify().problems == []
         store.close()
 
 

@@ -135,5 +135,5 @@ def test_results_are_evidence(lab: Lab, tmp_path: Path) -> None:
         ]
     run_kinds = [r.kind for r in store.records(run_id=report["run_id"])]
     assert run_kinds[-1] == "run_finished"  # findings were written before the run ended
-    assert store.verify()[1] == []
+    assert store.verify().problems == []
     store.close()

@@ -121,4 +121,4 @@ def test_windows_pack_over_winrm(
     assert len(windows_host.scripts) == 1  # every rule in one script, one round trip
     assert windows_host.scripts[0].count("Invoke-Audit '") == len(OBSERVED)
     assert report.score is not None and report.below_floor
-    assert store.verify()[1] == []
+    assert store.verify().problems == []

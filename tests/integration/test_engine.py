@@ -91,7 +91,7 @@ def test_mixed_fleet_is_classified_and_fully_recorded(lab: Lab, state: Path) -> 
     store = store_of(state)
     assert [run.status for run in list_runs(store)] == ["completed", "completed"]
     assert {r.host for r in store.records(kind="host_result")} == {p.name for p in lab.plans()}
-    assert store.verify()[1] == []
+    assert store.verify().problems == []
     store.close()
 
 
@@ -225,7 +225,7 @@ def test_sigkill_mid_run_keeps_finished_hosts(lab: Lab, state: Path) -> None:
     assert run.status == "interrupted"
     recorded = {r.host: r.payload for r in store.records(kind="host_result")}
     assert set(recorded) == {fast.name}, recorded
-    assert store.verify()[1] == []
+    assert store.verify().problems == []
     store.close()
     assert mspauto(lab, state, "evidence", "verify").returncode == 0
 

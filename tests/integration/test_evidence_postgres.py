@@ -55,7 +55,8 @@ def test_append_verify_and_detect_tampering(postgres_url: str) -> None:
     store = EvidenceStore(postgres_url)
     store.append(_records(5))
     store.append(_records(3))
-    assert store.verify() == (8, [])
+    result = store.verify()
+    assert (result.checked, result.problems) == (8, [])
 
     with store.engine.begin() as conn, pytest.raises(DBAPIError, match="append-only"):
         conn.execute(text("UPDATE evidence_records SET host = 'x' WHERE seq = 2"))
@@ -63,7 +64,8 @@ def test_append_verify_and_detect_tampering(postgres_url: str) -> None:
         conn.execute(text("ALTER TABLE evidence_records DISABLE TRIGGER USER"))
         conn.execute(text("UPDATE evidence_records SET host = 'x' WHERE seq = 2"))
         conn.execute(text("DELETE FROM evidence_records WHERE seq = 6"))
-    checked, problems = store.verify()
+    result = store.verify()
+    checked, problems = result.checked, result.problems
     assert checked == 7
     assert [(p.seq, p.message.split(" (")[0]) for p in problems] == [
         (2, "content does not match its hash"),
@@ -79,6 +81,7 @@ def test_two_writers_share_one_chain(postgres_url: str) -> None:
         first.append(_records(2))
         second.append(_records(2))
     assert [r.seq for r in first.records(chain="acme")] == list(range(1, 21))
-    assert first.verify() == (20, [])
+    result = first.verify()
+    assert (result.checked, result.problems) == (20, [])
     first.close()
     second.close()

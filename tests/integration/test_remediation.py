@@ -112,7 +112,7 @@ def test_dry_run_then_remediate(small_lab: Lab, tmp_path: Path, debian_rules: se
     fixed_rule = outcomes["ssh-root-login-disabled"]
     assert (fixed_rule.before, fixed_rule.after, fixed_rule.status) == ("fail", "pass", "changed")
     assert "only-root-has-uid-0" not in outcomes  # nothing ran for it: a person decides
-    assert store.verify()[1] == []
+    assert store.verify().problems == []
     store.close()
 
 

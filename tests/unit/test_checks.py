@@ -101,7 +101,7 @@ def test_findings_are_written_with_each_host_before_the_run_ends(tmp_path: Path)
         findings = read_host_findings(record.kind, record.payload)
         assert findings.findings[0].status is FindingStatus.PASS
         assert record.payload["schema"] == 1
-    assert store.verify()[1] == []
+    assert store.verify().problems == []
 
 
 def test_a_failing_store_loses_no_finding(tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_each_host_s_own_script_is_recorded_not_a_placeholder(tmp_path: Path) ->
         result = HostResult.read(record.payload)
         assert result.script is not None
         assert store.output(result.script.sha256) == scripts[record.host].encode()
-    assert store.verify()[1] == []
+    assert store.verify().problems == []
 
 
 def test_old_baseline_records_read_as_findings_and_changes() -> None:

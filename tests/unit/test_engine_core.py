@@ -53,7 +53,8 @@ def test_every_host_gets_a_result_in_order_and_evidence(tmp_path: Path) -> None:
     assert run.counts == {"ok": 50}
     detail = run_detail(store, outcome.run_id)
     assert detail is not None and len(detail.results) == 50
-    assert store.verify() == (52, [])
+    result = store.verify()
+    assert (result.checked, result.problems) == (52, [])
 
 
 def test_the_client_cap_bounds_parallel_work(tmp_path: Path) -> None:

@@ -69,7 +69,8 @@ def test_a_chain_deleted_whole_is_caught(store: EvidenceStore, tmp_path: Path) -
         "DROP TRIGGER evidence_records_no_delete",
         "DELETE FROM evidence_records WHERE chain = 'globex'",
     )
-    checked, problems = store.verify()
+    result = store.verify()
+    checked, problems = result.checked, result.problems
     assert checked == 4
     assert [str(p) for p in problems] == [
         "globex #3: the chain head says #3 but the last record is #0: "
@@ -84,13 +85,14 @@ def test_records_cut_from_the_end_are_caught(store: EvidenceStore, tmp_path: Pat
         "DROP TRIGGER evidence_records_no_delete",
         "DELETE FROM evidence_records WHERE chain = 'acme' AND seq = 4",
     )
-    assert [p.seq for p in store.verify(["acme"])[1]] == [4]
+    assert [p.seq for p in store.verify(["acme"]).problems] == [4]
 
 
 def test_verify_ignores_what_is_appended_meanwhile(store: EvidenceStore) -> None:
     # Records beyond the head read at the start belong to the next verify.
     store.append(_records("acme", 2))
-    assert store.verify() == (9, [])
+    result = store.verify()
+    assert (result.checked, result.problems) == (9, [])
 
 
 def test_verify_finds_changed_and_missing_outputs_across_batches(
@@ -118,7 +120,8 @@ def test_verify_finds_changed_and_missing_outputs_across_batches(
             )
         )
     store.append(new)
-    assert store.verify() == (5, [])
+    result = store.verify()
+    assert (result.checked, result.problems) == (5, [])
 
     changed, rewritten_as_text = (
         hashlib.sha256(f"output of h{i}\n".encode()).hexdigest() for i in (2, 3)
@@ -132,7 +135,8 @@ def test_verify_finds_changed_and_missing_outputs_across_batches(
         f"UPDATE evidence_outputs SET data = 'forged' WHERE sha256 = '{rewritten_as_text}'",
         f"DELETE FROM evidence_outputs WHERE sha256 = '{stderr_described['sha256']}'",
     )
-    checked, problems = store.verify()
+    result = store.verify()
+    checked, problems = result.checked, result.problems
     assert checked == 5
     assert [str(p) for p in problems] == [
         "acme #1: stderr output is missing (run run-1, host h0)",
@@ -167,7 +171,8 @@ def test_verify_memory_does_not_grow_with_the_outputs(tmp_path: Path) -> None:
     del new
     tracemalloc.start()
     try:
-        assert store.verify() == (count, [])
+        result = store.verify()
+        assert (result.checked, result.problems) == (count, [])
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -1,0 +1,1 @@
+"""The evidence store: hash chains, signed checkpoints, witness, migrations."""

@@ -1,0 +1,148 @@
+"""Signed checkpoints of evidence chains, and the witness that keeps a copy of each.
+
+Each client's chain of records is also an RFC 6962 Merkle tree whose leaves are the
+records' hashes. After a run, the control node signs a checkpoint of every chain the run
+wrote to: the chain, its size and the tree's root, in the C2SP ``tlog-checkpoint``
+signed-note format that transparency logs use::
+
+    mspauto-evidence/acme
+    42
+    <base64 root hash>
+    time 2026-12-03T09:30:00.123456+00:00
+
+    — mspauto-evidence <base64 key hash and Ed25519 signature>
+
+Whoever lacks the signing key cannot forge a record and sign over it, and a rewrite
+that recomputes every hash no longer matches the signed roots. Each checkpoint is also
+appended to a witness (a log file in a folder the settings name, meant for another
+disk), so a store cut back, rolled back to an older copy or missing a chain no longer
+matches the newest witnessed checkpoint. docs/evidence.md says what remains possible.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mspauto.signing import PublicKey, SigningError, SigningKey, open_note, sign_note
+
+__all__ = [
+    "KEY_NAME",
+    "Checkpoint",
+    "Notary",
+    "Witness",
+    "WitnessEntry",
+    "checkpoint_body",
+    "parse_checkpoint",
+]
+
+KEY_NAME = "mspauto-evidence"
+"""The key name in every checkpoint's signature line."""
+_ORIGIN = "mspauto-evidence/"
+WITNESS_LOG = "checkpoints.jsonl"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A chain's size and Merkle root at one moment, as signed."""
+
+    chain: str
+    size: int
+    root: bytes
+    time: str
+    note: str
+    """The whole signed note, signature lines included."""
+
+
+def checkpoint_body(chain: str, size: int, root: bytes, time: str) -> str:
+    """The signed text of a checkpoint (origin, size, root, then the time)."""
+    return f"{_ORIGIN}{chain}\n{size}\n{base64.b64encode(root).decode()}\ntime {time}\n"
+
+
+def parse_checkpoint(note: str, key: PublicKey) -> Checkpoint:
+    """A checkpoint from its signed note, or :class:`SigningError` saying why not
+    (not signed by ``key``, or not a checkpoint)."""
+    body = open_note(note, key, KEY_NAME)
+    lines = body.split("\n")
+    try:
+        origin, size_text, root_text, time_line = lines[:4]
+        size = int(size_text)
+        root = base64.b64decode(root_text, validate=True)
+    except ValueError:
+        raise SigningError("a signed note that is not an evidence checkpoint") from None
+    if not origin.startswith(_ORIGIN) or len(root) != 32 or not time_line.startswith("time "):
+        raise SigningError("a signed note that is not an evidence checkpoint")
+    return Checkpoint(origin.removeprefix(_ORIGIN), size, root, time_line[5:], note)
+
+
+@dataclass(frozen=True)
+class WitnessEntry:
+    """One line of the witness log: its line number and the note it holds."""
+
+    line: int
+    note: str
+
+
+class Witness:
+    """An append-only log of signed checkpoints, one JSON object per line.
+
+    The file is only ever opened for appending, and each entry is flushed to disk
+    before the run goes on. Put the folder on another disk or host (an NFS mount, or a
+    file system with ``chattr +a``) so whoever can replace the database cannot also
+    rewrite this."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / WITNESS_LOG
+
+    def append(self, checkpoint: Checkpoint) -> None:
+        """Add a checkpoint; raises OSError when the witness cannot be written."""
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        line = json.dumps(
+            {"chain": checkpoint.chain, "size": checkpoint.size, "note": checkpoint.note},
+            ensure_ascii=False,
+        )
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(descriptor, (line + "\n").encode())
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def entries(self) -> Iterator[WitnessEntry | str]:
+        """Each entry in order; an unreadable line is yielded as a message instead."""
+        with self.path.open(encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    note = json.loads(line)["note"]
+                except (ValueError, KeyError, TypeError):
+                    yield f"witness line {number} is not a checkpoint entry"
+                    continue
+                if not isinstance(note, str):
+                    yield f"witness line {number} is not a checkpoint entry"
+                    continue
+                yield WitnessEntry(number, note)
+
+
+class Notary:
+    """Signs checkpoints with the MSP's key and hands each to the witness."""
+
+    def __init__(self, key: SigningKey, witness: Witness | None) -> None:
+        self.key = key
+        self.witness = witness
+
+    def sign(self, chain: str, size: int, root: bytes) -> Checkpoint:
+        """A checkpoint of ``chain`` at ``size`` records with Merkle root ``root``."""
+        time = datetime.now(UTC).isoformat(timespec="microseconds")
+        note = sign_note(checkpoint_body(chain, size, root, time), self.key, KEY_NAME)
+        return Checkpoint(chain, size, root, time, note)

@@ -1,0 +1,41 @@
+"""Signed checkpoints, and continuity enforced when a record is inserted.
+
+Adds the checkpoints table (append-only like the records) and replaces every guard with
+its current definition: a record is accepted only as its chain's next, and a chain head
+only moves to the chain's real last record. Existing records and hashes are untouched;
+``mspauto evidence upgrade`` signs each existing chain's first checkpoint afterwards.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from mspauto.evidence.schema import install_guards
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "evidence_checkpoints",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("chain", sa.String(128), nullable=False),
+        sa.Column("size", sa.Integer, nullable=False),
+        sa.Column("root", sa.String(64), nullable=False),
+        sa.Column("signed_at", sa.String(40), nullable=False),
+        sa.Column("note", sa.Text, nullable=False),
+        sa.Column("frontier", sa.Text, nullable=False),
+        sa.UniqueConstraint("chain", "size", name="evidence_checkpoint_size"),
+    )
+    install_guards(op.get_bind())
+
+
+def downgrade() -> None:
+    raise NotImplementedError("evidence is never downgraded: restore a backup instead")
