@@ -5,8 +5,11 @@
 Runs, in one process: (1) nornir's bare threaded runner with a no-op task over the
 same hosts (the baseline: what fan-out alone costs), then (2) mspauto's run_command
 with an in-process transport that answers instantly, writing every result to a SQLite
-evidence store. Prints per-host overhead of each, their ratio, and peak memory.
-Targets (issue 4): under 1 ms per host, under 300 MB.
+evidence store, unsigned, and (3) the same, signed: the run ends with a checkpoint of
+its chain (links re-checked, Merkle tree extended, Ed25519 signature, witness append).
+Prints per-host overhead of each, their ratios, and peak memory.
+Targets: under 1 ms per host and 300 MB (issue 4); under 0.5 ms per host with
+checkpoints and Merkle hashing (issue 9).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ import yaml
 
 from mspauto.config import Settings
 from mspauto.engine import RunSpec, run_command
+from mspauto.evidence.checkpoints import Notary, Witness
 from mspauto.evidence.store import EvidenceStore
 from mspauto.project import load_project
+from mspauto.signing import SigningKey, generate_key
 from mspauto.transport.fake import FakeTransport
 
 
@@ -89,22 +94,35 @@ def main() -> None:
         hosts = list(client.hosts.values())
 
         baseline = nornir_baseline([h.name for h in hosts], args.forks)
-        store = EvidenceStore(f"sqlite:///{root / 'evidence.db'}")
         spec = RunSpec(client=client, hosts=hosts, command="true", forks=args.forks)
-        start = time.perf_counter()
-        outcome = run_command(spec, FakeTransport(), store)
-        seconds = time.perf_counter() - start
-        recorded = sum(1 for _ in store.records(kind="host_result"))
-        store.close()
+        generate_key(root / "key", root / "key.pub", comment="bench")
+        notary = Notary(SigningKey.load(root / "key"), Witness(root / "witness"))
+        timings = {}
+        for name, signer in (("unsigned", None), ("signed", notary)):
+            store = EvidenceStore(f"sqlite:///{root / f'{name}.db'}", notary=signer)
+            start = time.perf_counter()
+            outcome = run_command(spec, FakeTransport(), store)
+            timings[name] = time.perf_counter() - start
+            assert outcome.evidence_error is None, outcome.evidence_error
+            recorded = sum(1 for _ in store.records(kind="host_result"))
+            assert recorded == args.hosts
+            signed = [o for o in store.checkpoint_outcomes if o.checkpoint is not None]
+            assert len(signed) == (name == "signed"), store.checkpoint_outcomes
+            store.close()
     n = args.hosts
-    print(f"inventory load+validate, {n} hosts:    {load_seconds:6.2f} s")
-    print(f"nornir bare threaded runner, no-op:     {baseline / n * 1000:6.3f} ms/host (baseline)")
+    per_host = {name: seconds / n * 1000 for name, seconds in timings.items()}
+    print(f"inventory load+validate, {n} hosts:     {load_seconds:6.2f} s")
+    print(f"nornir bare threaded runner, no-op:      {baseline / n * 1000:6.3f} ms/host (baseline)")
     print(
-        f"mspauto run_command + evidence (SQLite): {seconds / n * 1000:6.3f} ms/host  "
-        f"{seconds / baseline:4.1f}x baseline; target < 1 ms/host  "
-        f"({recorded} results recorded, {sum(r.ok for r in outcome.results)} ok)"
+        f"run_command + evidence, unsigned:        {per_host['unsigned']:6.3f} ms/host  "
+        f"{timings['unsigned'] / baseline:4.1f}x baseline"
     )
-    print(f"peak memory (RSS) of this process:      {peak_mb():6.0f} MB  target < 300 MB")
+    print(
+        f"run_command + evidence + checkpoint:     {per_host['signed']:6.3f} ms/host  "
+        f"{timings['signed'] / baseline:4.1f}x baseline, "
+        f"{timings['signed'] / timings['unsigned']:4.2f}x unsigned; target < 0.5 ms/host"
+    )
+    print(f"peak memory (RSS) of this process:       {peak_mb():6.0f} MB  target < 300 MB")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,8 @@ for address in 127.0.60.10 127.0.60.12; do
 done
 
 export MSPAUTO_STATE_DIR="$out/state"  # the evidence store of this demo
+step "mspauto keys init: the MSP's signing key; every run signs a checkpoint of its evidence"
+"$bin/mspauto" --project "$lab" keys init
 step "mspauto exec: one command on every acme host; each failure classified, all recorded"
 "$bin/mspauto" --project "$lab" exec --client acme --shell 'hostname; uptime' || true
 

@@ -9,6 +9,7 @@ never runs twice.
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ __all__ = [
     "VERSION_TABLE",
     "UnknownRevision",
     "Upgrade",
+    "alembic_config",
     "current_revision",
     "head_revision",
     "upgrade",
@@ -59,7 +61,7 @@ class Upgrade:
         return self.changed and self.before is not None
 
 
-def _config() -> Config:
+def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     return config
@@ -67,13 +69,15 @@ def _config() -> Config:
 
 def head_revision() -> str:
     """The revision this release writes."""
-    head = ScriptDirectory.from_config(_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 
 
 def _known_revisions() -> set[str]:
-    return {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+    return {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
 
 
 def current_revision(conn: Connection) -> str | None:
@@ -100,7 +104,7 @@ def upgrade(engine: Engine, lock_path: Path | None = None) -> Upgrade:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_LOCK})
         before = current_revision(conn)  # again, under the lock: another process may have
         if before != head:
-            config = _config()
+            config = alembic_config()
             config.attributes["connection"] = conn
             if before == FIRST_REVISION and not inspect(conn).has_table(VERSION_TABLE):
                 command.stamp(config, FIRST_REVISION)
@@ -114,9 +118,9 @@ def _exclusive(engine: Engine, lock_path: Path | None) -> Iterator[None]:
     if engine.dialect.name != "sqlite" or lock_path is None:
         yield
         return
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    descriptor = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock

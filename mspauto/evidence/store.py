@@ -396,25 +396,30 @@ class EvidenceStore:
             written = self._written.get(chain, {})
             foreign: list[int] = []
             prev = _hash_at(conn, chain, signed_size)
+            # Records this process wrote are known by hash: only the links and hashes
+            # are read back. Others are read whole and rehashed before being adopted.
             query = (
-                select(records)
+                select(records.c.seq, records.c.prev_hash, records.c.hash)
                 .where(records.c.chain == chain, records.c.seq > signed_size)
                 .order_by(records.c.seq)
             )
-            for row in conn.execute(query.execution_options(yield_per=_READ_BATCH)):
+            for seq, prev_hash, digest in conn.execute(
+                query.execution_options(yield_per=_READ_BATCH)
+            ):
+                ours = written.get(seq) == digest
                 if (
-                    row.seq != frontier.size + 1
-                    or row.prev_hash != prev
-                    or row.hash != _rehash(row)
+                    seq != frontier.size + 1
+                    or prev_hash != prev
+                    or not (ours or digest == _rehash(_record_at(conn, chain, seq)))
                 ):
                     raise EvidenceError(
-                        f"chain {chain} is broken at #{row.seq} since its last checkpoint; "
+                        f"chain {chain} is broken at #{seq} since its last checkpoint; "
                         "nothing was signed: run 'mspauto evidence verify'"
                     )
-                if written.get(row.seq) != row.hash:
-                    foreign.append(row.seq)
-                frontier.append(leaf_hash(bytes.fromhex(row.hash)))
-                prev = row.hash
+                if not ours:
+                    foreign.append(seq)
+                frontier.append(leaf_hash(bytes.fromhex(digest)))
+                prev = digest
             if frontier.size != head_seq or prev != head_hash:
                 raise EvidenceError(
                     f"chain {chain}: its head (#{head_seq}) is not its last record; "
@@ -797,6 +802,10 @@ def _hash_at(conn: Connection, chain: str, seq: int) -> str:
         select(records.c.hash).where(records.c.chain == chain, records.c.seq == seq)
     ).scalar()
     return GENESIS if found is None else str(found)
+
+
+def _record_at(conn: Connection, chain: str, seq: int) -> Row[Any]:
+    return conn.execute(select(records).where(records.c.chain == chain, records.c.seq == seq)).one()
 
 
 def _rehash(row: Row[Any]) -> str:

@@ -29,8 +29,18 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
-    """A fresh state folder (and so a fresh evidence store) for one test."""
-    return tmp_path / "state"
+    """A fresh state folder (and so a fresh evidence store) for one test, with the
+    MSP's signing key made in it (``mspauto keys init``), so runs sign their evidence."""
+    state = tmp_path / "state"
+    made = subprocess.run(
+        [sys.executable, "-m", "mspauto", "keys", "init"],
+        env=_env(state),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    return state
 
 
 def _command(lab: Lab, *args: str) -> list[str]:
@@ -166,10 +176,10 @@ def test_verify_names_an_edited_and_a_deleted_record(lab: Lab, state: Path) -> N
     result = mspauto(lab, state, "evidence", "verify")
     assert result.returncode == 1
     lines = result.stderr.splitlines()
-    assert any(line.startswith("warning: the append-only guards") for line in lines)
+    assert any(line.startswith("the guards evidence_records_no_update, ") for line in lines)
     assert any(line.startswith("globex #2: content does not match its hash") for line in lines)
     assert any(line.startswith("globex #4: record missing (deleted?)") for line in lines)
-    assert lines[-1].startswith("error: evidence is NOT intact")
+    assert lines[-1].startswith("error: evidence is NOT proven intact")
 
 
 def test_the_database_refuses_to_change_evidence(lab: Lab, state: Path) -> None:
@@ -227,6 +237,11 @@ def test_sigkill_mid_run_keeps_finished_hosts(lab: Lab, state: Path) -> None:
     assert set(recorded) == {fast.name}, recorded
     assert store.verify().problems == []
     store.close()
+    # The killed run signed nothing: verify says so until a person signs what is there.
+    unsigned = mspauto(lab, state, "evidence", "verify")
+    assert unsigned.returncode == 1
+    assert "are not covered by a signed checkpoint" in unsigned.stderr
+    assert mspauto(lab, state, "evidence", "checkpoint", "--client", "acme").returncode == 0
     assert mspauto(lab, state, "evidence", "verify").returncode == 0
 
 

@@ -7,10 +7,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from alembic import command
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from mspauto.evidence.store import EvidenceStore, NewRecord, store_output
+from mspauto.evidence import migrate
+from mspauto.evidence.schema import GENESIS
+from mspauto.evidence.store import (
+    EvidenceStore,
+    NewRecord,
+    canonical_json,
+    record_hash,
+    store_output,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +94,48 @@ def test_two_writers_share_one_chain(postgres_url: str) -> None:
     assert (result.checked, result.problems) == (20, [])
     first.close()
     second.close()
+
+
+def test_a_store_of_release_0_1_upgrades_in_place(postgres_url: str) -> None:
+    # Release 0.1's schema, as its migration 0001 makes it, without the version table
+    # 0.1 never had, and records written the way 0.1 wrote them.
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        config = migrate.alembic_config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, migrate.FIRST_REVISION)
+        conn.execute(text(f"DROP TABLE {migrate.VERSION_TABLE}"))
+        prev = GENESIS
+        for seq in range(1, 4):
+            payload = canonical_json({"rc": 0})
+            digest = record_hash(prev, "acme", seq, "host_result", "run-0", "h", "t", payload)
+            conn.execute(
+                text(
+                    "INSERT INTO evidence_records (chain, seq, kind, run_id, host, "
+                    "recorded_at, payload, prev_hash, hash) VALUES ('acme', :s, "
+                    "'host_result', 'run-0', 'h', 't', :p, :prev, :h)"
+                ),
+                {"s": seq, "p": payload, "prev": prev, "h": digest},
+            )
+            prev = digest
+        conn.execute(text(f"INSERT INTO evidence_chain_heads VALUES ('acme', 3, '{prev}')"))
+        old_rows = conn.execute(text("SELECT * FROM evidence_records ORDER BY id")).all()
+
+    store = EvidenceStore(postgres_url)
+    assert store.upgrade == migrate.Upgrade(migrate.FIRST_REVISION, migrate.head_revision())
+    assert store.guards_missing() == []
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT * FROM evidence_records ORDER BY id")).all() == old_rows
+    store.append(_records(2))  # continuity now enforced, and the chain goes on
+    result = store.verify()
+    assert (result.checked, result.problems) == (5, [])
+    with engine.begin() as conn, pytest.raises(DBAPIError, match="continuity"):
+        conn.execute(
+            text(
+                "INSERT INTO evidence_records (chain, seq, kind, run_id, host, recorded_at, "
+                f"payload, prev_hash, hash) VALUES ('acme', 9, 'x', 'x', '', 't', '{{}}', "
+                f"'{GENESIS}', '{GENESIS}')"
+            )
+        )
+    store.close()
+    engine.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import stat
+import threading
 import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,3 +184,30 @@ def test_verify_memory_does_not_grow_with_the_outputs(tmp_path: Path) -> None:
 def test_a_database_mspauto_has_no_driver_for_is_one_line(url: str) -> None:
     with pytest.raises(EvidenceError, match="cannot open the evidence store"):
         EvidenceStore(url)
+
+
+def test_an_old_store_opened_by_two_writers_at_once_upgrades_once(tmp_path: Path) -> None:
+    fixture = Path(__file__).resolve().parent.parent / "fixtures" / "evidence"
+    path = tmp_path / "evidence.db"
+    path.write_bytes((fixture / "store-0.1.0.db").read_bytes())
+    opened: list[EvidenceStore] = []
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            opened.append(EvidenceStore(f"sqlite:///{path}"))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    upgrades = [store.upgrade for store in opened]
+    assert sum(1 for u in upgrades if u is not None and u.changed) == 1, upgrades
+    result = opened[0].verify()
+    assert (result.checked, result.problems) == (12, [])
+    for store in opened:
+        store.close()
