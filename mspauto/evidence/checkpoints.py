@@ -37,6 +37,7 @@ __all__ = [
     "Notary",
     "Witness",
     "WitnessEntry",
+    "batch_message",
     "checkpoint_body",
     "parse_checkpoint",
 ]
@@ -134,12 +135,30 @@ class Witness:
                 yield WitnessEntry(number, note)
 
 
+def batch_message(
+    chain: str, first_seq: int, prev_hash: str, last_seq: int, last_hash: str
+) -> bytes:
+    """What a batch signature covers: records ``first_seq..last_seq`` of ``chain``, from
+    the record they follow to the last one's hash (which, through the hash links,
+    commits to every record in between)."""
+    return (
+        f"mspauto-evidence-batch\n{chain}\n{first_seq}\n{prev_hash}\n{last_seq}\n{last_hash}\n"
+    ).encode()
+
+
 class Notary:
     """Signs checkpoints with the MSP's key and hands each to the witness."""
 
     def __init__(self, key: SigningKey, witness: Witness | None) -> None:
         self.key = key
         self.witness = witness
+
+    def sign_batch(
+        self, chain: str, first_seq: int, prev_hash: str, last_seq: int, last_hash: str
+    ) -> str:
+        """The signature (base64) of one append's records of ``chain``."""
+        message = batch_message(chain, first_seq, prev_hash, last_seq, last_hash)
+        return base64.b64encode(self.key.sign(message)).decode()
 
     def sign(self, chain: str, size: int, root: bytes) -> Checkpoint:
         """A checkpoint of ``chain`` at ``size`` records with Merkle root ``root``."""

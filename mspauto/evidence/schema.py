@@ -32,6 +32,7 @@ from sqlalchemy import (
 __all__ = [
     "GENESIS",
     "STORE_CHAIN",
+    "batches",
     "chain_heads",
     "checkpoints",
     "guard_names",
@@ -94,7 +95,23 @@ checkpoints = Table(
     UniqueConstraint("chain", "size", name="evidence_checkpoint_size"),
 )
 
-_APPEND_ONLY = ("evidence_records", "evidence_outputs", "evidence_checkpoints")
+batches = Table(
+    "evidence_batches",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("chain", String(128), nullable=False),
+    Column("first_seq", Integer, nullable=False),
+    Column("last_seq", Integer, nullable=False),
+    Column("signature", Text, nullable=False),
+    Index("evidence_batches_by_chain", "chain", "last_seq"),
+)
+
+_APPEND_ONLY = (
+    "evidence_records",
+    "evidence_outputs",
+    "evidence_checkpoints",
+    "evidence_batches",
+)
 _REFUSED = "evidence is append-only"
 _DISCONTINUOUS = "evidence continuity: a record must follow the head of its chain"
 

@@ -16,13 +16,14 @@ SQLite (WAL) is the default; PostgreSQL is used by URL.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,11 +46,18 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from mspauto.evidence import migrate
-from mspauto.evidence.checkpoints import Checkpoint, Notary, Witness, parse_checkpoint
+from mspauto.evidence.checkpoints import (
+    Checkpoint,
+    Notary,
+    Witness,
+    batch_message,
+    parse_checkpoint,
+)
 from mspauto.evidence.merkle import Frontier, leaf_hash
 from mspauto.evidence.schema import (
     GENESIS,
     STORE_CHAIN,
+    batches,
     chain_heads,
     checkpoints,
     guard_names,
@@ -299,6 +307,7 @@ class EvidenceStore:
             heads: dict[str, tuple[int, str]] = {}
             for chain in dict.fromkeys(r.chain for r in new):
                 heads[chain] = _lock_head(conn, chain)
+            starts = dict(heads)
             for record in new:
                 seq, prev = heads[record.chain]
                 seq += 1
@@ -346,6 +355,8 @@ class EvidenceStore:
             # One statement for all rows of the batch: compiled once, sent as one
             # executemany (a statement per record cost more than the hashing).
             conn.execute(insert(records), rows)
+            if self.notary is not None:
+                conn.execute(insert(batches), self._batch_signatures(starts, heads))
             if blobs:
                 _put_outputs(conn, blobs)
             for chain, (seq, digest) in heads.items():
@@ -357,6 +368,22 @@ class EvidenceStore:
         for written in stored:
             self._written.setdefault(written.chain, {})[written.seq] = written.hash
         return stored
+
+    def _batch_signatures(
+        self, starts: Mapping[str, tuple[int, str]], ends: Mapping[str, tuple[int, str]]
+    ) -> list[dict[str, Any]]:
+        """One signature per chain over what this append added to it: proof that a key
+        holder wrote these records, for a checkpoint signed by another process (a
+        concurrent run, or the next run after this one was killed)."""
+        assert self.notary is not None
+        signed = []
+        for chain, (before, prev) in starts.items():
+            last, last_hash = ends[chain]
+            signature = self.notary.sign_batch(chain, before + 1, prev, last, last_hash)
+            signed.append(
+                {"chain": chain, "first_seq": before + 1, "last_seq": last, "signature": signature}
+            )
+        return signed
 
     def checkpoint(self, chain: str, *, adopt: bool = False) -> CheckpointOutcome:
         """Sign a checkpoint of ``chain`` as it is now, store it and hand it to the witness.
@@ -394,10 +421,12 @@ class EvidenceStore:
                 return CheckpointOutcome(chain, None, "nothing new to sign")
             frontier = _frontier_at(conn, chain, last)
             written = self._written.get(chain, {})
-            foreign: list[int] = []
             prev = _hash_at(conn, chain, signed_size)
+            hashes = {signed_size: prev}
+            unknown: list[int] = []
             # Records this process wrote are known by hash: only the links and hashes
-            # are read back. Others are read whole and rehashed before being adopted.
+            # are read back. Others are read whole and rehashed, then signed only if a
+            # key holder signed them when appending (or a person adopts them).
             query = (
                 select(records.c.seq, records.c.prev_hash, records.c.hash)
                 .where(records.c.chain == chain, records.c.seq > signed_size)
@@ -417,9 +446,16 @@ class EvidenceStore:
                         "nothing was signed: run 'mspauto evidence verify'"
                     )
                 if not ours:
-                    foreign.append(seq)
+                    unknown.append(seq)
+                hashes[seq] = digest
                 frontier.append(leaf_hash(bytes.fromhex(digest)))
                 prev = digest
+            ranges = (
+                _signed_batches(conn, chain, signed_size, notary.key.public_key, hashes.get)
+                if unknown
+                else []
+            )
+            foreign = [seq for seq in unknown if not _within(seq, ranges)]
             if frontier.size != head_seq or prev != head_hash:
                 raise EvidenceError(
                     f"chain {chain}: its head (#{head_seq}) is not its last record; "
@@ -429,7 +465,8 @@ class EvidenceStore:
                 return CheckpointOutcome(
                     chain,
                     None,
-                    f"records {_span(foreign)} were not written by this run; left unsigned "
+                    f"records {_spans(foreign)} were not written by a holder of the signing "
+                    "key; left unsigned "
                     f"for review ('mspauto evidence checkpoint --client {chain}')",
                 )
             signed = notary.sign(chain, frontier.size, frontier.root())
@@ -589,7 +626,10 @@ class EvidenceStore:
                                 "of this size: history was rewritten",
                             )
                         )
-        count = frontier.size
+            count = frontier.size
+            covered = max((size for size in signed if size <= count), default=0)
+            if key is not None and count > covered:
+                _check_unsigned_tail(conn, chain, covered, count, key, result)
         result.checked += count
         if head is not None and (head.seq, head.hash) != (expected_seq - 1, prev):
             problems.append(
@@ -609,17 +649,6 @@ class EvidenceStore:
                     beyond[-1],
                     f"a signed checkpoint covers #{beyond[-1]} but {what}: records were "
                     "removed or the store was rolled back to an older copy",
-                )
-            )
-        covered = max((size for size in signed if size <= count), default=0)
-        if key is not None and count > covered:
-            problems.append(
-                VerifyProblem(
-                    chain,
-                    covered + 1,
-                    f"records #{covered + 1}..#{count} are not covered by a signed "
-                    "checkpoint: added without the signing key, or by a run that was cut "
-                    f"short (review them, then 'mspauto evidence checkpoint --client {chain}')",
                 )
             )
 
@@ -804,6 +833,75 @@ def _hash_at(conn: Connection, chain: str, seq: int) -> str:
     return GENESIS if found is None else str(found)
 
 
+def _check_unsigned_tail(
+    conn: Connection, chain: str, covered: int, count: int, key: PublicKey, result: Verification
+) -> None:
+    """Records after the newest checkpoint: those a key holder signed when appending
+    them (a run in progress, or killed) are a warning; any others are forged."""
+
+    def hash_at(seq: int) -> str | None:
+        if seq == 0:
+            return GENESIS
+        found = conn.execute(
+            select(records.c.hash).where(records.c.chain == chain, records.c.seq == seq)
+        ).scalar()
+        return None if found is None else str(found)
+
+    has_batches = inspect(conn).has_table("evidence_batches")  # not in a 0.1 store
+    ranges = _signed_batches(conn, chain, covered, key, hash_at) if has_batches else []
+    tail = range(covered + 1, count + 1)
+    unsigned = [seq for seq in tail if not _within(seq, ranges)]
+    if unsigned:
+        result.problems.append(
+            VerifyProblem(
+                chain,
+                unsigned[0],
+                f"records {_spans(unsigned)} are signed neither by a checkpoint nor by the "
+                "writer that appended them: added without the signing key (review them, "
+                f"then 'mspauto evidence checkpoint --client {chain}')",
+            )
+        )
+    if len(unsigned) < len(tail):
+        result.warnings.append(
+            f"{chain}: records #{covered + 1}..#{count} are signed by their writer but no "
+            "checkpoint covers them yet (a run in progress, or cut short): the next run "
+            "of this client, or 'mspauto evidence checkpoint', signs them"
+        )
+
+
+def _signed_batches(
+    conn: Connection,
+    chain: str,
+    after: int,
+    key: PublicKey,
+    hash_at: Callable[[int], str | None],
+) -> list[tuple[int, int]]:
+    """The ranges of records after ``after`` whose writer signed them with ``key`` when
+    appending them (``hash_at`` gives a record's hash, None if unknown)."""
+    query = (
+        select(batches)
+        .where(batches.c.chain == chain, batches.c.last_seq > after)
+        .order_by(batches.c.first_seq)
+    )
+    ranges = []
+    for row in conn.execute(query):
+        prev, last = hash_at(row.first_seq - 1), hash_at(row.last_seq)
+        if prev is None or last is None:
+            continue
+        try:
+            signature = base64.b64decode(row.signature, validate=True)
+        except ValueError:
+            continue
+        message = batch_message(chain, row.first_seq, prev, row.last_seq, last)
+        if key.verify(message, signature):
+            ranges.append((row.first_seq, row.last_seq))
+    return ranges
+
+
+def _within(seq: int, ranges: Sequence[tuple[int, int]]) -> bool:
+    return any(first <= seq <= last for first, last in ranges)
+
+
 def _record_at(conn: Connection, chain: str, seq: int) -> Row[Any]:
     return conn.execute(select(records).where(records.c.chain == chain, records.c.seq == seq)).one()
 
@@ -821,8 +919,15 @@ def _rehash(row: Row[Any]) -> str:
     )
 
 
-def _span(seqs: Sequence[int]) -> str:
-    return f"#{seqs[0]}" if len(seqs) == 1 else f"#{seqs[0]}..#{seqs[-1]}"
+def _spans(seqs: Sequence[int]) -> str:
+    """Ascending record numbers as runs: ``#4..#7, #9``."""
+    runs: list[list[int]] = []
+    for seq in seqs:
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    return ", ".join(f"#{a}" if a == b else f"#{a}..#{b}" for a, b in runs)
 
 
 def _record_problems(

@@ -258,7 +258,7 @@ def test_junk_row(evidence: Evidence) -> None:
     with _owner(evidence) as conn:
         conn.exec_driver_sql(junk)
     problems = evidence.problems()
-    assert any(p.startswith("acme #9: records #9..#9 are not covered") for p in problems)
+    assert any(p.startswith("acme #9: records #9 are signed neither") for p in problems)
     assert any(p.startswith("acme #9: does not follow the record before it") for p in problems)
 
 
@@ -289,15 +289,18 @@ def test_forged_run(evidence: Evidence) -> None:
     # The guards let it in: every link is right. The signatures are what catch it.
     evidence.raw(*_forge_run(evidence, "acme", 8))
     assert evidence.problems() == [
-        "acme #9: records #9..#12 are not covered by a signed checkpoint: added without "
-        "the signing key, or by a run that was cut short (review them, then 'mspauto "
+        "acme #9: records #9..#12 are signed neither by a checkpoint nor by the writer "
+        "that appended them: added without the signing key (review them, then 'mspauto "
         "evidence checkpoint --client acme')"
     ]
     # The next real run does not sign over the forgery either.
     evidence.store.append(_run("acme"))
     outcome = evidence.store.checkpoint("acme")
     assert outcome.checkpoint is None
-    assert outcome.skipped is not None and "#9..#12 were not written by this run" in outcome.skipped
+    assert (
+        outcome.skipped is not None
+        and "#9..#12 were not written by a holder of the signing key" in outcome.skipped
+    )
 
 
 def test_forged_run_with_a_checkpoint_signed_by_another_key(
@@ -312,7 +315,7 @@ def test_forged_run_with_a_checkpoint_signed_by_another_key(
     )
     problems = evidence.problems()
     assert any(p.startswith("acme #12: checkpoint not signed by key") for p in problems)
-    assert any(p.startswith("acme #9: records #9..#12 are not covered") for p in problems)
+    assert any(p.startswith("acme #9: records #9..#12 are signed neither") for p in problems)
 
 
 def test_full_rewrite(evidence: Evidence) -> None:
@@ -392,3 +395,44 @@ def test_guards_dropped(evidence: Evidence) -> None:
         assert any("were found missing at" in w for w in result.warnings)
     finally:
         writer.close()
+
+
+def test_concurrent_and_killed_writers_sign_each_others_records(evidence: Evidence) -> None:
+    # Two control-node processes append to one chain in turns; a third is killed
+    # before it checkpoints. Each append was signed by its writer, so every later
+    # checkpoint takes the others' records in, and nothing is left unsigned.
+    notary = evidence.store.notary
+    other = EvidenceStore(evidence.url, notary=notary)
+    killed = EvidenceStore(evidence.url, notary=notary)
+    try:
+        evidence.store.append(_run("acme"))
+        other.append(_run("acme"))
+        killed.append(_run("acme"))  # and never checkpoints
+        result = evidence.verify()
+        assert result.problems == []
+        assert result.warnings == [
+            "acme: records #9..#20 are signed by their writer but no checkpoint covers "
+            "them yet (a run in progress, or cut short): the next run of this client, or "
+            "'mspauto evidence checkpoint', signs them"
+        ]
+        outcome = other.checkpoint("acme")
+        assert outcome.checkpoint is not None and outcome.checkpoint.size == 20
+        assert evidence.store.checkpoint("acme").skipped == "nothing new to sign"
+        assert evidence.verify() == Verification(True, True, 24, 4, [], [])
+    finally:
+        other.close()
+        killed.close()
+
+
+def test_a_batch_signed_by_another_key_does_not_count(evidence: Evidence, tmp_path: Path) -> None:
+    generate_key(tmp_path / "other", tmp_path / "other.pub", comment="attacker")
+    forger = EvidenceStore(evidence.url, notary=Notary(SigningKey.load(tmp_path / "other"), None))
+    forger.append(_run("acme"))  # signs its append with the wrong key
+    forger.close()
+    assert evidence.problems() == [
+        "acme #9: records #9..#12 are signed neither by a checkpoint nor by the writer "
+        "that appended them: added without the signing key (review them, then 'mspauto "
+        "evidence checkpoint --client acme')"
+    ]
+    evidence.store.append(_run("acme"))
+    assert "#9..#12 were not written by a holder" in str(evidence.store.checkpoint("acme"))

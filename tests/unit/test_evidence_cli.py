@@ -120,12 +120,15 @@ def test_signed_runs_verify_and_a_forged_run_does_not(project: Path) -> None:
     report = json.loads(verified.stdout)
     assert report["intact"] is False
     assert report["problems"] == [
-        "acme #4: records #4..#5 are not covered by a signed checkpoint: added without "
-        "the signing key, or by a run that was cut short (review them, then 'mspauto "
+        "acme #4: records #4..#5 are signed neither by a checkpoint nor by the writer "
+        "that appended them: added without the signing key (review them, then 'mspauto "
         "evidence checkpoint --client acme')"
     ]
     # The next run does not sign over the forgery, and says so.
-    assert "acme: records #4..#5 were not written by this run" in exec_(project).stderr
+    assert (
+        "acme: records #4..#5 were not written by a holder of the signing key"
+        in exec_(project).stderr
+    )
     # A person who reviewed them signs them explicitly.
     signed = run(project, "evidence", "checkpoint", "--client", "acme")
     assert signed.exit_code == 0 and "acme: signed a checkpoint at #8" in signed.stdout

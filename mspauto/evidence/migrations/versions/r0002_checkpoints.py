@@ -1,6 +1,8 @@
 """Signed checkpoints, and continuity enforced when a record is inserted.
 
-Adds the checkpoints table (append-only like the records) and replaces every guard with
+Adds the checkpoints table and the batch signatures (each append's records signed by
+the writer, so a checkpoint can tell records a key holder wrote from records that got
+in otherwise), both append-only like the records, and replaces every guard with
 its current definition: a record is accepted only as its chain's next, and a chain head
 only moves to the chain's real last record. Existing records and hashes are untouched;
 ``mspauto evidence upgrade`` signs each existing chain's first checkpoint afterwards.
@@ -34,6 +36,15 @@ def upgrade() -> None:
         sa.Column("frontier", sa.Text, nullable=False),
         sa.UniqueConstraint("chain", "size", name="evidence_checkpoint_size"),
     )
+    op.create_table(
+        "evidence_batches",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("chain", sa.String(128), nullable=False),
+        sa.Column("first_seq", sa.Integer, nullable=False),
+        sa.Column("last_seq", sa.Integer, nullable=False),
+        sa.Column("signature", sa.Text, nullable=False),
+    )
+    op.create_index("evidence_batches_by_chain", "evidence_batches", ["chain", "last_seq"])
     install_guards(op.get_bind())
 
 
