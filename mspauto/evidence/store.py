@@ -563,7 +563,14 @@ class EvidenceStore:
         so a store cut back, rolled back or missing a chain is caught. Each chain is
         read as one snapshot, in batches, so memory stays flat as the store grows."""
         result = Verification(key is not None, witness is not None)
-        witnessed = _read_witness(witness, key, result) if witness and key else {}
+        witnessed = {}
+        if witness is not None and key is not None:
+            if witness.exists() or self._has_checkpoints():
+                witnessed = _read_witness(witness, key, result)
+            else:  # nothing was ever signed, so nothing was witnessed yet
+                result.warnings.append(
+                    f"no witness log at {witness.path} yet: no checkpoint was signed so far"
+                )
         chosen = sorted(set(self.chains()) | set(witnessed)) if chains is None else list(chains)
         verified_outputs = _VerifiedOutputs()
         for chain in chosen:
@@ -581,6 +588,12 @@ class EvidenceStore:
                         "not stop changes (the signed checkpoints still vouch for the records)"
                     )
         return result
+
+    def _has_checkpoints(self) -> bool:
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table("evidence_checkpoints"):
+                return False
+            return conn.execute(select(checkpoints.c.id).limit(1)).first() is not None
 
     def _verify_chain(
         self,
