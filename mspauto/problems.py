@@ -6,6 +6,7 @@ as one line: ``inventory/acme.yaml:14 hosts.web01.port: must be 1..65535``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -80,8 +81,16 @@ def format_key_path(path: Iterable[str | int]) -> str:
 
 
 def display_path(root: Path, path: Path) -> PurePosixPath:
-    """``path`` as shown to the user: relative to the project root when inside it."""
-    try:
-        return PurePosixPath(path.resolve().relative_to(root.resolve()).as_posix())
-    except ValueError:
-        return PurePosixPath(path.as_posix())
+    """``path`` as shown to the user: relative to the project root when inside it.
+
+    A link is shown as the link, where it is written, not as the file it leads to.
+    """
+    written, base = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    if written.is_relative_to(base):
+        return PurePosixPath(written.relative_to(base).as_posix())
+    # The root itself may be reached through a link (a folder moved by MSPAUTO_*).
+    folder = Path(os.path.realpath(written.parent)) / written.name
+    real_root = Path(os.path.realpath(base))
+    if folder.is_relative_to(real_root):
+        return PurePosixPath(folder.relative_to(real_root).as_posix())
+    return PurePosixPath(written.as_posix())

@@ -11,6 +11,7 @@ from typing import Any
 
 from mspauto.config import Settings
 from mspauto.inventory.loader import load_inventory
+from mspauto.inventory.paths import client_path_problems
 from mspauto.inventory.resolve import Host, Inventory
 from mspauto.inventory.selectors import Selector, is_pattern
 from mspauto.policy.kinds import WAIVER_WARNING_DAYS
@@ -18,6 +19,7 @@ from mspauto.policy.loader import LoadedPolicy, load_policies
 from mspauto.policy.models import Contract
 from mspauto.policy.registry import CheckContext, policy_kinds
 from mspauto.problems import Problem
+from mspauto.projectfiles import ProjectTree
 
 __all__ = ["WAIVER_WARNING_DAYS", "Project", "load_project"]
 
@@ -74,16 +76,20 @@ class Project:
 def load_project(settings: Settings, today: date | None = None) -> Project:
     """Load and cross-check the project; never raises for mistakes in the user's files."""
     today = today or datetime.now(UTC).date()
-    inventory, problems, broken_clients = load_inventory(settings.root, settings.inventory_dir)
-    policies, policy_problems = load_policies(settings.root, settings.policies_dir)
-    problems += policy_problems
+    tree = ProjectTree.of(settings.root, settings.inventory_dir, settings.policies_dir)
+    inventory, problems, broken_clients = load_inventory(tree, settings.inventory_dir)
+    loaded = load_policies(tree, settings.policies_dir)
+    policies = loaded.policies
+    problems += loaded.problems
     problems += _duplicate_policy_names(policies)
-    problems += _contract_references(inventory, policies)
+    if not loaded.unread:  # an unread file may hold the contract: its own error says so
+        problems += _contract_references(inventory, policies)
     problems += _target_problems(inventory, policies, broken_clients)
     context = CheckContext(policies, inventory, today, frozenset(broken_clients))
     for kind in policy_kinds().values():
         problems += kind.cross_checks(context)
-    problems += _known_hosts_warnings(settings, inventory)
+    problems += client_path_problems(tree, settings.inventory_dir, inventory, broken_clients)
+    problems += _local_host_warnings(inventory, broken_clients)
     problems.sort(key=lambda p: (p.location.file, p.location.line or 0))
     return Project(settings, inventory, policies, problems)
 
@@ -188,14 +194,20 @@ def _shared_names(
             return
 
 
-def _known_hosts_warnings(settings: Settings, inventory: Inventory) -> Iterator[Problem]:
-    for client in inventory.clients.values():
-        uses_ssh = any(h.connection == "ssh" for h in client.hosts.values())
-        if uses_ssh and not (settings.root / client.known_hosts).is_file():
+def _local_host_warnings(inventory: Inventory, broken_clients: set[str]) -> Iterator[Problem]:
+    """``connection: local`` in a project of several clients: the command runs on the
+    control node as mspauto's own user, with no boundary between tenants."""
+    clients = set(inventory.clients) | broken_clients
+    if len(clients) < 2:
+        return
+    for host in inventory.hosts():
+        if host.connection == "local":
             yield Problem(
-                client.location,
-                "client.known_hosts",
-                f"{client.known_hosts} does not exist yet; SSH host keys are checked "
-                "strictly, so connections will be refused until it holds them",
+                host.location,
+                f"hosts.{host.name}",
+                "connection: local runs this client's commands on the control node as "
+                "mspauto's own user, who can read every client's key and secret files and "
+                "the evidence store; for a separate client use an ssh host "
+                "(docs/engine.md, 'Local commands')",
                 severity="warning",
             )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mspauto.fields import SecretRef
 
-__all__ = ["SecretError", "resolve_secret", "secret_path"]
+__all__ = ["SecretError", "resolve_secret", "secret_file", "secret_path"]
 
 
 class SecretError(Exception):
@@ -22,9 +22,19 @@ class SecretError(Exception):
 
 def secret_path(ref: SecretRef, project_root: Path) -> Path | None:
     """The file a ``file:`` reference points at (relative to the project), else ``None``."""
-    if ref.file is None:
-        return None
-    path = ref.file.expanduser()
+    return _in_project(ref.file, project_root) if ref.file is not None else None
+
+
+def secret_file(ref: SecretRef, project_root: Path) -> Path | None:
+    """The file a ``file:`` or ``vault:`` reference makes the control node read, else
+    ``None`` (``env:`` and ``keyring:`` name no file)."""
+    written = ref.file or ref.vault
+    return _in_project(written, project_root) if written is not None else None
+
+
+def _in_project(written: Path, project_root: Path) -> Path:
+    """A path as written in a reference: ``~`` expanded, else relative to the project."""
+    path = written.expanduser()
     return path if path.is_absolute() else project_root / path
 
 
@@ -59,8 +69,7 @@ def _from_vault(ref: SecretRef, project_root: Path) -> str:
         raise SecretError(
             f"{ref.describe()} needs MSPAUTO_VAULT_PASSWORD_FILE (the vault password file)"
         )
-    vault_path = ref.vault.expanduser()
-    vault_path = vault_path if vault_path.is_absolute() else project_root / vault_path
+    vault_path = _in_project(ref.vault, project_root)
     try:
         password = Path(password_file).read_bytes().strip()
         ciphertext = vault_path.read_bytes()

@@ -20,22 +20,7 @@ from yaml.reader import Reader
 
 from mspauto.problems import ConfigError, Location, Problem, format_key_path
 
-__all__ = ["YAML_SUFFIXES", "KeyPath", "YamlDocument", "load_yaml_documents", "yaml_files"]
-
-YAML_SUFFIXES = (".yaml", ".yml")
-
-
-def yaml_files(folder: Path) -> list[Path]:
-    """YAML files below ``folder``, sorted; anything under a name starting with ``.`` or
-    ``_`` (``.git/``, ``_archive/``, ``_draft.yaml``) is left out."""
-    return sorted(
-        path
-        for path in folder.rglob("*")
-        if path.is_file()
-        and path.suffix in YAML_SUFFIXES
-        and not any(part.startswith((".", "_")) for part in path.relative_to(folder).parts)
-    )
-
+__all__ = ["KeyPath", "YamlDocument", "load_yaml_documents"]
 
 KeyPath = tuple[str | int, ...]
 

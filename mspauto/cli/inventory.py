@@ -207,6 +207,9 @@ def import_inventory(
             "'-', starting with a letter or digit)"
         )
     target = app.settings.inventory_dir / f"{client_name}.yaml"
+    if target.is_symlink():
+        # Written through, a link (even one to nothing) would put the file anywhere.
+        app.abort(f"{target} is a link; remove it, then import again")
     if (target.exists() or target.with_suffix("").is_dir()) and not force:
         app.abort(f"{target} already exists; choose another --client or pass --force")
     try:

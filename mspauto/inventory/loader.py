@@ -1,21 +1,41 @@
-"""Read the inventory folder: ``defaults.yaml`` plus one file or folder per client."""
+"""Read the inventory folder: ``defaults.yaml`` plus one file or folder per client.
+
+Which names are read, and what an odd name or link means, is decided by
+:mod:`mspauto.projectfiles`; this module maps what it finds to clients.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 from mspauto.inventory.models import Defaults
 from mspauto.inventory.resolve import Inventory, build_inventory
-from mspauto.problems import ConfigError, Location, Problem, display_path
+from mspauto.problems import ConfigError, Location, Problem
+from mspauto.projectfiles import EntryKind, ProjectTree, scan, yaml_files
 from mspauto.validation import validate_document
-from mspauto.yamlsource import YAML_SUFFIXES, YamlDocument, load_yaml_documents, yaml_files
+from mspauto.yamlsource import YamlDocument, load_yaml_documents
 
-__all__ = ["load_inventory"]
+__all__ = ["DEFAULTS_FILE", "KNOWN_HOSTS_FOLDER", "load_inventory"]
 
 DEFAULTS_FILE = "defaults"
+KNOWN_HOSTS_FOLDER = "known_hosts"
+"""``inventory/known_hosts/``: the clients' host keys, never a client."""
 
 
-def load_inventory(root: Path, inventory_dir: Path) -> tuple[Inventory, list[Problem], set[str]]:
+@dataclass(frozen=True)
+class _Source:
+    """A client's file, or its folder and the YAML files in it."""
+
+    path: Path
+    files: list[Path]
+    folder: bool
+    unreadable: bool
+
+
+def load_inventory(
+    tree: ProjectTree, inventory_dir: Path
+) -> tuple[Inventory, list[Problem], set[str]]:
     """Load and resolve every client under ``inventory_dir``.
 
     Returns the inventory of the clients that loaded cleanly, every problem found, and
@@ -23,70 +43,89 @@ def load_inventory(root: Path, inventory_dir: Path) -> tuple[Inventory, list[Pro
     """
     problems: list[Problem] = []
     defaults = Defaults()
-    client_docs: dict[str, list[YamlDocument]] = {}
-    first_source: dict[str, str] = {}
-    display_dir = display_path(root, inventory_dir)
+    display_dir = tree.show(inventory_dir)
 
     if not inventory_dir.is_dir():
         problems.append(
             Problem(
-                Location(str(display_dir)),
+                Location(display_dir),
                 "",
                 "inventory folder not found; create it with one YAML file "
                 "per client (see inventory/acme.yaml in the examples)",
             )
         )
-        return build_inventory(defaults, {}, display_dir)[0], problems, set()
+        return build_inventory(defaults, {}, PurePosixPath(display_dir))[0], problems, set()
 
-    for entry in sorted(inventory_dir.iterdir()):
-        if entry.name.startswith((".", "_")):
-            continue
-        if entry.is_file() and entry.suffix in YAML_SUFFIXES:
-            docs, doc_problems = _read_single_document(root, entry)
-            problems.extend(doc_problems)
-            unreadable = bool(doc_problems)
-            if entry.stem == DEFAULTS_FILE:
-                if docs and docs[0].data is not None:
-                    model, errors = validate_document(Defaults, docs[0].data, docs[0])
-                    problems.extend(errors)
-                    defaults = model or defaults
-                continue
-            name = entry.stem
-        elif entry.is_dir():
-            files = yaml_files(entry)
-            if not files:
-                continue  # e.g. inventory/known_hosts/
-            docs, unreadable = [], False
-            for path in files:
-                more, doc_problems = _read_single_document(root, path)
-                docs += more
-                problems.extend(doc_problems)
-                unreadable = unreadable or bool(doc_problems)
-            name = entry.name
-        else:
-            continue
-        shown = str(display_path(root, entry))
-        if name in first_source:
-            problems.append(
-                Problem(
-                    Location(shown),
-                    "",
-                    f"client '{name}' is also defined by {first_source[name]}; "
-                    "keep one file or one folder per client",
-                )
+    sources: dict[str, list[_Source]] = {}
+    broken: set[str] = set()
+    for entry in scan(inventory_dir, tree):
+        if entry.problem is not None:
+            problems.append(entry.problem)
+            if entry.problem.severity == "error" and entry.stem != DEFAULTS_FILE:
+                broken.add(entry.stem)  # so no policy naming it is told it does not exist
+        elif entry.kind is EntryKind.YAML:
+            sources.setdefault(entry.stem, []).append(
+                _Source(entry.path, [entry.path], folder=False, unreadable=False)
             )
+        elif entry.kind is EntryKind.FOLDER and entry.path.name != KNOWN_HOSTS_FOLDER:
+            found = yaml_files(entry.path, tree)
+            problems.extend(found.problems)
+            if found.files or found.unreadable:
+                sources.setdefault(entry.stem, []).append(
+                    _Source(entry.path, found.files, folder=True, unreadable=found.unreadable)
+                )
+
+    client_docs: dict[str, list[YamlDocument]] = {}
+    for name, found_sources in sources.items():
+        if len(found_sources) > 1:
+            problems.append(_defined_twice(name, found_sources, tree))
+            broken.add(name)
             continue
-        first_source[name] = shown
-        if not unreadable:
+        (source,) = found_sources
+        docs: list[YamlDocument] = []
+        unreadable = source.unreadable
+        for path in source.files:
+            more, doc_problems = _read_single_document(tree, path)
+            docs += more
+            problems.extend(doc_problems)
+            unreadable = unreadable or bool(doc_problems)
+        if name == DEFAULTS_FILE and not source.folder:
+            if docs and docs[0].data is not None:
+                model, errors = validate_document(Defaults, docs[0].data, docs[0])
+                problems.extend(errors)
+                defaults = model or defaults
+        elif unreadable:
+            broken.add(name)
+        else:
             client_docs[name] = docs
 
-    inventory, resolve_problems, broken = build_inventory(defaults, client_docs, display_dir)
-    broken |= set(first_source) - set(client_docs)
-    return inventory, problems + resolve_problems, broken
+    inventory, resolve_problems, unresolved = build_inventory(
+        defaults, client_docs, PurePosixPath(display_dir)
+    )
+    return inventory, problems + resolve_problems, broken | unresolved
 
 
-def _read_single_document(root: Path, path: Path) -> tuple[list[YamlDocument], list[Problem]]:
-    display = str(display_path(root, path))
+def _defined_twice(name: str, sources: list[_Source], tree: ProjectTree) -> Problem:
+    """One problem, at the first file, naming every file and folder that defines ``name``."""
+    files = [s for s in sources if not s.folder] or sources
+    at = files[0]
+    others = [s for s in sources if s is not at]
+    named = " and ".join(
+        f"the folder {tree.show(s.path, folder=True)}" if s.folder else tree.show(s.path)
+        for s in others
+    )
+    return Problem(
+        Location(tree.show(at.path, folder=at.folder)),
+        "",
+        f"client '{name}' is also defined by {named}; keep one file or one folder per "
+        "client (move the hosts of one into the other)",
+    )
+
+
+def _read_single_document(
+    tree: ProjectTree, path: Path
+) -> tuple[list[YamlDocument], list[Problem]]:
+    display = tree.show(path)
     try:
         docs = load_yaml_documents(path, display)
     except ConfigError as exc:

@@ -285,7 +285,9 @@ class Lab:
         known_hosts.mkdir(parents=True, exist_ok=True)
         clients = list(dict.fromkeys(plan.client for plan in plans))
         for client in clients:
-            document = inventory_document(client, plans, str(self.key), CONTRACT)
+            # Relative to the project (the lab folder): a key must be inside the project.
+            key = self.key.relative_to(self.directory).as_posix()
+            document = inventory_document(client, plans, key, CONTRACT)
             (self.inventory_dir / f"{client}.yaml").write_text(
                 "# Written by 'mspauto lab up'; 'mspauto lab down' removes it.\n"
                 + yaml.safe_dump(document, sort_keys=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from mspauto.lab.fleet import Lab
 from mspauto.lab.plan import HostPlan
 from mspauto.lab.system import LabError, check_can_run
 
-__all__ = ["baseline_json", "lab_unavailable", "running_lab", "ssh"]
+__all__ = ["baseline_json", "copy_project", "lab_unavailable", "running_lab", "ssh"]
 
 
 def lab_unavailable() -> str | None:
@@ -57,6 +58,15 @@ def running_lab(
         yield lab
     finally:
         lab.down(say=lambda _: None)
+
+
+def copy_project(lab: Lab, root: Path) -> Path:
+    """A copy of the lab's project at ``root`` (inventory, policies and the key the
+    inventory names, which must be inside the project), for a test to change freely."""
+    shutil.copytree(lab.inventory_dir, root / "inventory")
+    shutil.copytree(lab.directory / "policies", root / "policies")
+    shutil.copytree(lab.key.parent, root / lab.key.parent.relative_to(lab.directory))
+    return root
 
 
 def baseline_json(project: Path, state: Path, *args: str) -> tuple[int, dict[str, Any]]:

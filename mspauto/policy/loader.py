@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
 
 from mspauto.policy.registry import PolicyDocument, policy_kinds
-from mspauto.problems import ConfigError, Location, Problem, display_path
+from mspauto.problems import ConfigError, Location, Problem
+from mspauto.projectfiles import ProjectTree, yaml_files
 from mspauto.validation import validate_document
-from mspauto.yamlsource import YamlDocument, load_yaml_documents, yaml_files
+from mspauto.yamlsource import YamlDocument, load_yaml_documents
 
-__all__ = ["BUILTIN_PACKS", "LoadedPolicy", "load_policies"]
+__all__ = ["BUILTIN_PACKS", "LoadedPolicies", "LoadedPolicy", "load_policies"]
 
 BUILTIN_PACKS = Path(__file__).resolve().parent.parent / "baseline" / "packs"
 """Rule packs shipped with mspauto (``debian-cis``, ``windows-cis``)."""
@@ -30,41 +31,58 @@ class LoadedPolicy:
         return self.doc.location()
 
 
-def load_policies(root: Path, policies_dir: Path) -> tuple[list[LoadedPolicy], list[Problem]]:
+@dataclass(frozen=True)
+class LoadedPolicies:
+    """Every policy that validated, every problem, and the files that could not be read."""
+
+    policies: list[LoadedPolicy]
+    problems: list[Problem]
+    unread: list[str] = field(default_factory=list)
+    """The project's policy files (or links, or folders) that could not be read at all:
+    whatever they define is unknown, so a reference to it cannot be called wrong."""
+
+
+def load_policies(tree: ProjectTree, policies_dir: Path) -> LoadedPolicies:
     """Validate every policy document; collect one problem per mistake."""
     if not policies_dir.is_dir():
-        return [], [
-            Problem(
-                Location(str(display_path(root, policies_dir))),
-                "",
-                "policies folder not found; create it and add at least one 'kind: contract' policy",
-            )
-        ]
-    own, own_problems = _load_files(root, yaml_files(policies_dir))
-    defined = {p.policy.name for p in own if p.policy.kind == "rulepack"}
-    shipped, shipped_problems = _load_files(
-        BUILTIN_PACKS, yaml_files(BUILTIN_PACKS), prefix="mspauto:"
-    )
+        return LoadedPolicies(
+            [],
+            [
+                Problem(
+                    Location(tree.show(policies_dir)),
+                    "",
+                    "policies folder not found; create it and add at least one "
+                    "'kind: contract' policy",
+                )
+            ],
+        )
+    found = yaml_files(policies_dir, tree)
+    own = _load_files(tree, found.files)
+    defined = {p.policy.name for p in own.policies if p.policy.kind == "rulepack"}
+    packs = ProjectTree.of(BUILTIN_PACKS)
+    shipped = _load_files(packs, yaml_files(BUILTIN_PACKS, packs).files, prefix="mspauto:")
     # A project's own pack replaces the shipped pack of the same name.
-    loaded = [p for p in shipped if p.policy.name not in defined] + own
-    return loaded, shipped_problems + own_problems
+    loaded = [p for p in shipped.policies if p.policy.name not in defined] + own.policies
+    unread = [p.location.file for p in found.problems if p.severity == "error"] + own.unread
+    return LoadedPolicies(loaded, shipped.problems + found.problems + own.problems, unread)
 
 
-def _load_files(
-    root: Path, files: list[Path], prefix: str = ""
-) -> tuple[list[LoadedPolicy], list[Problem]]:
+def _load_files(tree: ProjectTree, files: list[Path], prefix: str = "") -> LoadedPolicies:
     loaded: list[LoadedPolicy] = []
     problems: list[Problem] = []
+    unread: list[str] = []
     for path in files:
+        shown = prefix + tree.show(path)
         try:
-            docs = load_yaml_documents(path, prefix + str(display_path(root, path)))
+            docs = load_yaml_documents(path, shown)
         except ConfigError as exc:
             problems.extend(exc.problems)
+            unread.append(shown)
             continue
         if not any(doc.data is not None for doc in docs):
             problems.append(
                 Problem(
-                    Location(prefix + str(display_path(root, path)), 1),
+                    Location(shown, 1),
                     "",
                     "file is empty; a policy file holds one or more "
                     "documents, each starting with 'kind:'",
@@ -77,7 +95,7 @@ def _load_files(
             problems.extend(doc_problems)
             if policy is not None:
                 loaded.append(LoadedPolicy(policy, doc))
-    return loaded, problems
+    return LoadedPolicies(loaded, problems, unread)
 
 
 def _validate(doc: YamlDocument) -> tuple[PolicyDocument | None, list[Problem]]:

@@ -13,6 +13,7 @@ from mspauto.engine import RunSpec, run_command
 from mspauto.evidence.store import EvidenceStore
 from mspauto.inventory.resolve import Client, Host
 from mspauto.lab.fleet import Lab
+from mspauto.lab.testing import copy_project
 from mspauto.project import load_project
 from mspauto.transport.ansible import AnsibleTransport
 from mspauto.transport.base import ErrorKind
@@ -62,9 +63,7 @@ def test_one_run_classifies_every_host_like_the_direct_transport(lab: Lab, tmp_p
 def test_no_secret_is_left_in_the_private_data_dir(
     lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project = tmp_path / "project"
-    shutil.copytree(lab.inventory_dir, project / "inventory")
-    shutil.copytree(lab.directory / "policies", project / "policies")
+    project = copy_project(lab, tmp_path / "project")
     acme = project / "inventory" / "acme.yaml"
     acme.write_text(
         acme.read_text().replace(
@@ -92,12 +91,6 @@ def test_no_secret_is_left_in_the_private_data_dir(
     assert not any("job_events" in p.parts and p.suffix == ".json" for p in files)
 
 
-def _copy_project(lab: Lab, root: Path) -> Path:
-    shutil.copytree(lab.inventory_dir, root / "inventory")
-    shutil.copytree(lab.directory / "policies", root / "policies")
-    return root
-
-
 def _healthy(client: Client) -> list[Host]:
     return [
         h
@@ -112,7 +105,7 @@ def test_values_from_the_command_line_and_inventory_are_never_templated(
     marker = tmp_path / "templated"
     hostile = f"{{{{ lookup('pipe', 'touch {marker}') }}}}"
     # A folder with a space in its name, as projects on a tech's laptop often are.
-    project = _copy_project(lab, tmp_path / "my project")
+    project = copy_project(lab, tmp_path / "my project")
     client = _client(lab, "acme", project)
     hosts = _healthy(client)[:1]
     (result,) = AnsibleTransport(client, project).run_many(
@@ -130,7 +123,7 @@ def test_values_from_the_command_line_and_inventory_are_never_templated(
 
 
 def test_a_known_hosts_path_stays_one_argument(lab: Lab, tmp_path: Path) -> None:
-    project = _copy_project(lab, tmp_path / "project")
+    project = copy_project(lab, tmp_path / "project")
     # Split into words, this name would make OpenSSH run "false" instead of connecting.
     hostile = "known hosts -oProxyCommand=false"
     shutil.copy(project / "inventory" / "known_hosts" / "acme", project / hostile)

@@ -6,7 +6,6 @@ must fail every rule the lab plants drift for (all but one, see DRIFT_NOT_PLANTE
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from mspauto.evidence.records import read_host_findings
 from mspauto.evidence.store import EvidenceStore
 from mspauto.lab.fleet import Lab
-from mspauto.lab.testing import baseline_json
+from mspauto.lab.testing import baseline_json, copy_project
 
 pytestmark = pytest.mark.integration
 
@@ -68,9 +67,7 @@ def test_observed_and_expected_are_reported(lab: Lab, tmp_path: Path) -> None:
 
 
 def test_waivers_and_overrides_apply(lab: Lab, tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    shutil.copytree(lab.inventory_dir, project / "inventory")
-    shutil.copytree(lab.directory / "policies", project / "policies")
+    project = copy_project(lab, tmp_path / "project")
     drifted = next(p for p in lab.plans() if p.baseline == "drifted" and p.fault is None)
     compliant = next(
         p

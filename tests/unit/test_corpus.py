@@ -3,7 +3,9 @@
 Every file in ``tests/corpus/cases/`` is dropped into a copy of the valid project in
 ``tests/corpus/base/`` at the path its ``# target:`` header names; ``mspauto validate``
 must then fail with exactly the ``# expect:`` lines as its errors (no traceback, no
-other error).
+other error). Before that, ``# remove: PATH`` deletes a file of the base project and
+``# link: PATH -> TARGET`` makes a symbolic link (TARGET as written: relative to the
+link's folder, or absolute).
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ def test_broken_file_gets_its_error(case: Path, tmp_path: Path) -> None:
     targets = _header(case, "target")
     expected = _header(case, "expect")
     assert len(targets) == 1 and expected, f"{case.name} needs '# target:' and '# expect:'"
+    for removed in _header(case, "remove"):
+        (project / removed).unlink()
+    for link in _header(case, "link"):
+        path, _, points_to = link.partition(" -> ")
+        (project / path).parent.mkdir(parents=True, exist_ok=True)
+        (project / path).symlink_to(points_to)
     target = project / targets[0]
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(case, target)

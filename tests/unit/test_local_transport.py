@@ -1,0 +1,218 @@
+"""A command on a ``connection: local`` host cannot read the control process's secrets.
+
+Local commands run as mspauto's own user, next to a control process whose environment
+and memory hold every client's ``env:`` secrets. Root reads any process, so these tests
+run mspauto as a user who is not root (``nobody`` through setpriv when the tests run as
+root) and let the local command look for a planted secret in the environ and the stack
+of every process above it, as an attacker on the control node would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+
+SECRET_NAME = "OTHER_CLIENT_PASSWORD"
+SECRET = "planted-other-client-secret-5c1e"
+NOBODY = 65534
+
+# Walks up from its parent to pid 1. For each process: its command line, then what
+# follows NAME= in its environ and in its stack, or why that could not be read.
+PROBE = r"""
+import os, re, sys
+
+name = sys.argv[1].encode() + b"="
+pid = os.getppid()
+while pid > 1:
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        print(f"pid {pid}:", handle.read().replace(b"\0", b" ").decode(errors="replace"))
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            found = [i for i in handle.read().split(b"\0") if i.startswith(name)]
+        print("  environ read:", b" ".join(found).decode(errors="replace"))
+    except OSError as exc:
+        print("  environ refused:", exc.strerror)
+    try:
+        with open(f"/proc/{pid}/maps") as handle:
+            stacks = [line.split()[0] for line in handle if "[stack]" in line]
+        with open(f"/proc/{pid}/mem", "rb") as memory:
+            for span in stacks:
+                start, end = (int(part, 16) for part in span.split("-"))
+                memory.seek(start)
+                for match in re.finditer(re.escape(name) + rb"[^\0]*", memory.read(end - start)):
+                    print("  memory read:", match.group().decode(errors="replace"))
+        print("  memory read done")
+    except OSError as exc:
+        print("  memory refused:", exc.strerror)
+    with open(f"/proc/{pid}/status") as handle:
+        pid = int(next(line.split()[1] for line in handle if line.startswith("PPid:")))
+"""
+
+
+@pytest.fixture
+def unprivileged() -> list[str]:
+    """The command prefix that runs a program as a user who is not root."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root and setpriv (util-linux) is not installed")
+    prefix = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    check = subprocess.run(
+        [*prefix, sys.executable, "-c", "import mspauto"], capture_output=True, check=False
+    )
+    if check.returncode != 0:
+        pytest.skip(f"user {NOBODY} cannot run this Python: {check.stderr.decode()[-200:]}")
+    return prefix
+
+
+@pytest.fixture
+def probe_python(unprivileged: list[str]) -> str:
+    """A Python the unprivileged user's commands can start (the probe needs only the
+    standard library; this venv's may sit in a folder only root can enter)."""
+    for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
+        if candidate is None:
+            continue
+        started = subprocess.run(
+            [*unprivileged, "/bin/sh", "-c", '"$0" -c pass', candidate],
+            capture_output=True,
+            check=False,
+        )
+        if started.returncode == 0:
+            return candidate
+    pytest.skip(f"no Python that user {NOBODY} can start from a shell")
+
+
+@pytest.fixture
+def shared_project() -> Iterator[Path]:
+    """A project the unprivileged user can read and write: client ``tenant`` has a local
+    host; client ``other`` has a password in an environment variable."""
+    root = Path(tempfile.mkdtemp(prefix="mspauto-local-"))
+    try:
+        (root / "inventory").mkdir()
+        (root / "policies").mkdir()
+        (root / "policies" / "contract.yaml").write_text("kind: contract\nname: std\n")
+        tenant = _client("tenant", {"tenant-ctl": {}}, connection="local")
+        other = _client(
+            "other",
+            {"other-web01": {"address": "192.0.2.10"}},
+            credential="admin",
+            credentials={"admin": {"user": "root", "password": {"env": SECRET_NAME}}},
+        )
+        for document in (tenant, other):
+            path = root / "inventory" / f"{document['client']['name']}.yaml"
+            path.write_text(yaml.safe_dump(document))
+        (root / "probe.py").write_text(PROBE)
+        if os.geteuid() == 0:
+            for path in [root, *root.rglob("*")]:
+                os.chown(path, NOBODY, NOBODY)
+        yield root
+    finally:
+        shutil.rmtree(root)
+
+
+def _client(name: str, hosts: dict[str, Any], **settings: Any) -> dict[str, Any]:
+    return {
+        "client": {
+            "name": name,
+            "display_name": name,
+            "timezone": "UTC",
+            "contract": "std",
+            "platform": "debian",
+            **settings,
+        },
+        "hosts": hosts,
+    }
+
+
+def _environment(root: Path) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(root),
+        "MSPAUTO_STATE_DIR": str(root / "state"),
+        SECRET_NAME: SECRET,
+    }
+
+
+def test_the_probe_finds_a_secret_in_a_parent_that_does_not_protect_itself(
+    unprivileged: list[str], probe_python: str, shared_project: Path
+) -> None:
+    """The probe works here: without the protection it reads the parent's secret."""
+    parent = "import subprocess, sys; subprocess.run(sys.argv[1:])"
+    probe = [probe_python, str(shared_project / "probe.py"), SECRET_NAME]
+    done = subprocess.run(
+        [*unprivileged, sys.executable, "-c", parent, *probe],
+        env=_environment(shared_project),
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=shared_project,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"environ read: {SECRET_NAME}={SECRET}" in done.stdout, done.stdout
+
+
+def test_a_local_command_cannot_read_other_clients_secrets_from_mspauto(
+    unprivileged: list[str], probe_python: str, shared_project: Path
+) -> None:
+    command = [probe_python, str(shared_project / "probe.py"), SECRET_NAME]
+    done = subprocess.run(
+        [
+            *unprivileged,
+            sys.executable,
+            "-m",
+            "mspauto",
+            "--project",
+            str(shared_project),
+            "exec",
+            "--client",
+            "tenant",
+            "--format",
+            "json",
+            "--",
+            *command,
+        ],
+        env=_environment(shared_project),
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=shared_project,
+    )
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    (result,) = json.loads(done.stdout)["results"]
+    report = result["stdout"]
+    # The probe reached the mspauto process and was refused there.
+    mspauto = report.split("-m mspauto --project", 1)
+    assert len(mspauto) == 2, report
+    assert mspauto[1].splitlines()[1] == "  environ refused: Permission denied", report
+    assert mspauto[1].splitlines()[2] == "  memory refused: Permission denied", report
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_running_a_local_command_makes_the_process_non_dumpable(tmp_path: Path) -> None:
+    script = (
+        "from mspauto.transport.local import LocalTransport, control_process_dumpable\n"
+        "from mspauto.inventory.resolve import Host\n"
+        "from mspauto.problems import Location\n"
+        "host = Host('h', 'c', 'h', None, 'debian', 'local', None, (), frozenset(), None,"
+        " None, {}, {}, Location('x'))\n"
+        "before = control_process_dumpable()\n"
+        "result = LocalTransport().run(host, 'true', sudo=False, timeout=10)\n"
+        "print(before, result.ok, control_process_dumpable())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    assert done.stdout.split() == ["True", "True", "False"]
