@@ -1,7 +1,7 @@
-"""`evidence verify` at 1,000,000 records: memory flat as the store grows (issue 8).
+"""`evidence verify` at 1,000,000 records with signed checkpoints and proofs (issues 8, 9).
 
     .venv/bin/python bench/evidence_verify.py [--records 1000000] [--output-bytes 1024]
-        [--distinct 0.5] [--chains 4] [--old-records 100000]
+        [--distinct 0.5] [--chains 4] [--old-records 100000] [--proofs 100]
         [--url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 
 Builds a scratch store (SQLite in a temporary folder, or with --url a scratch database
@@ -9,16 +9,26 @@ on that PostgreSQL server, dropped afterwards) holding runs of host_result recor
 the engine writes them, spread over a few chains (clients): a stdout and a stderr output
 per host result, a share (--distinct) of the stdouts distinct outputs of --output-bytes,
 the rest shared. The rows are written in bulk with the store's own hashing (append does
-one statement per row, minutes at this size); verify then checks every one, so a row
-written wrong would show as a problem and fail the run.
+one statement per row, minutes at this size), in chain order, since the database's
+continuity trigger accepts a record only as its chain's next; verify then checks every
+one, so a row written wrong would show as a problem and fail the run. Like a run, the
+builder signs a checkpoint of the run's chain after each run (RFC 6962 root from a
+Merkle frontier fed each record's leaf, signed with a bench key made in the temporary
+folder), stores it in evidence_checkpoints (in bulk, with the records) and appends it
+to a witness log there.
 
 Then, each in a child process of its own so that building costs no memory there:
 (1) the baseline, a plain sequential read of every record and output with SHA-256 over
-each (the cost no verify can avoid); (2) `EvidenceStore.verify()`, timed, with the
-child's peak RSS; (3) verify again under tracemalloc for its peak Python memory. With
---old-records, the verify this one replaced (every row of a chain and every output held
-at once) and the new one run on a smaller store, for their peak memory side by side.
-Target (issue 8): verify's peak memory under 300 MB at 1,000,000 records.
+each (the cost no verify can avoid); (2) `EvidenceStore.verify()` without a key (hash
+links, outputs and Merkle leaves, no signatures); (3) the full verify,
+`verify(key=..., witness=...)`, timed, with the child's peak RSS; (4) the full verify
+again under tracemalloc for its peak Python memory; (5) proofs as an auditor's report
+makes them: one chain's leaves recomputed from its records, then --proofs inclusion
+proofs of random records against its latest signed root and a consistency proof from
+its first signed checkpoint to its latest, each made and verified. With --old-records,
+the verify issue 8 replaced (every row of a chain and every output held at once) and
+the full verify run on a smaller store, for their peak memory side by side.
+Target (issues 8, 9): verify's peak memory under 300 MB at 1,000,000 records.
 """
 
 from __future__ import annotations
@@ -67,18 +77,27 @@ SHARED_STDERRS = [b"", b"W: --force-yes is deprecated, use one of the options st
 
 
 class Builder:
-    """Writes records as `EvidenceStore.append` would, in bulk, with the store's hashing."""
+    """Writes records as `EvidenceStore.append` would, in bulk, with the store's hashing,
+    and signs a checkpoint of a chain whenever a run on it ends, as `checkpoint` does."""
 
-    def __init__(self, url: str, chains: int) -> None:
+    def __init__(self, url: str, chains: int, key: Path, witness: Path) -> None:
+        from mspauto.evidence.checkpoints import Notary, Witness
+        from mspauto.evidence.merkle import Frontier
         from mspauto.evidence.store import GENESIS, EvidenceStore
+        from mspauto.signing import SigningKey
 
         self.store = EvidenceStore(url)
         self.heads = dict.fromkeys([f"client-{c:02d}" for c in range(chains)], (0, GENESIS))
+        self.frontiers = {chain: Frontier() for chain in self.heads}
+        self.notary = Notary(SigningKey.load(key), Witness(witness))
         self.pending_records: list[dict[str, Any]] = []
         self.pending_outputs: list[dict[str, Any]] = []
-        self.added = self.output_bytes = 0
+        self.pending_checkpoints: list[dict[str, Any]] = []
+        self.added = self.output_bytes = self.signed = 0
+        self.insert_seconds = self.sign_seconds = self.witness_seconds = 0.0
 
     def add(self, chain: str, kind: str, run_id: str, host: str, payload: dict[str, Any]) -> None:
+        from mspauto.evidence.merkle import leaf_hash
         from mspauto.evidence.store import canonical_json, record_hash
 
         seq, prev = self.heads[chain]
@@ -100,6 +119,7 @@ class Builder:
             }
         )
         self.heads[chain] = (seq, digest)
+        self.frontiers[chain].append(leaf_hash(bytes.fromhex(digest)))
         self.added += 1
 
     def keep(self, data: bytes) -> dict[str, Any]:
@@ -113,23 +133,51 @@ class Builder:
         self.output_bytes += len(kept)
         return described
 
+    def sign(self, chain: str) -> None:
+        """A checkpoint of ``chain`` as it is now: signed, kept for the next flush and
+        appended to the witness (one fsync each, as a run does)."""
+        started = time.perf_counter()
+        frontier = self.frontiers[chain]
+        signed = self.notary.sign(chain, frontier.size, frontier.root())
+        self.pending_checkpoints.append(
+            {
+                "chain": chain,
+                "size": signed.size,
+                "root": signed.root.hex(),
+                "signed_at": signed.time,
+                "note": signed.note,
+                "frontier": json.dumps(frontier.to_json()),
+            }
+        )
+        witnessing = time.perf_counter()
+        assert self.notary.witness is not None
+        self.notary.witness.append(signed)
+        self.signed += 1
+        self.sign_seconds += witnessing - started
+        self.witness_seconds += time.perf_counter() - witnessing
+
     def flush(self) -> None:
         from sqlalchemy import insert
 
-        from mspauto.evidence.store import outputs, records
+        from mspauto.evidence.schema import checkpoints, outputs, records
 
+        started = time.perf_counter()
         with self.store.engine.begin() as conn:
             if self.pending_records:
                 conn.execute(insert(records), self.pending_records)
             if self.pending_outputs:
                 conn.execute(insert(outputs), self.pending_outputs)
+            if self.pending_checkpoints:
+                conn.execute(insert(checkpoints), self.pending_checkpoints)
+        self.insert_seconds += time.perf_counter() - started
         self.pending_records.clear()
         self.pending_outputs.clear()
+        self.pending_checkpoints.clear()
 
     def close(self) -> None:
         from sqlalchemy import insert
 
-        from mspauto.evidence.store import chain_heads
+        from mspauto.evidence.schema import chain_heads
 
         self.flush()
         with self.store.engine.begin() as conn:
@@ -162,9 +210,18 @@ def host_result(
     }
 
 
-def build(url: str, count: int, chains: int, output_bytes: int, distinct: float) -> dict[str, Any]:
-    """Runs of host results over ``chains`` chains, ``count`` records in all."""
-    builder = Builder(url, chains)
+def build(
+    url: str,
+    count: int,
+    chains: int,
+    output_bytes: int,
+    distinct: float,
+    key: Path,
+    witness: Path,
+) -> dict[str, Any]:
+    """Runs of host results over ``chains`` chains, ``count`` records in all, each run
+    followed by a signed checkpoint of its chain."""
+    builder = Builder(url, chains, key, witness)
     names = list(builder.heads)
     shared_stdouts = [builder.keep(data) for data in SHARED_STDOUTS]
     shared_stderrs = [builder.keep(data) for data in SHARED_STDERRS]
@@ -194,6 +251,7 @@ def build(url: str, count: int, chains: int, output_bytes: int, distinct: float)
         if builder.added < count:
             finished = {"status": "ok", "counts": {"ok": len(hosts)}}
             builder.add(chain, "run_finished", run_id, "", finished)
+        builder.sign(chain)
         if len(builder.pending_records) >= BUILD_BATCH:
             builder.flush()
     builder.close()
@@ -202,6 +260,10 @@ def build(url: str, count: int, chains: int, output_bytes: int, distinct: float)
         "records": builder.added,
         "distinct_outputs": distinct_added,
         "output_bytes": builder.output_bytes,
+        "checkpoints": builder.signed,
+        "insert_seconds": builder.insert_seconds,
+        "sign_seconds": builder.sign_seconds,
+        "witness_seconds": builder.witness_seconds,
     }
 
 
@@ -214,7 +276,8 @@ def plain_read(url: str) -> dict[str, Any]:
 
     from sqlalchemy import select
 
-    from mspauto.evidence.store import EvidenceStore, outputs, record_hash, records
+    from mspauto.evidence.schema import outputs, records
+    from mspauto.evidence.store import EvidenceStore, record_hash
 
     store = EvidenceStore(url, writable=False)
     rows = 0
@@ -243,29 +306,118 @@ def plain_read(url: str) -> dict[str, Any]:
     return {"seconds": seconds, "checked": rows}
 
 
-def new_verify(url: str, traced: bool) -> dict[str, Any]:
-    """`EvidenceStore.verify()` as `mspauto evidence verify` runs it."""
+def new_verify(
+    url: str, traced: bool, key: Path | None = None, witness: Path | None = None
+) -> dict[str, Any]:
+    """`EvidenceStore.verify()` as `mspauto evidence verify` runs it: with the public key
+    and the witness (every signature, every signed root recomputed), or without a key
+    (hash links, outputs and Merkle leaves only)."""
     import tracemalloc
 
+    from mspauto.evidence.checkpoints import Witness
     from mspauto.evidence.store import EvidenceStore
+    from mspauto.signing import PublicKey
 
     store = EvidenceStore(url, writable=False)
+    public = None if key is None else PublicKey.load(key)
+    log = None if witness is None else Witness(witness)
     before = peak_rss_mb()
     if traced:
         tracemalloc.start()
     start = time.perf_counter()
-    result = store.verify()
-    checked, problems = result.checked, result.problems
+    result = store.verify(key=public, witness=log)
     seconds = time.perf_counter() - start
     traced_peak = tracemalloc.get_traced_memory()[1] / 2**20 if traced else 0.0
     store.close()
     return {
         "seconds": seconds,
-        "checked": checked,
-        "problems": [str(p) for p in problems[:5]],
+        "checked": result.checked,
+        "checkpoints": result.checkpoints,
+        "problems": [str(p) for p in result.problems[:5]] + result.warnings[:5],
         "rss_before_mb": before,
         "rss_peak_mb": peak_rss_mb(),
         "traced_peak_mb": traced_peak,
+    }
+
+
+def proofs(url: str, key: Path, count: int) -> dict[str, Any]:
+    """Proofs as an auditor's report makes them, for the store's first chain: its leaves
+    recomputed from its records in order, ``count`` inclusion proofs of random records
+    against the latest signed root, and a consistency proof from the first signed
+    checkpoint to the latest, each made and then verified."""
+    import random
+
+    from sqlalchemy import select
+
+    from mspauto.evidence import merkle
+    from mspauto.evidence.checkpoints import parse_checkpoint
+    from mspauto.evidence.schema import checkpoints, records
+    from mspauto.evidence.store import EvidenceStore, record_hash
+    from mspauto.signing import PublicKey
+
+    public = PublicKey.load(key)
+    store = EvidenceStore(url, writable=False)
+    chain = store.chains()[0]
+    before = peak_rss_mb()
+    start = time.perf_counter()
+    with store.engine.connect() as conn:
+        query = (
+            select(checkpoints.c.note)
+            .where(checkpoints.c.chain == chain)
+            .order_by(checkpoints.c.size)
+        )
+        notes = list(conn.execute(query).scalars())
+        first, latest = (parse_checkpoint(note, public) for note in (notes[0], notes[-1]))
+        leaves: list[bytes] = []
+        query = (
+            select(
+                records.c.prev_hash,
+                records.c.seq,
+                records.c.kind,
+                records.c.run_id,
+                records.c.host,
+                records.c.recorded_at,
+                records.c.payload,
+            )
+            .where(records.c.chain == chain, records.c.seq <= latest.size)
+            .order_by(records.c.seq)
+            .execution_options(yield_per=BUILD_BATCH)
+        )
+        for batch in conn.execute(query).partitions(BUILD_BATCH):
+            for prev_hash, seq, kind, run_id, host, recorded_at, payload in batch:
+                digest = record_hash(
+                    prev_hash, chain, seq, kind, run_id, host, recorded_at, payload
+                )
+                leaves.append(merkle.leaf_hash(bytes.fromhex(digest)))
+    store.close()
+    leaves_seconds = time.perf_counter() - start
+    size = latest.size
+    if len(leaves) != size:
+        sys.exit(f"{chain}: {len(leaves)} records, but its latest checkpoint covers #{size}")
+
+    start = time.perf_counter()
+    for index in random.Random(9).sample(range(size), min(count, size)):
+        path = merkle.inclusion_proof(leaves, index, size)
+        if not merkle.verify_inclusion(leaves[index], index, size, path, latest.root):
+            sys.exit(f"{chain}: the inclusion proof of #{index + 1} does not verify")
+    inclusion_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    path = merkle.consistency_proof(leaves, first.size, size)
+    if not merkle.verify_consistency(first.size, size, first.root, latest.root, path):
+        sys.exit(f"{chain}: the consistency proof #{first.size} -> #{size} does not verify")
+    consistency_seconds = time.perf_counter() - start
+    return {
+        "chain": chain,
+        "leaves": size,
+        "first": first.size,
+        "checkpoints": len(notes),
+        "proofs": min(count, size),
+        "leaves_seconds": leaves_seconds,
+        "inclusion_seconds": inclusion_seconds,
+        "consistency_seconds": consistency_seconds,
+        "rss_before_mb": before,
+        "rss_peak_mb": peak_rss_mb(),
     }
 
 
@@ -276,7 +428,8 @@ def old_verify(url: str) -> dict[str, Any]:
 
     from sqlalchemy import select
 
-    from mspauto.evidence.store import EvidenceStore, outputs, record_hash, records
+    from mspauto.evidence.schema import outputs, records
+    from mspauto.evidence.store import EvidenceStore, record_hash
 
     store = EvidenceStore(url, writable=False)
     before = peak_rss_mb()
@@ -309,6 +462,7 @@ def old_verify(url: str) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "checked": checked,
+        "checkpoints": None,
         "problems": [],
         "rss_before_mb": before,
         "rss_peak_mb": peak_rss_mb(),
@@ -322,10 +476,12 @@ def in_child(mode: str, url: str, *extra: str) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter and return what it printed."""
     done = subprocess.run(
         [sys.executable, __file__, "--child", mode, "--store", url, *extra],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
     )
+    if done.returncode:
+        sys.exit(f"child {mode!r} failed ({done.returncode}):\n{done.stderr}{done.stdout}")
     answer: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
     return answer
 
@@ -357,8 +513,13 @@ def store_kind(url: str) -> str:
     return "PostgreSQL"
 
 
-def check_clean(result: dict[str, Any], expected: int) -> None:
-    if result["checked"] != expected or result["problems"]:
+def check_clean(result: dict[str, Any], expected: int, checkpoints: int | None) -> None:
+    """Fail unless verify checked every record (and every checkpoint) and found nothing."""
+    if (
+        result["checked"] != expected
+        or result["problems"]
+        or (checkpoints is not None and result["checkpoints"] != checkpoints)
+    ):
         sys.exit(f"verify did not pass cleanly: {result}")
 
 
@@ -378,22 +539,45 @@ def main() -> None:
         default=100_000,
         help="size of the store the old verify runs on (0: skip it)",
     )
+    parser.add_argument(
+        "--proofs", type=int, default=100, help="inclusion proofs to make and verify"
+    )
     parser.add_argument("--url", help="a PostgreSQL server URL to build scratch databases on")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
+    parser.add_argument("--key", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--witness", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
-        shape = [args.records, args.chains, args.output_bytes, args.distinct]
+        public = None if args.key is None else args.key.with_name(args.key.name + ".pub")
         answer = {
-            "build": lambda: build(args.store, *shape),
+            "build": lambda: build(
+                args.store,
+                args.records,
+                args.chains,
+                args.output_bytes,
+                args.distinct,
+                args.key,
+                args.witness,
+            ),
             "read": lambda: plain_read(args.store),
-            "verify": lambda: new_verify(args.store, traced=False),
-            "traced": lambda: new_verify(args.store, traced=True),
+            "links": lambda: new_verify(args.store, traced=False),
+            "verify": lambda: new_verify(args.store, False, public, args.witness),
+            "traced": lambda: new_verify(args.store, True, public, args.witness),
+            "proofs": lambda: proofs(
+                args.store, args.key.with_name(args.key.name + ".pub"), args.proofs
+            ),
             "old": lambda: old_verify(args.store),
         }[args.child]()
         print(json.dumps(answer))
         return
+    run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Build the stores, measure each thing in its own child, print the figures."""
+    from mspauto.signing import generate_key
 
     shape = [
         f"--records={args.records}",
@@ -402,47 +586,73 @@ def main() -> None:
         f"--distinct={args.distinct}",
     ]
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as work:
+        key = Path(work) / "keys" / "evidence.key"
+        generate_key(key, key.with_name(key.name + ".pub"), comment="bench evidence key")
+        signing = [f"--key={key}", f"--witness={Path(work) / 'witness-big'}"]
         with scratch_store(args.url, Path(work), "big") as url:
-            built = in_child("build", url, *shape)
-            n = built["records"]
+            built = in_child("build", url, *shape, *signing)
+            n, signed = built["records"], built["checkpoints"]
             print(
                 f"store: {n:,} records in {args.chains} chains, {built['distinct_outputs']:,} "
                 f"distinct outputs of {args.output_bytes} B, {built['output_bytes'] / 1e6:,.0f} MB "
-                f"of outputs ({store_kind(url)}), built in {built['seconds']:.0f} s"
+                f"of outputs ({store_kind(url)}), {signed:,} checkpoints, built in "
+                f"{built['seconds']:.0f} s (inserts {built['insert_seconds']:.0f} s, signing "
+                f"{built['sign_seconds']:.1f} s, witness appends {built['witness_seconds']:.1f} s)"
             )
             read = in_child("read", url)
-            verify = in_child("verify", url)
-            check_clean(verify, n)
-            traced = in_child("traced", url)
-            check_clean(traced, n)
+            links = in_child("links", url)
+            check_clean(links, n, 0)
+            verify = in_child("verify", url, *signing)
+            check_clean(verify, n, signed)
+            traced = in_child("traced", url, *signing)
+            check_clean(traced, n, signed)
+            proved = in_child("proofs", url, *signing, f"--proofs={args.proofs}")
         print(
             f"plain read + SHA-256 of every record and output: {read['seconds']:7.1f} s  "
             f"{n / read['seconds']:9,.0f} records/s  (baseline)"
         )
         print(
-            f"EvidenceStore.verify():                         {verify['seconds']:7.1f} s  "
-            f"{n / verify['seconds']:9,.0f} records/s  "
-            f"{verify['seconds'] / read['seconds']:.2f}x baseline"
+            f"EvidenceStore.verify(), no key (links, leaves):  {links['seconds']:7.1f} s  "
+            f"{n / links['seconds']:9,.0f} records/s  "
+            f"{links['seconds'] / read['seconds']:.2f}x baseline"
         )
         print(
-            f"peak RSS of the verifying process:              {verify['rss_peak_mb']:7.0f} MB  "
+            f"EvidenceStore.verify(key=, witness=):           {verify['seconds']:7.1f} s  "
+            f"{n / verify['seconds']:9,.0f} records/s  "
+            f"{verify['seconds'] / read['seconds']:.2f}x baseline  "
+            f"({verify['checkpoints']:,} checkpoints)"
+        )
+        print(
+            f"peak RSS of the verifying process (full):       {verify['rss_peak_mb']:7.0f} MB  "
             f"({verify['rss_before_mb']:.0f} MB before verify)  target < 300 MB"
         )
         print(
-            f"peak traced Python memory during verify:        {traced['traced_peak_mb']:7.1f} MB  "
+            f"peak traced Python memory during verify (full): {traced['traced_peak_mb']:7.1f} MB  "
             f"(outputs in the store: {built['output_bytes'] / 1e6:,.0f} MB)"
+        )
+        each = proved["inclusion_seconds"] / proved["proofs"]
+        print(
+            f"proofs for {proved['chain']} ({proved['leaves']:,} records, "
+            f"{proved['checkpoints']:,} checkpoints): leaves recomputed in "
+            f"{proved['leaves_seconds']:.1f} s; {proved['proofs']} inclusion proofs made and "
+            f"verified in {proved['inclusion_seconds']:.1f} s ({each * 1000:.0f} ms each); "
+            f"consistency #{proved['first']} -> #{proved['leaves']} in "
+            f"{proved['consistency_seconds']:.2f} s; peak RSS {proved['rss_peak_mb']:.0f} MB "
+            f"({proved['rss_before_mb']:.0f} MB before)"
         )
         if args.old_records:
             small_shape = [f"--records={args.old_records}", *shape[1:]]
+            signing = [f"--key={key}", f"--witness={Path(work) / 'witness-small'}"]
             with scratch_store(args.url, Path(work), "small") as url:
-                small = in_child("build", url, *small_shape)["records"]
+                small_built = in_child("build", url, *small_shape, *signing)
+                small = small_built["records"]
                 old = in_child("old", url)
-                check_clean(old, small)
-                new = in_child("verify", url)
-                check_clean(new, small)
+                check_clean(old, small, None)
+                new = in_child("verify", url, *signing)
+                check_clean(new, small, small_built["checkpoints"])
             print(
                 f"at {small:,} records, peak RSS: old verify {old['rss_peak_mb']:.0f} MB "
-                f"({old['seconds']:.1f} s), new verify {new['rss_peak_mb']:.0f} MB "
+                f"({old['seconds']:.1f} s), new verify (full) {new['rss_peak_mb']:.0f} MB "
                 f"({new['seconds']:.1f} s); each {new['rss_before_mb']:.0f} MB before verify"
             )
 
