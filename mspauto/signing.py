@@ -482,7 +482,7 @@ def _read_key_file(path: Path, *, private: bool = False) -> str:
     """A key file's text; for a secret key, only if group and others cannot access it.
     The mode is read from the open file, so it is the file actually read."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a pipe must not hang
     except FileNotFoundError:
         raise
     except OSError as exc:

@@ -130,9 +130,8 @@ class Application:
         return Notary(key, Witness(self.settings.witness_dir))
 
     def _after_opening(self, store: EvidenceStore) -> None:
-        """Say what opening for writing changed, and sign what an upgrade brought in."""
+        """Say in one line what opening for writing changed or found amiss."""
         from mspauto.evidence.schema import STORE_CHAIN
-        from mspauto.evidence.store import EvidenceError
 
         if store.guards_restored:
             click.echo(
@@ -140,26 +139,21 @@ class Application:
                 "missing; that is now recorded as evidence and they are restored",
                 err=True,
             )
+            if store.notary is not None:
+                store.checkpoint(STORE_CHAIN)  # signs only the record this process wrote
         upgrade = store.upgrade
         if upgrade is not None and upgrade.existing:
+            # Never signed here: the records from before are signed only when a person
+            # runs 'evidence upgrade' (a store made to look old must not be signed).
             click.echo(
                 f"note: upgraded the evidence store from schema {upgrade.before} to "
-                f"{upgrade.after}; every record and hash is kept",
+                f"{upgrade.after}; every record and hash is kept; run 'mspauto evidence "
+                "upgrade' to sign the records from before",
                 err=True,
             )
-        chains = store.chains() if upgrade is not None and upgrade.existing else []
-        if store.guards_restored:
-            chains.append(STORE_CHAIN)
-        if store.notary is None:
-            return
-        try:
-            for chain in dict.fromkeys(chains):
-                store.checkpoint(chain, adopt=True)
-        except EvidenceError as exc:
-            self.abort(str(exc))
 
     def _report_signing(self, store: EvidenceStore) -> None:
-        """One line per chain a writer left unsigned, and why."""
+        """One line per chain a writer left unsigned or unwitnessed, and why."""
         if store.notary is None:
             if store.wrote_records:
                 click.echo(
@@ -169,8 +163,9 @@ class Application:
                 )
             return
         for outcome in store.checkpoint_outcomes:
-            if outcome.checkpoint is None and outcome.skipped != "nothing new to sign":
-                click.echo(f"warning: {outcome.chain}: {outcome.skipped}", err=True)
+            problem = outcome.warning or (None if outcome.nothing_new else outcome.skipped)
+            if problem:
+                click.echo(f"warning: {outcome.chain}: {problem}", err=True)
 
     def abort(self, message: str, code: int = 1) -> NoReturn:
         """Stop with one clear line on stderr."""

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mspauto.cli.application import Application, format_option, pass_app
+
+if TYPE_CHECKING:
+    from mspauto.evidence.store import CheckpointOutcome, EvidenceStore
 
 __all__ = ["evidence"]
 
@@ -69,7 +74,12 @@ def verify(
             app.abort(f"no evidence to verify in {app.settings.evidence_url}")
         if client_name is not None and client_name not in chains:
             app.abort(f"no evidence chain for client '{client_name}'")
-        result = store.verify([client_name] if client_name else None, key=key, witness=log)
+        result = store.verify(
+            [client_name] if client_name else None,
+            key=key,
+            witness=log,
+            must_exist=witness is not None,
+        )
         unguarded = store.guards_missing()
     problems = [str(problem) for problem in result.problems]
     if unguarded:
@@ -89,7 +99,7 @@ def verify(
                 "records": result.checked,
                 "checkpoints": result.checkpoints,
                 "public_key": str(key_path) if key else None,
-                "witness": str(log.path) if log else None,
+                "witness": str(log.path) if log and result.witness_checked else None,
                 "problems": problems,
                 "warnings": result.warnings,
             }
@@ -106,7 +116,7 @@ def verify(
             f"evidence is NOT proven intact: {len(problems)} problems in {result.checked} records"
         )
     if output != "json":
-        witnessed = "and the witness log" if log else "(no witness log checked)"
+        witnessed = "and the witness log" if result.witness_checked else "(no witness log)"
         click.echo(
             f"evidence intact: {result.checked} records verified against "
             f"{result.checkpoints} checkpoints signed by {key.fingerprint() if key else '?'} "
@@ -120,45 +130,112 @@ def verify(
 def checkpoint(app: Application, client_name: str | None) -> None:
     """Sign a checkpoint of each chain now, after you reviewed its unsigned records.
 
-    A run signs only the records it wrote itself. Records left unsigned (a run cut
-    short by a crash, or anything written to the database by other means) stay so until
-    a person runs this; 'mspauto runs list' and 'evidence verify' show what they are."""
-    from mspauto.evidence.store import EvidenceError
-
+    A run signs the records it wrote and those other runs of a key holder wrote (each
+    append is signed by its writer). Records written to the database any other way stay
+    unsigned until a person runs this; 'mspauto runs list' and 'evidence verify' show
+    what they are. Exits 1 if a chain could not be signed."""
     with app.evidence_store(writable=True) as store:
         if store.notary is None:
             app.abort(f"no signing key at {app.settings.signing_key} (run 'mspauto keys init')")
-        chains = [client_name] if client_name else store.chains()
-        if client_name is not None and client_name not in store.chains():
+        chains = store.chains()
+        if client_name is not None and client_name not in chains:
             app.abort(f"no evidence chain for client '{client_name}'")
-        for chain in chains:
-            try:
-                outcome = store.checkpoint(chain, adopt=True)
-            except EvidenceError as exc:
-                app.abort(str(exc))
-            if outcome.checkpoint is not None:
-                click.echo(f"{chain}: signed a checkpoint at #{outcome.checkpoint.size}")
-            else:
-                click.echo(f"{chain}: {outcome.skipped}")
+        failed = 0
+        for chain in [client_name] if client_name else chains:
+            failed += not _sign(chain, lambda c: store.checkpoint(c, adopt=True))
+        failed += not _rewitness(store, [client_name] if client_name else chains)
+    if failed:
+        app.abort(f"{failed} chains could not be signed")
+
+
+def _sign(chain: str, sign: Callable[[str], CheckpointOutcome]) -> bool:
+    """Sign one chain and say what happened in one line; False when it failed."""
+    from mspauto.evidence.store import EvidenceError
+    from mspauto.signing import SigningError
+
+    try:
+        outcome = sign(chain)
+    except (EvidenceError, SigningError) as exc:
+        click.echo(f"{chain!r}: not signed: {exc}", err=True)
+        return False
+    if outcome.checkpoint is not None:
+        click.echo(f"{chain}: signed a checkpoint at #{outcome.checkpoint.size}")
+    else:
+        click.echo(f"{chain}: {outcome.skipped}")
+    if outcome.warning:
+        click.echo(f"warning: {chain}: {outcome.warning}", err=True)
+    return outcome.checkpoint is not None or outcome.nothing_new
+
+
+def _rewitness(store: EvidenceStore, chains: list[str]) -> bool:
+    """Hand the witness each chain's newest checkpoint it lacks (a write that failed,
+    or a log that was cut); False if that failed too."""
+    from mspauto.evidence.checkpoints import witnessed_sizes
+
+    notary = store.notary
+    if notary is None or notary.witness is None:
+        return True
+    key = notary.key.public_key
+    witnessed = witnessed_sizes(notary.witness, key)
+    for chain in chains:
+        latest = store.latest_checkpoint(chain, key)
+        if latest is None or witnessed.get(chain, 0) >= latest.size:
+            continue
+        try:
+            notary.witness.append(latest)
+        except OSError as exc:
+            click.echo(
+                f"{chain}: cannot write {notary.witness.path}: {exc.strerror or exc}", err=True
+            )
+            return False
+        click.echo(f"{chain}: the witness log now holds the checkpoint at #{latest.size}")
+    return True
 
 
 @evidence.command("upgrade")
 @pass_app
 def upgrade(app: Application) -> None:
-    """Bring the evidence store to this release's schema, keeping every record.
+    """Bring the evidence store to this release's schema, keeping every record, and
+    sign the records written before signing existed.
 
-    Existing chains get their first signed checkpoint when a signing key exists. Every
-    command that writes evidence does this on first use too; this command does only
-    that, so it can be run (and its result seen) before the first scheduled run."""
+    Every command that writes evidence upgrades the schema on first use; only this one
+    signs the older records, because signing is vouching for them. It signs a chain's
+    unsigned records only where they precede everything signed since, and never a chain
+    the witness log already knows: a store made to look old is refused. Safe to run
+    again (say, after the witness folder could not be written)."""
+    from mspauto.evidence.checkpoints import witnessed_sizes
+
     with app.evidence_store(writable=True) as store:
         assert store.upgrade is not None
         if not store.upgrade.changed:
             click.echo(f"the evidence store is at schema {store.upgrade.after} already")
         elif store.upgrade.before is None:
             click.echo(f"created an evidence store at schema {store.upgrade.after}")
-        if store.notary is None and store.chains():
-            click.echo(
-                f"warning: no signing key at {app.settings.signing_key}: run "
-                "'mspauto keys init', then 'mspauto evidence checkpoint'",
-                err=True,
-            )
+        notary = store.notary
+        if notary is None:
+            if store.chains():
+                click.echo(
+                    f"warning: no signing key at {app.settings.signing_key}: run "
+                    "'mspauto keys init', then this again",
+                    err=True,
+                )
+            return
+        key = notary.key.public_key
+        witnessed = witnessed_sizes(notary.witness, key) if notary.witness else {}
+        failed = 0
+        for chain in store.chains():
+            if store.latest_checkpoint(chain, key) is not None:
+                continue  # signed since the upgrade: runs go on from there
+            if chain in witnessed:
+                click.echo(
+                    f"{chain}: not signed: the witness log holds checkpoints of it but the "
+                    "store has none; the store was tampered with (run 'mspauto evidence "
+                    "verify')",
+                    err=True,
+                )
+                failed += 1
+                continue
+            failed += not _sign(chain, lambda c: store.checkpoint(c, legacy=True))
+        failed += not _rewitness(store, store.chains())
+    if failed:
+        app.abort(f"{failed} chains could not be signed")

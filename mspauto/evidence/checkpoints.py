@@ -40,6 +40,7 @@ __all__ = [
     "batch_message",
     "checkpoint_body",
     "parse_checkpoint",
+    "witnessed_sizes",
 ]
 
 KEY_NAME = "mspauto-evidence"
@@ -68,6 +69,8 @@ def checkpoint_body(chain: str, size: int, root: bytes, time: str) -> str:
 def parse_checkpoint(note: str, key: PublicKey) -> Checkpoint:
     """A checkpoint from its signed note, or :class:`SigningError` saying why not
     (not signed by ``key``, or not a checkpoint)."""
+    if not isinstance(note, str):  # SQLite keeps whatever type it is given
+        raise SigningError("a checkpoint that is not text")
     body = open_note(note, key, KEY_NAME)
     lines = body.split("\n")
     try:
@@ -116,11 +119,22 @@ class Witness:
             os.close(descriptor)
 
     def exists(self) -> bool:
-        return self.path.exists()
+        """Whether there is a log (something else at its path counts: reading it then
+        reports what it is)."""
+        return self.path.exists() or self.path.is_symlink()
 
     def entries(self) -> Iterator[WitnessEntry | str]:
-        """Each entry in order; an unreadable line is yielded as a message instead."""
-        with self.path.open(encoding="utf-8", errors="replace") as handle:
+        """Each entry in order; an unreadable line, or a log that is not a readable
+        file, is yielded as a message instead."""
+        if not self.path.is_file():  # a folder, a pipe (would block), a dangling link
+            yield f"{self.path} is not a file"
+            return
+        try:
+            handle = self.path.open(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            yield f"cannot read {self.path}: {exc.strerror or exc}"
+            return
+        with handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -144,6 +158,22 @@ def batch_message(
     return (
         f"mspauto-evidence-batch\n{chain}\n{first_seq}\n{prev_hash}\n{last_seq}\n{last_hash}\n"
     ).encode()
+
+
+def witnessed_sizes(witness: Witness, key: PublicKey) -> dict[str, int]:
+    """The largest size the witness holds a checkpoint signed by ``key`` for, by chain
+    (lines that are not such checkpoints are skipped; verify reports them)."""
+    sizes: dict[str, int] = {}
+    if not witness.exists():
+        return sizes
+    for entry in witness.entries():
+        if isinstance(entry, WitnessEntry):
+            try:
+                checkpoint = parse_checkpoint(entry.note, key)
+            except SigningError:
+                continue
+            sizes[checkpoint.chain] = max(sizes.get(checkpoint.chain, 0), checkpoint.size)
+    return sizes
 
 
 class Notary:

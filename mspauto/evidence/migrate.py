@@ -37,6 +37,9 @@ FIRST_REVISION = "0001"
 """The schema of release 0.1, which had no version table."""
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+_MARKERS = {"0002": "evidence_batches"}
+"""A table each revision creates, oldest first: how a store without a version row is
+placed (a new revision adds its own)."""
 _POSTGRES_LOCK = 0x6D737061  # pg_advisory_xact_lock key: "mspa"
 
 
@@ -82,11 +85,13 @@ def _known_revisions() -> set[str]:
 
 def current_revision(conn: Connection) -> str | None:
     """The store's revision; ``0001`` for a 0.1 store; None for an empty database."""
-    revision = MigrationContext.configure(
-        conn, opts={"version_table": VERSION_TABLE}
-    ).get_current_revision()
+    revision = _recorded_revision(conn)
     if revision is None and inspect(conn).has_table("evidence_records"):
-        return FIRST_REVISION
+        # No version recorded: a 0.1 store, or one whose version row was deleted; the
+        # tables say which revision it is at.
+        tables = set(inspect(conn).get_table_names())
+        found = [revision for revision, table in _MARKERS.items() if table in tables]
+        return found[-1] if found else FIRST_REVISION
     return revision
 
 
@@ -94,22 +99,30 @@ def upgrade(engine: Engine, lock_path: Path | None = None) -> Upgrade:
     """Migrate the store to :func:`head_revision` (a no-op when it is there already)."""
     head = head_revision()
     with engine.connect() as conn:
-        before = current_revision(conn)
-    if before == head:
+        before, recorded = current_revision(conn), _recorded_revision(conn)
+    if before == head and recorded == head:
         return Upgrade(before, head)
     if before is not None and before not in _known_revisions():
         raise UnknownRevision(before)
     with _exclusive(engine, lock_path), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_LOCK})
-        before = current_revision(conn)  # again, under the lock: another process may have
+        # Again, under the lock: another process may have upgraded meanwhile.
+        before, recorded = current_revision(conn), _recorded_revision(conn)
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        if before is not None and recorded is None:
+            command.stamp(config, before)  # a 0.1 store, or its version row deleted
         if before != head:
-            config = alembic_config()
-            config.attributes["connection"] = conn
-            if before == FIRST_REVISION and not inspect(conn).has_table(VERSION_TABLE):
-                command.stamp(config, FIRST_REVISION)
             command.upgrade(config, "head")
     return Upgrade(before, head)
+
+
+def _recorded_revision(conn: Connection) -> str | None:
+    """The revision in the version table (None: no table, or no row)."""
+    return MigrationContext.configure(
+        conn, opts={"version_table": VERSION_TABLE}
+    ).get_current_revision()
 
 
 @contextmanager

@@ -71,7 +71,31 @@ class RunDetail:
         return {**self.summary.as_dict(), "results": [r.as_dict() for r in self.results]}
 
 
+_UNREADABLE = (KeyError, ValueError, TypeError, AttributeError)
+"""What reading a record mspauto did not write can raise ('evidence verify' names it)."""
+
+
 def _summary(
+    started: StoredRecord, results: list[StoredRecord], finished: StoredRecord | None
+) -> RunSummary:
+    try:
+        return _read_summary(started, results, finished)
+    except _UNREADABLE:
+        return RunSummary(
+            run_id=started.run_id,
+            client=started.chain,
+            kind="?",
+            command="(records not as mspauto writes them: run 'mspauto evidence verify')",
+            started=started.recorded_at,
+            finished=finished.recorded_at if finished else None,
+            status="unreadable",
+            hosts=len(results),
+            counts={},
+            requested_by="?",
+        )
+
+
+def _read_summary(
     started: StoredRecord, results: list[StoredRecord], finished: StoredRecord | None
 ) -> RunSummary:
     payload = started.payload
@@ -137,7 +161,11 @@ def run_detail(store: EvidenceStore, run_id: str, *, outputs: bool = False) -> R
         return None
     entries = []
     for record in results:
-        result = HostResult.read(record.payload)
+        try:
+            result = HostResult.read(record.payload)
+        except _UNREADABLE:
+            continue  # not as mspauto writes it: 'evidence verify' names it
+
         texts: tuple[str | None, str | None] = (None, None)
         if outputs:
             texts = (

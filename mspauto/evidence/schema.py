@@ -92,7 +92,7 @@ checkpoints = Table(
     Column("signed_at", String(40), nullable=False),
     Column("note", Text, nullable=False),
     Column("frontier", Text, nullable=False),
-    UniqueConstraint("chain", "size", name="evidence_checkpoint_size"),
+    Index("evidence_checkpoints_by_chain", "chain", "size"),
 )
 
 batches = Table(
@@ -113,7 +113,9 @@ _APPEND_ONLY = (
     "evidence_batches",
 )
 _REFUSED = "evidence is append-only"
-_DISCONTINUOUS = "evidence continuity: a record must follow the head of its chain"
+_DISCONTINUOUS = (
+    "evidence continuity: a record must follow the head of its chain, with its own hash"
+)
 
 _SQLITE_GUARDS: dict[str, str] = {
     **{
@@ -142,6 +144,8 @@ _SQLITE_GUARDS: dict[str, str] = {
         "(SELECT COALESCE(MAX(seq), 0) + 1 FROM evidence_records WHERE chain = NEW.chain) "
         "OR NEW.prev_hash IS NOT COALESCE((SELECT hash FROM evidence_records "
         f"WHERE chain = NEW.chain AND seq = NEW.seq - 1), '{GENESIS}') "
+        "OR NEW.hash IS NOT mspauto_record_hash(NEW.prev_hash, NEW.chain, NEW.seq, "
+        "NEW.kind, NEW.run_id, NEW.host, NEW.recorded_at, NEW.payload) "
         f"BEGIN SELECT RAISE(ABORT, '{_DISCONTINUOUS}'); END"
     ),
 }
@@ -159,7 +163,9 @@ _POSTGRES_FUNCTIONS = [
     "SELECT seq, hash INTO head_seq, head_hash FROM evidence_records "
     "WHERE chain = NEW.chain ORDER BY seq DESC LIMIT 1; "
     f"IF head_seq IS NULL THEN head_seq := 0; head_hash := '{GENESIS}'; END IF; "
-    "IF NEW.seq <> head_seq + 1 OR NEW.prev_hash <> head_hash THEN "
+    "IF NEW.seq <> head_seq + 1 OR NEW.prev_hash <> head_hash OR NEW.hash <> encode(sha256("
+    "convert_to(concat_ws(E'\\x1f', NEW.prev_hash, NEW.chain, NEW.seq::text, NEW.kind, "
+    "NEW.run_id, NEW.host, NEW.recorded_at, NEW.payload), 'UTF8')), 'hex') THEN "
     f"RAISE EXCEPTION '{_DISCONTINUOUS}'; END IF; RETURN NEW; END $$",
 ]
 _POSTGRES_GUARDS: dict[str, str] = {
@@ -191,14 +197,55 @@ def guard_names(dialect: str) -> list[str]:
 
 
 def present_guards(conn: Connection) -> set[str]:
-    """The guards (enabled triggers) the database has now."""
-    query = {
-        "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger'",
-        "postgresql": "SELECT tgname FROM pg_trigger WHERE tgenabled <> 'D'",
-    }.get(conn.dialect.name)
-    if query is None:
-        return set()
-    return {row[0] for row in conn.execute(text(query))}
+    """The guards the database has now, each exactly as defined here and enabled: a
+    trigger of the right name that does something else (or nothing) does not count."""
+    if conn.dialect.name == "sqlite":
+        rows = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))
+        expected = {name: _normal(ddl) for name, ddl in _SQLITE_GUARDS.items()}
+        return {
+            name for name, sql in rows if name in expected and _normal(str(sql)) == expected[name]
+        }
+    if conn.dialect.name == "postgresql":
+        functions = {_function_name(f): _function_body(f) for f in _POSTGRES_FUNCTIONS}
+        rows = conn.execute(
+            text(
+                "SELECT t.tgname, c.relname, p.proname, p.prosrc FROM pg_trigger t "
+                "JOIN pg_class c ON t.tgrelid = c.oid "
+                "JOIN pg_namespace n ON c.relnamespace = n.oid "
+                "JOIN pg_proc p ON t.tgfoid = p.oid "
+                "WHERE NOT t.tgisinternal AND t.tgenabled = 'O' "
+                "AND n.nspname = current_schema()"
+            )
+        )
+        present = set()
+        for name, table, function, source in rows:
+            statement = _POSTGRES_GUARDS.get(name)
+            if (
+                statement is not None
+                and _guarded_table(statement) == table
+                and f"FUNCTION {function}()" in statement
+                and _normal(source) == functions.get(function)
+            ):
+                present.add(name)
+        return present
+    return set()
+
+
+def _normal(sql: str) -> str:
+    """SQL with whitespace collapsed and without IF NOT EXISTS (SQLite drops it)."""
+    return " ".join(sql.replace("IF NOT EXISTS ", "").split())
+
+
+def _function_name(statement: str) -> str:
+    return statement.split("FUNCTION ", 1)[1].split("(", 1)[0]
+
+
+def _function_body(statement: str) -> str:
+    return _normal(statement.split("$$", 2)[1])
+
+
+def _guarded_table(statement: str) -> str:
+    return statement.split(" ON ", 1)[1].split(maxsplit=1)[0]
 
 
 def install_guards(conn: Connection, names: list[str] | None = None) -> None:
@@ -211,12 +258,14 @@ def install_guards(conn: Connection, names: list[str] | None = None) -> None:
     if dialect == "postgresql":
         for function in _POSTGRES_FUNCTIONS:
             conn.execute(text(function))
-    elif dialect == "sqlite":
-        # CREATE TRIGGER IF NOT EXISTS keeps an old definition: drop it first.
-        for name in wanted:
+    # A trigger of the same name may be a neutered one: replace it. (PostgreSQL's
+    # CREATE OR REPLACE does that, unless the name is taken on another table.)
+    for name, statement in wanted.items():
+        if dialect == "sqlite":
             conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+        else:
+            conn.execute(text(f"DROP TRIGGER IF EXISTS {name} ON {_guarded_table(statement)}"))
     for name, statement in wanted.items():
         conn.execute(text(statement))
         if dialect == "postgresql":  # CREATE OR REPLACE leaves a disabled trigger disabled
-            table = statement.split(" ON ", 1)[1].split()[0]
-            conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER {name}"))
+            conn.execute(text(f"ALTER TABLE {_guarded_table(statement)} ENABLE TRIGGER {name}"))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import (
     Connection,
@@ -43,7 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from mspauto.evidence import migrate
 from mspauto.evidence.checkpoints import (
@@ -190,6 +191,13 @@ class Verification:
     """Worth knowing, but no record is in doubt because of it."""
 
 
+_NOTHING_NEW = "nothing new to sign"
+
+
+class _Unsignable(Exception):
+    """Why a chain cannot be signed now (the message, for the user)."""
+
+
 @dataclass(frozen=True)
 class CheckpointOutcome:
     """What :meth:`EvidenceStore.checkpoint` did for one chain."""
@@ -198,6 +206,12 @@ class CheckpointOutcome:
     checkpoint: Checkpoint | None
     skipped: str | None
     """Why nothing was signed (None when a checkpoint was signed)."""
+    warning: str | None = None
+    """What went wrong after signing (the witness could not be written)."""
+
+    @property
+    def nothing_new(self) -> bool:
+        return self.skipped == _NOTHING_NEW
 
 
 def store_output(data: bytes) -> tuple[bytes, dict[str, Any]]:
@@ -240,7 +254,7 @@ class EvidenceStore:
                 lock = None if path is None else path.with_name(path.name + ".migrate.lock")
                 self.upgrade = migrate.upgrade(self.engine, lock)
                 self._restore_guards()
-            elif not inspect(self.engine).has_table("evidence_records"):
+            elif not self._readable():
                 raise NoEvidenceYet(f"no evidence recorded yet in {_safe(url)}")
         except SQLAlchemyError as exc:
             raise EvidenceError(
@@ -257,10 +271,31 @@ class EvidenceStore:
                 "mspauto does not know: it was written by a newer release; upgrade mspauto"
             ) from None
 
+    def _readable(self) -> bool:
+        """Whether the store has evidence tables, for a reader. A SQLite file this
+        process cannot write to (a read-only copy, say) is reopened as immutable."""
+        try:
+            return inspect(self.engine).has_table("evidence_records")
+        except OperationalError:
+            path = _sqlite_path(self.url)
+            if path is None:
+                raise
+            self.engine.dispose()
+            self.engine = _engine(self.url, immutable=True)
+            return inspect(self.engine).has_table("evidence_records")
+
     @property
     def wrote_records(self) -> bool:
         """Whether this store object appended records that are not yet signed."""
         return any(self._written.values())
+
+    def latest_checkpoint(self, chain: str, key: PublicKey) -> Checkpoint | None:
+        """The chain's largest checkpoint signed by ``key``, if any."""
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table("evidence_checkpoints"):
+                return None
+            last = _last_checkpoint(conn, chain, key)
+        return None if last is None else last.checkpoint
 
     def guards_missing(self) -> list[str]:
         """Guards (triggers) that should exist and do not, or are disabled: someone
@@ -385,40 +420,64 @@ class EvidenceStore:
             )
         return signed
 
-    def checkpoint(self, chain: str, *, adopt: bool = False) -> CheckpointOutcome:
+    def checkpoint(
+        self, chain: str, *, adopt: bool = False, legacy: bool = False
+    ) -> CheckpointOutcome:
         """Sign a checkpoint of ``chain`` as it is now, store it and hand it to the witness.
 
         Records since the chain's last checkpoint are checked first (links and hashes),
         and signed only if this store object wrote them: records someone else put in the
         database between runs are never signed by the next run. ``adopt`` signs them
         anyway, for ``mspauto evidence checkpoint`` after a person reviewed them (a run
-        cut short by a crash leaves its records unsigned until then)."""
+        cut short by a crash leaves its records unsigned until then). ``legacy`` signs
+        unsigned records only at the start of the chain, before any a writer signed:
+        records from a release without signed appends (``mspauto evidence upgrade``)."""
         if self.notary is None:
             raise EvidenceError("no signing key: run 'mspauto keys init'")
-        outcome = self._checkpoint(chain, self.notary, adopt)
+        outcome = self._checkpoint(chain, self.notary, adopt, legacy)
         self.checkpoint_outcomes.append(outcome)
         return outcome
 
-    def _checkpoint(self, chain: str, notary: Notary, adopt: bool) -> CheckpointOutcome:
-        with self._write_lock, self.engine.begin() as conn:
-            head_seq, head_hash = _lock_head(conn, chain)
-            last, others = _last_checkpoint(conn, chain, notary.key.public_key)
-            if last is None and others:
+    def _checkpoint(
+        self, chain: str, notary: Notary, adopt: bool, legacy: bool
+    ) -> CheckpointOutcome:
+        try:
+            signed, written = self._sign_chain(chain, notary, adopt, legacy)
+        except _Unsignable as reason:
+            return CheckpointOutcome(chain, None, str(reason))
+        self._written[chain] = {s: h for s, h in written.items() if s > signed.size}
+        if notary.witness is not None:
+            try:
+                notary.witness.append(signed)
+            except OSError as exc:
                 return CheckpointOutcome(
                     chain,
+                    signed,
                     None,
-                    "its checkpoints are not signed by this key "
-                    f"({notary.key.public_key.fingerprint()}), so they cannot be extended; "
-                    "records left unsigned (docs/evidence.md: key rotation)",
+                    f"the checkpoint at #{signed.size} is signed but not witnessed: cannot "
+                    f"write {notary.witness.path}: {exc.strerror or exc}",
                 )
+        return CheckpointOutcome(chain, signed, None)
+
+    def _sign_chain(
+        self, chain: str, notary: Notary, adopt: bool, legacy: bool
+    ) -> tuple[Checkpoint, dict[int, str]]:
+        """Sign and store a checkpoint of ``chain``; :class:`_Unsignable` says why not."""
+        key = notary.key.public_key
+        with self._write_lock, self.engine.begin() as conn:
+            head_seq, head_hash = _lock_head(conn, chain)
+            # Checkpoints not signed by this key (forged, or an older key's) are passed
+            # over: the tree is then rebuilt from the first record, and every record
+            # must again be this process's or signed by its writer with this key.
+            last = _last_checkpoint(conn, chain, key)
             signed_size = 0 if last is None else last.checkpoint.size
             if signed_size > head_seq:
-                raise EvidenceError(
-                    f"chain {chain} ends at #{head_seq} but its last checkpoint covers "
+                raise _Unsignable(
+                    f"the chain ends at #{head_seq} but its last checkpoint covers "
                     f"#{signed_size}: records were removed; run 'mspauto evidence verify'"
                 )
             if signed_size == head_seq:
-                return CheckpointOutcome(chain, None, "nothing new to sign")
+                raise _Unsignable(_NOTHING_NEW)
             frontier = _frontier_at(conn, chain, last)
             written = self._written.get(chain, {})
             prev = _hash_at(conn, chain, signed_size)
@@ -441,33 +500,34 @@ class EvidenceStore:
                     or prev_hash != prev
                     or not (ours or digest == _rehash(_record_at(conn, chain, seq)))
                 ):
-                    raise EvidenceError(
-                        f"chain {chain} is broken at #{seq} since its last checkpoint; "
-                        "nothing was signed: run 'mspauto evidence verify'"
+                    raise _Unsignable(
+                        f"the chain is broken at #{seq}: nothing signed; run "
+                        "'mspauto evidence verify'"
                     )
                 if not ours:
                     unknown.append(seq)
                 hashes[seq] = digest
                 frontier.append(leaf_hash(bytes.fromhex(digest)))
                 prev = digest
-            ranges = (
-                _signed_batches(conn, chain, signed_size, notary.key.public_key, hashes.get)
-                if unknown
-                else []
-            )
+            ranges = _signed_batches(conn, chain, signed_size, key, hashes.get) if unknown else []
             foreign = [seq for seq in unknown if not _within(seq, ranges)]
             if frontier.size != head_seq or prev != head_hash:
-                raise EvidenceError(
-                    f"chain {chain}: its head (#{head_seq}) is not its last record; "
-                    "nothing was signed: run 'mspauto evidence verify'"
+                raise _Unsignable(
+                    "its last record moved while signing: nothing signed; run "
+                    "'mspauto evidence verify'"
                 )
+            if legacy and foreign == list(range(1, len(foreign) + 1)):
+                foreign = []  # from before signed appends existed, and nothing after
             if foreign and not adopt:
-                return CheckpointOutcome(
-                    chain,
-                    None,
+                if foreign[0] == 1 and signed_size == 0:
+                    raise _Unsignable(
+                        f"records {_spans(foreign)} are not signed; if they are from before "
+                        "this release, run 'mspauto evidence upgrade' to sign them"
+                    )
+                raise _Unsignable(
                     f"records {_spans(foreign)} were not written by a holder of the signing "
                     "key; left unsigned "
-                    f"for review ('mspauto evidence checkpoint --client {chain}')",
+                    f"for review ('mspauto evidence checkpoint --client {chain}')"
                 )
             signed = notary.sign(chain, frontier.size, frontier.root())
             conn.execute(
@@ -480,16 +540,7 @@ class EvidenceStore:
                     frontier=json.dumps(frontier.to_json()),
                 )
             )
-        self._written[chain] = {s: h for s, h in written.items() if s > signed.size}
-        if notary.witness is not None:
-            try:
-                notary.witness.append(signed)
-            except OSError as exc:
-                raise EvidenceError(
-                    f"checkpoint of {chain} at #{signed.size} signed but not witnessed: "
-                    f"cannot write {notary.witness.path}: {exc.strerror or exc}"
-                ) from None
-        return CheckpointOutcome(chain, signed, None)
+        return signed, written
 
     # --- reading ------------------------------------------------------------------
 
@@ -515,7 +566,7 @@ class EvidenceStore:
                     row.run_id,
                     row.host,
                     row.recorded_at,
-                    json.loads(row.payload),
+                    _payload(row.payload),
                     row.prev_hash,
                     row.hash,
                 )
@@ -543,7 +594,9 @@ class EvidenceStore:
             found |= {row.chain for row in conn.execute(select(chain_heads.c.chain))}
             if inspect(conn).has_table("evidence_checkpoints"):
                 found |= {row.chain for row in conn.execute(select(checkpoints.c.chain))}
-        return sorted(found)
+        # A name that is not text (SQLite keeps whatever it is given) is no chain mspauto
+        # wrote: verify reports such rows (_untyped_rows).
+        return sorted(chain for chain in found if isinstance(chain, str))
 
     # --- verifying ----------------------------------------------------------------
 
@@ -553,6 +606,7 @@ class EvidenceStore:
         *,
         key: PublicKey | None = None,
         witness: Witness | None = None,
+        must_exist: bool = False,
     ) -> Verification:
         """Recompute every chain, its Merkle roots and its signed checkpoints.
 
@@ -562,16 +616,27 @@ class EvidenceStore:
         checkpoint covers are reported. With ``witness``, its checkpoints count too,
         so a store cut back, rolled back or missing a chain is caught. Each chain is
         read as one snapshot, in batches, so memory stays flat as the store grows."""
-        result = Verification(key is not None, witness is not None)
+        result = Verification(key is not None, witness is not None and key is not None)
         witnessed = {}
         if witness is not None and key is not None:
-            if witness.exists() or self._has_checkpoints():
+            if witness.exists() or must_exist or self._anything_signed():
                 witnessed = _read_witness(witness, key, result)
             else:  # nothing was ever signed, so nothing was witnessed yet
+                result.witness_checked = False
                 result.warnings.append(
-                    f"no witness log at {witness.path} yet: no checkpoint was signed so far"
+                    f"no witness log at {witness.path} yet: nothing was signed so far"
                 )
         chosen = sorted(set(self.chains()) | set(witnessed)) if chains is None else list(chains)
+        untyped = self._untyped_rows()
+        if untyped:
+            result.problems.append(
+                VerifyProblem(
+                    "store",
+                    0,
+                    f"{untyped} records hold values of the wrong type (bytes where text "
+                    "belongs): they were not written by mspauto",
+                )
+            )
         verified_outputs = _VerifiedOutputs()
         for chain in chosen:
             self._verify_chain(chain, key, witnessed.get(chain, []), result, verified_outputs)
@@ -581,7 +646,7 @@ class EvidenceStore:
                     records.c.chain == STORE_CHAIN, records.c.kind == "guards_missing"
                 )
                 for row in conn.execute(query):
-                    found = json.loads(row.payload).get("guards", [])
+                    found = _json_field(row.payload, "guards") or ["(unreadable)"]
                     result.warnings.append(
                         f"the guards {', '.join(map(str, found))} were found missing at "
                         f"{row.recorded_at} and restored: until then the database alone did "
@@ -589,11 +654,28 @@ class EvidenceStore:
                     )
         return result
 
-    def _has_checkpoints(self) -> bool:
+    def _untyped_rows(self) -> int:
+        """Records whose columns hold another type (possible only in SQLite)."""
+        if self.engine.dialect.name != "sqlite":
+            return 0
+        checks = " OR ".join(
+            f"typeof({column}) <> 'text'"
+            for column in ("chain", "kind", "run_id", "host", "recorded_at", "payload")
+        )
         with self.engine.connect() as conn:
-            if not inspect(conn).has_table("evidence_checkpoints"):
-                return False
-            return conn.execute(select(checkpoints.c.id).limit(1)).first() is not None
+            query = (
+                f"SELECT count(*) FROM evidence_records WHERE {checks} OR typeof(seq) <> 'integer'"
+            )
+            return int(conn.exec_driver_sql(query).scalar() or 0)
+
+    def _anything_signed(self) -> bool:
+        """Whether any checkpoint or signed append is stored (then a witness must be)."""
+        with self.engine.connect() as conn:
+            return any(
+                inspect(conn).has_table(table.name)
+                and conn.execute(select(table.c.id).limit(1)).first() is not None
+                for table in (checkpoints, batches)
+            )
 
     def _verify_chain(
         self,
@@ -737,10 +819,14 @@ def _signed_roots(
                 )
             )
     if result.witness_checked and stored_latest > witnessed_latest:
-        result.warnings.append(
-            f"{chain}: the checkpoint at #{stored_latest} is signed but not in the witness "
-            "log (a witness write failed?); rollback is ruled out only up to "
-            f"#{witnessed_latest}"
+        result.problems.append(
+            VerifyProblem(
+                chain,
+                stored_latest,
+                "this checkpoint is signed but not in the witness log: the log was cut, or "
+                "a write to it failed ('mspauto evidence checkpoint' writes it again); "
+                f"rollback is ruled out only up to #{witnessed_latest}",
+            )
         )
     return signed
 
@@ -788,26 +874,22 @@ class _Signed:
     frontier: str
 
 
-def _last_checkpoint(conn: Connection, chain: str, key: PublicKey) -> tuple[_Signed | None, bool]:
-    """The chain's largest checkpoint signed by ``key`` (None if there is none), and
-    whether the chain has checkpoints that are not: forged, or from another key (they
-    are skipped here; verify reports them)."""
+def _last_checkpoint(conn: Connection, chain: str, key: PublicKey) -> _Signed | None:
+    """The chain's largest checkpoint signed by ``key``, if any (rows that are not,
+    forged or from another key, are skipped here; verify reports them)."""
     query = (
         select(checkpoints.c.note, checkpoints.c.frontier)
         .where(checkpoints.c.chain == chain)
         .order_by(checkpoints.c.size.desc())
     )
-    others = False
     for row in conn.execute(query):
         try:
             checkpoint = parse_checkpoint(row.note, key)
         except SigningError:
-            others = True
             continue
         if checkpoint.chain == chain:
-            return _Signed(checkpoint, row.frontier), others
-        others = True
-    return None, others
+            return _Signed(checkpoint, row.frontier)
+    return None
 
 
 def _frontier_at(conn: Connection, chain: str, last: _Signed | None) -> Frontier:
@@ -818,7 +900,7 @@ def _frontier_at(conn: Connection, chain: str, last: _Signed | None) -> Frontier
     size, signed_root = last.checkpoint.size, last.checkpoint.root
     try:
         frontier = Frontier.from_json(json.loads(last.frontier))
-    except ValueError:
+    except (ValueError, TypeError, RecursionError):  # damaged: rebuilt below
         frontier = Frontier()
     if frontier.size != size or frontier.root() != signed_root:
         frontier = Frontier()
@@ -830,9 +912,9 @@ def _frontier_at(conn: Connection, chain: str, last: _Signed | None) -> Frontier
         for row in conn.execute(query.execution_options(yield_per=_READ_BATCH)):
             frontier.append(leaf_hash(bytes.fromhex(_rehash(row))))
         if frontier.size != size or frontier.root() != signed_root:
-            raise EvidenceError(
-                f"chain {chain} no longer matches its checkpoint at #{size}; nothing "
-                "was signed: run 'mspauto evidence verify'"
+            raise _Unsignable(
+                f"the chain no longer matches its checkpoint at #{size}: nothing signed; "
+                "run 'mspauto evidence verify'"
             )
     return frontier
 
@@ -920,7 +1002,9 @@ def _record_at(conn: Connection, chain: str, seq: int) -> Row[Any]:
 
 
 def _rehash(row: Row[Any]) -> str:
-    return record_hash(
+    """The hash a stored record's content gives (that of an empty record if a field is
+    not of its type, which SQLite allows: the record then does not match its hash)."""
+    digest = _sql_record_hash(
         row.prev_hash,
         row.chain,
         row.seq,
@@ -930,6 +1014,7 @@ def _rehash(row: Row[Any]) -> str:
         row.recorded_at,
         row.payload,
     )
+    return digest if digest is not None else hashlib.sha256(b"").hexdigest()
 
 
 def _spans(seqs: Sequence[int]) -> str:
@@ -1038,10 +1123,26 @@ def _stored_bytes(value: object) -> bytes:
     return str(value).encode()
 
 
+def _payload(text: object) -> dict[str, Any]:
+    """A stored payload; empty when it is not what mspauto writes (verify names it)."""
+    try:
+        payload = json.loads(text)  # type: ignore[arg-type]
+    except (ValueError, TypeError, RecursionError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _json_field(payload_text: object, name: str) -> list[str]:
+    """A list field of a stored payload, as text; empty when the payload is not what
+    mspauto writes (verify must report such a record, never stop on it)."""
+    value = _payload(payload_text).get(name)
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
 def _output_hashes(payload_text: str) -> Iterator[tuple[str, str]]:
     try:
         payload = json.loads(payload_text)
-    except ValueError:
+    except (ValueError, TypeError, RecursionError):
         return
     for name in ("stdout", "stderr", "script"):
         described = payload.get(name) if isinstance(payload, dict) else None
@@ -1050,7 +1151,8 @@ def _output_hashes(payload_text: str) -> Iterator[tuple[str, str]]:
 
 
 def _lock_head(conn: Connection, chain: str) -> tuple[int, str]:
-    """The chain's head, locked for this transaction (other writers wait)."""
+    """The chain's last record (seq, hash), with the chain locked for this transaction
+    (other writers wait)."""
     dialect = conn.dialect.name
     upsert = (pg_insert if dialect == "postgresql" else sqlite_insert)(chain_heads)
     conn.execute(upsert.values(chain=chain, seq=0, hash=GENESIS).on_conflict_do_nothing())
@@ -1058,8 +1160,16 @@ def _lock_head(conn: Connection, chain: str) -> tuple[int, str]:
     conn.execute(
         update(chain_heads).where(chain_heads.c.chain == chain).values(seq=chain_heads.c.seq)
     )
-    row = conn.execute(select(chain_heads).where(chain_heads.c.chain == chain)).one()
-    return row.seq, row.hash
+    # Chain onto the real last record, not what the head row says: a record slipped in
+    # beyond the head must not stop every later run from recording (it is reported by
+    # verify, and never signed by a checkpoint).
+    last = conn.execute(
+        select(records.c.seq, records.c.hash)
+        .where(records.c.chain == chain)
+        .order_by(records.c.seq.desc())
+        .limit(1)
+    ).first()
+    return (0, GENESIS) if last is None else (last.seq, last.hash)
 
 
 def _put_outputs(conn: Connection, blobs: Mapping[str, bytes]) -> None:
@@ -1072,25 +1182,57 @@ def _put_outputs(conn: Connection, blobs: Mapping[str, bytes]) -> None:
     )
 
 
+def _sql_record_hash(
+    prev: object,
+    chain: object,
+    seq: object,
+    kind: object,
+    run_id: object,
+    host: object,
+    recorded_at: object,
+    payload: object,
+) -> str | None:
+    """:func:`record_hash` for the SQLite continuity guard (None if a field is not of
+    its type, which the guard then refuses)."""
+    texts = [
+        f for f in (prev, chain, kind, run_id, host, recorded_at, payload) if isinstance(f, str)
+    ]
+    if not isinstance(seq, int) or len(texts) != 7:
+        return None
+    before, name, what, run, on, at, content = texts
+    return record_hash(before, name, seq, what, run, on, at, content)
+
+
 def _sqlite_path(url: str) -> Path | None:
     """The database file of a ``sqlite:///PATH`` URL (None for other databases)."""
     return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, *, immutable: bool = False) -> Engine:
+    """An engine for ``url``. ``immutable`` opens a SQLite file that cannot be written
+    (an auditor's read-only copy) without the locks and WAL files SQLite would create."""
     path = _sqlite_path(url)
     if path is not None:
         # Every client's command output lives here: readable by this user only.
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        engine = create_engine(url, connect_args={"timeout": 30})
+        if not immutable:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not path.exists():
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        target = f"sqlite:///file:{quote(str(path))}?immutable=1&uri=true" if immutable else url
+        engine = create_engine(target, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             # Transactions begin where SQLAlchemy says (below), not where Python's
             # sqlite3 guesses: DDL in a migration and a verify's reads are then atomic.
             dbapi_connection.isolation_level = None
+            # The continuity guard recomputes each new record's hash with this; a
+            # connection without it (the sqlite3 shell) cannot insert records at all.
+            dbapi_connection.create_function(
+                "mspauto_record_hash", 8, _sql_record_hash, deterministic=True
+            )
+            if immutable:
+                return
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")

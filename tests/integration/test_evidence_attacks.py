@@ -15,9 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mspauto.evidence.checkpoints import Notary, Witness
@@ -128,7 +129,7 @@ def evidence(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Evidenc
             return f"{SERVER}/{older}"
 
     store = EvidenceStore(url, notary=notary)
-    owner = create_engine(url)
+    owner = _attacker_engine(url)
 
     def raw(*statements: str) -> None:
         with owner.begin() as conn:
@@ -147,6 +148,20 @@ def evidence(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Evidenc
         owner.dispose()
         for cleanup in reversed(cleanups):
             cleanup()
+
+
+def _attacker_engine(url: str) -> Engine:
+    """The database as its owner sees it. On SQLite the attacker also knows mspauto's
+    record hash (it is open source) and gives the connection the function the
+    continuity guard calls; the sqlite3 shell lacks it and cannot insert at all."""
+    engine = create_engine(url)
+    if url.startswith("sqlite"):
+
+        @event.listens_for(engine, "connect")
+        def _hash_function(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.create_function("mspauto_record_hash", 8, record_hash)
+
+    return engine
 
 
 def _drop_guards(conn: Connection) -> None:
@@ -168,13 +183,13 @@ def _drop_guards(conn: Connection) -> None:
 @contextmanager
 def _owner(evidence: Evidence) -> Iterator[Connection]:
     """The database owner's connection, with every guard dropped first."""
-    with create_engine(evidence.url).begin() as conn:
+    with _attacker_engine(evidence.url).begin() as conn:
         _drop_guards(conn)
         yield conn
 
 
 def _refused(evidence: Evidence, *statements: str) -> None:
-    with pytest.raises(DBAPIError, match=r"append-only|continuity"):
+    with pytest.raises(DBAPIError, match=r"append-only|continuity|mspauto_record_hash"):
         evidence.raw(*statements)
 
 
@@ -246,6 +261,30 @@ def test_head_moved_back(evidence: Evidence) -> None:
     assert evidence.problems() == [
         "acme #4: the chain head says #4 but the last record is #8: records were removed at the end"
     ]
+
+
+def test_a_row_at_the_head_with_a_made_up_hash(evidence: Evidence) -> None:
+    # Right position, right link, wrong hash: the record is refused, and if the owner
+    # forces it in, later runs still record (they chain onto it; verify names it).
+    junk = (
+        "INSERT INTO evidence_records (chain, seq, kind, run_id, host, recorded_at, "
+        "payload, prev_hash, hash) VALUES ('acme', 9, 'junk', 'x', '', 'now', '{}', "
+        f"'{_hash(evidence, 'acme', 8)}', 'junk')"
+    )
+    _refused(evidence, junk)
+    with _owner(evidence) as conn:
+        conn.exec_driver_sql(junk)
+    writer = EvidenceStore(evidence.url, notary=evidence.store.notary)
+    try:
+        assert [r.seq for r in writer.append(_run("acme"))] == [10, 11, 12, 13]
+        assert writer.checkpoint("acme").skipped == (
+            "the chain is broken at #9: nothing signed; run 'mspauto evidence verify'"
+        )
+    finally:
+        writer.close()
+    problems = evidence.problems()
+    assert any(p.startswith("acme #9: content does not match its hash") for p in problems)
+    assert any(p.startswith("acme #9: records #9 are signed neither") for p in problems)
 
 
 def test_junk_row(evidence: Evidence) -> None:
@@ -436,3 +475,26 @@ def test_a_batch_signed_by_another_key_does_not_count(evidence: Evidence, tmp_pa
     ]
     evidence.store.append(_run("acme"))
     assert "#9..#12 were not written by a holder" in str(evidence.store.checkpoint("acme"))
+
+
+def test_guards_neutered_under_their_own_names(evidence: Evidence) -> None:
+    with evidence.store.engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("DROP TRIGGER evidence_records_no_update")
+            conn.exec_driver_sql(
+                "CREATE TRIGGER evidence_records_no_update BEFORE UPDATE ON evidence_records "
+                "WHEN 0 BEGIN SELECT 1; END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "ALTER TABLE evidence_records ENABLE REPLICA TRIGGER evidence_records_append_only"
+            )
+    missing = evidence.store.guards_missing()
+    assert missing and missing[0].startswith("evidence_records_")
+    writer = EvidenceStore(evidence.url, notary=evidence.store.notary)
+    try:
+        assert writer.guards_restored == missing
+        assert writer.guards_missing() == []
+    finally:
+        writer.close()
+    _refused(evidence, "UPDATE evidence_records SET host = 'x' WHERE seq = 2")

@@ -75,6 +75,8 @@ def database(project: Path) -> Path:
 def forge_run(project: Path, chain: str = "acme") -> None:
     """Append a fake run with correct links and move the head: no key needed."""
     db = sqlite3.connect(database(project))
+    # The attacker knows mspauto's hash and gives the continuity guard its function.
+    db.create_function("mspauto_record_hash", 8, record_hash)
     with db:
         seq, prev = db.execute(
             "SELECT seq, hash FROM evidence_chain_heads WHERE chain = ?", (chain,)
@@ -189,7 +191,12 @@ def test_a_store_from_release_0_1_upgrades_and_gets_signed(project: Path) -> Non
     upgraded = run(project, "evidence", "upgrade")
     assert upgraded.exit_code == 0, upgraded.output
     assert upgraded.stderr.splitlines() == [
-        "note: upgraded the evidence store from schema 0001 to 0002; every record and hash is kept"
+        "note: upgraded the evidence store from schema 0001 to 0002; every record and hash "
+        "is kept; run 'mspauto evidence upgrade' to sign the records from before"
+    ]
+    assert upgraded.stdout.splitlines() == [
+        "acme: signed a checkpoint at #8",
+        "globex: signed a checkpoint at #4",
     ]
     after = sqlite3.connect(database(project))
     assert after.execute("SELECT * FROM evidence_records ORDER BY id").fetchall() == old_rows
@@ -213,3 +220,61 @@ def test_a_store_from_a_newer_release_is_refused_in_one_line(project: Path) -> N
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1
     assert "has schema revision 9999, which this mspauto does not know" in result.stderr
+
+
+def test_a_store_made_to_look_old_is_not_signed_by_an_upgrade(project: Path) -> None:
+    run(project, "keys", "init")
+    exec_(project)
+    forge_run(project)
+    db = sqlite3.connect(database(project))
+    with db:  # the owner drops what 0.1 did not have, so the store looks like 0.1's
+        for table in ("evidence_checkpoints", "evidence_batches", "evidence_schema_version"):
+            db.execute(f"DROP TABLE {table}")
+    db.close()
+    result = exec_(project)  # the schema is brought back, but nothing old is signed
+    assert "run 'mspauto evidence upgrade' to sign the records from before" in result.stderr
+    assert "acme: records #1..#5 are not signed" in result.stderr
+    upgraded = run(project, "evidence", "upgrade")
+    assert upgraded.exit_code == 1
+    assert (
+        "acme: not signed: the witness log holds checkpoints of it but the store has none"
+    ) in upgraded.stderr
+    assert run(project, "evidence", "verify").exit_code == 1
+
+
+def test_records_mspauto_did_not_write_are_named_not_crashed_on(project: Path) -> None:
+    run(project, "keys", "init")
+    exec_(project)
+    db = sqlite3.connect(database(project))
+    db.create_function("mspauto_record_hash", 8, record_hash)
+    with db:
+        seq, prev = db.execute(
+            "SELECT seq, hash FROM evidence_chain_heads WHERE chain = 'acme'"
+        ).fetchone()
+        for kind, payload in (("run_started", "not json"), ("host_result", "[" * 100_000)):
+            seq += 1
+            digest = record_hash(prev, "acme", seq, kind, "r", "", "t", payload)
+            db.execute(
+                "INSERT INTO evidence_records (chain, seq, kind, run_id, host, recorded_at, "
+                "payload, prev_hash, hash) VALUES ('acme', ?, ?, 'r', '', 't', ?, ?, ?)",
+                (seq, kind, payload, prev, digest),
+            )
+            prev = digest
+    db.close()
+    verified = run(project, "evidence", "verify")
+    assert verified.exit_code == 1 and "Traceback" not in verified.output
+    assert "acme #4: records #4..#5 are signed neither" in verified.stderr
+    listed = run(project, "runs", "list", "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    assert len(json.loads(listed.stdout)) == 2  # the real run and the one that is not
+
+
+def test_an_explicit_witness_folder_that_is_missing_is_a_failure(
+    project: Path, tmp_path: Path
+) -> None:
+    run(project, "keys", "init")
+    verified = run(project, "evidence", "verify", "--witness", str(tmp_path / "nowhere"))
+    assert verified.exit_code == 1  # nothing recorded yet
+    exec_(project)
+    verified = run(project, "evidence", "verify", "--witness", str(tmp_path / "nowhere"))
+    assert verified.exit_code == 1 and "no witness log at" in verified.stderr

@@ -34,8 +34,8 @@ def upgrade() -> None:
         sa.Column("signed_at", sa.String(40), nullable=False),
         sa.Column("note", sa.Text, nullable=False),
         sa.Column("frontier", sa.Text, nullable=False),
-        sa.UniqueConstraint("chain", "size", name="evidence_checkpoint_size"),
     )
+    op.create_index("evidence_checkpoints_by_chain", "evidence_checkpoints", ["chain", "size"])
     op.create_table(
         "evidence_batches",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
