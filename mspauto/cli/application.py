@@ -127,7 +127,12 @@ class Application:
             key = SigningKey.load(self.settings.signing_key)
         except SigningError as exc:
             self.abort(str(exc))
-        return Notary(key, Witness(self.settings.witness_dir))
+        witness = Witness(self.settings.witness_dir)
+        try:
+            witness.create()
+        except OSError as exc:
+            self.abort(f"cannot create the witness log {witness.path}: {exc.strerror or exc}")
+        return Notary(key, witness)
 
     def _after_opening(self, store: EvidenceStore) -> None:
         """Say in one line what opening for writing changed or found amiss."""

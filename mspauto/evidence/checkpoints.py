@@ -104,6 +104,12 @@ class Witness:
         self.folder = folder
         self.path = folder / WITNESS_LOG
 
+    def create(self) -> None:
+        """Make the (empty) log if there is none, before anything is signed: from then
+        on a missing log means it was lost or moved, never "nothing signed yet"."""
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+
     def append(self, checkpoint: Checkpoint) -> None:
         """Add a checkpoint; raises OSError when the witness cannot be written."""
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -139,3 +139,14 @@ def test_a_store_of_release_0_1_upgrades_in_place(postgres_url: str) -> None:
         )
     store.close()
     engine.dispose()
+
+
+def test_the_continuity_guard_hashes_text_as_mspauto_does(postgres_url: str) -> None:
+    # The guard recomputes each record's hash in SQL: non-ASCII text and the field
+    # separator inside a value must hash exactly as in Python, or records are refused.
+    store = EvidenceStore(postgres_url)
+    odd = {"out": "héllo ✓ 日本", "sep": "a\x1fb", "nul": "\x00"}
+    store.append([NewRecord("acme", "host_result", "run-1", datetime.now(UTC), odd, host="h é")])
+    result = store.verify()
+    assert (result.checked, result.problems) == (1, [])
+    store.close()
