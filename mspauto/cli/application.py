@@ -90,19 +90,27 @@ class Application:
         return client, hosts
 
     @contextmanager
-    def evidence_store(self, *, writable: bool = False) -> Iterator[EvidenceStore]:
+    def evidence_store(
+        self, *, writable: bool = False, upgrade_legacy: bool = False
+    ) -> Iterator[EvidenceStore]:
         """The project's evidence store, closed afterwards. Readers of a store nothing
         was written to yet get an empty one in memory, so they simply find nothing; a
         store that cannot be opened is one line.
 
         A writer signs with the MSP's key when there is one (each run then checkpoints
         the chains it wrote); it says in one line what it upgraded or found amiss, and
-        afterwards what it left unsigned and why."""
+        afterwards what it left unsigned and why. Only ``upgrade_legacy`` (``evidence
+        upgrade``) takes in a store of release 0.1."""
         from mspauto.evidence.store import EvidenceError, EvidenceStore, NoEvidenceYet
 
         notary = self._notary() if writable else None
         try:
-            store = EvidenceStore(self.settings.evidence_url, writable=writable, notary=notary)
+            store = EvidenceStore(
+                self.settings.evidence_url,
+                writable=writable,
+                notary=notary,
+                upgrade_legacy=upgrade_legacy,
+            )
         except NoEvidenceYet:
             store = EvidenceStore("sqlite://")
         except EvidenceError as exc:
@@ -127,16 +135,24 @@ class Application:
             key = SigningKey.load(self.settings.signing_key)
         except SigningError as exc:
             self.abort(str(exc))
-        witness = Witness(self.settings.witness_dir)
-        try:
-            witness.create()
-        except OSError as exc:
-            self.abort(f"cannot create the witness log {witness.path}: {exc.strerror or exc}")
-        return Notary(key, witness)
+        return Notary(key, Witness(self.settings.witness_dir))
 
     def _after_opening(self, store: EvidenceStore) -> None:
-        """Say in one line what opening for writing changed or found amiss."""
+        """Say in one line what opening for writing changed or found amiss; make the
+        witness log if nothing was ever signed (else a missing log is an error)."""
         from mspauto.evidence.schema import STORE_CHAIN
+
+        witness = store.notary.witness if store.notary is not None else None
+        if witness is not None and not witness.exists():
+            if store.anything_signed():
+                self.abort(
+                    f"no witness log at {witness.path}, but the store holds signed evidence: "
+                    "is the witness folder mounted? (set MSPAUTO_WITNESS_DIR to it)"
+                )
+            try:
+                witness.create()
+            except OSError as exc:
+                self.abort(f"cannot create the witness log {witness.path}: {exc.strerror or exc}")
 
         if store.guards_restored:
             click.echo(
@@ -148,12 +164,9 @@ class Application:
                 store.checkpoint(STORE_CHAIN)  # signs only the record this process wrote
         upgrade = store.upgrade
         if upgrade is not None and upgrade.existing:
-            # Never signed here: the records from before are signed only when a person
-            # runs 'evidence upgrade' (a store made to look old must not be signed).
             click.echo(
                 f"note: upgraded the evidence store from schema {upgrade.before} to "
-                f"{upgrade.after}; every record and hash is kept; run 'mspauto evidence "
-                "upgrade' to sign the records from before",
+                f"{upgrade.after}; every record and hash is kept",
                 err=True,
             )
 

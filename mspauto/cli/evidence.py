@@ -105,10 +105,11 @@ def verify(
             }
         )
     else:
+        # Record fields are the attacker's text: one problem stays one printed line.
         for line in problems:
-            click.echo(line, err=True)
+            click.echo(_one_line(line), err=True)
         for line in result.warnings:
-            click.echo(f"warning: {line}", err=True)
+            click.echo(f"warning: {_one_line(line)}", err=True)
     if problems:
         if output == "json":
             raise click.exceptions.Exit(1)
@@ -122,6 +123,11 @@ def verify(
             f"{result.checkpoints} checkpoints signed by {key.fingerprint() if key else '?'} "
             f"{witnessed}"
         )
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters shown escaped, so it cannot fake more lines."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @evidence.command("checkpoint")
@@ -195,47 +201,48 @@ def _rewitness(store: EvidenceStore, chains: list[str]) -> bool:
 @evidence.command("upgrade")
 @pass_app
 def upgrade(app: Application) -> None:
-    """Bring the evidence store to this release's schema, keeping every record, and
-    sign the records written before signing existed.
+    """Bring a store of an older release to this release's schema, keeping every
+    record, and sign the records written before signing existed.
 
-    Every command that writes evidence upgrades the schema on first use; only this one
-    signs the older records, because signing is vouching for them. It signs a chain's
-    unsigned records only where they precede everything signed since, and never a chain
-    the witness log already knows: a store made to look old is refused. Safe to run
-    again (say, after the witness folder could not be written)."""
+    Only this command takes in a store of release 0.1 (others refuse it in one line),
+    because signing its records is vouching for them: run it with the signing key and
+    the real witness folder in place. It signs each chain only if the witness log does
+    not know it (a store made to look old by dropping tables is refused). Safe to run
+    again: chains signed already are only handed to the witness if it lacks them."""
     from mspauto.evidence.checkpoints import witnessed_sizes
+    from mspauto.evidence.migrate import FIRST_REVISION
+    from mspauto.signing import SigningError
 
-    with app.evidence_store(writable=True) as store:
-        assert store.upgrade is not None
+    if not app.settings.signing_key.exists():
+        app.abort(
+            f"no signing key at {app.settings.signing_key}: run 'mspauto keys init' first "
+            "(the upgrade signs the records from before)"
+        )
+    with app.evidence_store(writable=True, upgrade_legacy=True) as store:
+        assert store.upgrade is not None and store.notary is not None
+        notary = store.notary
         if not store.upgrade.changed:
             click.echo(f"the evidence store is at schema {store.upgrade.after} already")
         elif store.upgrade.before is None:
             click.echo(f"created an evidence store at schema {store.upgrade.after}")
-        notary = store.notary
-        if notary is None:
-            if store.chains():
-                click.echo(
-                    f"warning: no signing key at {app.settings.signing_key}: run "
-                    "'mspauto keys init', then this again",
-                    err=True,
-                )
-            return
-        key = notary.key.public_key
-        witnessed = witnessed_sizes(notary.witness, key) if notary.witness else {}
         failed = 0
-        for chain in store.chains():
-            if store.latest_checkpoint(chain, key) is not None:
-                continue  # signed since the upgrade: runs go on from there
-            if chain in witnessed:
-                click.echo(
-                    f"{chain}: not signed: the witness log holds checkpoints of it but the "
-                    "store has none; the store was tampered with (run 'mspauto evidence "
-                    "verify')",
-                    err=True,
-                )
-                failed += 1
-                continue
-            failed += not _sign(chain, lambda c: store.checkpoint(c, legacy=True))
+        if store.upgrade.before == FIRST_REVISION:
+            key = notary.key.public_key
+            try:
+                witnessed = witnessed_sizes(notary.witness, key) if notary.witness else {}
+            except SigningError as exc:
+                app.abort(f"cannot read the witness log, so nothing is signed: {exc}")
+            for chain in store.chains():
+                if chain in witnessed:
+                    click.echo(
+                        f"{chain}: not signed: the witness log holds checkpoints of it but "
+                        "the store has none; the store was tampered with (run 'mspauto "
+                        "evidence verify')",
+                        err=True,
+                    )
+                    failed += 1
+                    continue
+                failed += not _sign(chain, lambda c: store.checkpoint(c, legacy=True))
         failed += not _rewitness(store, store.chains())
     if failed:
         app.abort(f"{failed} chains could not be signed")

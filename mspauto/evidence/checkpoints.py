@@ -108,7 +108,9 @@ class Witness:
         """Make the (empty) log if there is none, before anything is signed: from then
         on a missing log means it was lost or moved, never "nothing signed yet"."""
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+        # O_NONBLOCK: a pipe planted at the path must not hang the control node.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+        os.close(os.open(self.path, flags, 0o600))
 
     def append(self, checkpoint: Checkpoint) -> None:
         """Add a checkpoint; raises OSError when the witness cannot be written."""
@@ -117,6 +119,8 @@ class Witness:
             {"chain": checkpoint.chain, "size": checkpoint.size, "note": checkpoint.note},
             ensure_ascii=False,
         )
+        if self.path.exists() and not self.path.is_file():
+            raise OSError(f"{self.path} is not a file")
         descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(descriptor, (line + "\n").encode())
@@ -173,6 +177,8 @@ def witnessed_sizes(witness: Witness, key: PublicKey) -> dict[str, int]:
     if not witness.exists():
         return sizes
     for entry in witness.entries():
+        if isinstance(entry, str) and not entry.startswith("witness line"):
+            raise SigningError(entry)  # the log cannot be read: it knows nothing certain
         if isinstance(entry, WitnessEntry):
             try:
                 checkpoint = parse_checkpoint(entry.note, key)

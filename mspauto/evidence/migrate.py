@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 __all__ = [
     "FIRST_REVISION",
     "VERSION_TABLE",
+    "LegacyStore",
     "UnknownRevision",
     "Upgrade",
     "alembic_config",
@@ -41,6 +42,10 @@ _MARKERS = {"0002": "evidence_batches"}
 """A table each revision creates, oldest first: how a store without a version row is
 placed (a new revision adds its own)."""
 _POSTGRES_LOCK = 0x6D737061  # pg_advisory_xact_lock key: "mspa"
+
+
+class LegacyStore(Exception):
+    """A store of release 0.1, opened by a command that does not upgrade those."""
 
 
 class UnknownRevision(Exception):
@@ -95,8 +100,12 @@ def current_revision(conn: Connection) -> str | None:
     return revision
 
 
-def upgrade(engine: Engine, lock_path: Path | None = None) -> Upgrade:
-    """Migrate the store to :func:`head_revision` (a no-op when it is there already)."""
+def upgrade(engine: Engine, lock_path: Path | None = None, *, legacy: bool = False) -> Upgrade:
+    """Migrate the store to :func:`head_revision` (a no-op when it is there already).
+
+    A release 0.1 store is upgraded only with ``legacy`` (``mspauto evidence upgrade``,
+    which then vouches for its records): any other writer raises :class:`LegacyStore`,
+    so a store made to look old by dropping tables is never quietly taken in."""
     head = head_revision()
     with engine.connect() as conn:
         before, recorded = current_revision(conn), _recorded_revision(conn)
@@ -104,6 +113,8 @@ def upgrade(engine: Engine, lock_path: Path | None = None) -> Upgrade:
         return Upgrade(before, head)
     if before is not None and before not in _known_revisions():
         raise UnknownRevision(before)
+    if before == FIRST_REVISION and not legacy:
+        raise LegacyStore(before)
     with _exclusive(engine, lock_path), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_LOCK})

@@ -132,6 +132,8 @@ def list_runs(store: EvidenceStore, client: str | None = None) -> list[RunSummar
     """Every run, oldest first."""
     by_run: dict[str, dict[str, Any]] = {}
     for record in store.records(chain=client):
+        if not isinstance(record.chain, str):
+            continue  # not written by mspauto: 'evidence verify' names it
         entry = by_run.setdefault(record.run_id, {"started": None, "results": [], "finished": None})
         if record.kind == RecordKind.RUN_STARTED:
             entry["started"] = record

@@ -150,15 +150,21 @@ _SQLITE_GUARDS: dict[str, str] = {
     ),
 }
 
+_PINNED = "SET search_path FROM CURRENT"
+"""Each guard function runs with the search path it was created with, where the built-in
+operators come first: a database owner who later puts a schema with their own ``<>``
+ahead of ``pg_catalog`` does not change what the guard computes (checked: proconfig)."""
+
 _POSTGRES_FUNCTIONS = [
     "CREATE OR REPLACE FUNCTION mspauto_append_only() RETURNS trigger LANGUAGE plpgsql "
-    f"AS $$ BEGIN RAISE EXCEPTION '{_REFUSED}'; END $$",
+    f"{_PINNED} AS $$ BEGIN RAISE EXCEPTION '{_REFUSED}'; END $$",
     "CREATE OR REPLACE FUNCTION mspauto_head_forward() RETURNS trigger LANGUAGE plpgsql "
-    "AS $$ BEGIN IF TG_OP = 'DELETE' OR NEW.seq < OLD.seq OR NEW.chain <> OLD.chain "
+    f"{_PINNED} AS $$ BEGIN IF TG_OP = 'DELETE' OR NEW.seq < OLD.seq OR NEW.chain <> OLD.chain "
     "OR (NEW.seq > 0 AND NEW.hash IS DISTINCT FROM (SELECT hash FROM evidence_records "
     "WHERE chain = NEW.chain AND seq = NEW.seq)) "
     f"THEN RAISE EXCEPTION '{_REFUSED}'; END IF; RETURN NEW; END $$",
-    "CREATE OR REPLACE FUNCTION mspauto_continuity() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    "CREATE OR REPLACE FUNCTION mspauto_continuity() RETURNS trigger LANGUAGE plpgsql "
+    f"{_PINNED} AS $$ "
     "DECLARE head_seq integer; head_hash text; BEGIN "
     "SELECT seq, hash INTO head_seq, head_hash FROM evidence_records "
     "WHERE chain = NEW.chain ORDER BY seq DESC LIMIT 1; "
@@ -209,7 +215,7 @@ def present_guards(conn: Connection) -> set[str]:
         functions = {_function_name(f): _function_body(f) for f in _POSTGRES_FUNCTIONS}
         rows = conn.execute(
             text(
-                "SELECT t.tgname, c.relname, p.proname, p.prosrc FROM pg_trigger t "
+                "SELECT t.tgname, c.relname, p.proname, p.prosrc, p.proconfig FROM pg_trigger t "
                 "JOIN pg_class c ON t.tgrelid = c.oid "
                 "JOIN pg_namespace n ON c.relnamespace = n.oid "
                 "JOIN pg_proc p ON t.tgfoid = p.oid "
@@ -218,13 +224,14 @@ def present_guards(conn: Connection) -> set[str]:
             )
         )
         present = set()
-        for name, table, function, source in rows:
+        for name, table, function, source, config in rows:
             statement = _POSTGRES_GUARDS.get(name)
             if (
                 statement is not None
                 and _guarded_table(statement) == table
                 and f"FUNCTION {function}()" in statement
                 and _normal(source) == functions.get(function)
+                and any(str(item).startswith("search_path=") for item in config or [])
             ):
                 present.add(name)
         return present

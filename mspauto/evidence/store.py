@@ -227,7 +227,14 @@ def store_output(data: bytes) -> tuple[bytes, dict[str, Any]]:
 class EvidenceStore:
     """Connection to the evidence database (SQLite file or PostgreSQL URL)."""
 
-    def __init__(self, url: str, *, writable: bool = True, notary: Notary | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        writable: bool = True,
+        notary: Notary | None = None,
+        upgrade_legacy: bool = False,
+    ) -> None:
         """Open the store. ``writable`` brings its schema up to date (see
         :attr:`upgrade`) and restores missing guards after recording that they were
         missing (:attr:`guards_restored`); readers change nothing, so they never wait
@@ -252,7 +259,7 @@ class EvidenceStore:
             self.engine = _engine(url)
             if writable:
                 lock = None if path is None else path.with_name(path.name + ".migrate.lock")
-                self.upgrade = migrate.upgrade(self.engine, lock)
+                self.upgrade = migrate.upgrade(self.engine, lock, legacy=upgrade_legacy)
                 self._restore_guards()
             elif not self._readable():
                 raise NoEvidenceYet(f"no evidence recorded yet in {_safe(url)}")
@@ -264,6 +271,11 @@ class EvidenceStore:
             raise EvidenceError(
                 f"cannot open the evidence store {_safe(url)}: no driver for it is installed "
                 f"({exc.name or exc}); use sqlite:///PATH or postgresql+psycopg://..."
+            ) from None
+        except migrate.LegacyStore:
+            raise EvidenceError(
+                f"the evidence store {_safe(url)} is from release 0.1: run 'mspauto evidence "
+                "upgrade' (with the signing key and the witness folder in place) first"
             ) from None
         except migrate.UnknownRevision as exc:
             raise EvidenceError(
@@ -280,6 +292,13 @@ class EvidenceStore:
             path = _sqlite_path(self.url)
             if path is None:
                 raise
+            if path.with_name(path.name + "-wal").exists():
+                # An immutable open ignores the WAL: what it holds would go unseen.
+                raise EvidenceError(
+                    f"{path} cannot be opened for reading here, and has a -wal file beside "
+                    "it that a read-only open would ignore: copy both to a folder you can "
+                    "write to and verify there"
+                ) from None
             self.engine.dispose()
             self.engine = _engine(self.url, immutable=True)
             return inspect(self.engine).has_table("evidence_records")
@@ -397,7 +416,7 @@ class EvidenceStore:
             for chain, (seq, digest) in heads.items():
                 conn.execute(
                     update(chain_heads)
-                    .where(chain_heads.c.chain == chain)
+                    .where(chain_heads.c.chain == chain, chain_heads.c.seq <= seq)
                     .values(seq=seq, hash=digest)
                 )
         for written in stored:
@@ -519,11 +538,6 @@ class EvidenceStore:
             if legacy and foreign == list(range(1, len(foreign) + 1)):
                 foreign = []  # from before signed appends existed, and nothing after
             if foreign and not adopt:
-                if foreign[0] == 1 and signed_size == 0:
-                    raise _Unsignable(
-                        f"records {_spans(foreign)} are not signed; if they are from before "
-                        "this release, run 'mspauto evidence upgrade' to sign them"
-                    )
                 raise _Unsignable(
                     f"records {_spans(foreign)} were not written by a holder of the signing "
                     "key; left unsigned "
@@ -619,7 +633,7 @@ class EvidenceStore:
         result = Verification(key is not None, witness is not None and key is not None)
         witnessed = {}
         if witness is not None and key is not None:
-            if witness.exists() or must_exist or self._anything_signed():
+            if witness.exists() or must_exist or self.anything_signed():
                 witnessed = _read_witness(witness, key, result)
             else:  # nothing was ever signed, so nothing was witnessed yet
                 result.witness_checked = False
@@ -668,7 +682,7 @@ class EvidenceStore:
             )
             return int(conn.exec_driver_sql(query).scalar() or 0)
 
-    def _anything_signed(self) -> bool:
+    def anything_signed(self) -> bool:
         """Whether any checkpoint or signed append is stored (then a witness must be)."""
         with self.engine.connect() as conn:
             return any(
@@ -980,6 +994,8 @@ def _signed_batches(
     )
     ranges = []
     for row in conn.execute(query):
+        if not (isinstance(row.first_seq, int) and isinstance(row.last_seq, int)):
+            continue  # not a row mspauto wrote (SQLite keeps any type)
         prev, last = hash_at(row.first_seq - 1), hash_at(row.last_seq)
         if prev is None or last is None:
             continue
@@ -1156,10 +1172,12 @@ def _lock_head(conn: Connection, chain: str) -> tuple[int, str]:
     dialect = conn.dialect.name
     upsert = (pg_insert if dialect == "postgresql" else sqlite_insert)(chain_heads)
     conn.execute(upsert.values(chain=chain, seq=0, hash=GENESIS).on_conflict_do_nothing())
-    # A no-op write takes the row lock (PostgreSQL) or the write lock (SQLite) first.
-    conn.execute(
-        update(chain_heads).where(chain_heads.c.chain == chain).values(seq=chain_heads.c.seq)
-    )
+    # The upsert took SQLite's write lock; PostgreSQL locks the head row. (No update
+    # here: a head row someone planted must not stop the chain from being written.)
+    if dialect == "postgresql":
+        conn.execute(
+            select(chain_heads.c.seq).where(chain_heads.c.chain == chain).with_for_update()
+        )
     # Chain onto the real last record, not what the head row says: a record slipped in
     # beyond the head must not stop every later run from recording (it is reported by
     # verify, and never signed by a checkpoint).

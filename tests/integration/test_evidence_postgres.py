@@ -121,7 +121,7 @@ def test_a_store_of_release_0_1_upgrades_in_place(postgres_url: str) -> None:
         conn.execute(text(f"INSERT INTO evidence_chain_heads VALUES ('acme', 3, '{prev}')"))
         old_rows = conn.execute(text("SELECT * FROM evidence_records ORDER BY id")).all()
 
-    store = EvidenceStore(postgres_url)
+    store = EvidenceStore(postgres_url, upgrade_legacy=True)
     assert store.upgrade == migrate.Upgrade(migrate.FIRST_REVISION, migrate.head_revision())
     assert store.guards_missing() == []
     with engine.connect() as conn:

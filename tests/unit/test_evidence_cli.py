@@ -191,8 +191,7 @@ def test_a_store_from_release_0_1_upgrades_and_gets_signed(project: Path) -> Non
     upgraded = run(project, "evidence", "upgrade")
     assert upgraded.exit_code == 0, upgraded.output
     assert upgraded.stderr.splitlines() == [
-        "note: upgraded the evidence store from schema 0001 to 0002; every record and hash "
-        "is kept; run 'mspauto evidence upgrade' to sign the records from before"
+        "note: upgraded the evidence store from schema 0001 to 0002; every record and hash is kept"
     ]
     assert upgraded.stdout.splitlines() == [
         "acme: signed a checkpoint at #8",
@@ -231,9 +230,8 @@ def test_a_store_made_to_look_old_is_not_signed_by_an_upgrade(project: Path) -> 
         for table in ("evidence_checkpoints", "evidence_batches", "evidence_schema_version"):
             db.execute(f"DROP TABLE {table}")
     db.close()
-    result = exec_(project)  # the schema is brought back, but nothing old is signed
-    assert "run 'mspauto evidence upgrade' to sign the records from before" in result.stderr
-    assert "acme: records #1..#5 are not signed" in result.stderr
+    refused = run(project, "exec", "--client", "acme", "--", "true")  # no run takes it in
+    assert refused.exit_code == 1 and "is from release 0.1" in refused.stderr
     upgraded = run(project, "evidence", "upgrade")
     assert upgraded.exit_code == 1
     assert (
@@ -278,3 +276,33 @@ def test_an_explicit_witness_folder_that_is_missing_is_a_failure(
     exec_(project)
     verified = run(project, "evidence", "verify", "--witness", str(tmp_path / "nowhere"))
     assert verified.exit_code == 1 and "no witness log at" in verified.stderr
+
+
+def test_an_upgrade_signs_no_chain_in_a_store_of_this_release(project: Path) -> None:
+    # A chain made up entirely by someone without the key (a new client, say) is not
+    # signed by 'evidence upgrade': only a store actually from 0.1 is taken in.
+    run(project, "keys", "init")
+    exec_(project)
+    db = sqlite3.connect(database(project))
+    with db:
+        db.execute("INSERT INTO evidence_chain_heads VALUES ('globex', 0, ?)", ("0" * 64,))
+    db.close()
+    forge_run(project, "globex")
+    upgraded = run(project, "evidence", "upgrade")
+    assert upgraded.exit_code == 0 and "globex" not in upgraded.output
+    verified = run(project, "evidence", "verify")
+    assert verified.exit_code == 1
+    assert "globex #1: records #1..#2 are signed neither" in verified.stderr
+
+
+def test_a_planted_head_row_does_not_stop_recording(project: Path) -> None:
+    run(project, "keys", "init")
+    exec_(project)
+    db = sqlite3.connect(database(project))
+    with db:
+        db.execute("INSERT INTO evidence_chain_heads VALUES ('globex', 5, 'bogus')")
+    db.close()
+    result = exec_(project, "globex")  # records, and signs, despite the planted row
+    assert "could not record" not in result.output and "warning" not in result.stderr
+    verified = run(project, "evidence", "verify")
+    assert "globex #5: the chain head says #5 but the last record is #3" in verified.stderr

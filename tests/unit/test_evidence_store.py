@@ -195,7 +195,7 @@ def test_an_old_store_opened_by_two_writers_at_once_upgrades_once(tmp_path: Path
 
     def open_store() -> None:
         try:
-            opened.append(EvidenceStore(f"sqlite:///{path}"))
+            opened.append(EvidenceStore(f"sqlite:///{path}", upgrade_legacy=True))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
