@@ -22,6 +22,7 @@ matches the newest witnessed checkpoint. docs/evidence.md says what remains poss
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ __all__ = [
 KEY_NAME = "mspauto-evidence"
 """The key name in every checkpoint's signature line."""
 _ORIGIN = "mspauto-evidence/"
+_HEAD_ORIGIN = "mspauto-evidence-head/"
 WITNESS_LOG = "checkpoints.jsonl"
 
 
@@ -59,6 +61,11 @@ class Checkpoint:
     time: str
     note: str
     """The whole signed note, signature lines included."""
+    head: bool = False
+    """A head note, not a checkpoint: the chain could not be checkpointed (it is
+    broken), so the control node signed only that it saw the chain reach ``size``,
+    with ``root`` the SHA-256 of that last record's stored hash. It vouches for no
+    record; it lets verify catch records removed after it."""
 
 
 def checkpoint_body(chain: str, size: int, root: bytes, time: str) -> str:
@@ -79,9 +86,15 @@ def parse_checkpoint(note: str, key: PublicKey) -> Checkpoint:
         root = base64.b64decode(root_text, validate=True)
     except ValueError:
         raise SigningError("a signed note that is not an evidence checkpoint") from None
-    if not origin.startswith(_ORIGIN) or len(root) != 32 or not time_line.startswith("time "):
+    head = origin.startswith(_HEAD_ORIGIN)
+    if (
+        not (head or origin.startswith(_ORIGIN))
+        or len(root) != 32
+        or not time_line.startswith("time ")
+    ):
         raise SigningError("a signed note that is not an evidence checkpoint")
-    return Checkpoint(origin.removeprefix(_ORIGIN), size, root, time_line[5:], note)
+    chain = origin.removeprefix(_HEAD_ORIGIN if head else _ORIGIN)
+    return Checkpoint(chain, size, root, time_line[5:], note, head)
 
 
 @dataclass(frozen=True)
@@ -201,6 +214,14 @@ class Notary:
         """The signature (base64) of one append's records of ``chain``."""
         message = batch_message(chain, first_seq, prev_hash, last_seq, last_hash)
         return base64.b64encode(self.key.sign(message)).decode()
+
+    def sign_head(self, chain: str, size: int, last_hash: str) -> Checkpoint:
+        """A head note: ``chain`` reached ``size`` records, the last stored with hash
+        ``last_hash`` (whatever text that is)."""
+        time = datetime.now(UTC).isoformat(timespec="microseconds")
+        digest = hashlib.sha256(str(last_hash).encode(errors="replace")).digest()
+        body = checkpoint_body(chain, size, digest, time).replace(_ORIGIN, _HEAD_ORIGIN, 1)
+        return Checkpoint(chain, size, digest, time, sign_note(body, self.key, KEY_NAME), True)
 
     def sign(self, chain: str, size: int, root: bytes) -> Checkpoint:
         """A checkpoint of ``chain`` at ``size`` records with Merkle root ``root``."""

@@ -24,7 +24,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,6 +196,11 @@ _NOTHING_NEW = "nothing new to sign"
 
 class _Unsignable(Exception):
     """Why a chain cannot be signed now (the message, for the user)."""
+
+    def __init__(self, reason: str, broken_at: tuple[int, str] | None = None) -> None:
+        super().__init__(reason)
+        self.broken_at = broken_at
+        """The chain's last record (seq, stored hash) when the chain is broken."""
 
 
 @dataclass(frozen=True)
@@ -463,6 +468,11 @@ class EvidenceStore:
         try:
             signed, written = self._sign_chain(chain, notary, adopt, legacy)
         except _Unsignable as reason:
+            if reason.broken_at is not None and notary.witness is not None:
+                # Nothing can be checkpointed past the break; the witness still learns
+                # how far the chain reached, so removing what follows is caught.
+                with suppress(OSError):  # the outcome says the chain is unsigned anyway
+                    notary.witness.append(notary.sign_head(chain, *reason.broken_at))
             return CheckpointOutcome(chain, None, str(reason))
         self._written[chain] = {s: h for s, h in written.items() if s > signed.size}
         if notary.witness is not None:
@@ -521,7 +531,8 @@ class EvidenceStore:
                 ):
                     raise _Unsignable(
                         f"the chain is broken at #{seq}: nothing signed; run "
-                        "'mspauto evidence verify'"
+                        "'mspauto evidence verify'",
+                        (head_seq, head_hash),
                     )
                 if not ours:
                     unknown.append(seq)
@@ -704,7 +715,8 @@ class EvidenceStore:
         frontier = Frontier()
         with self._snapshot() as conn:
             head = conn.execute(select(chain_heads).where(chain_heads.c.chain == chain)).first()
-            signed = _signed_roots(conn, chain, key, witnessed, result)
+            signed = _signed_roots(conn, chain, key, [w for w in witnessed if not w.head], result)
+            heads = {w.size: w.root for w in witnessed if w.head}
             query = select(records).where(records.c.chain == chain).order_by(records.c.id)
             # yield_per makes PostgreSQL use a server-side cursor, so only one batch of
             # rows is ever held here; SQLite's cursor fetches lazily anyway.
@@ -725,6 +737,16 @@ class EvidenceStore:
                     )
                     expected_seq, prev = row.seq + 1, row.hash
                     frontier.append(leaf_hash(bytes.fromhex(digest)))
+                    seen = heads.get(frontier.size)
+                    if seen is not None and seen != _head_digest(row.hash):
+                        problems.append(
+                            VerifyProblem(
+                                chain,
+                                frontier.size,
+                                "not the record the witness saw here (a head note): records "
+                                "were replaced",
+                            )
+                        )
                     roots = signed.get(frontier.size)
                     if roots is not None and frontier.root() not in roots:
                         problems.append(
@@ -747,6 +769,16 @@ class EvidenceStore:
                     head.seq,
                     f"the chain head says #{head.seq} but the last record "
                     f"is #{expected_seq - 1}: records were removed at the end",
+                )
+            )
+        cut = sorted(size for size in heads if size > count)
+        if cut:
+            problems.append(
+                VerifyProblem(
+                    chain,
+                    cut[-1],
+                    f"the witness saw this chain reach #{cut[-1]} (a head note) but it ends at "
+                    f"#{count}: records were removed or the store was rolled back",
                 )
             )
         beyond = sorted(size for size in signed if size > count)
@@ -1031,6 +1063,11 @@ def _rehash(row: Row[Any]) -> str:
         row.payload,
     )
     return digest if digest is not None else hashlib.sha256(b"").hexdigest()
+
+
+def _head_digest(stored_hash: object) -> bytes:
+    """What a head note holds for a record: the SHA-256 of its stored hash text."""
+    return hashlib.sha256(str(stored_hash).encode(errors="replace")).digest()
 
 
 def _spans(seqs: Sequence[int]) -> str:

@@ -498,3 +498,35 @@ def test_guards_neutered_under_their_own_names(evidence: Evidence) -> None:
     finally:
         writer.close()
     _refused(evidence, "UPDATE evidence_records SET host = 'x' WHERE seq = 2")
+
+
+def test_records_after_a_break_are_still_witnessed(evidence: Evidence) -> None:
+    # A row with a made-up hash right after the head (on SQLite the attacker's own
+    # connection can supply a lying hash function; on PostgreSQL the owner drops the
+    # guard for a moment). No checkpoint can be signed past it; each run then hands the
+    # witness a signed head note, so cutting the chain back afterwards is still caught.
+    junk = (
+        "INSERT INTO evidence_records (chain, seq, kind, run_id, host, recorded_at, "
+        "payload, prev_hash, hash) VALUES ('acme', 9, 'junk', 'x', '', 'now', '{}', "
+        f"'{_hash(evidence, 'acme', 8)}', 'bad')"
+    )
+    with _owner(evidence) as conn:
+        conn.exec_driver_sql(junk)
+    writer = EvidenceStore(evidence.url, notary=evidence.store.notary)  # restores guards
+    try:
+        writer.append(_run("acme"))  # #10..#13, recorded after the junk row
+        assert "broken at #9" in str(writer.checkpoint("acme").skipped)
+    finally:
+        writer.close()
+    eighth = _hash(evidence, "acme", 8)
+    with _owner(evidence) as conn:  # then everything from the junk row on is removed
+        conn.exec_driver_sql("DELETE FROM evidence_records WHERE chain = 'acme' AND seq > 8")
+        conn.exec_driver_sql("DELETE FROM evidence_batches WHERE chain = 'acme'")
+        conn.exec_driver_sql(
+            f"UPDATE evidence_chain_heads SET seq = 8, hash = '{eighth}' WHERE chain = 'acme'"
+        )
+    problems = evidence.problems()
+    assert any(
+        p.startswith("acme #13: the witness saw this chain reach #13 (a head note)")
+        for p in problems
+    ), problems
