@@ -509,7 +509,8 @@ class EvidenceStore:
                 raise _Unsignable(_NOTHING_NEW)
             frontier = _frontier_at(conn, chain, last)
             written = self._written.get(chain, {})
-            prev = _hash_at(conn, chain, signed_size)
+            # (A missing record here makes the first link below fail: "broken".)
+            prev = _hash_at(conn, chain, signed_size) or ""
             hashes = {signed_size: prev}
             unknown: list[int] = []
             # Records this process wrote are known by hash: only the links and hashes
@@ -965,13 +966,14 @@ def _frontier_at(conn: Connection, chain: str, last: _Signed | None) -> Frontier
     return frontier
 
 
-def _hash_at(conn: Connection, chain: str, seq: int) -> str:
+def _hash_at(conn: Connection, chain: str, seq: int) -> str | None:
+    """The stored hash of record ``seq`` (GENESIS before the first; None if missing)."""
     if seq == 0:
         return GENESIS
     found = conn.execute(
         select(records.c.hash).where(records.c.chain == chain, records.c.seq == seq)
     ).scalar()
-    return GENESIS if found is None else str(found)
+    return None if found is None else str(found)
 
 
 def _check_unsigned_tail(
@@ -981,12 +983,7 @@ def _check_unsigned_tail(
     them (a run in progress, or killed) are a warning; any others are forged."""
 
     def hash_at(seq: int) -> str | None:
-        if seq == 0:
-            return GENESIS
-        found = conn.execute(
-            select(records.c.hash).where(records.c.chain == chain, records.c.seq == seq)
-        ).scalar()
-        return None if found is None else str(found)
+        return _hash_at(conn, chain, seq)
 
     has_batches = inspect(conn).has_table("evidence_batches")  # not in a 0.1 store
     ranges = _signed_batches(conn, chain, covered, key, hash_at) if has_batches else []
