@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from alembic.util import CommandError
 
 revision = "0001"
 down_revision = None
@@ -90,4 +91,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("evidence is never downgraded: restore a backup instead")
+    # Deliberately refused, not missing: going back would drop evidence or its guards.
+    raise CommandError("evidence is never downgraded: restore a backup instead")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from alembic.util import CommandError
 
 from mspauto.evidence.schema import install_guards
 
@@ -49,4 +50,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("evidence is never downgraded: restore a backup instead")
+    # Deliberately refused, not missing: going back would drop evidence or its guards.
+    raise CommandError("evidence is never downgraded: restore a backup instead")
