@@ -30,6 +30,7 @@ _COMMANDS = {
     "evidence": "mspauto.cli.evidence:evidence",
     "hosts": "mspauto.cli.hosts:hosts",
     "baseline": "mspauto.cli.baseline:baseline",
+    "patch": "mspauto.cli.patch:patch",
     "keys": "mspauto.cli.keys:keys",
 }
 

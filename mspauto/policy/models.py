@@ -97,6 +97,11 @@ class ApprovalMatch(StrictModel):
     names: list[str] = Field(
         default_factory=list, description="regular expressions on the package/KB name"
     )
+    known_exploited: bool | None = Field(
+        default=None,
+        description="true: only updates fixing a CVE in CISA's KEV catalogue; false: only "
+        "others; unset: either",
+    )
 
     @field_validator("names")
     @classmethod

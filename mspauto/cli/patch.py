@@ -1,0 +1,214 @@
+"""``mspauto patch``: scan a client's updates, decide each by policy, install the approved."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from mspauto.cli.application import (
+    Application,
+    forks_option,
+    format_option,
+    hosts_option,
+    timeout_option,
+)
+from mspauto.evidence.records import RunStatus
+
+if TYPE_CHECKING:
+    from mspauto.patching.apply import PatchReport
+
+__all__ = ["patch"]
+
+# Listed first: what needs attention.
+_ACTION_ORDER = {"install": 0, "manual": 1, "defer": 2, "hold": 3, "reject": 4, "waived": 5}
+
+
+@click.group(invoke_without_command=True)
+@click.option("--client", "client_name", help="The client to patch.")
+@hosts_option()
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Scan and show what each host would get and why; install nothing.",
+)
+@click.option(
+    "--force-window",
+    is_flag=True,
+    help="Install even outside the maintenance window (needs --reason, which is recorded).",
+)
+@click.option("--reason", help="Why the window is overridden (recorded with the run).")
+@timeout_option(600.0, "the scan or the install")
+@forks_option()
+@format_option("table", "json")
+@click.pass_context
+def patch(
+    ctx: click.Context,
+    client_name: str | None,
+    patterns: tuple[str, ...],
+    dry_run: bool,
+    force_window: bool,
+    reason: str | None,
+    timeout: float,
+    forks: int,
+    output: str,
+) -> None:
+    """Scan a client's hosts for pending updates, decide each by its patch policy
+    (install, defer, hold, manual, reject), and install the approved ones inside the
+    maintenance window; then scan again. Every update found, decided and installed is
+    recorded as evidence.
+
+    Exits 2 when a host could not be scanned or an approved update did not install, 1
+    when the evidence store could not record everything, 130 when stopped, 0 otherwise.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    app: Application = ctx.ensure_object(Application)
+    if client_name is None:
+        app.abort("give the client: mspauto patch --client NAME [--dry-run]")
+    if force_window and not (reason and reason.strip()):
+        app.abort("--force-window needs --reason 'why' (it is recorded with the run)")
+    if reason and not force_window:
+        app.abort("--reason goes with --force-window")
+    from mspauto.checks import RunOptions
+    from mspauto.engine.progress import SilentProgress, progress_for
+    from mspauto.patching.apply import has_patch_policy, patch_client, scan_client
+    from mspauto.transport import transport_for
+
+    project = app.usable_project()
+    client, hosts = app.client_hosts(project, client_name, patterns)
+    if not has_patch_policy(project, hosts):
+        app.abort(
+            f"no patch policy selects these hosts of {client_name}; add a 'kind: patch' "
+            "policy (see policies/patch-linux.yaml)"
+        )
+    options = RunOptions(
+        timeout=timeout,
+        forks=forks,
+        progress=SilentProgress() if output == "json" else progress_for(),
+    )
+    root = project.settings.root
+    with app.evidence_store(writable=True) as store:
+        if dry_run:
+            report = scan_client(
+                project, client_name, hosts, transport_for(client, root), store, options=options
+            )
+        else:
+            report = patch_client(
+                project,
+                client_name,
+                hosts,
+                transport_for(client, root),
+                transport_for(client, root, via="ansible", forks=forks),
+                store,
+                options=options,
+                force_window=reason.strip() if force_window and reason else None,
+            )
+    if output == "json":
+        app.print_json(report.as_dict())
+    else:
+        _print(app, report)
+    _exit(report)
+
+
+def _exit(report: PatchReport) -> None:
+    runs = [report.scan.status, report.after.status if report.after else None]
+    if report.install is not None:
+        runs.append(report.install.status)
+    if RunStatus.ABORTED in runs:
+        click.echo("stopped at once: hosts that were running have an unknown outcome", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # commands still running in worker threads would keep us alive
+    if RunStatus.INTERRUPTED in runs:
+        click.echo("stopped: nothing more was installed", err=True)
+        sys.exit(130)
+    errors = [report.scan.evidence_error]
+    errors += [report.install.evidence_error] if report.install else []
+    errors += [report.after.evidence_error] if report.after else []
+    for error in filter(None, errors):
+        click.echo(
+            f"error: the evidence store could not record this run completely ({error}); "
+            "the results above are what happened",
+            err=True,
+        )
+    if any(errors):
+        sys.exit(1)
+    if report.failed_hosts or any(h.unchecked for h in report.scan.hosts):
+        sys.exit(2)
+
+
+def _print(app: Application, report: PatchReport) -> None:
+    from rich.table import Table
+
+    from mspauto.patching.check import decisions_of
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("HOST", "UPDATE", "VERSION", "CLASS", "SEVERITY", "DECISION", "DEADLINE"):
+        table.add_column(column, overflow="fold")
+    rows: list[tuple[Any, ...]] = []
+    for findings in report.scan.hosts:
+        for update, decision in decisions_of(findings):
+            deadline = decision.get("deadline")
+            late = bool(deadline) and datetime.fromisoformat(str(deadline)) < report.now
+            rows.append(
+                (
+                    _ACTION_ORDER.get(str(decision["action"]), 9),
+                    findings.host,
+                    update.name,
+                    f"{update.installed or '(new)'} -> {update.candidate}",
+                    update.classification,
+                    update.severity
+                    + (" KEV" if update.known_exploited else "")
+                    + (f" ({update.severity_source})" if update.severity_source else ""),
+                    f"{str(decision['action']).upper()}: {decision['reason']}",
+                    (str(deadline)[:10] + (" OVERDUE" if late else "")) if deadline else "-",
+                )
+            )
+    rows.sort(key=lambda row: (row[0], row[1], row[2]))
+    for row in rows:
+        table.add_row(*row[1:])
+    if rows:
+        app.print_table(table)
+    for findings in sorted(report.scan.hosts, key=lambda h: (h.unchecked is None, h.host)):
+        if findings.unchecked:
+            click.echo(f"{findings.host}: NOT SCANNED ({findings.unchecked})")
+            continue
+        counts: dict[str, int] = {}
+        for _, decision in decisions_of(findings):
+            counts[str(decision["action"])] = counts.get(str(decision["action"]), 0) + 1
+        reboot = next((f for f in findings.findings if f.subject == "reboot"), None)
+        window = report.window.get(findings.host)
+        summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "up to date"
+        click.echo(
+            f"{findings.host}: {summary}; reboot {reboot.observed if reboot else '-'}"
+            + (f"; {window.reason}" if window else "")
+        )
+    for host, outcomes in sorted(report.installed.items()):
+        for outcome in sorted(outcomes, key=lambda o: o.status != "failed"):
+            click.echo(f"  {host}: {outcome.status.upper()} {outcome.subject} ({outcome.message})")
+    if report.install is not None:
+        for result in report.install.results:
+            if not result.ok and result.host not in report.installed:
+                click.echo(f"  {result.host}: NOT PATCHED: {result.summary()}")
+    if report.dry_run:
+        click.echo(f"{report.client}: dry run, nothing installed (scan {report.scan.run_id})")
+    elif report.install is None:
+        closed = [h for h, w in report.window.items() if not w.open and report.approved(h)]
+        why = (
+            f"{len(closed)} host(s) outside the maintenance window (--force-window --reason "
+            "to override)"
+            if closed and not report.forced
+            else "nothing approved to install"
+        )
+        click.echo(f"{report.client}: nothing installed: {why}")
+    else:
+        done = sum(o.status == "installed" for v in report.installed.values() for o in v)
+        failed = sum(o.status != "installed" for v in report.installed.values() for o in v)
+        click.echo(
+            f"{report.client}: {done} updates installed, {failed} failed "
+            f"(install run {report.install.run_id}, at {datetime.now(UTC):%H:%M} UTC)"
+        )

@@ -1,0 +1,197 @@
+"""Patching on the check pipeline: the pieces that are patching's own.
+
+- *plan*: the first enabled patch policy (in file order) that selects the host, the
+  host's package manager, and today's package waivers;
+- *probe*: the manager's facts script (apt today; dnf and Windows Update next);
+- *judge*: the facts parsed, rated by the MSP's severity sources, and each pending
+  update decided by the policy (:mod:`mspauto.patching.planner`): one finding per
+  pending update (``fail`` while it is missing, ``waived`` under a waiver) with the
+  update and the decision in its detail, and one ``reboot`` finding.
+
+Installing is not a pipeline change (rings, windows and reboots are patching's own):
+see :mod:`mspauto.patching.apply`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from mspauto.checks.pipeline import Change, HostScope
+from mspauto.evidence.records import Finding, FindingStatus, HostFindings
+from mspauto.inventory.resolve import Host
+from mspauto.patching import apt
+from mspauto.patching.facts import HostPatchFacts, Manager, PendingUpdate
+from mspauto.patching.planner import Decision, decide_all
+from mspauto.policy.models import Contract, PatchPolicy, Waiver
+from mspauto.transport.base import CommandResult
+
+__all__ = ["MANAGER_OF_PLATFORM", "REBOOT_SUBJECT", "PatchCheck", "PatchPlan", "decisions_of"]
+
+REBOOT_SUBJECT = "reboot"
+"""The finding that says whether the host waits for a reboot."""
+
+MANAGER_OF_PLATFORM: Mapping[str, Manager] = {
+    "debian": "apt",
+    "ubuntu": "apt",
+    "rhel": "dnf",
+    "windows": "windows-update",
+}
+
+Rate = Callable[[Sequence[PendingUpdate], str], Sequence[PendingUpdate]]
+"""Rates updates from the MSP's severity sources (updates, the host's codename)."""
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    """What patching means for one host."""
+
+    policy: PatchPolicy
+    manager: Manager | None
+    """None: the platform has no package manager mspauto drives (network gear)."""
+    waivers: tuple[Waiver, ...]
+
+
+class PatchCheck:
+    """The patch kind's plan, probe and judge."""
+
+    kind = "patch"
+
+    def __init__(
+        self,
+        *,
+        now: datetime,
+        contract: Contract | None,
+        first_detected: Mapping[str, Mapping[str, datetime]],
+        rate: Rate | None = None,
+        lock_timeout: int = 120,
+    ) -> None:
+        self.now = now
+        self.contract = contract
+        self.first_detected = first_detected
+        """Host -> package -> when it was first seen pending (from earlier scans)."""
+        self.rate = rate
+        self.lock_timeout = lock_timeout
+        self.facts: dict[str, HostPatchFacts] = {}
+        """Each judged host's facts (for the apply step and the output)."""
+
+    def plan(self, scope: HostScope) -> PatchPlan | None:
+        """The first patch policy selecting the host, or None when none does."""
+        if not scope.policies:
+            return None
+        policy = scope.policies[0].policy
+        assert isinstance(policy, PatchPolicy)
+        return PatchPlan(
+            policy,
+            MANAGER_OF_PLATFORM.get(scope.host.platform),
+            tuple(w for w in scope.waivers if w.package),
+        )
+
+    def probe(self, host: Host, plan: PatchPlan) -> str | None:
+        """The manager's facts script; None where mspauto drives no package manager."""
+        if plan.manager == "apt":
+            return apt.probe_script(self.lock_timeout)
+        return None
+
+    def judge(self, host: Host, plan: PatchPlan, result: CommandResult | None) -> HostFindings:
+        """One finding per pending update and one for the reboot state."""
+        if result is None:
+            why = (
+                f"mspauto does not patch {host.platform} hosts"
+                if plan.manager is None
+                else f"{plan.manager} facts are not supported yet"
+            )
+            return HostFindings(
+                self.kind,
+                host.name,
+                (
+                    Finding(
+                        REBOOT_SUBJECT,
+                        plan.policy.name,
+                        FindingStatus.NOT_APPLICABLE,
+                        reason=why,
+                    ),
+                ),
+            )
+        if result.rc is None:
+            return HostFindings(self.kind, host.name, (), f"{result.error}: {result.message}")
+        facts = apt.parse(result.stdout, result.stderr, result.rc)
+        if facts.problem is None and self.rate is not None and facts.updates:
+            _, codename = apt.release_of(result.stdout)
+            facts = _with_updates(facts, tuple(self.rate(facts.updates, codename)))
+        self.facts[host.name] = facts
+        if facts.problem is not None:
+            return HostFindings(self.kind, host.name, (), facts.problem)
+        decisions = decide_all(
+            plan.policy,
+            facts.updates,
+            host_holds=facts.held,
+            waivers=plan.waivers,
+            contract=self.contract,
+            first_detected=self.first_detected.get(host.name, {}),
+            now=self.now,
+        )
+        findings = [_finding(plan, decision, facts) for decision in decisions]
+        findings.append(_reboot_finding(plan, facts))
+        return HostFindings(self.kind, host.name, tuple(findings))
+
+    def changes(self, host: Host, plan: PatchPlan, findings: HostFindings) -> Sequence[Change]:
+        """Patching installs through its own apply step, not pipeline changes."""
+        return ()
+
+
+def decisions_of(findings: HostFindings) -> list[tuple[PendingUpdate, dict[str, object]]]:
+    """Each pending update of a patch findings record and its decision (evidence form)."""
+    return [
+        (PendingUpdate.from_dict(f.detail["update"]), dict(f.detail["decision"]))
+        for f in findings.findings
+        if f.subject != REBOOT_SUBJECT and "update" in f.detail
+    ]
+
+
+def _with_updates(facts: HostPatchFacts, updates: tuple[PendingUpdate, ...]) -> HostPatchFacts:
+    return HostPatchFacts(
+        facts.manager,
+        updates,
+        facts.reboot_pending,
+        facts.reboot_reason,
+        facts.held,
+        facts.problem,
+        facts.warnings,
+    )
+
+
+def _finding(plan: PatchPlan, decision: Decision, facts: HostPatchFacts) -> Finding:
+    update = decision.update
+    stale = "; ".join(facts.warnings)
+    return Finding(
+        subject=update.name,
+        policy=plan.policy.name,
+        status=FindingStatus.WAIVED if decision.action == "waived" else FindingStatus.FAIL,
+        observed=update.installed or "not installed",
+        expected=update.candidate,
+        reason=decision.reason + (f" (facts may be stale: {stale})" if stale else ""),
+        waiver=decision.waiver,
+        detail={
+            "manager": facts.manager,
+            "update": update.as_dict(),
+            "decision": decision.as_dict(),
+        },
+    )
+
+
+def _reboot_finding(plan: PatchPlan, facts: HostPatchFacts) -> Finding:
+    if facts.reboot_pending is None:
+        status = FindingStatus.NOT_APPLICABLE
+    else:
+        status = FindingStatus.FAIL if facts.reboot_pending else FindingStatus.PASS
+    return Finding(
+        REBOOT_SUBJECT,
+        plan.policy.name,
+        status,
+        observed={True: "pending", False: "not pending", None: "unknown"}[facts.reboot_pending],
+        expected="not pending",
+        reason=facts.reboot_reason,
+        detail={"manager": facts.manager, "held": list(facts.held)},
+    )
