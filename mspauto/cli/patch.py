@@ -41,6 +41,14 @@ _ACTION_ORDER = {"install": 0, "manual": 1, "defer": 2, "hold": 3, "reject": 4, 
     help="Install even outside the maintenance window (needs --reason, which is recorded).",
 )
 @click.option("--reason", help="Why the window is overridden (recorded with the run).")
+@click.option(
+    "--lock-timeout",
+    type=click.IntRange(0, 3600),
+    default=120,
+    show_default=True,
+    help="Seconds to wait for the host's package lock (held by unattended-upgrades, "
+    "apt-daily or a person) before giving up on the host with that reason.",
+)
 @timeout_option(600.0, "the scan or the install")
 @forks_option()
 @format_option("table", "json")
@@ -52,6 +60,7 @@ def patch(
     dry_run: bool,
     force_window: bool,
     reason: str | None,
+    lock_timeout: int,
     timeout: float,
     forks: int,
     output: str,
@@ -94,7 +103,13 @@ def patch(
     with app.evidence_store(writable=True) as store:
         if dry_run:
             report = scan_client(
-                project, client_name, hosts, transport_for(client, root), store, options=options
+                project,
+                client_name,
+                hosts,
+                transport_for(client, root),
+                store,
+                options=options,
+                lock_timeout=lock_timeout,
             )
         else:
             report = patch_client(
@@ -106,6 +121,7 @@ def patch(
                 store,
                 options=options,
                 force_window=reason.strip() if force_window and reason else None,
+                lock_timeout=lock_timeout,
             )
     if output == "json":
         app.print_json(report.as_dict())

@@ -191,11 +191,11 @@ def first_detections(
 
 
 def _check(
-    project: Project,
     scope: ClientScope,
     store: EvidenceStore | None,
     now: datetime,
     rate: Rate | None,
+    lock_timeout: int,
 ) -> PatchCheck:
     return PatchCheck(
         now=now,
@@ -204,6 +204,7 @@ def _check(
             store, scope.client.name, (s.host.name for s in scope.hosts)
         ),
         rate=rate,
+        lock_timeout=lock_timeout,
     )
 
 
@@ -217,12 +218,13 @@ def scan_client(
     options: RunOptions | None = None,
     now: datetime | None = None,
     rate: Rate | None = None,
+    lock_timeout: int = 120,
 ) -> PatchReport:
     """Scan ``hosts`` of one client: every pending update and its decision, recorded."""
     now = now or datetime.now(UTC)
     client = project.inventory.clients[client_name]
     scope = scope_client(project, client, hosts, "patch", now.date())
-    check = _check(project, scope, store, now, rate)
+    check = _check(scope, store, now, rate, lock_timeout)
     scan = run_checks(check, scope, transport, store, options or RunOptions())
     report = PatchReport(client_name, now, scan)
     for name, plan in scan.plans.items():
@@ -242,12 +244,21 @@ def patch_client(
     now: datetime | None = None,
     force_window: str | None = None,
     rate: Rate | None = None,
+    lock_timeout: int = 120,
 ) -> PatchReport:
     """Scan, install what the policy approves on hosts whose window is open (or on all
     with ``force_window``, the recorded reason), then scan again."""
     options = options or RunOptions()
     report = scan_client(
-        project, client_name, hosts, transport, store, options=options, now=now, rate=rate
+        project,
+        client_name,
+        hosts,
+        transport,
+        store,
+        options=options,
+        now=now,
+        rate=rate,
+        lock_timeout=lock_timeout,
     )
     report.dry_run = False
     report.forced = force_window
@@ -260,7 +271,7 @@ def patch_client(
     ]
     if not targets:
         return report
-    play = install_play(report, targets)
+    play = install_play(report, targets, lock_timeout)
     description = f"patch install: {sum(len(report.approved(h.name)) for h in targets)} updates"
     if force_window is not None:
         description += f" (outside the maintenance window, forced: {force_window})"
@@ -285,7 +296,7 @@ def patch_client(
         return report
     client = project.inventory.clients[client_name]
     scope = scope_client(project, client, targets, "patch", report.now.date())
-    check = _check(project, scope, store, datetime.now(UTC), rate)
+    check = _check(scope, store, datetime.now(UTC), rate, lock_timeout)
 
     def record(host: Host, after: HostFindings) -> list[Mapping[str, Any]]:
         outcomes = _installed(report, host.name, after)
@@ -306,7 +317,9 @@ def patch_client(
     return report
 
 
-def install_play(report: PatchReport, hosts: Sequence[Host]) -> list[dict[str, Any]]:
+def install_play(
+    report: PatchReport, hosts: Sequence[Host], lock_timeout: int = 120
+) -> list[dict[str, Any]]:
     """The install run's tasks. Hosts that install the same updates and protect the same
     packages share tasks; each task runs only on its hosts (names are validated inventory
     names, so the condition stays data). Package names and versions come from the
@@ -350,7 +363,7 @@ def install_play(report: PatchReport, hosts: Sequence[Host]) -> list[dict[str, A
                         "-o",
                         "Dpkg::Options::=--force-confold",
                         "-o",
-                        "DPkg::Lock::Timeout=120",
+                        f"DPkg::Lock::Timeout={lock_timeout}",
                         *install,
                     ]
                 },
