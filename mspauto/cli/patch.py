@@ -228,3 +228,81 @@ def _print(app: Application, report: PatchReport) -> None:
             f"{report.client}: {done} updates installed, {failed} failed "
             f"(install run {report.install.run_id}, at {datetime.now(UTC):%H:%M} UTC)"
         )
+
+
+@patch.command("status")
+@click.option("--client", "client_name", required=True, help="The client to report on.")
+@hosts_option()
+@click.option("--overdue", "only_overdue", is_flag=True, help="Only updates past their deadline.")
+@format_option("table", "json")
+@click.pass_obj
+def status(
+    app: Application,
+    client_name: str,
+    patterns: tuple[str, ...],
+    only_overdue: bool,
+    output: str,
+) -> None:
+    """What each host still lacks at its latest recorded scan, how long each update has
+    been pending, and its deadline under the client's contract. Reads the evidence
+    only; no host is contacted. Exits 3 when an update is past its deadline or a host
+    was never scanned or its last scan failed, 0 otherwise."""
+    from rich.table import Table
+
+    from mspauto.patching.status import patch_status
+
+    project = app.usable_project()
+    _, hosts = app.client_hosts(project, client_name, patterns)
+    now = datetime.now(UTC)
+    with app.evidence_store() as store:
+        statuses = patch_status(store, client_name, sorted(h.name for h in hosts))
+    for host in statuses:
+        if only_overdue:
+            host.pending = [p for p in host.pending if p.overdue(now)]
+    if output == "json":
+        app.print_json(
+            {
+                "client": client_name,
+                "now": now.isoformat(),
+                "hosts": [s.as_dict(now) for s in statuses],
+            }
+        )
+    else:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("HOST", "UPDATE", "SEVERITY", "DECISION", "PENDING", "DEADLINE"):
+            table.add_column(column, overflow="fold")
+        items = [(s.host, p) for s in statuses for p in s.pending]
+        items.sort(key=lambda hp: (not hp[1].overdue(now), hp[1].deadline or now, hp[0]))
+        for host_name, item in items:
+            days = item.pending_days(now)
+            table.add_row(
+                host_name,
+                f"{item.update.name} {item.update.candidate}",
+                item.update.severity + (" KEV" if item.update.known_exploited else ""),
+                item.action,
+                "-" if days is None else f"{days:g}d since {item.clock}",
+                "-"
+                if item.deadline is None
+                else f"{item.deadline:%Y-%m-%d}" + (" OVERDUE" if item.overdue(now) else ""),
+            )
+        if items:
+            app.print_table(table)
+        for host in statuses:
+            if host.scanned_at is None:
+                click.echo(f"{host.host}: never scanned")
+            elif host.unchecked:
+                click.echo(
+                    f"{host.host}: last scan {host.scanned_at:%Y-%m-%d %H:%M} UTC failed: "
+                    f"{host.unchecked}"
+                )
+            else:
+                late = sum(p.overdue(now) for p in host.pending)
+                click.echo(
+                    f"{host.host}: {len(host.pending)} pending ({late} overdue), reboot "
+                    f"{host.reboot or '-'}; scanned {host.scanned_at:%Y-%m-%d %H:%M} UTC"
+                )
+    if any(
+        s.scanned_at is None or s.unchecked or any(p.overdue(now) for p in s.pending)
+        for s in statuses
+    ):
+        sys.exit(3)

@@ -239,3 +239,19 @@ def test_a_forced_run_installs_the_approved_and_nothing_else(patch_lab: Lab, sta
         assert openssl.message == "3.0.11-1 -> 3.0.11-1+deb12u2"
     finally:
         store.close()
+
+
+def test_patch_status_reads_the_evidence_alone(patch_lab: Lab, state: Path) -> None:
+    hosts = _hosts(patch_lab)
+    done = mspauto(patch_lab, state, "patch", "status", "--client", CLIENT, "--format", "json")
+    assert done.returncode == 3, done.stderr  # the down host's last scan failed
+    statuses = {s["host"]: s for s in json.loads(done.stdout)["hosts"]}
+    assert statuses[hosts[-1].name]["unchecked"].startswith("unreachable")
+    for host in hosts[:-1]:
+        pending = {p["name"]: p for p in statuses[host.name]["pending"]}
+        assert sorted(pending) == ["lab-editor", "lab-tools"]
+        editor = pending["lab-editor"]
+        # First seen by the first dry run, carried through every scan since.
+        assert editor["clock"] == "detection" and editor["action"] == "defer"
+        assert editor["first_detected"] < statuses[host.name]["scanned_at"]
+        assert not editor["overdue"]
