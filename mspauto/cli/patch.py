@@ -131,9 +131,10 @@ def patch(
 
 
 def _exit(report: PatchReport) -> None:
-    runs = [report.scan.status, report.after.status if report.after else None]
-    if report.install is not None:
-        runs.append(report.install.status)
+    runs = [report.scan.status]
+    for round_ in report.rounds:
+        runs.append(round_.install.status)
+        runs += [round_.after.status] if round_.after else []
     if RunStatus.ABORTED in runs:
         click.echo("stopped at once: hosts that were running have an unknown outcome", err=True)
         sys.stdout.flush()
@@ -143,8 +144,9 @@ def _exit(report: PatchReport) -> None:
         click.echo("stopped: nothing more was installed", err=True)
         sys.exit(130)
     errors = [report.scan.evidence_error]
-    errors += [report.install.evidence_error] if report.install else []
-    errors += [report.after.evidence_error] if report.after else []
+    for round_ in report.rounds:
+        errors.append(round_.install.evidence_error)
+        errors += [round_.after.evidence_error] if round_.after else []
     for error in filter(None, errors):
         click.echo(
             f"error: the evidence store could not record this run completely ({error}); "
@@ -153,7 +155,7 @@ def _exit(report: PatchReport) -> None:
         )
     if any(errors):
         sys.exit(1)
-    if report.failed_hosts or any(h.unchecked for h in report.scan.hosts):
+    if report.failed_hosts or report.stopped or any(h.unchecked for h in report.scan.hosts):
         sys.exit(2)
 
 
@@ -206,27 +208,38 @@ def _print(app: Application, report: PatchReport) -> None:
     for host, outcomes in sorted(report.installed.items()):
         for outcome in sorted(outcomes, key=lambda o: o.status != "failed"):
             click.echo(f"  {host}: {outcome.status.upper()} {outcome.subject} ({outcome.message})")
-    if report.install is not None:
-        for result in report.install.results:
-            if not result.ok and result.host not in report.installed:
+        if why := report.check_failed(host):
+            click.echo(f"  {host}: {why}")
+    for round_ in report.rounds:
+        for result in round_.install.results:
+            if not result.ok and not report.installed.get(result.host):
                 click.echo(f"  {result.host}: NOT PATCHED: {result.summary()}")
+    for findings in report.scan.hosts:
+        why = report.check_failed(findings.host)
+        if why and report.approved(findings.host) and findings.host not in report.installed:
+            click.echo(f"  {findings.host}: NOT PATCHED: {why}")
+    for stage in report.stages:
+        if stage.stopped:
+            click.echo(f"ROLLOUT STOPPED: {stage.stopped}")
+    for waiting in report.waiting:
+        click.echo(f"waiting: {waiting}")
     if report.dry_run:
         click.echo(f"{report.client}: dry run, nothing installed (scan {report.scan.run_id})")
-    elif report.install is None:
+    elif not report.rounds:
         closed = [h for h, w in report.window.items() if not w.open and report.approved(h)]
         why = (
             f"{len(closed)} host(s) outside the maintenance window (--force-window --reason "
             "to override)"
             if closed and not report.forced
-            else "nothing approved to install"
+            else "nothing approved could be installed"
         )
         click.echo(f"{report.client}: nothing installed: {why}")
     else:
         done = sum(o.status == "installed" for v in report.installed.values() for o in v)
         failed = sum(o.status != "installed" for v in report.installed.values() for o in v)
         click.echo(
-            f"{report.client}: {done} updates installed, {failed} failed "
-            f"(install run {report.install.run_id}, at {datetime.now(UTC):%H:%M} UTC)"
+            f"{report.client}: {done} updates installed, {failed} failed in "
+            f"{len(report.rounds)} install run(s) (last {report.rounds[-1].install.run_id})"
         )
 
 

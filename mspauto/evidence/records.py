@@ -50,6 +50,9 @@ class RecordKind(StrEnum):
     """One host's findings from one check run (any check kind)."""
     CHANGE_RESULT = "change_result"
     """One host's changes and each subject's status before and after them."""
+    PATCH_ROLLOUT = "patch_rollout"
+    """How one ring of a patch rollout went: its hosts, the failed ones, whether the
+    rollout stopped there."""
     LEGACY_BASELINE_RESULT = "baseline_result"
     """Written before findings existed; read as :class:`HostFindings`."""
     LEGACY_BASELINE_REMEDIATION = "baseline_remediation"

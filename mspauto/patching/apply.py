@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,11 +41,20 @@ from mspauto.evidence.records import (
     RunStatus,
     read_host_findings,
 )
-from mspauto.evidence.store import EvidenceStore
-from mspauto.inventory.resolve import Host
-from mspauto.patching.check import REBOOT_SUBJECT, PatchCheck, PatchPlan, Rate, decisions_of
+from mspauto.evidence.store import EvidenceError, EvidenceStore, NewRecord
+from mspauto.fields import format_duration
+from mspauto.inventory.resolve import Client, Host
+from mspauto.patching.check import (
+    CHECK_SUBJECTS,
+    REBOOT_SUBJECT,
+    PatchCheck,
+    PatchPlan,
+    Rate,
+    decisions_of,
+)
 from mspauto.patching.facts import PendingUpdate, parse_time
 from mspauto.patching.planner import WindowState, window_state
+from mspauto.policy.models import PatchPolicy, RolloutStage
 from mspauto.project import Project
 from mspauto.transport.ansible import TaskOutcome, task_outcomes
 from mspauto.transport.base import Transport
@@ -71,8 +80,52 @@ _APT_VERSION = re.compile(r"^[A-Za-z0-9.+:~-]+$")
 
 
 @dataclass
+class InstallRound:
+    """One install run (a ring's first try or a retry) and the scan after it."""
+
+    ring: str | None
+    attempt: int
+    """1 for the first try, 2 and up for retries of what failed."""
+    install: RunOutcome
+    outcomes: dict[str, list[TaskOutcome]] = field(default_factory=dict)
+    after: CheckRun[PatchPlan] | None = None
+    ended: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """How one ring of one policy's rollout went in this run."""
+
+    policy: str
+    ring: str | None
+    hosts: tuple[str, ...]
+    """The ring's hosts that had something to install or could not be patched."""
+    failed: tuple[str, ...]
+    threshold: float | None
+    stopped: str | None = None
+    """Why the rollout stopped after this ring (failures over the threshold), or None."""
+
+    @property
+    def failed_percent(self) -> float:
+        """Share of the ring's hosts that failed."""
+        return 100 * len(self.failed) / len(self.hosts) if self.hosts else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Evidence and JSON form."""
+        return {
+            "policy": self.policy,
+            "ring": self.ring,
+            "hosts": list(self.hosts),
+            "failed": list(self.failed),
+            "failed_percent": round(self.failed_percent, 1),
+            "threshold": self.threshold,
+            "stopped": self.stopped,
+        }
+
+
+@dataclass
 class PatchReport:
-    """A client's patch scan, and the install and the scan after it if one ran."""
+    """A client's patch scan, and the installs (ring by ring) and scans after them."""
 
     client: str
     now: datetime
@@ -81,34 +134,55 @@ class PatchReport:
     """Per host: its policy's maintenance window at ``now``."""
     forced: str | None = None
     """Why the window was overridden (``--force-window --reason``)."""
-    install: RunOutcome | None = None
-    outcomes: dict[str, list[TaskOutcome]] = field(default_factory=dict)
-    after: CheckRun[PatchPlan] | None = None
+    rounds: list[InstallRound] = field(default_factory=list)
+    stages: list[StageResult] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    """Rings that may not go yet, each with when it may."""
     installed: dict[str, list[ChangeOutcome]] = field(default_factory=dict)
     """Per host: each approved update and whether it is installed now."""
+    latest: dict[str, HostFindings] = field(default_factory=dict)
+    """Per host: its latest scan (after its last install, else the first scan)."""
     dry_run: bool = True
 
+    def __post_init__(self) -> None:
+        for findings in self.scan.hosts:
+            self.latest.setdefault(findings.host, findings)
+
     def approved(self, host: str) -> list[PendingUpdate]:
-        """The updates the policy approves on ``host`` now."""
-        findings = self.scan.findings_of(host)
+        """The updates the policy approves on ``host`` at its latest scan."""
+        findings = self.latest.get(host)
         if findings is None or findings.unchecked:
             return []
         return [u for u, d in decisions_of(findings) if d["action"] == "install"]
 
+    def check_failed(self, host: str) -> str | None:
+        """Why the host's latest pre- or post-checks failed, or None."""
+        findings = self.latest.get(host)
+        for finding in findings.findings if findings else ():
+            if finding.subject in CHECK_SUBJECTS.values() and finding.status == "fail":
+                return f"{finding.subject} failed: {finding.observed}"
+        return None
+
+    @property
+    def stopped(self) -> list[StageResult]:
+        """Rings whose failures stopped their rollout."""
+        return [s for s in self.stages if s.stopped]
+
     @property
     def failed_hosts(self) -> list[str]:
-        """Hosts where an approved update did not install."""
-        return sorted(
-            host
-            for host, outcomes in self.installed.items()
-            if any(o.status != "installed" for o in outcomes)
-        )
+        """Hosts where an approved update did not install, or whose post-checks failed."""
+        return sorted({host for stage in self.stages for host in stage.failed})
+
+    @property
+    def install_run_ids(self) -> list[str]:
+        """Every install run of this patch run, in order."""
+        return [r.install.run_id for r in self.rounds]
 
     def as_dict(self) -> dict[str, Any]:
         """Machine-readable form (``--format json``)."""
-        after = {h.host: h for h in self.after.hosts} if self.after else {}
         hosts = []
         for findings in self.scan.hosts:
+            latest = self.latest[findings.host]
             entry: dict[str, Any] = {
                 "host": findings.host,
                 "unchecked": findings.unchecked,
@@ -117,25 +191,26 @@ class PatchReport:
                 "reboot": next(
                     (
                         {"status": str(f.status), "reason": f.reason}
-                        for f in findings.findings
+                        for f in latest.findings
                         if f.subject == REBOOT_SUBJECT
                     ),
                     None,
                 ),
+                "checks_failed": self.check_failed(findings.host),
             }
             if findings.host in self.installed:
                 entry["installed"] = [o.as_dict() for o in self.installed[findings.host]]
-            if findings.host in after:
-                entry["pending_after"] = [u.name for u, _ in decisions_of(after[findings.host])]
+                entry["pending_after"] = [u.name for u, _ in decisions_of(latest)]
             hosts.append(entry)
         return {
             "client": self.client,
             "now": self.now.isoformat(),
             "dry_run": self.dry_run,
             "scan_run_id": self.scan.run_id,
-            "install_run_id": self.install.run_id if self.install else None,
-            "after_run_id": self.after.run_id if self.after else None,
+            "install_run_ids": self.install_run_ids,
             "forced_window": self.forced,
+            "stages": [s.as_dict() for s in self.stages],
+            "waiting": self.waiting,
             "failed_hosts": self.failed_hosts,
             "hosts": hosts,
         }
@@ -246,8 +321,12 @@ def patch_client(
     rate: Rate | None = None,
     lock_timeout: int = 120,
 ) -> PatchReport:
-    """Scan, install what the policy approves on hosts whose window is open (or on all
-    with ``force_window``, the recorded reason), then scan again."""
+    """Scan, then install what each host's policy approves, ring by ring: hosts whose
+    window is open (or all, with ``force_window``, the recorded reason), that passed
+    their pre-checks. Each install is followed by a scan (with the post-checks); what
+    failed is retried up to the policy's ``retries``. A ring whose failed share passes
+    its threshold stops its policy's rollout (recorded); a ring's ``wait`` holds the
+    next ring back, and the report says until when."""
     options = options or RunOptions()
     report = scan_client(
         project,
@@ -264,25 +343,157 @@ def patch_client(
     report.forced = force_window
     if report.scan.status is not RunStatus.COMPLETED:
         return report  # a stopped scan installs nothing: a stop means stop
-    targets = [
-        h
-        for h in hosts
-        if report.approved(h.name) and (force_window is not None or report.window[h.name].open)
-    ]
-    if not targets:
-        return report
-    play = install_play(report, targets, lock_timeout)
-    description = f"patch install: {sum(len(report.approved(h.name)) for h in targets)} updates"
-    if force_window is not None:
-        description += f" (outside the maintenance window, forced: {force_window})"
-    report.install = run_command(
+    client = project.inventory.clients[client_name]
+    by_policy: dict[str, tuple[PatchPolicy, list[Host]]] = {}
+    for host in hosts:
+        plan = report.scan.plans.get(host.name)
+        if plan is not None and (force_window is not None or report.window[host.name].open):
+            by_policy.setdefault(plan.policy.name, (plan.policy, []))[1].append(host)
+    for policy, policy_hosts in by_policy.values():
+        previous: tuple[RolloutStage | None, list[Host]] | None = None
+        for stage, stage_hosts in _stages(policy, policy_hosts):
+            if previous is not None and previous[0] is not None and previous[0].wait:
+                ended = _last_install(report, store, client_name, previous[1])
+                if ended is not None and datetime.now(UTC) < ended + previous[0].wait:
+                    report.waiting.append(
+                        f"{policy.name}: ring {stage.ring if stage else 'rest'} may go after "
+                        f"{ended + previous[0].wait:%Y-%m-%d %H:%M} UTC (ring "
+                        f"{previous[0].ring} waits {format_duration(previous[0].wait)})"
+                    )
+                    break
+            previous = (stage, stage_hosts)
+            result = _install_stage(
+                project,
+                report,
+                client,
+                policy,
+                stage,
+                stage_hosts,
+                transport,
+                install_transport,
+                store,
+                options,
+                rate,
+                lock_timeout,
+            )
+            if result is None:
+                return report  # stopped (Ctrl-C, SIGTERM): nothing more is installed
+            report.stages.append(result)
+            _record_stage(store, client_name, report, result)
+            if result.stopped:
+                break
+    return report
+
+
+def _stages(
+    policy: PatchPolicy, hosts: Sequence[Host]
+) -> list[tuple[RolloutStage | None, list[Host]]]:
+    """The policy's rings in order, each with its hosts; hosts in no listed ring go
+    with the last ring. Without a rollout, every host is one stage."""
+    if not policy.rollout:
+        return [(None, list(hosts))]
+    rings = {stage.ring: index for index, stage in enumerate(policy.rollout)}
+    staged: list[list[Host]] = [[] for _ in policy.rollout]
+    for host in hosts:
+        staged[rings.get(host.ring or "", len(policy.rollout) - 1)].append(host)
+    return list(zip(policy.rollout, staged, strict=True))
+
+
+def _install_stage(
+    project: Project,
+    report: PatchReport,
+    client: Client,
+    policy: PatchPolicy,
+    stage: RolloutStage | None,
+    hosts: Sequence[Host],
+    transport: Transport,
+    install_transport: Transport,
+    store: EvidenceStore | None,
+    options: RunOptions,
+    rate: Rate | None,
+    lock_timeout: int,
+) -> StageResult | None:
+    """One ring: install (and retry) on its hosts; None when a run was stopped."""
+    failed = {h.name for h in hosts if report.latest[h.name].unchecked}
+    failed |= {h.name for h in hosts if report.approved(h.name) and report.check_failed(h.name)}
+    eligible = [h for h in hosts if h.name not in failed and report.approved(h.name)]
+    touched = failed | {h.name for h in eligible}
+    for attempt in range(1, policy.retries + 2):
+        todo = [h for h in eligible if report.approved(h.name)]
+        if not todo:
+            break
+        if not _install_round(
+            project,
+            report,
+            client,
+            stage.ring if stage else None,
+            attempt,
+            todo,
+            transport,
+            install_transport,
+            store,
+            options,
+            rate,
+            lock_timeout,
+        ):
+            return None
+    for host in eligible:
+        outcomes = report.installed.get(host.name, [])
+        if (
+            any(o.status != "installed" for o in outcomes)
+            or report.check_failed(host.name)
+            or report.latest[host.name].unchecked
+        ):
+            failed.add(host.name)
+    result = StageResult(
+        policy.name,
+        stage.ring if stage else None,
+        tuple(sorted(touched)),
+        tuple(sorted(failed)),
+        stage.stop_if_failed_percent if stage else None,
+    )
+    if stage is not None and result.hosts and result.failed_percent > stage.stop_if_failed_percent:
+        result = replace(
+            result,
+            stopped=f"ring {stage.ring}: {len(failed)} of {len(touched)} hosts failed "
+            f"({result.failed_percent:.0f}% > {stage.stop_if_failed_percent:g}%): the rollout "
+            f"of {policy.name} stops here",
+        )
+    return result
+
+
+def _install_round(
+    project: Project,
+    report: PatchReport,
+    client: Client,
+    ring: str | None,
+    attempt: int,
+    hosts: Sequence[Host],
+    transport: Transport,
+    install_transport: Transport,
+    store: EvidenceStore | None,
+    options: RunOptions,
+    rate: Rate | None,
+    lock_timeout: int,
+) -> bool:
+    """Install the approved updates on ``hosts``, then scan them again (post-checks
+    included); False when a run was stopped."""
+    count = sum(len(report.approved(h.name)) for h in hosts)
+    description = f"patch install: {count} updates"
+    if ring is not None:
+        description += f", ring {ring}"
+    if attempt > 1:
+        description += f", retry {attempt - 1} of what failed"
+    if report.forced is not None:
+        description += f" (outside the maintenance window, forced: {report.forced})"
+    install = run_command(
         RunSpec(
-            client=project.inventory.clients[client_name],
-            hosts=targets,
+            client=client,
+            hosts=list(hosts),
             command=description,
-            play=play,
+            play=install_play(report, hosts, lock_timeout),
             sudo=True,
-            retries=0,  # never twice: a lost connection may hide an install that ran
+            retries=0,  # never inside a run: a lost connection may hide an install that ran
             timeout=options.timeout,
             forks=options.forks,
             kind="patch-change",
@@ -291,30 +502,78 @@ def patch_client(
         store,
         options.progress,
     )
-    report.outcomes = {r.host: task_outcomes(r.stdout) for r in report.install.results}
-    if report.install.status is not RunStatus.COMPLETED:
-        return report
-    client = project.inventory.clients[client_name]
-    scope = scope_client(project, client, targets, "patch", report.now.date())
+    round_ = InstallRound(ring, attempt, install)
+    round_.outcomes = {r.host: task_outcomes(r.stdout) for r in install.results}
+    report.rounds.append(round_)
+    if install.status is not RunStatus.COMPLETED:
+        return False
+    scope = scope_client(project, client, hosts, "patch", report.now.date())
     check = _check(scope, store, datetime.now(UTC), rate, lock_timeout)
+    check.phase = "post"
+    approved = {h.name: report.approved(h.name) for h in hosts}
 
     def record(host: Host, after: HostFindings) -> list[Mapping[str, Any]]:
-        outcomes = _installed(report, host.name, after)
+        outcomes = _installed(approved[host.name], round_.outcomes.get(host.name, []), after)
         report.installed[host.name] = outcomes
-        assert report.install is not None
         return [
             ChangeResult(
                 check="patch",
                 host=host.name,
                 before_run=report.scan.run_id or "",
-                change_run=report.install.run_id,
+                change_run=install.run_id,
                 after_run=None,
                 changes=tuple(outcomes),
             ).payload()
         ]
 
-    report.after = run_checks(check, scope, transport, store, options, also_record=record)
-    return report
+    round_.after = run_checks(check, scope, transport, store, options, also_record=record)
+    round_.ended = datetime.now(UTC)
+    for findings in round_.after.hosts:
+        report.latest[findings.host] = findings
+    return round_.after.status is RunStatus.COMPLETED
+
+
+def _last_install(
+    report: PatchReport, store: EvidenceStore | None, client: str, hosts: Sequence[Host]
+) -> datetime | None:
+    """When the last install on any of ``hosts`` ended: in this run, else as recorded."""
+    names = {h.name for h in hosts}
+    for round_ in reversed(report.rounds):
+        if names & {r.host for r in round_.install.results}:
+            return round_.ended
+    if store is None:
+        return None
+    started: dict[str, set[str]] = {}
+    ended: datetime | None = None
+    for record in store.records(chain=client):
+        if record.kind == RecordKind.RUN_STARTED and record.payload.get("kind") == "patch-change":
+            started[record.run_id] = set(record.payload.get("hosts", ()))
+        elif record.kind == RecordKind.RUN_FINISHED and names & started.get(record.run_id, set()):
+            ended = parse_time(record.recorded_at)
+    return ended
+
+
+def _record_stage(
+    store: EvidenceStore | None, client: str, report: PatchReport, stage: StageResult
+) -> None:
+    """A ring's result as evidence (in the chain of the ring's last install run)."""
+    if store is None or not stage.hosts:
+        return
+    run_id = report.rounds[-1].install.run_id if report.rounds else report.scan.run_id
+    try:
+        store.append(
+            [
+                NewRecord(
+                    chain=client,
+                    kind=RecordKind.PATCH_ROLLOUT,
+                    run_id=run_id or "",
+                    recorded_at=datetime.now(UTC),
+                    payload=stage.as_dict(),
+                )
+            ]
+        )
+    except EvidenceError as exc:
+        report.scan.evidence_error = report.scan.evidence_error or str(exc)
 
 
 def install_play(
@@ -389,12 +648,14 @@ def _host_holds(findings: HostFindings) -> set[str]:
     return set(reboot.detail.get("held", [])) if reboot else set()
 
 
-def _installed(report: PatchReport, host: str, after: HostFindings) -> list[ChangeOutcome]:
+def _installed(
+    approved: Sequence[PendingUpdate], outcomes: Sequence[TaskOutcome], after: HostFindings
+) -> list[ChangeOutcome]:
     """Per approved update: installed (no longer pending at that version) or not."""
     still = {u.name: u for u, _ in decisions_of(after)}
-    install_task = next((o for o in report.outcomes.get(host, []) if " install " in o.task), None)
-    outcomes = []
-    for update in report.approved(host):
+    install_task = next((o for o in outcomes if " install " in o.task), None)
+    results = []
+    for update in approved:
         pending = still.get(update.name)
         done = not after.unchecked and (pending is None or pending.installed == update.candidate)
         versions = f"{update.installed or 'not installed'} -> {update.candidate}"
@@ -404,7 +665,7 @@ def _installed(report: PatchReport, host: str, after: HostFindings) -> list[Chan
             status = "failed"
             why = after.unchecked or (install_task.message if install_task else "not run")
             message = f"{versions}: still pending ({why})"[:2000]
-        outcomes.append(
+        results.append(
             ChangeOutcome(
                 subject=update.name,
                 task=install_task.task if install_task else "install",
@@ -414,4 +675,4 @@ def _installed(report: PatchReport, host: str, after: HostFindings) -> list[Chan
                 message=message,
             )
         )
-    return outcomes
+    return results

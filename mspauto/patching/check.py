@@ -17,20 +17,25 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from mspauto.checks.pipeline import Change, HostScope
 from mspauto.evidence.records import Finding, FindingStatus, HostFindings
 from mspauto.inventory.resolve import Host
 from mspauto.patching import apt
 from mspauto.patching.facts import HostPatchFacts, Manager, PendingUpdate
+from mspauto.patching.health import checks_script, read_checks
 from mspauto.patching.planner import Decision, decide_all
-from mspauto.policy.models import Contract, PatchPolicy, Waiver
+from mspauto.policy.models import Contract, HealthChecks, PatchPolicy, Waiver
 from mspauto.transport.base import CommandResult
 
 __all__ = ["MANAGER_OF_PLATFORM", "REBOOT_SUBJECT", "PatchCheck", "PatchPlan", "decisions_of"]
 
 REBOOT_SUBJECT = "reboot"
 """The finding that says whether the host waits for a reboot."""
+CHECK_SUBJECTS = {"pre": "pre-checks", "post": "post-checks"}
+"""The finding of the policy's pre-checks (in the scan before installing) or
+post-checks (in the scan after it)."""
 
 MANAGER_OF_PLATFORM: Mapping[str, Manager] = {
     "debian": "apt",
@@ -66,8 +71,11 @@ class PatchCheck:
         first_detected: Mapping[str, Mapping[str, datetime]],
         rate: Rate | None = None,
         lock_timeout: int = 120,
+        phase: Literal["pre", "post"] = "pre",
     ) -> None:
         self.now = now
+        self.phase = phase
+        """Which of the policy's health checks the probe runs: before or after installing."""
         self.contract = contract
         self.first_detected = first_detected
         """Host -> package -> when it was first seen pending (from earlier scans)."""
@@ -91,8 +99,12 @@ class PatchCheck:
     def probe(self, host: Host, plan: PatchPlan) -> str | None:
         """The manager's facts script; None where mspauto drives no package manager."""
         if plan.manager == "apt":
-            return apt.probe_script(self.lock_timeout)
+            return apt.probe_script(self.lock_timeout) + checks_script(self._checks(plan))
         return None
+
+    def _checks(self, plan: PatchPlan) -> HealthChecks:
+        policy = plan.policy
+        return policy.pre_checks if self.phase == "pre" else policy.post_checks
 
     def judge(self, host: Host, plan: PatchPlan, result: CommandResult | None) -> HostFindings:
         """One finding per pending update and one for the reboot state."""
@@ -134,6 +146,20 @@ class PatchCheck:
         )
         findings = [_finding(plan, decision, facts) for decision in decisions]
         findings.append(_reboot_finding(plan, facts))
+        checks = read_checks(result.stdout, self._checks(plan))
+        if checks:
+            failed = [c for c in checks if not c.ok]
+            findings.append(
+                Finding(
+                    CHECK_SUBJECTS[self.phase],
+                    plan.policy.name,
+                    FindingStatus.FAIL if failed else FindingStatus.PASS,
+                    observed="; ".join(f"{c.what}: {c.observed}" for c in failed or checks),
+                    expected="every check passes",
+                    reason=f"{len(failed)} of {len(checks)} failed" if failed else "",
+                    detail={"checks": [vars(c) for c in checks]},
+                )
+            )
         return HostFindings(self.kind, host.name, tuple(findings))
 
     def changes(self, host: Host, plan: PatchPlan, findings: HostFindings) -> Sequence[Change]:
@@ -146,7 +172,7 @@ def decisions_of(findings: HostFindings) -> list[tuple[PendingUpdate, dict[str, 
     return [
         (PendingUpdate.from_dict(f.detail["update"]), dict(f.detail["decision"]))
         for f in findings.findings
-        if f.subject != REBOOT_SUBJECT and "update" in f.detail
+        if "update" in f.detail
     ]
 
 

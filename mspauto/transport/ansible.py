@@ -500,8 +500,14 @@ def _task_outcomes(hosts: list[Host], events: list[dict[str, Any]]) -> dict[str,
             for d in (diff if isinstance(diff, list) else [diff])
             if isinstance(d, dict)
         )
+        message = str(res.get("msg", ""))
+        if status == "failed" and res.get("rc") not in (None, 0):
+            # A command's "non-zero return code" says nothing; its last error line does.
+            lines = [line for line in str(res.get("stderr", "")).splitlines() if line.strip()]
+            if lines:
+                message = f"{message} (rc {res['rc']}): {lines[-1].strip()}"
         outcomes[data["host"]].append(
-            TaskOutcome(str(data.get("task", "")), status, str(res.get("msg", ""))[:300], text)
+            TaskOutcome(str(data.get("task", "")), status, message[:300], text)
         )
     return outcomes
 

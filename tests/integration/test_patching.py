@@ -101,7 +101,7 @@ def test_a_dry_run_lists_exactly_what_apt_lists(patch_lab: Lab, state: Path) -> 
     done = mspauto(patch_lab, state, "patch", "--client", CLIENT, "--dry-run", "--format", "json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["dry_run"] and report["install_run_id"] is None
+    assert report["dry_run"] and report["install_run_ids"] == []
     listed = {h["host"]: h for h in report["hosts"]}
     for host in _hosts(patch_lab):
         upgradable = ssh(patch_lab, host, "apt list --upgradable 2>/dev/null")
@@ -224,7 +224,7 @@ def test_a_forced_run_installs_the_approved_and_nothing_else(patch_lab: Lab, sta
     try:
         started = next(
             r
-            for r in store.records(chain=CLIENT, run_id=report["install_run_id"])
+            for r in store.records(chain=CLIENT, run_id=report["install_run_ids"][0])
             if r.kind == RecordKind.RUN_STARTED
         )
         assert started.payload["command"].endswith(

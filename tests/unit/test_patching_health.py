@@ -1,0 +1,54 @@
+"""Pre- and post-checks: the script quotes what the policy says, the reader judges
+what the host answered (answers as the lab's hosts print them)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from mspauto.patching.health import checks_script, read_checks
+from mspauto.policy.models import HealthChecks
+
+
+def test_nothing_configured_runs_nothing() -> None:
+    assert checks_script(HealthChecks()) == ""
+    assert read_checks("@@mspauto checks\ndisk / 10\n", HealthChecks()) == []
+
+
+def test_each_check_is_judged() -> None:
+    checks = HealthChecks(min_free_disk_mb=100, services=["ssh", "cron"], commands=["true"])
+    answer = (
+        "@@mspauto end\n@@mspauto checks\ndisk / 251\ndisk /var 40\n"
+        "service 0 active\nservice 1 inactive\ncommand 0 0\n"
+    )
+    results = {r.what: (r.ok, r.observed) for r in read_checks(answer, checks)}
+    assert results == {
+        "free disk on / >= 100 MB": (True, "251 MB free"),
+        "free disk on /var >= 100 MB": (False, "40 MB free"),
+        "service ssh active": (True, "active"),
+        "service cron active": (False, "inactive"),
+        "command 'true' exits 0": (True, "exit 0"),
+    }
+
+
+def test_a_check_the_host_did_not_answer_fails() -> None:
+    checks = HealthChecks(min_free_disk_mb=1, services=["ssh"], commands=["true"])
+    results = read_checks("@@mspauto checks\n", checks)
+    assert [(r.ok, r.observed) for r in results] == [
+        (False, "df gave no answer"),
+        (False, "no answer"),
+        (False, "exit no answer"),
+    ]
+
+
+def test_policy_values_reach_the_host_as_one_word_each(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    hostile = f"x; touch {marker}"
+    script = checks_script(HealthChecks(services=[hostile], commands=["exit 3"]))
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+    assert not marker.exists()
+    results = read_checks(done.stdout, HealthChecks(services=[hostile], commands=["exit 3"]))
+    assert [(r.what, r.ok) for r in results] == [
+        (f"service {hostile} active", False),
+        ("command 'exit 3' exits 0", False),
+    ]
