@@ -7,6 +7,11 @@ evidence store with ``MSPAUTO_EVIDENCE_URL`` (e.g. ``postgresql+psycopg://...``)
 evidence signing key with ``MSPAUTO_SIGNING_KEY`` and the witness folder with
 ``MSPAUTO_WITNESS_DIR``. The defaults keep both in the state folder, beside the store:
 that works, but a witness proves most on another disk or host (docs/evidence.md).
+
+Severity sources for apt updates are offline files the MSP downloads (none by default):
+``MSPAUTO_DEBIAN_TRACKER``, a copy of the Debian security tracker's JSON, and
+``MSPAUTO_KEV_CATALOG``, a copy of CISA's ``known_exploited_vulnerabilities.json``; each
+relative to the root or absolute (docs/patching-severity.md).
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ class Settings:
     public half is the same path with ``.pub`` appended."""
     witness_dir: Path
     """Folder of the append-only checkpoint log (``$MSPAUTO_WITNESS_DIR``)."""
+    debian_tracker: Path | None = None
+    """Offline copy of the Debian security tracker's JSON (``$MSPAUTO_DEBIAN_TRACKER``);
+    None: apt updates are not rated from it."""
+    kev_catalog: Path | None = None
+    """Offline copy of CISA's Known Exploited Vulnerabilities catalogue JSON
+    (``$MSPAUTO_KEV_CATALOG``); None: no update is marked known-exploited."""
 
     @property
     def public_key(self) -> Path:
@@ -62,6 +73,12 @@ class Settings:
                 env, "MSPAUTO_SIGNING_KEY", base, state_dir / "keys" / "evidence.key"
             ),
             witness_dir=_path_setting(env, "MSPAUTO_WITNESS_DIR", base, state_dir / "witness"),
+            debian_tracker=base / env["MSPAUTO_DEBIAN_TRACKER"]
+            if env.get("MSPAUTO_DEBIAN_TRACKER")
+            else None,
+            kev_catalog=base / env["MSPAUTO_KEV_CATALOG"]
+            if env.get("MSPAUTO_KEV_CATALOG")
+            else None,
         )
 
 
