@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from mspauto.patching.apply import PatchReport
 
 __all__ = ["patch"]
+
+SOURCE_MAX_AGE_DAYS = 2
+"""Severity source copies older than this are warned about (the KEV catalogue changes
+most weekdays)."""
 
 # Listed first: what needs attention.
 _ACTION_ORDER = {"install": 0, "manual": 1, "defer": 2, "hold": 3, "reject": 4, "waived": 5}
@@ -85,6 +89,7 @@ def patch(
     from mspauto.checks import RunOptions
     from mspauto.engine.progress import SilentProgress, progress_for
     from mspauto.patching.apply import has_patch_policy, patch_client, scan_client
+    from mspauto.patching.severity import SeveritySourceError, SeveritySources
     from mspauto.transport import transport_for
 
     project = app.usable_project()
@@ -99,6 +104,12 @@ def patch(
         forks=forks,
         progress=SilentProgress() if output == "json" else progress_for(),
     )
+    try:
+        sources = SeveritySources.from_settings(project.settings)
+    except SeveritySourceError as exc:
+        app.abort(str(exc))
+    for warning in sources.stale(datetime.now(UTC), timedelta(days=SOURCE_MAX_AGE_DAYS)):
+        click.echo(f"warning: {warning}", err=True)
     root = project.settings.root
     with app.evidence_store(writable=True) as store:
         if dry_run:
@@ -110,6 +121,7 @@ def patch(
                 store,
                 options=options,
                 lock_timeout=lock_timeout,
+                sources=sources,
             )
         else:
             report = patch_client(
@@ -122,6 +134,7 @@ def patch(
                 options=options,
                 force_window=reason.strip() if force_window and reason else None,
                 lock_timeout=lock_timeout,
+                sources=sources,
             )
     if output == "json":
         app.print_json(report.as_dict())
@@ -155,7 +168,12 @@ def _exit(report: PatchReport) -> None:
         )
     if any(errors):
         sys.exit(1)
-    if report.failed_hosts or report.stopped or any(h.unchecked for h in report.scan.hosts):
+    if (
+        report.failed_hosts
+        or report.stopped
+        or report.unsupported
+        or any(h.unchecked for h in report.scan.hosts)
+    ):
         sys.exit(2)
 
 
@@ -218,6 +236,8 @@ def _print(app: Application, report: PatchReport) -> None:
         why = report.check_failed(findings.host)
         if why and report.approved(findings.host) and findings.host not in report.installed:
             click.echo(f"  {findings.host}: NOT PATCHED: {why}")
+    for host, why in sorted(report.unsupported.items()):
+        click.echo(f"  {host}: NOT PATCHED: {why}")
     for stage in report.stages:
         if stage.stopped:
             click.echo(f"ROLLOUT STOPPED: {stage.stopped}")

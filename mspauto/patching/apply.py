@@ -49,11 +49,11 @@ from mspauto.patching.check import (
     REBOOT_SUBJECT,
     PatchCheck,
     PatchPlan,
-    Rate,
     decisions_of,
 )
 from mspauto.patching.facts import PendingUpdate, parse_time
 from mspauto.patching.planner import WindowState, window_state
+from mspauto.patching.severity import SeveritySources
 from mspauto.policy.models import PatchPolicy, RolloutStage
 from mspauto.project import Project
 from mspauto.transport.ansible import TaskOutcome, task_outcomes
@@ -142,6 +142,8 @@ class PatchReport:
     """Per host: each approved update and whether it is installed now."""
     latest: dict[str, HostFindings] = field(default_factory=dict)
     """Per host: its latest scan (after its last install, else the first scan)."""
+    unsupported: dict[str, str] = field(default_factory=dict)
+    """Hosts with approved updates that mspauto cannot install yet, and why."""
     dry_run: bool = True
 
     def __post_init__(self) -> None:
@@ -211,6 +213,7 @@ class PatchReport:
             "forced_window": self.forced,
             "stages": [s.as_dict() for s in self.stages],
             "waiting": self.waiting,
+            "unsupported": self.unsupported,
             "failed_hosts": self.failed_hosts,
             "hosts": hosts,
         }
@@ -269,7 +272,7 @@ def _check(
     scope: ClientScope,
     store: EvidenceStore | None,
     now: datetime,
-    rate: Rate | None,
+    sources: SeveritySources | None,
     lock_timeout: int,
 ) -> PatchCheck:
     return PatchCheck(
@@ -278,8 +281,9 @@ def _check(
         first_detected=first_detections(
             store, scope.client.name, (s.host.name for s in scope.hosts)
         ),
-        rate=rate,
+        rate=sources.apply if sources else None,
         lock_timeout=lock_timeout,
+        sources=[s.as_dict() for s in sources.snapshots] if sources else (),
     )
 
 
@@ -292,14 +296,14 @@ def scan_client(
     *,
     options: RunOptions | None = None,
     now: datetime | None = None,
-    rate: Rate | None = None,
+    sources: SeveritySources | None = None,
     lock_timeout: int = 120,
 ) -> PatchReport:
     """Scan ``hosts`` of one client: every pending update and its decision, recorded."""
     now = now or datetime.now(UTC)
     client = project.inventory.clients[client_name]
     scope = scope_client(project, client, hosts, "patch", now.date())
-    check = _check(scope, store, now, rate, lock_timeout)
+    check = _check(scope, store, now, sources, lock_timeout)
     scan = run_checks(check, scope, transport, store, options or RunOptions())
     report = PatchReport(client_name, now, scan)
     for name, plan in scan.plans.items():
@@ -318,7 +322,7 @@ def patch_client(
     options: RunOptions | None = None,
     now: datetime | None = None,
     force_window: str | None = None,
-    rate: Rate | None = None,
+    sources: SeveritySources | None = None,
     lock_timeout: int = 120,
 ) -> PatchReport:
     """Scan, then install what each host's policy approves, ring by ring: hosts whose
@@ -336,7 +340,7 @@ def patch_client(
         store,
         options=options,
         now=now,
-        rate=rate,
+        sources=sources,
         lock_timeout=lock_timeout,
     )
     report.dry_run = False
@@ -373,7 +377,7 @@ def patch_client(
                 install_transport,
                 store,
                 options,
-                rate,
+                sources,
                 lock_timeout,
             )
             if result is None:
@@ -410,10 +414,17 @@ def _install_stage(
     install_transport: Transport,
     store: EvidenceStore | None,
     options: RunOptions,
-    rate: Rate | None,
+    sources: SeveritySources | None,
     lock_timeout: int,
 ) -> StageResult | None:
     """One ring: install (and retry) on its hosts; None when a run was stopped."""
+    for host in hosts:
+        plan = report.scan.plans.get(host.name)
+        if plan is not None and plan.manager != "apt" and report.approved(host.name):
+            report.unsupported[host.name] = (
+                f"installing through {plan.manager} is not built yet (facts and decisions are)"
+            )
+    hosts = [h for h in hosts if h.name not in report.unsupported]
     failed = {h.name for h in hosts if report.latest[h.name].unchecked}
     failed |= {h.name for h in hosts if report.approved(h.name) and report.check_failed(h.name)}
     eligible = [h for h in hosts if h.name not in failed and report.approved(h.name)]
@@ -433,7 +444,7 @@ def _install_stage(
             install_transport,
             store,
             options,
-            rate,
+            sources,
             lock_timeout,
         ):
             return None
@@ -473,7 +484,7 @@ def _install_round(
     install_transport: Transport,
     store: EvidenceStore | None,
     options: RunOptions,
-    rate: Rate | None,
+    sources: SeveritySources | None,
     lock_timeout: int,
 ) -> bool:
     """Install the approved updates on ``hosts``, then scan them again (post-checks
@@ -508,7 +519,7 @@ def _install_round(
     if install.status is not RunStatus.COMPLETED:
         return False
     scope = scope_client(project, client, hosts, "patch", report.now.date())
-    check = _check(scope, store, datetime.now(UTC), rate, lock_timeout)
+    check = _check(scope, store, datetime.now(UTC), sources, lock_timeout)
     check.phase = "post"
     approved = {h.name: report.approved(h.name) for h in hosts}
 

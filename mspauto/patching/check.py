@@ -22,7 +22,7 @@ from typing import Literal
 from mspauto.checks.pipeline import Change, HostScope
 from mspauto.evidence.records import Finding, FindingStatus, HostFindings
 from mspauto.inventory.resolve import Host
-from mspauto.patching import apt
+from mspauto.patching import apt, windows
 from mspauto.patching.facts import HostPatchFacts, Manager, PendingUpdate
 from mspauto.patching.health import checks_script, read_checks
 from mspauto.patching.planner import Decision, decide_all
@@ -44,8 +44,14 @@ MANAGER_OF_PLATFORM: Mapping[str, Manager] = {
     "windows": "windows-update",
 }
 
-Rate = Callable[[Sequence[PendingUpdate], str], Sequence[PendingUpdate]]
-"""Rates updates from the MSP's severity sources (updates, the host's codename)."""
+Rate = Callable[[Sequence[PendingUpdate], str | None], Sequence[PendingUpdate]]
+"""Rates updates from the MSP's severity sources: the updates, and the Debian codename
+of the host (None for other hosts)."""
+
+_PARSERS: Mapping[Manager, Callable[[str, str, int | None], HostPatchFacts]] = {
+    "apt": apt.parse,
+    "windows-update": windows.parse,
+}
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class PatchCheck:
         rate: Rate | None = None,
         lock_timeout: int = 120,
         phase: Literal["pre", "post"] = "pre",
+        sources: Sequence[Mapping[str, object]] = (),
     ) -> None:
         self.now = now
         self.phase = phase
@@ -80,6 +87,8 @@ class PatchCheck:
         self.first_detected = first_detected
         """Host -> package -> when it was first seen pending (from earlier scans)."""
         self.rate = rate
+        self.sources = sources
+        """What each severity source read (path, date), recorded with every host."""
         self.lock_timeout = lock_timeout
         self.facts: dict[str, HostPatchFacts] = {}
         """Each judged host's facts (for the apply step and the output)."""
@@ -100,6 +109,8 @@ class PatchCheck:
         """The manager's facts script; None where mspauto drives no package manager."""
         if plan.manager == "apt":
             return apt.probe_script(self.lock_timeout) + checks_script(self._checks(plan))
+        if plan.manager == "windows-update":
+            return windows.probe_script()
         return None
 
     def _checks(self, plan: PatchPlan) -> HealthChecks:
@@ -128,9 +139,13 @@ class PatchCheck:
             )
         if result.rc is None:
             return HostFindings(self.kind, host.name, (), f"{result.error}: {result.message}")
-        facts = apt.parse(result.stdout, result.stderr, result.rc)
+        assert plan.manager is not None  # a probe ran
+        facts = _PARSERS[plan.manager](result.stdout, result.stderr, result.rc)
         if facts.problem is None and self.rate is not None and facts.updates:
-            _, codename = apt.release_of(result.stdout)
+            codename = None
+            if plan.manager == "apt":
+                distribution, codename = apt.release_of(result.stdout)
+                codename = codename if distribution == "debian" else None
             facts = _with_updates(facts, tuple(self.rate(facts.updates, codename)))
         self.facts[host.name] = facts
         if facts.problem is not None:
@@ -145,9 +160,18 @@ class PatchCheck:
             now=self.now,
         )
         findings = [_finding(plan, decision, facts) for decision in decisions]
-        findings.append(_reboot_finding(plan, facts))
+        findings.append(_reboot_finding(plan, facts, self.sources))
         checks = read_checks(result.stdout, self._checks(plan))
-        if checks:
+        if plan.manager != "apt" and checks_script(self._checks(plan)):
+            findings.append(
+                Finding(
+                    CHECK_SUBJECTS[self.phase],
+                    plan.policy.name,
+                    FindingStatus.NOT_APPLICABLE,
+                    reason=f"{CHECK_SUBJECTS[self.phase]} run on Linux hosts only so far",
+                )
+            )
+        elif checks:
             failed = [c for c in checks if not c.ok]
             findings.append(
                 Finding(
@@ -207,7 +231,9 @@ def _finding(plan: PatchPlan, decision: Decision, facts: HostPatchFacts) -> Find
     )
 
 
-def _reboot_finding(plan: PatchPlan, facts: HostPatchFacts) -> Finding:
+def _reboot_finding(
+    plan: PatchPlan, facts: HostPatchFacts, sources: Sequence[Mapping[str, object]]
+) -> Finding:
     if facts.reboot_pending is None:
         status = FindingStatus.NOT_APPLICABLE
     else:
@@ -219,5 +245,9 @@ def _reboot_finding(plan: PatchPlan, facts: HostPatchFacts) -> Finding:
         observed={True: "pending", False: "not pending", None: "unknown"}[facts.reboot_pending],
         expected="not pending",
         reason=facts.reboot_reason,
-        detail={"manager": facts.manager, "held": list(facts.held)},
+        detail={
+            "manager": facts.manager,
+            "held": list(facts.held),
+            "severity_sources": [dict(s) for s in sources],
+        },
     )
