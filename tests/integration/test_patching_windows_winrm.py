@@ -11,7 +11,11 @@ PowerShell itself: no Windows host runs it here.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -171,3 +175,63 @@ def test_search_error_over_winrm_is_a_problem(fleet: Fleet, state: str, hresult:
     facts = _probe(fleet, state)
     assert facts.updates == ()
     assert facts.problem is not None and hresult in facts.problem
+
+
+WINDOWS_POLICY = """\
+kind: patch
+name: windows-weekly
+targets: {clients: [contoso]}
+schedule: {cron: '0 22 * * wed', timezone: client}
+approvals:
+  - match: {classifications: [security, definition]}
+    action: auto
+  - match: {classifications: [driver, enhancement]}
+    action: reject
+  - action: manual
+"""
+
+
+def _mspauto(fleet: Fleet, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mspauto", "--project", str(fleet.root), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env={**os.environ, "MSPAUTO_STATE_DIR": str(state), "WU_PROBE_PASSWORD": PASSWORD},
+    )
+
+
+def test_patch_dry_run_decides_windows_updates(fleet: Fleet, tmp_path: Path) -> None:
+    (fleet.root / "policies" / "patch.yaml").write_text(WINDOWS_POLICY)
+    try:
+        done = _mspauto(
+            fleet, tmp_path, "patch", "--client", "contoso", "--dry-run", "--format", "json"
+        )
+        real = _mspauto(fleet, tmp_path, "patch", "--client", "contoso")
+    finally:
+        (fleet.root / "policies" / "patch.yaml").unlink()
+    assert done.returncode == 2, done.stderr  # two hosts' searches failed
+    hosts = {h["host"]: h for h in json.loads(done.stdout)["hosts"]}
+    decided = {
+        host: {
+            u["name"]: (u["classification"], u["severity"], u["decision"]["action"])
+            for u in entry["updates"]
+        }
+        for host, entry in hosts.items()
+    }
+    assert decided["security-critical-important"] == {
+        "KB4470788": ("security", "critical", "install"),
+        "KB4483452": ("security", "high", "install"),
+    }
+    # The definition update is unrated but still a definition update: auto-approved,
+    # not lost in "other" waiting for a person.
+    assert decided["definition-only"] == {"KB2267602": ("definition", "unrated", "install")}
+    assert "0x8024402C" in hosts["wsus-name-not-resolved"]["unchecked"]
+    assert hosts["nothing-pending"]["updates"] == []
+    # Installing on Windows is not built yet, and the run says so instead of pretending.
+    assert real.returncode == 2
+    assert (
+        "security-critical-important: NOT PATCHED: installing through windows-update is not "
+        "built yet" in real.stdout
+    )
