@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the lab fleet needs on the control node (debootstrap builds its base
-# image, apt-ftparchive its apt repository), and minisign, the stock tool auditors use
-# to verify signed reports (the signing tests check our key files against it).
+# image, apt-ftparchive its apt repository, rpmbuild and createrepo_c the RPMs and dnf
+# repositories of its dnf hosts), and minisign, the stock tool auditors use to verify
+# signed reports (the signing tests check our key files against it).
 # Installs only what is missing; without root or apt-get it says so and leaves the
 # tests that need them to skip with the reason.
 set -euo pipefail
@@ -9,6 +10,8 @@ missing=()
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v apt-ftparchive >/dev/null || missing+=(apt-utils)
 command -v ssh >/dev/null || missing+=(openssh-client)
+command -v rpmbuild >/dev/null || missing+=(rpm)
+command -v createrepo_c >/dev/null || missing+=(createrepo-c)
 command -v minisign >/dev/null || missing+=(minisign)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

@@ -132,3 +132,35 @@ def debian_rules() -> set[str]:
         if isinstance(p.policy, RulePack) and p.policy.name == "debian-cis"
     )
     return {rule.id for rule in pack.rules}
+
+
+DNF_CLIENT = "vandelay"
+
+
+@pytest.fixture(scope="session")
+def dnf_lab(
+    tmp_path_factory: pytest.TempPathFactory, address_block: Callable[[int], str]
+) -> Iterator[Lab]:
+    """Two dnf hosts of client 'vandelay' (Debian with dnf 4 managing the lab's RPMs:
+    not RHEL) in this session's block 40: vandelay-dnf01 for reading, vandelay-dnf02
+    for installing."""
+    from mspauto.lab.rpm import rpm_tools_missing
+
+    reason = lab_unavailable() or rpm_tools_missing()
+    if reason:
+        pytest.skip(f"lab unavailable: {reason}")
+    directory = tmp_path_factory.mktemp("dnf-lab") / "fleet"
+    fleet = Lab(directory)
+    try:
+        fleet.up(
+            0,
+            [DNF_CLIENT],
+            faults=False,
+            first_address=address_block(40),
+            dnf=2,
+            say=lambda _: None,
+        )
+        yield fleet
+    finally:
+        fleet.down(say=lambda _: None)
+    assert not mounts_under(directory), "lab down left mounts behind"

@@ -66,6 +66,15 @@ def lab() -> None:
     "python3, nothing planted.",
 )
 @click.option(
+    "--dnf",
+    type=click.IntRange(0, 1000),
+    default=0,
+    show_default=True,
+    help="How many dnf hosts to add (named <client>-dnfNN, platform rhel in the "
+    "inventory): Debian with dnf 4 and rpm managing a few lab packages, updates "
+    "pending in dnf repositories with advisories. Not RHEL.",
+)
+@click.option(
     "--clients",
     default="acme,globex",
     show_default=True,
@@ -89,6 +98,7 @@ def up(
     app: Application,
     count: int,
     stock: int,
+    dnf: int,
     clients: str,
     faults: bool | None,
     first_address: str,
@@ -107,14 +117,15 @@ def up(
             faults=count >= 6 if faults is None else faults,
             first_address=first_address,
             stock=stock,
+            dnf=dnf,
             say=click.echo,
         ),
     )
     for plan in plans:
         extra = f"  FAULT {plan.fault}" if plan.fault else ""
+        kind = "dnf" if plan.platform == "rhel" else plan.baseline
         click.echo(
-            f"  {plan.name:<16} {plan.address:<15} {plan.baseline:<10} "
-            f"backup {plan.backup or '-'}{extra}"
+            f"  {plan.name:<16} {plan.address:<15} {kind:<10} backup {plan.backup or '-'}{extra}"
         )
     click.echo(f"inventory: {fleet.inventory_dir}/   key: {fleet.key}")
     click.echo(
@@ -158,7 +169,7 @@ def status(app: Application, directory: Path | None, output: str) -> None:
             s.plan.name,
             s.plan.client,
             s.plan.address,
-            s.plan.baseline,
+            "dnf" if s.plan.platform == "rhel" else s.plan.baseline,
             s.plan.backup or "-",
             s.plan.fault or "-",
             "running" if s.running else "stopped",

@@ -1,12 +1,14 @@
 """The lab's base root filesystems: built once with debootstrap, cached by their recipe.
 
 Every lab host is an overlay on one of these trees, so they are never written to after
-the build. There are two: the *lab* base (what baselines, patching and backups need to
-find, plus the lab's update packages and their apt repository) for compliant and
-drifted hosts, and the *stock* base (``debootstrap --variant=minbase`` with only
-openssh-server, sudo and python3) for stock hosts. Each cache key covers everything its
-build depends on (suite, mirror, package list, the lab packages and the recipe's
-version): change any of them and a new base is built next to the old one.
+the build. There are three: the *lab* base (what baselines, patching and backups need
+to find, plus the lab's update packages and their apt repository) for compliant and
+drifted hosts, the *stock* base (``debootstrap --variant=minbase`` with only
+openssh-server, sudo and python3) for stock hosts, and the *dnf* base (minbase with
+Debian's dnf 4, rpm and dnf-plugins-core, an RPM database holding the older version of
+the lab's RPMs, and their dnf repositories) for dnf hosts. Each cache key covers
+everything its build depends on (suite, mirror, package list, the lab packages and the
+recipe's version): change any of them and a new base is built next to the old one.
 """
 
 from __future__ import annotations
@@ -22,14 +24,27 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mspauto.lab.packages import LAB_PACKAGES, build_debs, build_repository
+from mspauto.lab.rpm import (
+    ADVISORIES,
+    LAB_RPMS,
+    RELEASE_RPM,
+    RPM_REPOSITORIES,
+    SPEC_TEMPLATE,
+    build_rpm_repositories,
+    build_rpms,
+    nevr,
+    rpm_tools_missing,
+)
 from mspauto.lab.system import LabError, run
 
 __all__ = [
     "BASE_PACKAGES",
+    "DNF_PACKAGES",
     "STOCK_PACKAGES",
     "Base",
     "default_cache_dir",
     "ensure_base",
+    "ensure_dnf_base",
     "ensure_stock_base",
 ]
 
@@ -59,14 +74,30 @@ BASE_PACKAGES = (
 # as on any managed server: sudo to become root, python3 for Ansible's modules (without
 # it every remediation task fails with "/usr/bin/python3: not found"; see docs/lab.md).
 STOCK_PACKAGES = ("openssh-server", "sudo", "python3")
+# A dnf host: the stock host's packages plus Debian's dnf 4 (python3-dnf comes with it,
+# which Ansible's dnf module needs), rpm, and dnf-plugins-core for needs-restarting,
+# versionlock and config-manager; procps so a tech finds ps.
+DNF_PACKAGES = (*STOCK_PACKAGES, "dnf", "dnf-plugins-core", "rpm", "procps")
 # Bump when the customisation below changes, so caches rebuild.
 RECIPE_VERSION = 1
 STOCK_RECIPE_VERSION = 1
+DNF_RECIPE_VERSION = 1
+# RHEL 9's /etc/dnf/dnf.conf (Debian's differs: skip_if_unavailable=True, best=False).
+_DNF_CONF = """\
+# mspauto lab: RHEL 9's defaults, not Debian's.
+[main]
+gpgcheck=1
+installonly_limit=3
+clean_requirements_on_remove=True
+best=True
+skip_if_unavailable=False
+"""
 LAB_USER = "mspauto"
 
 
 class Base:
-    """A built base: its root filesystem and (lab base only) its apt repository."""
+    """A built base: its root filesystem and (lab and dnf bases) the repository its
+    hosts get their updates from (apt for the lab base, dnf for the dnf base)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -104,6 +135,21 @@ def stock_recipe_key() -> str:
     return _digest(recipe)
 
 
+def dnf_recipe_key() -> str:
+    """Short hash of everything the dnf base is built from."""
+    recipe = {
+        "suite": SUITE,
+        "mirror": MIRROR,
+        "packages": DNF_PACKAGES,
+        "rpms": [asdict(p) for p in (RELEASE_RPM, *LAB_RPMS)],
+        "advisories": [asdict(a) for a in ADVISORIES],
+        "spec": SPEC_TEMPLATE,
+        "dnf_conf": _DNF_CONF,
+        "version": DNF_RECIPE_VERSION,
+    }
+    return _digest(recipe)
+
+
 def _digest(recipe: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -116,6 +162,11 @@ def ensure_base(cache_dir: Path, say: Callable[[str], None]) -> Base:
 def ensure_stock_base(cache_dir: Path, say: Callable[[str], None]) -> Base:
     """The cached stock base for the current recipe, built first if missing."""
     return _ensure(cache_dir / f"stock-{stock_recipe_key()}", "stock", _build_stock, say)
+
+
+def ensure_dnf_base(cache_dir: Path, say: Callable[[str], None]) -> Base:
+    """The cached dnf base for the current recipe, built first if missing."""
+    return _ensure(cache_dir / f"dnf-{dnf_recipe_key()}", "dnf", _build_dnf, say)
 
 
 def _ensure(
@@ -184,6 +235,52 @@ def _build_stock(base: Base) -> None:
     # no lab packages, no hardening, no configuration a stock Debian would not have.
     _debootstrap(base.rootfs, STOCK_PACKAGES)
     _make_reachable(base.rootfs)
+
+
+def _build_dnf(base: Base) -> None:
+    if missing := rpm_tools_missing():
+        raise LabError(missing)  # before a minute of debootstrap, not after
+    _debootstrap(base.rootfs, DNF_PACKAGES)
+    rpms = build_rpms(base.directory / "rpms", base.directory / "rpm-build")
+    build_rpm_repositories(base.repository, rpms)
+    shutil.rmtree(base.directory / "rpm-build")
+    shutil.rmtree(base.directory / "rpms")
+
+    root = base.rootfs
+    # Debian's rpm keeps its database in ~/.rpmdb (so nobody mistakes it for the
+    # system's); a dnf host keeps it where RHEL does, for every user alike.
+    (root / "etc" / "rpm").mkdir(exist_ok=True)
+    (root / "etc" / "rpm" / "macros.dbpath").write_text(
+        "# mspauto lab: the RPM database where RHEL keeps it\n%_dbpath /var/lib/rpm\n"
+    )
+    (root / "etc" / "dnf" / "dnf.conf").write_text(_DNF_CONF)
+    # Debian enables dnf-plugins-core's 'local' plugin (RHEL does not ship it): it adds a
+    # repository of its own that would answer next to the lab's.
+    (root / "etc" / "dnf" / "plugins" / "local.conf").write_text("[main]\nenabled = 0\n")
+    (root / "etc" / "yum.repos.d").mkdir(exist_ok=True)
+    run(["chroot", root, "rpm", "--initdb"])
+    # The older version of each package, installed with dnf from the lab's own
+    # repositories (so dnf records them as coming from there, as on a real host).
+    staging = root / "tmp" / "lab-repos"
+    shutil.copytree(base.repository, staging)
+    repositories = []
+    for repository in RPM_REPOSITORIES:
+        repositories += [
+            f"--repofrompath={repository},/tmp/lab-repos/{repository}",
+            f"--setopt={repository}.gpgcheck=0",
+        ]
+    packages = [nevr(p.name, p.installed) for p in (RELEASE_RPM, *LAB_RPMS)]
+    run(
+        ["chroot", root, "dnf", "-y", "-q", "--disablerepo=*", *repositories, "install", *packages],
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root"},
+    )
+    shutil.rmtree(staging)
+    for cached in (root / "var" / "cache" / "dnf").glob("*"):
+        if cached.is_dir():
+            shutil.rmtree(cached)
+        else:
+            cached.unlink()
+    _make_reachable(root)
 
 
 def _make_reachable(root: Path) -> None:

@@ -20,7 +20,14 @@ from typing import Any
 import yaml
 
 from mspauto.lab.backups import make_templates
-from mspauto.lab.base import LAB_USER, Base, default_cache_dir, ensure_base, ensure_stock_base
+from mspauto.lab.base import (
+    LAB_USER,
+    Base,
+    default_cache_dir,
+    ensure_base,
+    ensure_dnf_base,
+    ensure_stock_base,
+)
 from mspauto.lab.host import LabHost
 from mspauto.lab.plan import FIRST_ADDRESS, HostPlan, inventory_document, plan_fleet
 from mspauto.lab.system import (
@@ -36,6 +43,7 @@ from mspauto.lab.system import (
 __all__ = ["HostStatus", "Lab", "ssh_banner"]
 
 REPO_PORT = 8873
+RPM_REPO_PORT = 8874
 CONTRACT = "lab-standard"
 # What `lab down` may delete inside the lab folder: only what `lab up` made.
 _MADE = (
@@ -125,14 +133,15 @@ class Lab:
         faults: bool,
         first_address: str = FIRST_ADDRESS,
         stock: int = 0,
+        dnf: int = 0,
         say: Callable[[str], None] = print,
     ) -> list[HostPlan]:
         """Start the fleet (reusing whatever of it is already there): ``count`` planted
-        hosts and ``stock`` stock ones."""
+        hosts, ``stock`` stock ones and ``dnf`` dnf hosts."""
         check_can_run()
         try:
             plans = plan_fleet(
-                count, clients, faults=faults, first_address=first_address, stock=stock
+                count, clients, faults=faults, first_address=first_address, stock=stock, dnf=dnf
             )
         except ValueError as exc:
             raise LabError(str(exc)) from None
@@ -154,18 +163,21 @@ class Lab:
         # The lab base (and with it the apt repository) only when a planted host needs it.
         base = ensure_base(self.cache_dir, say) if count else None
         stock_base = ensure_stock_base(self.cache_dir, say) if stock else None
+        dnf_base = ensure_dnf_base(self.cache_dir, say) if dnf else None
         self.directory.mkdir(parents=True, exist_ok=True)
         state: dict[str, Any] = {
             "version": 1,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "base": str(base.directory) if base else None,
             "stock_base": str(stock_base.directory) if stock_base else None,
+            "dnf_base": str(dnf_base.directory) if dnf_base else None,
             "repo": None,
+            "rpm_repo": None,
             "hosts": [{**asdict(plan), "pid": None} for plan in plans],
         }
         self._save(state)  # first, so `lab down` can clean up after a failure below
         try:
-            self._build(state, base, stock_base, plans, say)
+            self._build(state, {"lab": base, "stock": stock_base, "dnf": dnf_base}, plans, say)
         except BaseException:
             say("lab up failed; removing what it made")
             self.down(say=lambda _: None)
@@ -175,8 +187,7 @@ class Lab:
     def _build(
         self,
         state: dict[str, Any],
-        base: Base | None,
-        stock_base: Base | None,
+        bases: dict[str, Base | None],
         plans: list[HostPlan],
         say: Callable[[str], None],
     ) -> None:
@@ -195,22 +206,30 @@ class Lab:
                 f"{taken[0]}:22 is already in use (another lab? "
                 "'mspauto lab status --dir ...'); choose another --first-address"
             )
+        base, dnf_base = bases["lab"], bases["dnf"]
+        repo_address = str(ipaddress.IPv4Address(plans[0].address) - 1)
         if base is not None:
-            repo_address = str(ipaddress.IPv4Address(plans[0].address) - 1)
             state["repo"] = self._start_repository(base, repo_address)
             self._save(state)
+        if dnf_base is not None:
+            state["rpm_repo"] = self._start_repository(
+                dnf_base, repo_address, RPM_REPO_PORT, "rpm-repository"
+            )
+            self._save(state)
         repo_url = state["repo"]["url"] if state["repo"] else None
+        rpm_repo_url = state["rpm_repo"]["url"] if state["rpm_repo"] else None
         templates = self.directory / "backup-templates"
 
         def rootfs(plan: HostPlan) -> Path:
-            chosen = stock_base if plan.baseline == "stock" else base
+            kind = "dnf" if plan.platform == "rhel" else plan.baseline
+            chosen = bases.get(kind, base)
             assert chosen is not None  # up() built every base its plans need
             return chosen.rootfs
 
         def prepare(plan: HostPlan) -> str:
             host = self._host(plan)
             host.create(rootfs(plan))
-            host.set_identity(repo_url)
+            host.set_identity(rpm_repo_url if plan.platform == "rhel" else repo_url)
             known = host.new_host_key()
             if plan.fault == "changed-key":
                 host.new_host_key()  # the host now presents a key nobody recorded
@@ -245,14 +264,19 @@ class Lab:
         self._save(state)
         self._write_project(plans, known_lines)
         self._wait_until_answering(state)
+        served = [url for url in (repo_url, rpm_repo_url) if url]
         say(
             f"lab up: {len(plans)} hosts in {time.monotonic() - started:.1f} s "
-            f"(repository {repo_url or 'none: stock hosts only'})"
+            f"(repository {', '.join(served) or 'none: stock hosts only'})"
         )
 
-    def _start_repository(self, base: Base, address: str) -> dict[str, Any]:
-        port = REPO_PORT if _port_free(address, REPO_PORT) else _free_port(address)
-        log = self.directory / "logs" / "repository.log"
+    def _start_repository(
+        self, base: Base, address: str, preferred_port: int = REPO_PORT, name: str = "repository"
+    ) -> dict[str, Any]:
+        """Serve ``base``'s repository over HTTP on ``address`` (the apt one, or the
+        dnf ones of the dnf base), logging to ``logs/<name>.log``."""
+        port = preferred_port if _port_free(address, preferred_port) else _free_port(address)
+        log = self.directory / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as output:
             process = subprocess.Popen(
@@ -275,7 +299,7 @@ class Lab:
         deadline = time.monotonic() + 10
         while not _port_open(address, port):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise LabError(f"the lab's apt repository did not start on {address}:{port}")
+                raise LabError(f"the lab's repository did not start on {address}:{port}")
             time.sleep(0.05)
         return {"pid": process.pid, "url": url, "directory": str(base.repository)}
 
@@ -325,10 +349,17 @@ class Lab:
                 time.sleep(0.1)
 
     def _restart_missing(self, state: dict[str, Any], say: Callable[[str], None]) -> None:
-        if state["repo"] is not None and not alive(state["repo"]["pid"]):
-            state["repo"] = self._start_repository(
-                Base(Path(state["base"])), state["repo"]["url"].split("/")[2].split(":")[0]
-            )
+        for key, base, name in (
+            ("repo", "base", "repository"),
+            ("rpm_repo", "dnf_base", "rpm-repository"),
+        ):
+            repo = state.get(key)
+            if repo is not None and not alive(repo["pid"]):
+                # On the same port when it is free, so the hosts' sources stay right.
+                address, port = repo["url"].split("/")[2].split(":")
+                state[key] = self._start_repository(
+                    Base(Path(state[base])), address, int(port), name
+                )
         restarted = 0
         for entry in state["hosts"]:
             if entry["fault"] == "sshd-down" or self._running(entry):
@@ -353,9 +384,9 @@ class Lab:
             return
         for entry in state["hosts"]:
             LabHost.stop(self._running(entry))
-        repo = state.get("repo")
-        if repo and _is_lab_process(repo["pid"], Path(repo["directory"])):
-            kill_and_wait([repo["pid"]], signal.SIGTERM)
+        for repo in (state.get("repo"), state.get("rpm_repo")):
+            if repo and _is_lab_process(repo["pid"], Path(repo["directory"])):
+                kill_and_wait([repo["pid"]], signal.SIGTERM)
         # Whatever the state file missed (a crash mid-way): anything started for this lab.
         kill_and_wait(_processes_mentioning(self.directory / "hosts"), signal.SIGKILL)
         unmount_all_under(self.directory)

@@ -22,6 +22,7 @@ from mspauto.lab.plan import (
     RESTIC_REPOSITORY,
     HostPlan,
 )
+from mspauto.lab.rpm import RPM_REPOSITORIES
 from mspauto.lab.system import (
     LabError,
     alive,
@@ -235,11 +236,28 @@ class LabHost:
         os.chown(target, owner, owner)
 
     def set_identity(self, repo_url: str | None) -> None:
-        """Host name, name resolution and the apt sources (the lab repository only;
-        none at all when the lab serves none)."""
+        """Host name, name resolution and the package sources: the lab's repository
+        only (its apt repository, or on a dnf host its dnf repositories); none at all
+        when the lab serves none."""
         self.write("/etc/hostname", self.plan.name + "\n")
         self.write("/etc/hosts", f"127.0.0.1 localhost\n{self.plan.address} {self.plan.name}\n")
         if repo_url is None:
+            return
+        if self.plan.platform == "rhel":
+            # Unsigned: the lab's RPMs and repositories carry no signature (see docs/lab.md).
+            self.write(
+                "/etc/yum.repos.d/lab.repo",
+                "".join(
+                    f"[{repository}]\n"
+                    f"name=mspauto lab {repository.removeprefix('lab-')}\n"
+                    f"baseurl={repo_url}{repository}/\n"
+                    "enabled=1\n"
+                    "gpgcheck=0\n"
+                    "repo_gpgcheck=0\n"
+                    "metadata_expire=1h\n\n"
+                    for repository in RPM_REPOSITORIES
+                ),
+            )
             return
         self.write(
             "/etc/apt/sources.list.d/lab.sources",

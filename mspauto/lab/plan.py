@@ -5,7 +5,9 @@ baseline state and a backup state from fixed cycles, so every client has complia
 drifted hosts and every backup state. With faults on, the last three of these hosts are
 the unreachable ones: sshd down, a changed host key, the lab key rejected. Stock hosts,
 if asked for, come after them: a stock Debian with nothing planted, as hosts in the
-field are before anyone hardens them.
+field are before anyone hardens them. dnf hosts come last: Debian whose packages dnf
+manages (an RPM database and dnf repositories with advisories), which the inventory
+calls ``platform: rhel`` so mspauto reads them with dnf. They are not RHEL.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = [
     "CLIENT_DETAILS",
     "FAULTS",
     "HostPlan",
+    "LabPlatform",
     "inventory_document",
     "plan_fleet",
 ]
@@ -29,6 +32,7 @@ Backup = Literal[
     "restic-fresh", "restic-stale", "borg-fresh", "borg-stale", "restic-failing", "none"
 ]
 Fault = Literal["sshd-down", "changed-key", "rejects-key"]
+LabPlatform = Literal["debian", "rhel"]
 
 BACKUP_STATES: tuple[Backup, ...] = (
     "restic-fresh",
@@ -65,10 +69,14 @@ class HostPlan:
     backup: Backup | None
     """The backup state planted, or None on a stock host (nothing is planted there)."""
     fault: Fault | None = None
+    platform: LabPlatform = "debian"
+    """``rhel`` for a dnf host (Debian with dnf managing its packages: not RHEL)."""
 
     @property
     def tags(self) -> list[str]:
         """Inventory tags that say what the host was made to be."""
+        if self.platform == "rhel":
+            return ["lab", "dnf"]
         tags = ["lab", self.baseline]
         if self.backup is not None:
             tags.append(f"backup-{self.backup}")
@@ -99,12 +107,13 @@ def plan_fleet(
     faults: bool,
     first_address: str = FIRST_ADDRESS,
     stock: int = 0,
+    dnf: int = 0,
 ) -> list[HostPlan]:
-    """``count`` planted hosts, then ``stock`` stock hosts, over ``clients`` on
-    consecutive loopback addresses."""
-    if count < 0 or stock < 0:
+    """``count`` planted hosts, then ``stock`` stock hosts, then ``dnf`` dnf hosts, over
+    ``clients`` on consecutive loopback addresses."""
+    if count < 0 or stock < 0 or dnf < 0:
         raise ValueError("a number of hosts cannot be negative")
-    if count + stock < 1:
+    if count + stock + dnf < 1:
         raise ValueError("a lab has at least one host")
     if not clients:
         raise ValueError("a lab has at least one client")
@@ -116,7 +125,7 @@ def plan_fleet(
             )
     try:
         first = ipaddress.IPv4Address(first_address)
-        last = first + count + stock - 1
+        last = first + count + stock + dnf - 1
         repository = first - 1
     except (ValueError, ipaddress.AddressValueError):
         raise ValueError(f"'{first_address}' is not an IPv4 address") from None
@@ -157,6 +166,21 @@ def plan_fleet(
                 backup=None,
             )
         )
+    dnf_per_client: dict[str, int] = dict.fromkeys(clients, 0)
+    for index in range(dnf):
+        client = clients[index % len(clients)]
+        dnf_per_client[client] += 1
+        hosts.append(
+            HostPlan(
+                name=f"{client}-dnf{dnf_per_client[client]:02d}",
+                client=client,
+                address=str(first + count + stock + index),
+                # Nothing planted: its security settings are Debian's own.
+                baseline="stock",
+                backup=None,
+                platform="rhel",
+            )
+        )
     return hosts
 
 
@@ -175,9 +199,12 @@ def inventory_document(
             "credential": "lab",
             "credentials": {"lab": {"user": "mspauto", "private_key": {"file": private_key}}},
         },
-        "hosts": {
-            host.name: {"address": host.address, "tags": host.tags, "vars": host.vars}
-            for host in hosts
-            if host.client == client
-        },
+        "hosts": {host.name: _host_entry(host) for host in hosts if host.client == client},
     }
+
+
+def _host_entry(host: HostPlan) -> dict[str, Any]:
+    entry: dict[str, Any] = {"address": host.address, "tags": host.tags, "vars": host.vars}
+    if host.platform != "debian":
+        entry["platform"] = host.platform
+    return entry

@@ -93,3 +93,30 @@ def test_a_lab_of_stock_hosts_only() -> None:
 def test_stock_hosts_stay_inside_loopback_too() -> None:
     with pytest.raises(ValueError, match=r"127\.0\.0\.0/8"):
         plan_fleet(2, ["acme"], faults=False, first_address="127.255.255.252", stock=4)
+
+
+def test_dnf_hosts_come_last_and_say_platform_rhel_in_the_inventory() -> None:
+    plans = plan_fleet(2, ["acme", "globex"], faults=False, stock=1, dnf=3)
+    assert [(p.name, p.address, p.platform) for p in plans[3:]] == [
+        ("acme-dnf01", "127.0.0.13", "rhel"),
+        ("globex-dnf01", "127.0.0.14", "rhel"),
+        ("acme-dnf02", "127.0.0.15", "rhel"),
+    ]
+    assert {p.platform for p in plans[:3]} == {"debian"}
+    document = inventory_document("acme", plans, "/lab/keys/lab_ed25519", "lab-standard")
+    assert document["client"]["platform"] == "debian"
+    assert document["hosts"]["acme-dnf01"] == {
+        "address": "127.0.0.13",
+        "platform": "rhel",
+        "tags": ["lab", "dnf"],
+        "vars": {},
+    }
+    assert "platform" not in document["hosts"]["acme-lab01"]
+
+
+def test_a_lab_of_dnf_hosts_only_stays_inside_loopback() -> None:
+    assert [p.name for p in plan_fleet(0, ["acme"], faults=False, dnf=1)] == ["acme-dnf01"]
+    with pytest.raises(ValueError, match=r"127\.0\.0\.0/8"):
+        plan_fleet(0, ["acme"], faults=False, first_address="127.255.255.254", dnf=3)
+    with pytest.raises(ValueError, match="cannot be negative"):
+        plan_fleet(1, ["acme"], faults=False, dnf=-1)
