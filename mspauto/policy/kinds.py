@@ -86,12 +86,43 @@ def _rollout_rings(context: CheckContext) -> Iterator[Problem]:
                 )
 
 
+def _patch_overlaps(context: CheckContext) -> Iterator[Problem]:
+    """Two enabled patch policies selecting one host: only the first (in file order)
+    decides its updates, so the second is a warning naming a host it loses."""
+    patches = [
+        (loaded, loaded.policy)
+        for loaded in context.policies
+        if isinstance(loaded.policy, PatchPolicy) and loaded.policy.enabled
+    ]
+    reported: set[tuple[str, str]] = set()
+    for host in context.inventory.hosts():
+        selecting = [(loaded, policy) for loaded, policy in patches if policy.targets.matches(host)]
+        for later, policy in selecting[1:]:
+            pair = (selecting[0][1].name, policy.name)
+            if pair in reported:
+                continue
+            reported.add(pair)
+            yield Problem(
+                later.doc.location(("targets",)),
+                "targets",
+                f"host {host.name} is also selected by patch policy '{pair[0]}', which comes "
+                "first and decides its updates; this policy does not apply there (narrow "
+                "one of the targets, e.g. with exclude_tags)",
+                severity="warning",
+            )
+
+
+def _patch_checks(context: CheckContext) -> Iterator[Problem]:
+    yield from _rollout_rings(context)
+    yield from _patch_overlaps(context)
+
+
 register(
     PolicyKind(
         "patch",
         PatchPolicy,
         _patch,
-        _rollout_rings,
+        _patch_checks,
         help="install approved OS/application updates",
     )
 )
