@@ -236,6 +236,8 @@ def _print(app: Application, report: PatchReport) -> None:
         why = report.check_failed(findings.host)
         if why and report.approved(findings.host) and findings.host not in report.installed:
             click.echo(f"  {findings.host}: NOT PATCHED: {why}")
+    for host, state in sorted(report.reboots.items()):
+        click.echo(f"  {host}: reboot {state}")
     for host, why in sorted(report.unsupported.items()):
         click.echo(f"  {host}: NOT PATCHED: {why}")
     for stage in report.stages:

@@ -42,9 +42,10 @@ def running_lab(
     faults: bool = True,
     first_address: str = "127.0.100.10",
     stock: int = 0,
+    dnf: int = 0,
 ) -> Iterator[Lab]:
     """A lab that is up inside the ``with`` block and gone after it (``count`` planted
-    hosts, then ``stock`` stock hosts)."""
+    hosts, then ``stock`` stock hosts, then ``dnf`` dnf hosts)."""
     lab = Lab(directory)
     try:
         lab.up(
@@ -53,6 +54,7 @@ def running_lab(
             faults=faults,
             first_address=first_address,
             stock=stock,
+            dnf=dnf,
             say=lambda _: None,
         )
         yield lab

@@ -19,9 +19,10 @@ afterwards.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from mspauto.checks.pipeline import (
@@ -77,6 +78,12 @@ APT_ENVIRONMENT = {
 }
 _APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.:~-]*$")
 _APT_VERSION = re.compile(r"^[A-Za-z0-9.+:~-]+$")
+# The task file's own check (it refuses anything else on the host, too).
+_DNF_SPEC = re.compile(
+    r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*-([0-9]+:)?[A-Za-z0-9_.+~^]+-[A-Za-z0-9_.+~^]+$"
+)
+DNF_TASKS = Path(__file__).resolve().parent / "playbooks" / "dnf.yml"
+"""The packaged dnf install task file (docs/patching-dnf.md)."""
 
 
 @dataclass
@@ -144,6 +151,10 @@ class PatchReport:
     """Per host: its latest scan (after its last install, else the first scan)."""
     unsupported: dict[str, str] = field(default_factory=dict)
     """Hosts with approved updates that mspauto cannot install yet, and why."""
+    reboots: dict[str, str] = field(default_factory=dict)
+    """Per host: ``rebooted``, or why not (``deferred: ...``, ``pending: ...``,
+    ``failed: ...``)."""
+    reboot_runs: list[RunOutcome] = field(default_factory=list)
     dry_run: bool = True
 
     def __post_init__(self) -> None:
@@ -156,6 +167,14 @@ class PatchReport:
         if findings is None or findings.unchecked:
             return []
         return [u for u, d in decisions_of(findings) if d["action"] == "install"]
+
+    def reboot_state(self, host: str) -> bool | None:
+        """Whether the host's latest scan says a reboot is pending (None: cannot tell)."""
+        findings = self.latest.get(host)
+        for finding in findings.findings if findings else ():
+            if finding.subject == REBOOT_SUBJECT:
+                return {"fail": True, "pass": False}.get(str(finding.status))
+        return None
 
     def check_failed(self, host: str) -> str | None:
         """Why the host's latest pre- or post-checks failed, or None."""
@@ -199,6 +218,7 @@ class PatchReport:
                     None,
                 ),
                 "checks_failed": self.check_failed(findings.host),
+                "reboot_done": self.reboots.get(findings.host),
             }
             if findings.host in self.installed:
                 entry["installed"] = [o.as_dict() for o in self.installed[findings.host]]
@@ -328,9 +348,10 @@ def patch_client(
     """Scan, then install what each host's policy approves, ring by ring: hosts whose
     window is open (or all, with ``force_window``, the recorded reason), that passed
     their pre-checks. Each install is followed by a scan (with the post-checks); what
-    failed is retried up to the policy's ``retries``. A ring whose failed share passes
-    its threshold stops its policy's rollout (recorded); a ring's ``wait`` holds the
-    next ring back, and the report says until when."""
+    failed is retried up to the policy's ``retries``; hosts reboot as the policy says.
+    A ring whose failed share passes its threshold stops its policy's rollout
+    (recorded); a ring's ``wait`` holds the next ring back, and the report says until
+    when."""
     options = options or RunOptions()
     report = scan_client(
         project,
@@ -347,45 +368,25 @@ def patch_client(
     report.forced = force_window
     if report.scan.status is not RunStatus.COMPLETED:
         return report  # a stopped scan installs nothing: a stop means stop
-    client = project.inventory.clients[client_name]
+    rollout = _Rollout(
+        project,
+        report,
+        project.inventory.clients[client_name],
+        transport,
+        install_transport,
+        store,
+        options,
+        sources,
+        lock_timeout,
+    )
     by_policy: dict[str, tuple[PatchPolicy, list[Host]]] = {}
     for host in hosts:
         plan = report.scan.plans.get(host.name)
         if plan is not None and (force_window is not None or report.window[host.name].open):
             by_policy.setdefault(plan.policy.name, (plan.policy, []))[1].append(host)
     for policy, policy_hosts in by_policy.values():
-        previous: tuple[RolloutStage | None, list[Host]] | None = None
-        for stage, stage_hosts in _stages(policy, policy_hosts):
-            if previous is not None and previous[0] is not None and previous[0].wait:
-                ended = _last_install(report, store, client_name, previous[1])
-                if ended is not None and datetime.now(UTC) < ended + previous[0].wait:
-                    report.waiting.append(
-                        f"{policy.name}: ring {stage.ring if stage else 'rest'} may go after "
-                        f"{ended + previous[0].wait:%Y-%m-%d %H:%M} UTC (ring "
-                        f"{previous[0].ring} waits {format_duration(previous[0].wait)})"
-                    )
-                    break
-            previous = (stage, stage_hosts)
-            result = _install_stage(
-                project,
-                report,
-                client,
-                policy,
-                stage,
-                stage_hosts,
-                transport,
-                install_transport,
-                store,
-                options,
-                sources,
-                lock_timeout,
-            )
-            if result is None:
-                return report  # stopped (Ctrl-C, SIGTERM): nothing more is installed
-            report.stages.append(result)
-            _record_stage(store, client_name, report, result)
-            if result.stopped:
-                break
+        if not rollout.policy(policy, policy_hosts):
+            break  # stopped (Ctrl-C, SIGTERM): nothing more is installed
     return report
 
 
@@ -403,221 +404,343 @@ def _stages(
     return list(zip(policy.rollout, staged, strict=True))
 
 
-def _install_stage(
-    project: Project,
-    report: PatchReport,
-    client: Client,
-    policy: PatchPolicy,
-    stage: RolloutStage | None,
-    hosts: Sequence[Host],
-    transport: Transport,
-    install_transport: Transport,
-    store: EvidenceStore | None,
-    options: RunOptions,
-    sources: SeveritySources | None,
-    lock_timeout: int,
-) -> StageResult | None:
-    """One ring: install (and retry) on its hosts; None when a run was stopped."""
-    for host in hosts:
-        plan = report.scan.plans.get(host.name)
-        if plan is not None and plan.manager != "apt" and report.approved(host.name):
-            report.unsupported[host.name] = (
-                f"installing through {plan.manager} is not built yet (facts and decisions are)"
-            )
-    hosts = [h for h in hosts if h.name not in report.unsupported]
-    failed = {h.name for h in hosts if report.latest[h.name].unchecked}
-    failed |= {h.name for h in hosts if report.approved(h.name) and report.check_failed(h.name)}
-    eligible = [h for h in hosts if h.name not in failed and report.approved(h.name)]
-    touched = failed | {h.name for h in eligible}
-    for attempt in range(1, policy.retries + 2):
-        todo = [h for h in eligible if report.approved(h.name)]
-        if not todo:
-            break
-        if not _install_round(
-            project,
-            report,
-            client,
-            stage.ring if stage else None,
-            attempt,
-            todo,
-            transport,
-            install_transport,
-            store,
-            options,
-            sources,
-            lock_timeout,
-        ):
-            return None
-    for host in eligible:
-        outcomes = report.installed.get(host.name, [])
-        if (
-            any(o.status != "installed" for o in outcomes)
-            or report.check_failed(host.name)
-            or report.latest[host.name].unchecked
-        ):
-            failed.add(host.name)
-    result = StageResult(
-        policy.name,
-        stage.ring if stage else None,
-        tuple(sorted(touched)),
-        tuple(sorted(failed)),
-        stage.stop_if_failed_percent if stage else None,
-    )
-    if stage is not None and result.hosts and result.failed_percent > stage.stop_if_failed_percent:
-        result = replace(
-            result,
-            stopped=f"ring {stage.ring}: {len(failed)} of {len(touched)} hosts failed "
-            f"({result.failed_percent:.0f}% > {stage.stop_if_failed_percent:g}%): the rollout "
-            f"of {policy.name} stops here",
-        )
-    return result
+@dataclass
+class _Rollout:
+    """What every step of one patch run shares."""
 
+    project: Project
+    report: PatchReport
+    client: Client
+    transport: Transport
+    install_transport: Transport
+    store: EvidenceStore | None
+    options: RunOptions
+    sources: SeveritySources | None
+    lock_timeout: int
 
-def _install_round(
-    project: Project,
-    report: PatchReport,
-    client: Client,
-    ring: str | None,
-    attempt: int,
-    hosts: Sequence[Host],
-    transport: Transport,
-    install_transport: Transport,
-    store: EvidenceStore | None,
-    options: RunOptions,
-    sources: SeveritySources | None,
-    lock_timeout: int,
-) -> bool:
-    """Install the approved updates on ``hosts``, then scan them again (post-checks
-    included); False when a run was stopped."""
-    count = sum(len(report.approved(h.name)) for h in hosts)
-    description = f"patch install: {count} updates"
-    if ring is not None:
-        description += f", ring {ring}"
-    if attempt > 1:
-        description += f", retry {attempt - 1} of what failed"
-    if report.forced is not None:
-        description += f" (outside the maintenance window, forced: {report.forced})"
-    install = run_command(
-        RunSpec(
-            client=client,
-            hosts=list(hosts),
-            command=description,
-            play=install_play(report, hosts, lock_timeout),
-            sudo=True,
-            retries=0,  # never inside a run: a lost connection may hide an install that ran
-            timeout=options.timeout,
-            forks=options.forks,
-            kind="patch-change",
-        ),
-        install_transport,
-        store,
-        options.progress,
-    )
-    round_ = InstallRound(ring, attempt, install)
-    round_.outcomes = {r.host: task_outcomes(r.stdout) for r in install.results}
-    report.rounds.append(round_)
-    if install.status is not RunStatus.COMPLETED:
-        return False
-    scope = scope_client(project, client, hosts, "patch", report.now.date())
-    check = _check(scope, store, datetime.now(UTC), sources, lock_timeout)
-    check.phase = "post"
-    approved = {h.name: report.approved(h.name) for h in hosts}
+    def policy(self, policy: PatchPolicy, hosts: Sequence[Host]) -> bool:
+        """Every ring of one policy, in order; False when a run was stopped."""
+        previous: tuple[RolloutStage | None, list[Host]] | None = None
+        for stage, stage_hosts in _stages(policy, hosts):
+            if previous is not None and previous[0] is not None and previous[0].wait:
+                ended = self.last_install(previous[1])
+                if ended is not None and datetime.now(UTC) < ended + previous[0].wait:
+                    self.report.waiting.append(
+                        f"{policy.name}: ring {stage.ring if stage else 'rest'} may go after "
+                        f"{ended + previous[0].wait:%Y-%m-%d %H:%M} UTC (ring "
+                        f"{previous[0].ring} waits {format_duration(previous[0].wait)})"
+                    )
+                    return True
+            previous = (stage, stage_hosts)
+            result = self.stage(policy, stage, stage_hosts)
+            if result is None:
+                return False
+            self.report.stages.append(result)
+            self.record_stage(result)
+            if result.stopped:
+                return True
+        return True
 
-    def record(host: Host, after: HostFindings) -> list[Mapping[str, Any]]:
-        outcomes = _installed(approved[host.name], round_.outcomes.get(host.name, []), after)
-        report.installed[host.name] = outcomes
-        return [
-            ChangeResult(
-                check="patch",
-                host=host.name,
-                before_run=report.scan.run_id or "",
-                change_run=install.run_id,
-                after_run=None,
-                changes=tuple(outcomes),
-            ).payload()
-        ]
-
-    round_.after = run_checks(check, scope, transport, store, options, also_record=record)
-    round_.ended = datetime.now(UTC)
-    for findings in round_.after.hosts:
-        report.latest[findings.host] = findings
-    return round_.after.status is RunStatus.COMPLETED
-
-
-def _last_install(
-    report: PatchReport, store: EvidenceStore | None, client: str, hosts: Sequence[Host]
-) -> datetime | None:
-    """When the last install on any of ``hosts`` ended: in this run, else as recorded."""
-    names = {h.name for h in hosts}
-    for round_ in reversed(report.rounds):
-        if names & {r.host for r in round_.install.results}:
-            return round_.ended
-    if store is None:
-        return None
-    started: dict[str, set[str]] = {}
-    ended: datetime | None = None
-    for record in store.records(chain=client):
-        if record.kind == RecordKind.RUN_STARTED and record.payload.get("kind") == "patch-change":
-            started[record.run_id] = set(record.payload.get("hosts", ()))
-        elif record.kind == RecordKind.RUN_FINISHED and names & started.get(record.run_id, set()):
-            ended = parse_time(record.recorded_at)
-    return ended
-
-
-def _record_stage(
-    store: EvidenceStore | None, client: str, report: PatchReport, stage: StageResult
-) -> None:
-    """A ring's result as evidence (in the chain of the ring's last install run)."""
-    if store is None or not stage.hosts:
-        return
-    run_id = report.rounds[-1].install.run_id if report.rounds else report.scan.run_id
-    try:
-        store.append(
-            [
-                NewRecord(
-                    chain=client,
-                    kind=RecordKind.PATCH_ROLLOUT,
-                    run_id=run_id or "",
-                    recorded_at=datetime.now(UTC),
-                    payload=stage.as_dict(),
+    def stage(
+        self, policy: PatchPolicy, stage: RolloutStage | None, hosts: Sequence[Host]
+    ) -> StageResult | None:
+        """One ring: install (and retry) on its hosts, reboot them as the policy says;
+        None when a run was stopped."""
+        report = self.report
+        for host in hosts:
+            plan = report.scan.plans.get(host.name)
+            if plan is not None and plan.manager == "windows-update" and report.approved(host.name):
+                report.unsupported[host.name] = (
+                    f"installing through {plan.manager} is not built yet (facts and decisions are)"
                 )
-            ]
+        hosts = [h for h in hosts if h.name not in report.unsupported]
+        failed = {h.name for h in hosts if report.latest[h.name].unchecked}
+        failed |= {h.name for h in hosts if report.approved(h.name) and report.check_failed(h.name)}
+        eligible = [h for h in hosts if h.name not in failed and report.approved(h.name)]
+        touched = failed | {h.name for h in eligible}
+        ring = stage.ring if stage else None
+        for attempt in range(1, policy.retries + 2):
+            todo = [h for h in eligible if report.approved(h.name)]
+            if not todo:
+                break
+            if not self.install(ring, attempt, todo):
+                return None
+        if not self.reboot(policy, eligible):
+            return None
+        for host in eligible:
+            outcomes = report.installed.get(host.name, [])
+            if (
+                any(o.status != "installed" for o in outcomes)
+                or report.check_failed(host.name)
+                or report.latest[host.name].unchecked
+                or report.reboots.get(host.name, "").startswith("failed")
+            ):
+                failed.add(host.name)
+        result = StageResult(
+            policy.name,
+            ring,
+            tuple(sorted(touched)),
+            tuple(sorted(failed)),
+            stage.stop_if_failed_percent if stage else None,
         )
-    except EvidenceError as exc:
-        report.scan.evidence_error = report.scan.evidence_error or str(exc)
+        if (
+            stage is not None
+            and result.hosts
+            and result.failed_percent > stage.stop_if_failed_percent
+        ):
+            result = replace(
+                result,
+                stopped=f"ring {stage.ring}: {len(failed)} of {len(touched)} hosts failed "
+                f"({result.failed_percent:.0f}% > {stage.stop_if_failed_percent:g}%): the "
+                f"rollout of {policy.name} stops here",
+            )
+        return result
+
+    def install(self, ring: str | None, attempt: int, hosts: Sequence[Host]) -> bool:
+        """Install the approved updates on ``hosts``, then scan them again (post-checks
+        included); False when a run was stopped."""
+        report = self.report
+        count = sum(len(report.approved(h.name)) for h in hosts)
+        description = f"patch install: {count} updates"
+        if ring is not None:
+            description += f", ring {ring}"
+        if attempt > 1:
+            description += f", retry {attempt - 1} of what failed"
+        if report.forced is not None:
+            description += f" (outside the maintenance window, forced: {report.forced})"
+        install = self.run(
+            hosts, description, install_play(report, hosts, self.lock_timeout), "patch-change"
+        )
+        round_ = InstallRound(ring, attempt, install)
+        round_.outcomes = {r.host: task_outcomes(r.stdout) for r in install.results}
+        report.rounds.append(round_)
+        if install.status is not RunStatus.COMPLETED:
+            return False
+        approved = {h.name: report.approved(h.name) for h in hosts}
+
+        def record(host: Host, after: HostFindings) -> list[Mapping[str, Any]]:
+            outcomes = _installed(approved[host.name], round_.outcomes.get(host.name, []), after)
+            report.installed[host.name] = outcomes
+            return [
+                ChangeResult(
+                    check="patch",
+                    host=host.name,
+                    before_run=report.scan.run_id or "",
+                    change_run=install.run_id,
+                    after_run=None,
+                    changes=tuple(outcomes),
+                ).payload()
+            ]
+
+        round_.after = self.scan_after(hosts, record)
+        round_.ended = datetime.now(UTC)
+        return round_.after.status is RunStatus.COMPLETED
+
+    def reboot(self, policy: PatchPolicy, hosts: Sequence[Host]) -> bool:
+        """Reboot the hosts the policy wants rebooted (``always``: any update installed;
+        ``if-required``: the scan after says a reboot is pending), inside the reboot
+        window (the patch window when none is given, unless forced); scan them again
+        once they answer. False when a run was stopped."""
+        report = self.report
+        settings = policy.reboot
+        wanted = []
+        for host in hosts:
+            installed = any(o.status == "installed" for o in report.installed.get(host.name, []))
+            pending = report.reboot_state(host.name)
+            if (settings.policy == "always" and installed) or (
+                settings.policy == "if-required" and pending is True
+            ):
+                wanted.append(host)
+            elif pending is True:
+                report.reboots[host.name] = "pending: the policy says never"
+            elif settings.policy == "if-required" and pending is None and installed:
+                report.reboots[host.name] = "not done: the host gave no way to tell if needed"
+        if not wanted:
+            return True
+        window = window_state(
+            settings.window or policy.window, self.client.spec.timezone, datetime.now(UTC)
+        )
+        if not window.open and report.forced is None:
+            for host in wanted:
+                report.reboots[host.name] = f"deferred: {window.reason}"
+            return True
+        timeout = int(settings.reconnect_wait.total_seconds())
+        run = self.run(
+            wanted,
+            f"patch reboot: {len(wanted)} hosts ({settings.policy}), waiting up to "
+            f"{format_duration(settings.reconnect_wait)} for each to answer",
+            [
+                {
+                    "name": "reboot",
+                    "ansible.builtin.reboot": {
+                        "msg": "mspauto patch: rebooting after updates",
+                        "reboot_timeout": timeout,
+                    },
+                }
+            ],
+            "patch-reboot",
+            timeout=timeout + 120,
+        )
+        report.reboot_runs.append(run)
+        for result in run.results:
+            outcome = next(iter(task_outcomes(result.stdout)), None)
+            if result.ok:
+                report.reboots[result.host] = "rebooted"
+            else:
+                why = outcome.message if outcome else result.summary()
+                report.reboots[result.host] = f"failed: {why}"
+        if run.status is not RunStatus.COMPLETED:
+            return False
+        return self.scan_after(wanted).status is RunStatus.COMPLETED
+
+    def run(
+        self,
+        hosts: Sequence[Host],
+        description: str,
+        play: list[dict[str, Any]],
+        kind: str,
+        *,
+        timeout: float | None = None,
+    ) -> RunOutcome:
+        """One Ansible run through the engine, recorded, never retried: a connection
+        lost mid-run may hide an install or a reboot that already happened."""
+        return run_command(
+            RunSpec(
+                client=self.client,
+                hosts=list(hosts),
+                command=description,
+                play=play,
+                sudo=True,
+                retries=0,
+                timeout=timeout or self.options.timeout,
+                forks=self.options.forks,
+                kind=kind,
+            ),
+            self.install_transport,
+            self.store,
+            self.options.progress,
+        )
+
+    def scan_after(
+        self,
+        hosts: Sequence[Host],
+        record: Callable[[Host, HostFindings], Sequence[Mapping[str, Any]]] | None = None,
+    ) -> CheckRun[PatchPlan]:
+        """Scan ``hosts`` again with their post-checks; it becomes their latest scan."""
+        scope = scope_client(self.project, self.client, hosts, "patch", self.report.now.date())
+        check = _check(scope, self.store, datetime.now(UTC), self.sources, self.lock_timeout)
+        check.phase = "post"
+        after = run_checks(
+            check, scope, self.transport, self.store, self.options, also_record=record
+        )
+        for findings in after.hosts:
+            self.report.latest[findings.host] = findings
+        return after
+
+    def last_install(self, hosts: Sequence[Host]) -> datetime | None:
+        """When the last install on any of ``hosts`` ended: in this run, else as recorded."""
+        names = {h.name for h in hosts}
+        for round_ in reversed(self.report.rounds):
+            if names & {r.host for r in round_.install.results}:
+                return round_.ended
+        if self.store is None:
+            return None
+        started: dict[str, set[str]] = {}
+        ended: datetime | None = None
+        for record in self.store.records(chain=self.client.name):
+            if (
+                record.kind == RecordKind.RUN_STARTED
+                and record.payload.get("kind") == "patch-change"
+            ):
+                started[record.run_id] = set(record.payload.get("hosts", ()))
+            elif record.kind == RecordKind.RUN_FINISHED and names & started.get(
+                record.run_id, set()
+            ):
+                ended = parse_time(record.recorded_at)
+        return ended
+
+    def record_stage(self, stage: StageResult) -> None:
+        """A ring's result as evidence (beside the ring's last install run)."""
+        report = self.report
+        if self.store is None or not stage.hosts:
+            return
+        run_id = report.rounds[-1].install.run_id if report.rounds else report.scan.run_id
+        try:
+            self.store.append(
+                [
+                    NewRecord(
+                        chain=self.client.name,
+                        kind=RecordKind.PATCH_ROLLOUT,
+                        run_id=run_id or "",
+                        recorded_at=datetime.now(UTC),
+                        payload=stage.as_dict(),
+                    )
+                ]
+            )
+        except EvidenceError as exc:
+            report.scan.evidence_error = report.scan.evidence_error or str(exc)
 
 
 def install_play(
     report: PatchReport, hosts: Sequence[Host], lock_timeout: int = 120
 ) -> list[dict[str, Any]]:
-    """The install run's tasks. Hosts that install the same updates and protect the same
-    packages share tasks; each task runs only on its hosts (names are validated inventory
-    names, so the condition stays data). Package names and versions come from the
-    hosts and are checked against apt's own syntax before they become arguments."""
-    groups: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], list[str]] = {}
+    """The install run's tasks. Hosts of one package manager that install the same
+    updates and protect the same packages share tasks; each task runs only on its hosts
+    (names are validated inventory names, so the condition stays data). Package names
+    and versions come from the hosts: each is checked against its manager's syntax
+    before it becomes an argument, and every value is marked ``!unsafe``."""
+    groups: dict[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], list[str]] = {}
     for host in hosts:
-        findings = report.scan.findings_of(host.name)
-        assert findings is not None
-        install = tuple(sorted(f"{u.name}={u.candidate}" for u in report.approved(host.name)))
+        findings = report.latest[host.name]
+        plan = report.scan.plans[host.name]
+        assert plan.manager in ("apt", "dnf")
+        approved = report.approved(host.name)
         others = tuple(
             sorted(u.name for u, d in decisions_of(findings) if d["action"] != "install")
         )
-        held_before = _host_holds(findings)
-        release = tuple(name for name in others if name.split(":", 1)[0] not in held_before)
-        for word in install + others:
-            name, _, version = word.partition("=")
-            if not _APT_NAME.match(name) or (version and not _APT_VERSION.match(version)):
-                raise ValueError(f"{host.name}: '{word}' is not an apt package name or version")
-        groups.setdefault((install, others, release), []).append(host.name)
+        if plan.manager == "apt":
+            install = tuple(sorted(f"{u.name}={u.candidate}" for u in approved))
+            held_before = _host_holds(findings)
+            release = tuple(name for name in others if name.split(":", 1)[0] not in held_before)
+            for word in install + others:
+                name, _, version = word.partition("=")
+                if not _APT_NAME.match(name) or (version and not _APT_VERSION.match(version)):
+                    raise ValueError(f"{host.name}: '{word}' is not an apt package or version")
+        else:
+            # dnf: excluded for this one command, nothing to release afterwards.
+            install = tuple(sorted(f"{u.name}-{u.candidate}" for u in approved))
+            release = ()
+            for word in install:
+                if not _DNF_SPEC.match(word):
+                    raise ValueError(f"{host.name}: '{word}' is not name-[epoch:]version-release")
+        groups.setdefault((plan.manager, install, others, release), []).append(host.name)
     tasks: list[dict[str, Any]] = []
-    for number, ((install, others, release), names) in enumerate(groups.items(), start=1):
+    for number, ((manager, install, others, release), names) in enumerate(groups.items(), start=1):
         when = f"inventory_hostname in {sorted(names)!r}"
+        if manager == "dnf":
+            # The packaged task file (docs/patching-dnf.md), given this group's values.
+            tasks.append(
+                {
+                    "name": f"group {number}: dnf install {len(install)} approved updates",
+                    "ansible.builtin.include_tasks": {"file": str(DNF_TASKS)},
+                    "vars": {
+                        "mspauto_install": list(install),
+                        "mspauto_holds": list(others),
+                        "mspauto_lock_timeout": lock_timeout,
+                    },
+                    "when": when,
+                }
+            )
+            continue
+        # A failed install must still release the holds: without ignore_errors Ansible
+        # would drop the host from the rest of the play.
         if others:
             tasks.append(
                 {
                     "name": f"group {number}: hold what is not approved ({len(others)})",
                     "ansible.builtin.command": {"argv": ["apt-mark", "hold", *others]},
                     "when": when,
+                    "ignore_errors": True,
                 }
             )
         tasks.append(
@@ -639,6 +762,7 @@ def install_play(
                 },
                 "environment": APT_ENVIRONMENT,
                 "when": when,
+                "ignore_errors": True,
             }
         )
         if release:
@@ -647,11 +771,10 @@ def install_play(
                     "name": f"group {number}: release the temporary holds ({len(release)})",
                     "ansible.builtin.command": {"argv": ["apt-mark", "unhold", *release]},
                     "when": when,
+                    "ignore_errors": True,
                 }
             )
-    # A failed install must still release the holds: without ignore_errors Ansible
-    # would drop the host from the rest of the play.
-    return [{**task, "ignore_errors": True} for task in tasks]
+    return tasks
 
 
 def _host_holds(findings: HostFindings) -> set[str]:

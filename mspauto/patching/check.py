@@ -22,7 +22,7 @@ from typing import Literal
 from mspauto.checks.pipeline import Change, HostScope
 from mspauto.evidence.records import Finding, FindingStatus, HostFindings
 from mspauto.inventory.resolve import Host
-from mspauto.patching import apt, windows
+from mspauto.patching import apt, dnf, windows
 from mspauto.patching.facts import HostPatchFacts, Manager, PendingUpdate
 from mspauto.patching.health import checks_script, read_checks
 from mspauto.patching.planner import Decision, decide_all
@@ -50,6 +50,7 @@ of the host (None for other hosts)."""
 
 _PARSERS: Mapping[Manager, Callable[[str, str, int | None], HostPatchFacts]] = {
     "apt": apt.parse,
+    "dnf": dnf.parse,
     "windows-update": windows.parse,
 }
 
@@ -109,6 +110,8 @@ class PatchCheck:
         """The manager's facts script; None where mspauto drives no package manager."""
         if plan.manager == "apt":
             return apt.probe_script(self.lock_timeout) + checks_script(self._checks(plan))
+        if plan.manager == "dnf":
+            return dnf.probe_script(self.lock_timeout) + checks_script(self._checks(plan))
         if plan.manager == "windows-update":
             return windows.probe_script()
         return None
@@ -162,7 +165,7 @@ class PatchCheck:
         findings = [_finding(plan, decision, facts) for decision in decisions]
         findings.append(_reboot_finding(plan, facts, self.sources))
         checks = read_checks(result.stdout, self._checks(plan))
-        if plan.manager != "apt" and checks_script(self._checks(plan)):
+        if plan.manager == "windows-update" and checks_script(self._checks(plan)):
             findings.append(
                 Finding(
                     CHECK_SUBJECTS[self.phase],

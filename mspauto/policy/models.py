@@ -137,6 +137,17 @@ class RebootSettings(StrictModel):
 
     policy: Literal["never", "if-required", "always"] = "if-required"
     window: MaintenanceWindow | None = None
+    reconnect_wait: Duration = Field(
+        default=timedelta(minutes=10),
+        description="how long a rebooting host may take to answer again",
+    )
+
+    @field_validator("reconnect_wait")
+    @classmethod
+    def _a_sane_wait(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(hours=2):
+            raise ValueError("a reconnect wait lasts between 1m and 2h")
+        return value
 
 
 class RolloutStage(StrictModel):

@@ -42,6 +42,7 @@ approvals:
     defer: 14d
   - action: manual
 holds: [lab-tools]
+reboot: {{policy: never}}
 """
 
 
@@ -219,6 +220,8 @@ def test_a_forced_run_installs_the_approved_and_nothing_else(patch_lab: Lab, sta
             "lab-kernel": "installed",
         }
         assert sorted(by_host[host.name]["pending_after"]) == ["lab-editor", "lab-tools"]
+        # lab-kernel asks for a reboot; the policy says never, and the run says so.
+        assert by_host[host.name]["reboot_done"] == "pending: the policy says never"
     # The evidence: the forced reason in the install run, versions per update.
     store = EvidenceStore(f"sqlite:///{state / 'evidence.db'}")
     try:

@@ -57,7 +57,7 @@ def _policy(lab: Lab, extra: str) -> None:
         "kind: patch\nname: wayne-patch\ntargets: {clients: [wayne]}\n"
         "schedule: {cron: '0 1 * * *', timezone: client}\n"
         "approvals:\n  - match: {classifications: [security]}\n    action: auto\n"
-        "  - action: reject\n" + extra
+        "  - action: reject\nreboot: {policy: never}\n" + extra
     )
 
 
