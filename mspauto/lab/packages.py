@@ -41,6 +41,9 @@ class LabPackage:
     suite: str
     description: str
     needs_reboot: bool = False
+    update_depends: str | None = None
+    """What the update's version depends on (a ``Depends:`` line), so a held
+    dependency can be seen to stop it."""
 
 
 LAB_PACKAGES = (
@@ -57,6 +60,7 @@ LAB_PACKAGES = (
         "2.4.57-2+deb12u1",
         SECURITY_SUITE,
         "stand-in for a web server with a security fix",
+        update_depends="lab-openssl (>= 3.0.11-1+deb12u2)",
     ),
     LabPackage(
         "lab-kernel",
@@ -102,6 +106,11 @@ def build_debs(out: Path, work: Path) -> dict[tuple[str, str], Path]:
                 "Section: misc\n"
                 "Priority: optional\n"
                 f"Description: mspauto lab package: {package.description}\n"
+                + (
+                    f"Depends: {package.update_depends}\n"
+                    if package.update_depends and version == package.update
+                    else ""
+                )
             )
             if package.needs_reboot:
                 postinst = root / "DEBIAN" / "postinst"

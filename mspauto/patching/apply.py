@@ -509,7 +509,10 @@ class _Rollout:
         if report.forced is not None:
             description += f" (outside the maintenance window, forced: {report.forced})"
         install = self.run(
-            hosts, description, install_play(report, hosts, self.lock_timeout), "patch-change"
+            hosts,
+            description,
+            install_play(report, hosts, self.lock_timeout, one_by_one=attempt > 1),
+            "patch-change",
         )
         round_ = InstallRound(ring, attempt, install)
         round_.outcomes = {r.host: task_outcomes(r.stdout) for r in install.results}
@@ -520,7 +523,10 @@ class _Rollout:
 
         def record(host: Host, after: HostFindings) -> list[Mapping[str, Any]]:
             outcomes = _installed(approved[host.name], round_.outcomes.get(host.name, []), after)
-            report.installed[host.name] = outcomes
+            # What an earlier round of this run installed stays in the report.
+            tried = {o.subject for o in outcomes}
+            earlier = [o for o in report.installed.get(host.name, []) if o.subject not in tried]
+            report.installed[host.name] = earlier + outcomes
             return [
                 ChangeResult(
                     check="patch",
@@ -682,13 +688,17 @@ class _Rollout:
 
 
 def install_play(
-    report: PatchReport, hosts: Sequence[Host], lock_timeout: int = 120
+    report: PatchReport, hosts: Sequence[Host], lock_timeout: int = 120, *, one_by_one: bool = False
 ) -> list[dict[str, Any]]:
     """The install run's tasks. Hosts of one package manager that install the same
     updates and protect the same packages share tasks; each task runs only on its hosts
     (names are validated inventory names, so the condition stays data). Package names
     and versions come from the hosts: each is checked against its manager's syntax
-    before it becomes an argument, and every value is marked ``!unsafe``."""
+    before it becomes an argument, and every value is marked ``!unsafe``.
+
+    apt installs a host's approved updates in one command, all or nothing; a retry
+    (``one_by_one``) installs each in a command of its own, so one update that cannot
+    go in (a held dependency) no longer keeps the others out."""
     groups: dict[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], list[str]] = {}
     for host in hosts:
         findings = report.latest[host.name]
@@ -743,28 +753,31 @@ def install_play(
                     "ignore_errors": True,
                 }
             )
-        tasks.append(
-            {
-                "name": f"group {number}: install {len(install)} approved updates",
-                "ansible.builtin.command": {
-                    "argv": [
-                        "apt-get",
-                        "install",
-                        "--yes",
-                        "--quiet",
-                        "--no-remove",
-                        "-o",
-                        "Dpkg::Options::=--force-confold",
-                        "-o",
-                        f"DPkg::Lock::Timeout={lock_timeout}",
-                        *install,
-                    ]
-                },
-                "environment": APT_ENVIRONMENT,
-                "when": when,
-                "ignore_errors": True,
-            }
-        )
+        batches = [[spec] for spec in install] if one_by_one else [list(install)]
+        for batch in batches:
+            what = batch[0] if one_by_one else f"{len(install)} approved updates"
+            tasks.append(
+                {
+                    "name": f"group {number}: install {what}",
+                    "ansible.builtin.command": {
+                        "argv": [
+                            "apt-get",
+                            "install",
+                            "--yes",
+                            "--quiet",
+                            "--no-remove",
+                            "-o",
+                            "Dpkg::Options::=--force-confold",
+                            "-o",
+                            f"DPkg::Lock::Timeout={lock_timeout}",
+                            *batch,
+                        ]
+                    },
+                    "environment": APT_ENVIRONMENT,
+                    "when": when,
+                    "ignore_errors": True,
+                }
+            )
         if release:
             tasks.append(
                 {
@@ -787,9 +800,14 @@ def _installed(
 ) -> list[ChangeOutcome]:
     """Per approved update: installed (no longer pending at that version) or not."""
     still = {u.name: u for u, _ in decisions_of(after)}
-    install_task = next((o for o in outcomes if " install " in o.task), None)
+    installs = [o for o in outcomes if " install " in o.task]
     results = []
     for update in approved:
+        # Its own task when each went alone (a retry), else the one install task.
+        install_task = next(
+            (o for o in installs if o.task.endswith(f" {update.name}={update.candidate}")),
+            next((o for o in installs if o.status == "failed"), installs[0] if installs else None),
+        )
         pending = still.get(update.name)
         done = not after.unchecked and (pending is None or pending.installed == update.candidate)
         versions = f"{update.installed or 'not installed'} -> {update.candidate}"
