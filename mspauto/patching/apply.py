@@ -18,7 +18,6 @@ afterwards.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -46,7 +45,10 @@ from mspauto.evidence.store import EvidenceError, EvidenceStore, NewRecord
 from mspauto.fields import format_duration
 from mspauto.inventory.resolve import Client, Host
 from mspauto.patching.check import (
+    APT_NAME,
+    APT_VERSION,
     CHECK_SUBJECTS,
+    DNF_SPEC,
     REBOOT_SUBJECT,
     PatchCheck,
     PatchPlan,
@@ -76,12 +78,6 @@ APT_ENVIRONMENT = {
     "NEEDRESTART_SUSPEND": "1",
     "LC_ALL": "C",
 }
-_APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.:~-]*$")
-_APT_VERSION = re.compile(r"^[A-Za-z0-9.+:~-]+$")
-# The task file's own check (it refuses anything else on the host, too).
-_DNF_SPEC = re.compile(
-    r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*-([0-9]+:)?[A-Za-z0-9_.+~^]+-[A-Za-z0-9_.+~^]+$"
-)
 DNF_TASKS = Path(__file__).resolve().parent / "playbooks" / "dnf.yml"
 """The packaged dnf install task file (docs/patching-dnf.md)."""
 
@@ -714,14 +710,14 @@ def install_play(
             release = tuple(name for name in others if name.split(":", 1)[0] not in held_before)
             for word in install + others:
                 name, _, version = word.partition("=")
-                if not _APT_NAME.match(name) or (version and not _APT_VERSION.match(version)):
+                if not APT_NAME.match(name) or (version and not APT_VERSION.match(version)):
                     raise ValueError(f"{host.name}: '{word}' is not an apt package or version")
         else:
             # dnf: excluded for this one command, nothing to release afterwards.
             install = tuple(sorted(f"{u.name}-{u.candidate}" for u in approved))
             release = ()
             for word in install:
-                if not _DNF_SPEC.match(word):
+                if not DNF_SPEC.match(word):
                     raise ValueError(f"{host.name}: '{word}' is not name-[epoch:]version-release")
         groups.setdefault((plan.manager, install, others, release), []).append(host.name)
     tasks: list[dict[str, Any]] = []

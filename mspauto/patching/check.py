@@ -14,6 +14,7 @@ see :mod:`mspauto.patching.apply`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +48,16 @@ MANAGER_OF_PLATFORM: Mapping[str, Manager] = {
 Rate = Callable[[Sequence[PendingUpdate], str | None], Sequence[PendingUpdate]]
 """Rates updates from the MSP's severity sources: the updates, and the Debian codename
 of the host (None for other hosts)."""
+
+# What a package name and version may look like (the managers' own syntax). A host
+# reporting anything else is not trusted with an install: its names would become
+# arguments of the install command.
+APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.:~-]*$")
+APT_VERSION = re.compile(r"^[A-Za-z0-9.+:~-]+$")
+DNF_SPEC = re.compile(
+    r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*-([0-9]+:)?[A-Za-z0-9_.+~^]+-[A-Za-z0-9_.+~^]+$"
+)
+"""``name-[epoch:]version-release``, as the dnf task file itself checks."""
 
 _PARSERS: Mapping[Manager, Callable[[str, str, int | None], HostPatchFacts]] = {
     "apt": apt.parse,
@@ -150,6 +161,14 @@ class PatchCheck:
                 distribution, codename = apt.release_of(result.stdout)
                 codename = codename if distribution == "debian" else None
             facts = _with_updates(facts, tuple(self.rate(facts.updates, codename)))
+        odd = next((u for u in facts.updates if not _well_formed(facts.manager, u)), None)
+        if facts.problem is None and odd is not None:
+            facts = _with_problem(
+                facts,
+                f"the host reported an update whose name or version is not valid "
+                f"{facts.manager} syntax ({odd.name!r} {odd.candidate!r}); nothing is installed "
+                "from a host whose package manager says such things",
+            )
         self.facts[host.name] = facts
         if facts.problem is not None:
             return HostFindings(self.kind, host.name, (), facts.problem)
@@ -201,6 +220,18 @@ def decisions_of(findings: HostFindings) -> list[tuple[PendingUpdate, dict[str, 
         for f in findings.findings
         if "update" in f.detail
     ]
+
+
+def _well_formed(manager: Manager, update: PendingUpdate) -> bool:
+    if manager == "apt":
+        return bool(APT_NAME.match(update.name) and APT_VERSION.match(update.candidate))
+    if manager == "dnf":
+        return bool(DNF_SPEC.match(f"{update.name}-{update.candidate}"))
+    return True  # Windows updates are installed by their identity, never by a name
+
+
+def _with_problem(facts: HostPatchFacts, problem: str) -> HostPatchFacts:
+    return HostPatchFacts(facts.manager, problem=problem)
 
 
 def _with_updates(facts: HostPatchFacts, updates: tuple[PendingUpdate, ...]) -> HostPatchFacts:

@@ -1,0 +1,136 @@
+"""The patch run's pure parts over recorded probe output (no host): what a scan
+decides and records, what the install play says, and that a host reporting package
+names no package manager would print is never installed from."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from mspauto.config import Settings
+from mspauto.evidence.store import EvidenceStore
+from mspauto.inventory.resolve import Host
+from mspauto.patching.apply import first_detections, install_play, scan_client
+from mspauto.project import Project, load_project
+from mspauto.transport.base import ErrorKind
+from mspauto.transport.fake import FakeTransport
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "patching" / "apt"
+PLANTED = (FIXTURES / "lab-planted.txt").read_text()
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+POLICY = """\
+kind: patch
+name: p
+targets: {clients: [acme]}
+schedule: {cron: '0 1 * * *', timezone: client}
+approvals:
+  - match: {classifications: [security]}
+    action: auto
+  - action: manual
+holds: [lab-tools]
+"""
+
+
+def _project(root: Path) -> Project:
+    (root / "inventory").mkdir(parents=True)
+    (root / "policies").mkdir()
+    (root / "policies" / "c.yaml").write_text("kind: contract\nname: std\n")
+    (root / "policies" / "patch.yaml").write_text(POLICY)
+    client = {
+        "name": "acme",
+        "display_name": "ACME",
+        "timezone": "UTC",
+        "contract": "std",
+        "platform": "debian",
+        "connection": "local",
+    }
+    hosts = {"acme-01": {}, "acme-02": {}}
+    (root / "inventory" / "acme.yaml").write_text(
+        yaml.safe_dump({"client": client, "hosts": hosts})
+    )
+    project = load_project(Settings.load(root))
+    assert not project.errors, project.errors
+    return project
+
+
+def _hosts(project: Project) -> list[Host]:
+    return sorted(project.inventory.clients["acme"].hosts.values(), key=lambda h: h.name)
+
+
+def _answer(stdout_of: dict[str, str]) -> FakeTransport:
+    def outcome(host: Host, command: str) -> tuple[int, str, ErrorKind | None]:
+        return 0, stdout_of[host.name], None
+
+    return FakeTransport(outcome)
+
+
+def test_a_scan_decides_records_and_builds_the_install_play(tmp_path: Path) -> None:
+    project = _project(tmp_path / "p")
+    hosts = _hosts(project)
+    store = EvidenceStore(f"sqlite:///{tmp_path / 'e.db'}")
+    transport = _answer({h.name: PLANTED for h in hosts})
+    report = scan_client(project, "acme", hosts, transport, store, now=NOW)
+    assert [u.name for u in report.approved("acme-01")] == [
+        "lab-kernel",
+        "lab-openssl",
+        "lab-webserver",
+    ]
+    # First detection is recorded now and carried into the next scan.
+    seen = first_detections(store, "acme", ["acme-01"])
+    assert seen["acme-01"]["lab-editor"] == NOW
+    later = scan_client(project, "acme", hosts, transport, store, now=NOW.replace(day=5))
+    (editor,) = [f for f in later.scan.hosts[0].findings if f.subject == "lab-editor"]
+    assert editor.detail["decision"]["first_detected"] == NOW.isoformat()
+    store.close()
+
+    play = install_play(report, hosts, lock_timeout=30)
+    # Both hosts install the same: one group of tasks for both, holds around the install.
+    assert [t["name"] for t in play] == [
+        "group 1: hold what is not approved (2)",
+        "group 1: install 3 approved updates",
+        "group 1: release the temporary holds (2)",
+    ]
+    assert {t["when"] for t in play} == {"inventory_hostname in ['acme-01', 'acme-02']"}
+    assert play[0]["ansible.builtin.command"]["argv"] == [
+        "apt-mark",
+        "hold",
+        "lab-editor",
+        "lab-tools",
+    ]
+    argv = play[1]["ansible.builtin.command"]["argv"]
+    assert argv[:2] == ["apt-get", "install"] and "DPkg::Lock::Timeout=30" in argv
+    assert argv[-3:] == [
+        "lab-kernel=6.1.85-1",
+        "lab-openssl=3.0.11-1+deb12u2",
+        "lab-webserver=2.4.57-2+deb12u1",
+    ]
+    assert play[1]["environment"]["NEEDRESTART_MODE"] == "l"
+    retry = install_play(report, hosts, lock_timeout=30, one_by_one=True)
+    assert [t["name"] for t in retry][1:4] == [
+        "group 1: install lab-kernel=6.1.85-1",
+        "group 1: install lab-openssl=3.0.11-1+deb12u2",
+        "group 1: install lab-webserver=2.4.57-2+deb12u1",
+    ]
+
+
+def test_a_host_reporting_impossible_package_names_is_not_installed_from(tmp_path: Path) -> None:
+    project = _project(tmp_path / "p")
+    hosts = _hosts(project)
+    hostile = PLANTED.replace(
+        "Inst lab-tools [2.0-1]", "Inst lab-tools;touch${IFS}/tmp/pwned [2.0-1]"
+    )
+    report = scan_client(
+        project, "acme", hosts, _answer({"acme-01": hostile, "acme-02": PLANTED}), None, now=NOW
+    )
+    first, _second = report.scan.hosts
+    assert first.unchecked is not None
+    assert first.unchecked.startswith(
+        "the host reported an update whose name or version is not valid apt syntax"
+    )
+    assert report.approved("acme-01") == []
+    assert len(report.approved("acme-02")) == 3
+    assert next(t["when"] for t in install_play(report, hosts[1:])) == (
+        "inventory_hostname in ['acme-02']"
+    )
