@@ -46,7 +46,7 @@ def _project(root: Path) -> Project:
         "platform": "debian",
         "connection": "local",
     }
-    hosts = {"acme-01": {}, "acme-02": {}}
+    hosts: dict[str, dict[str, str]] = {"acme-01": {}, "acme-02": {}}
     (root / "inventory" / "acme.yaml").write_text(
         yaml.safe_dump({"client": client, "hosts": hosts})
     )
