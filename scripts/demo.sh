@@ -6,8 +6,9 @@
 # runs across the fleet (every unreachable host classified, every result recorded as
 # hash-chained evidence, then verified), a CIS baseline audit shows observed against
 # expected per control (on a stock host too, each verdict with its reason), a drifted
-# host is remediated in a recorded change run, and the lab is taken down leaving
-# nothing behind.
+# host is remediated in a recorded change run, a client is patched by policy (a dry run
+# with every decision and its reason, then exactly the approved versions installed and
+# the evidence verified), and the lab is taken down leaving nothing behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$PWD/.venv/bin
@@ -91,6 +92,39 @@ step "mspauto baseline --remediate: fix the drifted host (a recorded run of its 
 "$bin/mspauto" --project "$lab" baseline --client globex --hosts globex-lab02 --remediate \
   || echo "(exit code $?: see above)"
 "$bin/mspauto" --project "$lab" runs list --client globex
+
+step "a patch policy for the lab's clients: security updates at once, the editor deferred, lab-tools held"
+cat > "$lab/policies/patch.yaml" <<'POLICY'
+kind: patch
+name: lab-patch
+targets: {clients: ['*']}
+schedule: {cron: '0 1 * * sat', timezone: client}
+approvals:
+  - match: {classifications: [security]}
+    action: auto
+  - match: {names: ['^lab-editor$']}
+    action: defer
+    defer: 14d
+  - action: manual
+holds: [lab-tools]
+reboot: {policy: never}
+POLICY
+cat "$lab/policies/patch.yaml"
+
+step "mspauto patch --client acme --dry-run: every pending update, its decision and why, its deadline"
+"$bin/mspauto" --project "$lab" patch --client acme --dry-run \
+  || echo "(exit code $?: some hosts could not be scanned)"
+
+step "mspauto patch --client acme: exactly the approved versions installed (a recorded run), then scanned again"
+"$bin/mspauto" --project "$lab" patch --client acme \
+  || echo "(exit code $?: some hosts could not be patched)"
+printf 'acme-lab01 now: '
+ssh_to acme 127.0.60.10 "dpkg-query -W -f='\${Package} \${Version}  ' 'lab-*'; echo"
+
+step "mspauto patch status --client acme: what is still pending, from the evidence alone"
+"$bin/mspauto" --project "$lab" patch status --client acme \
+  || echo "(exit code $?: some hosts were never scanned or their last scan failed)"
+"$bin/mspauto" --project "$lab" evidence verify
 
 step "a changed host key is refused, never accepted: plain ssh agrees"
 ssh_to acme 127.0.60.16 true 2>&1 | grep -m1 "HOST IDENTIFICATION HAS CHANGED" || true
