@@ -2,8 +2,12 @@
 
 A host's writable layer lives on its own small tmpfs, so ``df /`` inside the host shows
 a disk that can really fill up, and removing the host frees everything at once. The
-host's sshd runs as PID 1 of new mount, PID and UTS namespaces, after ``pivot_root``
-into the host's tree, so processes in it see only their own filesystem and processes.
+host runs in new mount, PID and UTS namespaces, after ``pivot_root`` into the host's
+tree, so processes in it see only their own filesystem and processes. PID 1 of those
+namespaces is a small supervisor that "boots" the host: the host's sshd runs as PID 1
+of a PID and mount namespace of its own under the supervisor, made anew at each boot,
+so the host can be rebooted (``shutdown -r``) as Ansible's reboot module reboots a
+Linux host: a new boot id, a fresh sshd, the same address, host keys and disk.
 """
 
 from __future__ import annotations
@@ -33,23 +37,32 @@ from mspauto.lab.system import (
     send_signal,
 )
 
-__all__ = ["LabHost"]
+__all__ = ["POWER_COMMAND", "LabHost"]
 
 HOST_DISK = "256m"
 FILL_FILE = "var/tmp/lab-disk-filler"
 
-# Runs inside the new namespaces: make the host's tree the root, give it fresh /proc,
-# a minimal /dev and its own /run, then become its sshd.
+# Runs inside the new mount, UTS and PID namespaces made for the host: make the host's
+# tree the root, give it a minimal /dev and its own /run, then stay as the host's
+# supervisor. The supervisor (PID 1 of these namespaces) "boots" the host: it runs the
+# host in PID and mount namespaces of its own under it (_BOOT_SCRIPT), where sshd is
+# PID 1, and boots it again when the host's `shutdown -r` (_POWER_COMMAND) ends that
+# sshd. Processes in the host never see the supervisor, so cannot signal or trace it.
 _START_SCRIPT = r"""
+trap 'exit 0' TERM  # LabHost.stop: PID 1 exits, and the kernel kills the whole host
 set -e
-root="$1"; name="$2"; address="$3"
+root="$1"; name="$2"; address="$3"; caps="$4"; boot_id="$5"; boot="$6"
 mount --make-rprivate /
 mount -t tmpfs -o mode=0755,size=16m lab-run "$root/run"
+[ -e "$boot_id" ] || { cat /proc/sys/kernel/random/uuid > "$boot_id"; chmod 0444 "$boot_id"; }
 cd "$root"
 mkdir -p .lab-oldroot
 pivot_root . .lab-oldroot
 cd /
 mount -t proc proc /proc
+# The host's boot id: a file on its disk, outside its tree, over the kernel's (which is
+# the machine's: the same in every host, and it never changes).
+mount --bind "/.lab-oldroot$boot_id" /proc/sys/kernel/random/boot_id
 mount -t tmpfs -o mode=0755,size=1m lab-dev /dev
 for device in null zero full random urandom tty; do
     : > "/dev/$device"
@@ -62,14 +75,119 @@ ln -s /proc/self/fd /dev/fd
 umount -l /.lab-oldroot
 rmdir /.lab-oldroot
 hostname "$name"
-mkdir -p /run/sshd
-# Kernel settings are the machine's, shared by every host: read-only in here.
-mount --bind /proc/sys /proc/sys
-mount -o remount,bind,ro /proc/sys
-# No process in the host, root included, may ever hold the capabilities in $4: it
-# cannot touch the machine's firewall, mounts, kernel, clock or modules.
-exec setpriv --bounding-set "$4" /usr/sbin/sshd -D -e -o "ListenAddress=$address"
+set +e
+request=/run/lab-shutdown  # what the host's shutdown asked for (see _POWER_COMMAND)
+while :; do
+    # What a boot starts afresh: /run and /dev/shm are tmpfs on a real host, and
+    # Debian 12 empties /tmp at boot (tmpfiles.d/tmp.conf); /var/tmp and the rest stay.
+    find /run /tmp /dev/shm -xdev -mindepth 1 -delete
+    mkdir -m 0755 /run/sshd
+    cat /proc/sys/kernel/random/uuid 1<> /proc/sys/kernel/random/boot_id
+    unshare --pid --mount --fork --kill-child /bin/sh -c "$boot" lab-boot "$address" "$caps" &
+    wait $!
+    status=$?
+    what=$(cat "$request" 2>/dev/null)
+    case $what in
+        reboot) echo "lab: $name is rebooting" >&2 ;;
+        poweroff) echo "lab: $name powered off" >&2; exit 0 ;;
+        *) exit "$status" ;;  # sshd ended on its own (or never started): the host stops
+    esac
+done
 """
+
+# One boot of the host, as PID 1 of its own PID and mount namespaces: a /proc of its
+# own (with the host's boot id and the kernel's settings read-only, as they are the
+# machine's, shared by every host), then its sshd.
+_BOOT_SCRIPT = r"""
+set -e
+address="$1"; caps="$2"
+mkdir /run/.lab-proc
+mount -t proc proc /run/.lab-proc
+mount --bind /run/.lab-proc/sys /run/.lab-proc/sys
+mount -o remount,bind,ro /run/.lab-proc/sys
+mount --bind /proc/sys/kernel/random/boot_id /run/.lab-proc/sys/kernel/random/boot_id
+mount -o remount,bind,ro /run/.lab-proc/sys/kernel/random/boot_id
+umount -l /proc
+mount --move /run/.lab-proc /proc
+rmdir /run/.lab-proc
+# dnf needs-restarting takes the time of /proc/1 as the boot time: look it up now, at
+# boot (the inode's time is when it is first looked up).
+[ -d /proc/1 ]
+# No process in the host, root included, may ever hold the capabilities in $caps: it
+# cannot touch the machine's firewall, mounts, kernel, clock or modules.
+exec setpriv --bounding-set "$caps" /usr/sbin/sshd -D -e -o "ListenAddress=$address"
+"""
+
+# The host's shutdown (with reboot, poweroff and halt as links to it): it asks the
+# supervisor outside the host (see _START_SCRIPT) to boot the host again, or to stop it.
+POWER_COMMAND = "/usr/local/sbin/shutdown"
+_POWER_COMMAND = r"""#!/bin/sh
+# mspauto lab: shutdown, reboot, poweroff and halt for a lab host, which has no kernel
+# or init system of its own (docs/lab.md, "Rebooting a lab host"). `shutdown -r` ends
+# the host's sshd (its PID 1) and with it every process in the host; the lab then
+# boots the host again: a new boot id, empty /run and /tmp, a fresh sshd. Its address,
+# host keys and disk stay, as on a real machine. `shutdown -h`/`-P`, `poweroff` and
+# `halt` stop the host until `mspauto lab fault start`.
+set -eu
+request=/run/lab-shutdown
+pending=/run/lab-shutdown.pending
+command=${0##*/}
+fail() { echo "$command: $*" >&2; exit 1; }
+
+case $command in
+    reboot) action=reboot when=now ;;
+    poweroff | halt) action=poweroff when=now ;;
+    *) action=poweroff when=+1 ;;  # as systemd's shutdown: in a minute
+esac
+cancel=
+while [ $# -gt 0 ]; do
+    case $1 in
+        -r | --reboot) action=reboot ;;
+        -h | -P | -H | --poweroff | --halt) action=poweroff ;;
+        -c) [ "$command" = shutdown ] || fail "unknown option -c"; cancel=1 ;;
+        -f | --force | --no-wall) ;;
+        --) shift; break ;;
+        -*) fail "option $1 is not supported by the lab's $command" ;;
+        *) break ;;
+    esac
+    shift
+done
+if [ "$command" = shutdown ] && [ $# -gt 0 ]; then
+    when=$1  # anything after it is the wall message, which the lab does not send
+fi
+[ "$(id -u)" -eq 0 ] || fail "must be root"
+
+if [ -f "$pending" ]; then  # a new shutdown replaces a pending one, as with systemd
+    kill -TERM "-$(cat "$pending")" 2>/dev/null || true  # its session: the sleep too
+    rm -f "$pending"
+    [ -z "$cancel" ] || echo "Shutdown cancelled." >&2
+fi
+[ -z "$cancel" ] || exit 0
+
+case $when in
+    now) delay=0 ;;
+    *:*)
+        target=$(date -d "$when" +%s 2>/dev/null) || fail "invalid time: $when"
+        delay=$((target - $(date +%s)))
+        [ "$delay" -ge 0 ] || delay=$((delay + 86400))
+        ;;
+    *)
+        minutes=${when#+}
+        case $minutes in '' | *[!0-9]*) fail "invalid time: $when" ;; esac
+        delay=$((minutes * 60))
+        ;;
+esac
+if [ "$delay" -gt 0 ]; then
+    echo "$action scheduled in $delay s, use 'shutdown -c' to cancel." >&2
+fi
+# In a session of its own, detached from the caller's: the caller (an SSH session, say)
+# returns and ends cleanly first, as a real shutdown lets it.
+setsid /bin/sh -c 'sleep "$1"; echo "$2" > "$3"; rm -f "$4"; kill -TERM 1' \
+    lab-shutdown "$((delay + 1))" "$action" "$request" "$pending" \
+    < /dev/null > /dev/null 2>&1 &
+echo $! > "$pending"
+"""
+
 
 # Capabilities a lab host never gets. CAP_SYS_CHROOT, CAP_SETUID and the others that sshd
 # and sudo need stay, and so does CAP_AUDIT_CONTROL, which pam_loginuid needs.
@@ -207,8 +325,15 @@ class LabHost:
 
     # --- building ---------------------------------------------------------------
 
+    @property
+    def boot_id_file(self) -> Path:
+        """The host's boot id (what ``/proc/sys/kernel/random/boot_id`` reads in the
+        host), on its disk but outside its tree; new at each boot."""
+        return self.directory / "boot_id"
+
     def create(self, base_rootfs: Path) -> None:
-        """Mount the host's disk and its overlay root filesystem."""
+        """Mount the host's disk and its overlay root filesystem, and install the lab's
+        ``shutdown`` (with ``reboot``, ``poweroff`` and ``halt``) in it."""
         self.directory.mkdir(parents=True, exist_ok=True)
         mount("-t", "tmpfs", "-o", f"size={HOST_DISK},mode=0700", "lab-disk", self.directory)
         for part in ("upper", "work", "root"):
@@ -222,6 +347,11 @@ class LabHost:
             f"workdir={self.directory / 'work'}",
             self.root,
         )
+        self.write(POWER_COMMAND, _POWER_COMMAND, 0o755)
+        for name in ("reboot", "poweroff", "halt"):
+            link = self.path(POWER_COMMAND).with_name(name)
+            link.unlink(missing_ok=True)
+            link.symlink_to("shutdown")
 
     def path(self, inside: str) -> Path:
         """A path of the host's filesystem, seen from the control node."""
@@ -349,7 +479,8 @@ class LabHost:
     # --- running ----------------------------------------------------------------
 
     def start(self) -> int:
-        """Start the host's sshd in its namespaces; returns the ``unshare`` PID."""
+        """Start the host (its supervisor, which boots it) in its namespaces; returns
+        the ``unshare`` PID."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             process = subprocess.Popen(
@@ -368,6 +499,8 @@ class LabHost:
                     self.plan.name,
                     self.plan.address,
                     DROPPED_CAPABILITIES,
+                    str(self.boot_id_file),
+                    _BOOT_SCRIPT,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -376,15 +509,50 @@ class LabHost:
             )
         return process.pid
 
+    def boot_id(self) -> str:
+        """The host's current boot id, read from the control node."""
+        return self.boot_id_file.read_text().strip()
+
     @staticmethod
     def init_pid(unshare_pid: int) -> int | None:
-        """The host's PID 1 (its sshd), seen from the control node."""
+        """PID 1 of the host's namespaces (its supervisor), seen from the control node.
+
+        Not the host's own PID 1: inside the host, PID 1 is its sshd, in a PID namespace
+        made at each boot under the supervisor (see :meth:`processes`)."""
         children = children_of(unshare_pid)
         return children[0] if children else None
 
     @staticmethod
+    def processes(unshare_pid: int) -> list[int]:
+        """Every process of the host, seen from the control node: its supervisor and
+        everything in the PID namespaces under it (the current boot's)."""
+        init = LabHost.init_pid(unshare_pid)
+        if init is None:
+            raise LabError("the host is not running")
+        own = os.readlink("/proc/self/ns/pid")
+        namespaces = {os.readlink(f"/proc/{init}/ns/pid")}
+        while True:
+            if own in namespaces:
+                raise LabError("refusing to signal: that process is not inside a lab host")
+            members, nested = [], set()
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    if os.readlink(entry / "ns" / "pid") not in namespaces:
+                        continue
+                    nested.add(os.readlink(entry / "ns" / "pid_for_children"))
+                except OSError:
+                    continue
+                members.append(int(entry.name))
+            if nested <= namespaces:
+                return members
+            namespaces |= nested
+
+    @staticmethod
     def stop(unshare_pid: int | None) -> None:
-        """Stop the host's sshd; every process in its PID namespace goes with it."""
+        """Stop the host: its supervisor exits, and every process in the host goes with
+        it."""
         if unshare_pid is None or not alive(unshare_pid):
             return
         init = LabHost.init_pid(unshare_pid)
@@ -396,21 +564,8 @@ class LabHost:
     @staticmethod
     def signal_all(unshare_pid: int, sig: int) -> None:
         """Send ``sig`` to every process of the host (to freeze or thaw it)."""
-        init = LabHost.init_pid(unshare_pid)
-        if init is None:
-            raise LabError("the host is not running")
-        namespace = os.readlink(f"/proc/{init}/ns/pid")
-        if namespace == os.readlink("/proc/self/ns/pid"):
-            raise LabError("refusing to signal: that process is not inside a lab host")
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                same = os.readlink(entry / "ns" / "pid") == namespace
-            except OSError:
-                continue
-            if same:
-                send_signal(int(entry.name), sig)
+        for pid in LabHost.processes(unshare_pid):
+            send_signal(pid, sig)
 
     def fill_disk(self) -> int:
         """Fill the host's disk; returns the bytes written."""

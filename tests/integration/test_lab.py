@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from mspauto.lab.fleet import Lab, ssh_banner
 from mspauto.lab.host import LabHost
@@ -365,3 +368,220 @@ def test_up_refuses_an_address_another_lab_holds(lab: Lab, tmp_path: Path) -> No
             1, ["acme"], faults=False, first_address=taken, say=lambda _: None
         )
     assert not mounts_under(tmp_path)
+
+
+# --- rebooting a lab host ---------------------------------------------------------------
+# A small lab of its own (block 41): one planted host and one dnf host of 'initech'.
+
+REBOOT_CLIENT = "initech"
+BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
+
+
+@pytest.fixture(scope="module")
+def reboot_lab(
+    tmp_path_factory: pytest.TempPathFactory, address_block: Callable[[int], str]
+) -> Iterator[Lab]:
+    from mspauto.lab.rpm import rpm_tools_missing
+
+    if reason := lab_unavailable() or rpm_tools_missing():
+        pytest.skip(f"lab unavailable: {reason}")
+    directory = tmp_path_factory.mktemp("reboot-lab") / "fleet"
+    with running_lab(
+        directory, 1, [REBOOT_CLIENT], faults=False, first_address=address_block(41), dnf=1
+    ) as fleet:
+        yield fleet
+    assert not mounts_under(directory), "lab down left mounts behind"
+
+
+def _boot_id(lab: Lab, plan: HostPlan) -> str:
+    result = ssh(lab, plan, BOOT_ID)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def _wait_for_new_boot(lab: Lab, plan: HostPlan, old: str, within: float = 90) -> str:
+    """The host's boot id once it differs from ``old`` (polling over SSH, as Ansible's
+    reboot module does); fails if the host is not back within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        result = ssh(lab, plan, BOOT_ID, timeout=15)
+        if result.returncode == 0 and result.stdout.strip() != old:
+            return result.stdout.strip()
+        time.sleep(0.5)
+    raise AssertionError(f"{plan.name} did not come back with a new boot id")
+
+
+def _unshare_pid(lab: Lab, plan: HostPlan) -> int:
+    state = lab.state()
+    assert state is not None
+    pid: int = next(h["pid"] for h in state["hosts"] if h["name"] == plan.name)
+    return pid
+
+
+def _lab_host(lab: Lab, plan: HostPlan) -> LabHost:
+    return LabHost(plan, lab.directory / "hosts" / plan.name, lab.directory / "logs" / "x.log")
+
+
+def test_shutdown_r_reboots_a_lab_host(reboot_lab: Lab) -> None:
+    plan = _pick(reboot_lab, baseline="compliant")
+    unshare_pid = _unshare_pid(reboot_lab, plan)
+    # A real update that asks for a reboot (lab-kernel's postinst writes
+    # /run/reboot-required), files in /tmp and /var/tmp, and a stray process.
+    prepared = ssh(
+        reboot_lab,
+        plan,
+        "sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive "
+        "apt-get install -y -qq lab-kernel >/dev/null && test -f /run/reboot-required && "
+        "touch /tmp/lab-probe /var/tmp/lab-probe && "
+        "(setsid sleep 100000 </dev/null >/dev/null 2>&1 &) && "
+        "dpkg-query -W -f '${Version}' lab-kernel",
+        timeout=180,
+    )
+    assert prepared.returncode == 0, prepared.stderr
+    kernel = prepared.stdout.strip()
+    before = _boot_id(reboot_lab, plan)
+    assert before == _lab_host(reboot_lab, plan).boot_id()
+
+    reboot = ssh(reboot_lab, plan, 'sudo shutdown -r 0 "test"')
+    assert reboot.returncode == 0, reboot.stderr  # it returned, and the session ended cleanly
+
+    # The same host key: ssh() checks it strictly against what lab up recorded.
+    after = _wait_for_new_boot(reboot_lab, plan, before)
+    assert after == _lab_host(reboot_lab, plan).boot_id()
+    state = ssh(
+        reboot_lab,
+        plan,
+        "cat /proc/1/comm; hostname; "
+        "ls /run/reboot-required /run/reboot-required.pkgs /tmp/lab-probe 2>/dev/null | wc -l; "
+        "ls /var/tmp/lab-probe; ps -e -o comm= | grep -cx sleep; "
+        "dpkg-query -W -f '${Version}\\n' lab-kernel",
+    )
+    assert state.returncode == 0, state.stderr
+    assert state.stdout.split() == [
+        "sshd",  # PID 1 of the host: its fresh sshd
+        plan.name,
+        "0",  # /run/reboot-required{,.pkgs} and the file in /tmp are gone
+        "/var/tmp/lab-probe",  # the disk persists
+        "0",  # the stray process is gone
+        kernel,
+    ]
+    # The lab did not restart the host: its supervisor booted it again.
+    assert _unshare_pid(reboot_lab, plan) == unshare_pid
+    assert all(s.running and s.answers for s in reboot_lab.status())
+
+
+def _ansible_reboot(lab: Lab, hosts: list[HostPlan], tmp_path: Path) -> str:
+    """``ansible.builtin.reboot`` in a real ansible-playbook (become, strict host keys)."""
+    inventory: dict[str, Any] = {"all": {"hosts": {}}}
+    for plan in hosts:
+        known_hosts = lab.inventory_dir / "known_hosts" / plan.client
+        inventory["all"]["hosts"][plan.name] = {
+            "ansible_host": plan.address,
+            "ansible_user": "mspauto",
+            "ansible_ssh_private_key_file": str(lab.key),
+            "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} "
+            "-o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes",
+            "ansible_python_interpreter": "/usr/bin/python3",
+        }
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    play = [
+        {
+            "hosts": "all",
+            "become": True,
+            "gather_facts": False,
+            "tasks": [
+                {"ansible.builtin.reboot": {"msg": "mspauto lab test", "reboot_timeout": 120}}
+            ],
+        }
+    ]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-v",
+            "-i",
+            "hosts.yml",
+            "play.yml",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+        },
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_ansible_reboot_module_reboots_lab_hosts(reboot_lab: Lab, tmp_path: Path) -> None:
+    hosts = reboot_lab.plans()  # a planted host and a dnf host
+    before = {plan.name: _lab_host(reboot_lab, plan).boot_id() for plan in hosts}
+    output = _ansible_reboot(reboot_lab, hosts, tmp_path)
+    for plan in hosts:
+        assert re.search(rf'changed: \[{plan.name}\] => .*"rebooted": true', output), output
+        # Ansible saw the boot id change: the host's, not the machine's kernel's.
+        assert _boot_id(reboot_lab, plan) != before[plan.name]
+        assert ssh(reboot_lab, plan, "whoami").stdout.strip() == "mspauto"
+
+
+def test_a_dnf_host_needs_no_reboot_once_rebooted(reboot_lab: Lab) -> None:
+    plan = _pick(reboot_lab, platform="rhel")
+    installed = ssh(
+        reboot_lab,
+        plan,
+        "sudo dnf -y -q upgrade kernel >/dev/null 2>&1; sudo dnf -q needs-restarting -r",
+        timeout=300,
+    )
+    assert installed.returncode == 1, installed.stdout + installed.stderr  # reboot required
+    before = _boot_id(reboot_lab, plan)
+    assert ssh(reboot_lab, plan, "sudo shutdown -r now").returncode == 0
+    _wait_for_new_boot(reboot_lab, plan, before)
+    # needs-restarting takes /proc/1 (the host's sshd, new at each boot) as the boot time.
+    rebooted = ssh(reboot_lab, plan, "sudo dnf -q needs-restarting -r", timeout=300)
+    assert rebooted.returncode == 0, rebooted.stdout + rebooted.stderr
+
+
+def test_poweroff_stops_a_lab_host_until_started(reboot_lab: Lab) -> None:
+    plan = _pick(reboot_lab, baseline="compliant")
+    before = _boot_id(reboot_lab, plan)
+    assert ssh(reboot_lab, plan, "sudo poweroff").returncode == 0
+    deadline = time.monotonic() + 60
+    while any(s.running for s in reboot_lab.status() if s.plan == plan):
+        assert time.monotonic() < deadline, f"{plan.name} did not power off"
+        time.sleep(0.2)
+    assert "Connection refused" in ssh(reboot_lab, plan, "true").stderr
+    reboot_lab.start_host(plan.name)
+    assert _boot_id(reboot_lab, plan) != before
+
+
+def test_down_after_a_reboot_leaves_no_mount_or_process(
+    tmp_path: Path, address_block: Callable[[int], str]
+) -> None:
+    if reason := lab_unavailable():
+        pytest.skip(f"lab unavailable: {reason}")
+    directory = tmp_path / "rebooted-lab"
+    with running_lab(
+        directory, 1, [REBOOT_CLIENT], faults=False, first_address=address_block(44)
+    ) as fleet:
+        plan = fleet.plans()[0]
+        before = _boot_id(fleet, plan)
+        assert ssh(fleet, plan, "sudo reboot").returncode == 0
+        _wait_for_new_boot(fleet, plan, before)
+        unshare_pid = _unshare_pid(fleet, plan)
+        processes = LabHost.processes(unshare_pid)
+        assert len(processes) >= 3  # its supervisor, the boot's unshare, sshd
+    assert not mounts_under(directory)
+    assert not any(alive(pid) for pid in [unshare_pid, *processes])
+    leftovers = [
+        p
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and str(directory) in _cmdline(p) and alive(int(p.name))
+    ]
+    assert leftovers == []
+    assert not directory.exists()
