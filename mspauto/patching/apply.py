@@ -226,6 +226,7 @@ class PatchReport:
             "dry_run": self.dry_run,
             "scan_run_id": self.scan.run_id,
             "install_run_ids": self.install_run_ids,
+            "reboot_run_ids": [r.run_id for r in self.reboot_runs],
             "forced_window": self.forced,
             "stages": [s.as_dict() for s in self.stages],
             "waiting": self.waiting,

@@ -90,3 +90,50 @@ def test_a_held_dependency_stays_and_blocks_only_what_needs_it(
     assert versions["lab-webserver"] == INSTALLED["lab-webserver"]
     assert versions["lab-kernel"] == UPDATED["lab-kernel"]
     assert ssh(hold_lab, plan, "apt-mark showhold").stdout.strip() == ""
+
+
+REBOOT_POLICY = """\
+kind: patch
+name: hooli-patch
+targets: {clients: [hooli]}
+schedule: {cron: '0 1 * * *', timezone: client}
+approvals:
+  - action: auto
+reboot: {policy: if-required, reconnect_wait: 2m}
+"""
+
+
+def test_a_host_that_needs_a_reboot_is_rebooted_and_checked_again(
+    hold_lab: Lab, tmp_path: Path
+) -> None:
+    (plan,) = hold_lab.plans()
+    # The earlier test left lab-kernel installed: its postinst asked for a reboot.
+    assert ssh(hold_lab, plan, "test -e /run/reboot-required").returncode == 0
+    boot_before = ssh(hold_lab, plan, "cat /proc/sys/kernel/random/boot_id").stdout
+    (hold_lab.directory / "policies" / "patch.yaml").write_text(REBOOT_POLICY)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mspauto",
+            "--project",
+            str(hold_lab.directory),
+            "patch",
+            "--client",
+            CLIENT,
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env={**os.environ, "MSPAUTO_STATE_DIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    (host,) = json.loads(done.stdout)["hosts"]
+    assert host["reboot_done"] == "rebooted"
+    assert ssh(hold_lab, plan, "cat /proc/sys/kernel/random/boot_id").stdout != boot_before
+    # Scanned again after the reboot: it answered, and the reboot it waited for is done.
+    assert host["unchecked"] is None and host["pending_after"] == []
+    assert ssh(hold_lab, plan, "test -e /run/reboot-required").returncode == 1
