@@ -93,7 +93,7 @@ step "mspauto baseline --remediate: fix the drifted host (a recorded run of its 
   || echo "(exit code $?: see above)"
 "$bin/mspauto" --project "$lab" runs list --client globex
 
-step "a patch policy for the lab's clients: security updates at once, the editor deferred, lab-tools held"
+step "a patch policy for the lab's clients: security updates at once, the editor deferred, lab-tools held, a reboot when one is needed"
 cat > "$lab/policies/patch.yaml" <<'POLICY'
 kind: patch
 name: lab-patch
@@ -107,7 +107,7 @@ approvals:
     defer: 14d
   - action: manual
 holds: [lab-tools]
-reboot: {policy: never}
+reboot: {policy: if-required, reconnect_wait: 5m}
 POLICY
 cat "$lab/policies/patch.yaml"
 
