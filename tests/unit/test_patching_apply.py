@@ -134,3 +134,38 @@ def test_a_host_reporting_impossible_package_names_is_not_installed_from(tmp_pat
     assert next(t["when"] for t in install_play(report, hosts[1:])) == (
         "inventory_hostname in ['acme-02']"
     )
+
+
+def test_severity_sources_rate_a_scan(tmp_path: Path) -> None:
+    from mspauto.patching.severity import SeveritySources
+
+    # A constructed tracker entry for the lab's package (its real fix in the lab
+    # repository), naming a CVE that the real KEV excerpt lists (CVE-2014-0160).
+    tracker = tmp_path / "tracker.json"
+    tracker.write_text(
+        '{"lab-openssl": {"CVE-2014-0160": {"releases": {"bookworm": {"status": "resolved",'
+        ' "fixed_version": "3.0.11-1+deb12u2", "urgency": "high", "repositories":'
+        ' {"bookworm": "3.0.11-1"}}}}}}'
+    )
+    kev = FIXTURES.parent / "severity" / "kev" / "known_exploited_vulnerabilities.json"
+    settings = Settings.load(
+        tmp_path, env={"MSPAUTO_DEBIAN_TRACKER": str(tracker), "MSPAUTO_KEV_CATALOG": str(kev)}
+    )
+    sources = SeveritySources.from_settings(settings)
+    project = _project(tmp_path / "p")
+    hosts = _hosts(project)[:1]
+    report = scan_client(
+        project, "acme", hosts, _answer({"acme-01": PLANTED}), None, now=NOW, sources=sources
+    )
+    (findings,) = report.scan.hosts
+    openssl = next(f for f in findings.findings if f.subject == "lab-openssl").detail["update"]
+    assert (openssl["severity"], openssl["severity_source"]) == ("high", "debian-security-tracker")
+    assert openssl["known_exploited"] and openssl["exploited_due"] == "2022-05-25"
+    assert openssl["cves"] == ["CVE-2014-0160"]
+    kernel = next(f for f in findings.findings if f.subject == "lab-kernel").detail["update"]
+    assert kernel["severity"] == "unrated" and not kernel["known_exploited"]
+    reboot = next(f for f in findings.findings if f.subject == "reboot")
+    assert [s["source"] for s in reboot.detail["severity_sources"]] == [
+        "debian-security-tracker",
+        "cisa-kev",
+    ]
