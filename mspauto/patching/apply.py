@@ -41,7 +41,7 @@ from mspauto.evidence.records import (
     RunStatus,
     read_host_findings,
 )
-from mspauto.evidence.store import EvidenceError, EvidenceStore, NewRecord
+from mspauto.evidence.store import EvidenceStore, NewRecord
 from mspauto.fields import format_duration
 from mspauto.inventory.resolve import Client, Host
 from mspauto.patching.check import (
@@ -680,8 +680,14 @@ class _Rollout:
                     )
                 ]
             )
-        except EvidenceError as exc:
-            report.scan.evidence_error = report.scan.evidence_error or str(exc)
+            if self.store.notary is not None:
+                # Signed now, as every run's records are when it ends.
+                self.store.checkpoint(self.client.name)
+        except Exception as exc:  # the store failed: say so, keep the results (as the engine)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            report.scan.evidence_error = report.scan.evidence_error or (
+                f"{type(exc).__name__}: {first}"
+            )
 
 
 def install_play(

@@ -125,6 +125,7 @@ def test_a_failed_canary_stops_the_rollout(ring_lab: Lab, state: Path) -> None:
         "retries: 1\nrollout:\n  - {ring: canary, stop_if_failed_percent: 0}\n"
         "  - {ring: pilot, stop_if_failed_percent: 10}\n  - {ring: broad}\n",
     )
+    assert mspauto(ring_lab, state, "keys", "init").returncode == 0  # signed evidence
     with dpkg_lock_held(ring_lab, canary):  # the canary's install cannot start
         done, report = _patch(ring_lab, state, "--lock-timeout", "3")
     assert done.returncode == 2, done.stderr
@@ -145,6 +146,10 @@ def test_a_failed_canary_stops_the_rollout(ring_lab: Lab, state: Path) -> None:
         assert record.payload["stopped"] == stage["stopped"]
     finally:
         store.close()
+    # Every record of the run, the rollout's included, is under a signed checkpoint.
+    verified = mspauto(ring_lab, state, "evidence", "verify")
+    assert verified.returncode == 0, verified.stderr
+    assert "no checkpoint covers them" not in verified.stderr + verified.stdout
 
 
 def test_a_rings_wait_holds_the_next_ring_back(ring_lab: Lab, state: Path) -> None:
