@@ -51,8 +51,11 @@ printf '%s\n' "$simulated" | grep -E '^(Inst|E:|W:)'
 echo "@@mspauto sources"
 names=$(printf '%s\n' "$simulated" | awk '$1 == "Inst" { print $2 }')
 if [ -n "$names" ]; then
-  # shellcheck disable=SC2086  # one word per package name, as apt printed them
-  dpkg-query -W -f='${Package}\t${source:Package}\n' $names 2>/dev/null
+  # One word per name as apt printed it: no globbing, never an option.
+  set -f
+  # shellcheck disable=SC2086
+  dpkg-query -W -f='${Package}\t${source:Package}\n' -- $names 2>/dev/null
+  set +f
 fi
 echo "@@mspauto held"
 apt-mark showhold 2>/dev/null
@@ -117,11 +120,13 @@ def parse(stdout: str, stderr: str, rc: int | None) -> HostPatchFacts:
     """The facts the probe printed. A probe that did not run to its end, a lock that
     stayed busy, or a simulation apt refused gives ``problem`` with one reason."""
     sections = {name: (words, lines) for name, words, lines in _sections(stdout)}
-    if not stdout.startswith(f"{MARK} {FORMAT}") or "end" not in sections:
+    shapes = {"update": 2, "simulate": 1, "held": 0, "end": 0}
+    whole = all(n in sections and len(sections[n][0]) >= k for n, k in shapes.items())
+    if not stdout.startswith(f"{MARK} {FORMAT}") or not whole:
         last = (stderr.strip().splitlines() or ["no output"])[-1][:300]
         return HostPatchFacts("apt", problem=f"the apt probe did not finish (rc {rc}): {last}")
     warnings: list[str] = []
-    (update_rc, waited), update_lines = sections["update"]
+    (update_rc, waited, *_), update_lines = sections["update"]
     if update_rc != "0":
         holder = next((m for m in map(_LOCK_HOLDER.search, update_lines) if m), None)
         if holder is not None:
@@ -140,7 +145,7 @@ def parse(stdout: str, stderr: str, rc: int | None) -> HostPatchFacts:
         )
     elif waited == "1":
         warnings.append("waited for the package lock (another apt run held it)")
-    (simulate_rc,), simulated = sections["simulate"]
+    (simulate_rc, *_), simulated = sections["simulate"]
     if simulate_rc != "0":
         errors = [line for line in simulated if line.startswith("E:")]
         return HostPatchFacts(

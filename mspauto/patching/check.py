@@ -122,7 +122,9 @@ class PatchCheck:
         if plan.manager == "apt":
             return apt.probe_script(self.lock_timeout) + checks_script(self._checks(plan))
         if plan.manager == "dnf":
-            return dnf.probe_script(self.lock_timeout) + checks_script(self._checks(plan))
+            # In a subshell: the dnf probe ends with its own exit.
+            probe = dnf.probe_script(self.lock_timeout)
+            return f"(\n{probe}\n)\n" + checks_script(self._checks(plan))
         if plan.manager == "windows-update":
             return windows.probe_script()
         return None

@@ -491,12 +491,12 @@ def _time(text: str) -> datetime | None:
     """An updateinfo date: ``2024-05-02 10:00:00`` (UTC: the probe runs dnf with
     TZ=UTC), a date alone, or seconds since the epoch (as some repositories write it)."""
     text = text.strip().replace("T", " ")
-    if text.isdigit():
-        return datetime.fromtimestamp(int(text), UTC)
     try:
+        if text.isdigit():
+            return datetime.fromtimestamp(int(text), UTC)
         return parse_time(text)
-    except ValueError:
-        return None
+    except (ValueError, OverflowError, OSError):
+        return None  # a date no calendar holds: unknown, not a crash
 
 
 def _unique(advisories: Iterable[_Advisory]) -> list[_Advisory]:

@@ -109,7 +109,7 @@ class ApprovalMatch(StrictModel):
         for index, pattern in enumerate(value):
             try:
                 re.compile(pattern)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:
                 raise item_error(
                     f"'{pattern}' is not a valid regular expression: {exc}", at=index
                 ) from None

@@ -196,3 +196,47 @@ def test_a_refused_simulation_is_a_problem() -> None:
     )
     facts = parse(text, "", 0)
     assert facts.problem is not None and "could not be parsed" in facts.problem
+
+
+def test_cut_or_odd_section_headers_are_a_problem_not_a_crash() -> None:
+    for broken in (
+        "@@mspauto apt-facts 1\n@@mspauto update\n@@mspauto simulate 0\n@@mspauto held\n"
+        "@@mspauto end\n",
+        "@@mspauto apt-facts 1\n@@mspauto update 0 0\n@@mspauto held\n@@mspauto end\n",
+        "@@mspauto apt-facts 1\n@@mspauto update 0 0\n@@mspauto simulate\n@@mspauto end\n",
+    ):
+        assert parse(broken, "", 0).problem is not None
+
+
+def test_the_probe_never_globs_or_reads_names_as_options(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from mspauto.patching.apt import probe_script
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "libfoo-exists").write_text("")
+    fake = {
+        "apt-get": "case \"$*\" in *-s*) echo 'Inst lib* [1] (2 Debian:bookworm [all])';"
+        " echo 'Inst --load-avail=/dev/null [1] (2 Debian:bookworm [all])';; esac",
+        "dpkg-query": 'for a in "$@"; do echo "ARG $a"; done',
+        "apt-mark": "true",
+    }
+    for name, body in fake.items():
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    done = subprocess.run(
+        ["bash", "-c", probe_script(1)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        check=False,
+    )
+    args = [
+        line.removeprefix("ARG ") for line in done.stdout.splitlines() if line.startswith("ARG")
+    ]
+    assert "--" in args
+    assert args[args.index("--") + 1 :] == ["lib*", "--load-avail=/dev/null"]

@@ -4,6 +4,7 @@ what the host answered (answers as the lab's hosts print them)."""
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mspauto.patching.health import checks_script, read_checks
@@ -52,3 +53,38 @@ def test_policy_values_reach_the_host_as_one_word_each(tmp_path: Path) -> None:
         (f"service {hostile} active", False),
         ("command 'exit 3' exits 0", False),
     ]
+
+
+def test_checks_run_after_the_dnf_probe_too(tmp_path: Path) -> None:
+    """The dnf probe ends with an exit of its own: the checks still run after it."""
+    import os
+
+    from mspauto.patching.check import PatchCheck, PatchPlan
+    from mspauto.policy.models import PatchPolicy
+
+    policy = PatchPolicy.model_validate(
+        {
+            "kind": "patch",
+            "name": "p",
+            "targets": {"clients": ["*"]},
+            "schedule": {"cron": "0 1 * * *", "timezone": "client"},
+            "pre_checks": {"commands": ["true"]},
+        }
+    )
+    check = PatchCheck(now=datetime.now(UTC), contract=None, first_detected={})
+    script = check.probe(None, PatchPlan(policy, "dnf", ()))  # type: ignore[arg-type]
+    assert script is not None
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    for name in ("dnf", "rpm"):
+        (stub / name).write_text("#!/bin/sh\nexit 1\n")
+        (stub / name).chmod(0o755)
+    done = subprocess.run(
+        ["sh", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"},
+    )
+    results = read_checks(done.stdout, policy.pre_checks)
+    assert [(r.what, r.ok) for r in results] == [("command 'true' exits 0", True)]
