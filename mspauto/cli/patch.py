@@ -28,7 +28,15 @@ SOURCE_MAX_AGE_DAYS = 2
 most weekdays)."""
 
 # Listed first: what needs attention.
-_ACTION_ORDER = {"install": 0, "manual": 1, "defer": 2, "hold": 3, "reject": 4, "waived": 5}
+_ACTION_ORDER = {
+    "install": 0,
+    "manual": 1,
+    "defer": 2,
+    "dependency": 3,
+    "hold": 4,
+    "reject": 5,
+    "waived": 6,
+}
 
 
 @click.group(invoke_without_command=True)
@@ -44,7 +52,13 @@ _ACTION_ORDER = {"install": 0, "manual": 1, "defer": 2, "hold": 3, "reject": 4, 
     is_flag=True,
     help="Install even outside the maintenance window (needs --reason, which is recorded).",
 )
-@click.option("--reason", help="Why the window is overridden (recorded with the run).")
+@click.option(
+    "--resume-rollout",
+    is_flag=True,
+    help="Go on with a rollout that a failed ring stopped in an earlier run (needs "
+    "--reason, which is recorded).",
+)
+@click.option("--reason", help="Why the window is overridden or the rollout resumed (recorded).")
 @click.option(
     "--lock-timeout",
     type=click.IntRange(0, 3600),
@@ -63,6 +77,7 @@ def patch(
     patterns: tuple[str, ...],
     dry_run: bool,
     force_window: bool,
+    resume_rollout: bool,
     reason: str | None,
     lock_timeout: int,
     timeout: float,
@@ -82,10 +97,13 @@ def patch(
     app: Application = ctx.ensure_object(Application)
     if client_name is None:
         app.abort("give the client: mspauto patch --client NAME [--dry-run]")
-    if force_window and not (reason and reason.strip()):
-        app.abort("--force-window needs --reason 'why' (it is recorded with the run)")
-    if reason and not force_window:
-        app.abort("--reason goes with --force-window")
+    for flag, given in (("--force-window", force_window), ("--resume-rollout", resume_rollout)):
+        if given and not (reason and reason.strip()):
+            app.abort(f"{flag} needs --reason 'why' (it is recorded with the run)")
+    if reason and not (force_window or resume_rollout):
+        app.abort("--reason goes with --force-window or --resume-rollout")
+    if dry_run and (force_window or resume_rollout):
+        app.abort("a dry run installs nothing: leave out --force-window and --resume-rollout")
     from mspauto.checks import RunOptions
     from mspauto.engine.progress import SilentProgress, progress_for
     from mspauto.patching.apply import has_patch_policy, patch_client, scan_client
@@ -135,6 +153,7 @@ def patch(
                 force_window=reason.strip() if force_window and reason else None,
                 lock_timeout=lock_timeout,
                 sources=sources,
+                resume=reason.strip() if resume_rollout and reason else None,
             )
     if output == "json":
         app.print_json(report.as_dict())
@@ -145,9 +164,19 @@ def patch(
 
 def _exit(report: PatchReport) -> None:
     runs = [report.scan.status]
+    errors = [report.scan.evidence_error]
     for round_ in report.rounds:
         runs.append(round_.install.status)
-        runs += [round_.after.status] if round_.after else []
+        errors.append(round_.install.evidence_error)
+        if round_.after:
+            runs.append(round_.after.status)
+            errors.append(round_.after.evidence_error)
+    for run in report.reboot_runs:
+        runs.append(run.status)
+        errors.append(run.evidence_error)
+    for scan in report.reboot_scans:
+        runs.append(scan.status)
+        errors.append(scan.evidence_error)
     if RunStatus.ABORTED in runs:
         click.echo("stopped at once: hosts that were running have an unknown outcome", err=True)
         sys.stdout.flush()
@@ -156,10 +185,6 @@ def _exit(report: PatchReport) -> None:
     if RunStatus.INTERRUPTED in runs:
         click.echo("stopped: nothing more was installed", err=True)
         sys.exit(130)
-    errors = [report.scan.evidence_error]
-    for round_ in report.rounds:
-        errors.append(round_.install.evidence_error)
-        errors += [round_.after.evidence_error] if round_.after else []
     for error in filter(None, errors):
         click.echo(
             f"error: the evidence store could not record this run completely ({error}); "
@@ -171,6 +196,7 @@ def _exit(report: PatchReport) -> None:
     if (
         report.failed_hosts
         or report.stopped
+        or report.held
         or report.unsupported
         or any(h.unchecked for h in report.scan.hosts)
     ):
@@ -245,6 +271,10 @@ def _print(app: Application, report: PatchReport) -> None:
             click.echo(f"ROLLOUT STOPPED: {stage.stopped}")
     for waiting in report.waiting:
         click.echo(f"waiting: {waiting}")
+    for held in report.held:
+        click.echo(f"ROLLOUT HELD: {held}")
+    if report.refused:
+        click.echo(f"{report.client}: {report.refused}")
     if report.dry_run:
         click.echo(f"{report.client}: dry run, nothing installed (scan {report.scan.run_id})")
     elif not report.rounds:
@@ -284,10 +314,17 @@ def status(
     was never scanned or its last scan failed, 0 otherwise."""
     from rich.table import Table
 
+    from mspauto.patching.apply import patched_hosts
     from mspauto.patching.status import patch_status
 
     project = app.usable_project()
     _, hosts = app.client_hosts(project, client_name, patterns)
+    hosts = patched_hosts(project, hosts)
+    if not hosts:
+        app.abort(
+            f"no patch policy selects these hosts of {client_name}, or none has a package "
+            "manager mspauto drives"
+        )
     now = datetime.now(UTC)
     with app.evidence_store() as store:
         statuses = patch_status(store, client_name, sorted(h.name for h in hosts))

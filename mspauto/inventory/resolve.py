@@ -119,6 +119,11 @@ class Client:
         """Credentials by name; each secret is a reference."""
         return self.spec.credentials
 
+    def timezone_of(self, host: Host) -> str:
+        """The IANA zone a host's windows are read in: its site's, else the client's."""
+        site = self.sites.get(host.site) if host.site else None
+        return (site.timezone if site is not None else None) or self.spec.timezone
+
 
 @dataclass(frozen=True)
 class Inventory:

@@ -18,6 +18,7 @@ afterwards.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -49,6 +50,7 @@ from mspauto.patching.check import (
     APT_VERSION,
     CHECK_SUBJECTS,
     DNF_SPEC,
+    MANAGER_OF_PLATFORM,
     REBOOT_SUBJECT,
     PatchCheck,
     PatchPlan,
@@ -151,6 +153,11 @@ class PatchReport:
     """Per host: ``rebooted``, or why not (``deferred: ...``, ``pending: ...``,
     ``failed: ...``)."""
     reboot_runs: list[RunOutcome] = field(default_factory=list)
+    reboot_scans: list[CheckRun[PatchPlan]] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    """Policies whose rollout stopped in an earlier run and waits for a person."""
+    refused: str | None = None
+    """Why nothing was installed at all (the scan could not be recorded)."""
     dry_run: bool = True
 
     def __post_init__(self) -> None:
@@ -230,6 +237,8 @@ class PatchReport:
             "forced_window": self.forced,
             "stages": [s.as_dict() for s in self.stages],
             "waiting": self.waiting,
+            "held_rollouts": self.held,
+            "refused": self.refused,
             "unsupported": self.unsupported,
             "failed_hosts": self.failed_hosts,
             "hosts": hosts,
@@ -245,6 +254,20 @@ def _window_dict(state: WindowState | None) -> dict[str, Any] | None:
         "closes": state.closes.isoformat() if state.closes else None,
         "opens": state.opens.isoformat() if state.opens else None,
     }
+
+
+def patched_hosts(project: Project, hosts: Sequence[Host]) -> list[Host]:
+    """The hosts an enabled patch policy selects and mspauto has a package manager for
+    (network gear is never "up to date", just not patched by mspauto)."""
+    return [
+        h
+        for h in hosts
+        if h.platform in MANAGER_OF_PLATFORM
+        and any(
+            isinstance(p.policy, PatchPolicy) and p.policy.enabled and p.policy.targets.matches(h)
+            for p in project.policies
+        )
+    ]
 
 
 def has_patch_policy(project: Project, hosts: Sequence[Host]) -> bool:
@@ -264,10 +287,20 @@ def first_detections(
     """Host -> package -> when it was first seen pending, carried forward from each
     host's latest patch scan: an update pending then keeps its first detection; one
     not pending then (installed meanwhile, or new) starts again now."""
+    return _history(store, client, hosts)[0]
+
+
+def _history(
+    store: EvidenceStore | None, client: str, hosts: Iterable[str]
+) -> tuple[dict[str, dict[str, datetime]], dict[str, dict[str, datetime]]]:
+    """From each host's latest patch scan: per pending update, its first detection and
+    the earliest release time seen for it (Windows moves an update's release time with
+    every revision; the clock must not restart with it)."""
     wanted = set(hosts)
-    latest: dict[str, dict[str, datetime]] = {}
+    detected: dict[str, dict[str, datetime]] = {}
+    released: dict[str, dict[str, datetime]] = {}
     if store is None:
-        return latest
+        return detected, released
     for record in store.records(chain=client, kind=RecordKind.FINDINGS):
         if record.host not in wanted or record.payload.get("check") != "patch":
             continue
@@ -275,14 +308,18 @@ def first_detections(
         if findings.unchecked:
             continue  # a failed scan says nothing about what was pending
         seen: dict[str, datetime] = {}
+        first_release: dict[str, datetime] = {}
         for update, decision in decisions_of(findings):
             first = parse_time(str(decision.get("first_detected") or "")) or parse_time(
                 record.recorded_at
             )
             if first is not None:
                 seen[update.name] = first
-        latest[record.host] = seen
-    return latest
+            if update.released is not None:
+                first_release[update.name] = update.released
+        detected[record.host] = seen
+        released[record.host] = first_release
+    return detected, released
 
 
 def _check(
@@ -292,12 +329,12 @@ def _check(
     sources: SeveritySources | None,
     lock_timeout: int,
 ) -> PatchCheck:
+    detected, released = _history(store, scope.client.name, (s.host.name for s in scope.hosts))
     return PatchCheck(
         now=now,
         contract=scope.contract,
-        first_detected=first_detections(
-            store, scope.client.name, (s.host.name for s in scope.hosts)
-        ),
+        first_detected=detected,
+        first_released=released,
         rate=sources.apply if sources else None,
         lock_timeout=lock_timeout,
         sources=[s.as_dict() for s in sources.snapshots] if sources else (),
@@ -324,7 +361,8 @@ def scan_client(
     scan = run_checks(check, scope, transport, store, options or RunOptions())
     report = PatchReport(client_name, now, scan)
     for name, plan in scan.plans.items():
-        report.window[name] = window_state(plan.policy.window, client.spec.timezone, now)
+        zone = client.timezone_of(client.hosts[name])
+        report.window[name] = window_state(plan.policy.window, zone, now)
     return report
 
 
@@ -341,14 +379,16 @@ def patch_client(
     force_window: str | None = None,
     sources: SeveritySources | None = None,
     lock_timeout: int = 120,
+    resume: str | None = None,
 ) -> PatchReport:
     """Scan, then install what each host's policy approves, ring by ring: hosts whose
     window is open (or all, with ``force_window``, the recorded reason), that passed
     their pre-checks. Each install is followed by a scan (with the post-checks); what
     failed is retried up to the policy's ``retries``; hosts reboot as the policy says.
     A ring whose failed share passes its threshold stops its policy's rollout
-    (recorded); a ring's ``wait`` holds the next ring back, and the report says until
-    when."""
+    (recorded), and stays stopped in later runs until ``resume`` (a person's recorded
+    reason) lets it go on; a ring's ``wait`` holds the next ring back, and the report
+    says until when."""
     options = options or RunOptions()
     report = scan_client(
         project,
@@ -365,6 +405,12 @@ def patch_client(
     report.forced = force_window
     if report.scan.status is not RunStatus.COMPLETED:
         return report  # a stopped scan installs nothing: a stop means stop
+    if report.scan.evidence_error:
+        report.refused = (
+            "nothing installed: the scan could not be recorded as evidence, and a change "
+            "that leaves no evidence is not made"
+        )
+        return report
     rollout = _Rollout(
         project,
         report,
@@ -381,8 +427,11 @@ def patch_client(
         plan = report.scan.plans.get(host.name)
         if plan is not None and (force_window is not None or report.window[host.name].open):
             by_policy.setdefault(plan.policy.name, (plan.policy, []))[1].append(host)
+    client = project.inventory.clients[client_name]
     for policy, policy_hosts in by_policy.values():
-        if not rollout.policy(policy, policy_hosts):
+        # Rings and their waits are the policy's whole fleet's, whatever --hosts chose.
+        everyone = [h for h in client.hosts.values() if policy.targets.matches(h)]
+        if not rollout.policy(policy, policy_hosts, everyone, resume=resume):
             break  # stopped (Ctrl-C, SIGTERM): nothing more is installed
     return report
 
@@ -415,10 +464,29 @@ class _Rollout:
     sources: SeveritySources | None
     lock_timeout: int
 
-    def policy(self, policy: PatchPolicy, hosts: Sequence[Host]) -> bool:
-        """Every ring of one policy, in order; False when a run was stopped."""
+    def policy(
+        self,
+        policy: PatchPolicy,
+        hosts: Sequence[Host],
+        everyone: Sequence[Host],
+        *,
+        resume: str | None,
+    ) -> bool:
+        """Every ring of one policy, in order, installing on ``hosts`` (rings and waits
+        are judged over ``everyone`` the policy selects); False when a run was stopped."""
+        stopped = self.stopped_rollout(policy)
+        if stopped is not None and resume is None:
+            self.report.held.append(
+                f"{policy.name}: the rollout stopped earlier ({stopped}); nothing is installed "
+                "until a person resumes it: mspauto patch --client "
+                f"{self.client.name} --resume-rollout --reason '...'"
+            )
+            return True
+        if stopped is not None and resume is not None:
+            self.record({"policy": policy.name, "resumed": resume, "stopped_was": stopped})
+        chosen = {h.name for h in hosts}
         previous: tuple[RolloutStage | None, list[Host]] | None = None
-        for stage, stage_hosts in _stages(policy, hosts):
+        for stage, members in _stages(policy, everyone):
             if previous is not None and previous[0] is not None and previous[0].wait:
                 ended = self.last_install(previous[1])
                 if ended is not None and datetime.now(UTC) < ended + previous[0].wait:
@@ -428,15 +496,57 @@ class _Rollout:
                         f"{previous[0].ring} waits {format_duration(previous[0].wait)})"
                     )
                     return True
-            previous = (stage, stage_hosts)
-            result = self.stage(policy, stage, stage_hosts)
+            previous = (stage, members)
+            selected = [h for h in members if h.name in chosen]
+            if not selected:
+                continue
+            rounds_before = len(self.report.rounds)
+            result = self.stage(policy, stage, selected)
             if result is None:
                 return False
             self.report.stages.append(result)
-            self.record_stage(result)
-            if result.stopped:
+            ran = self.report.rounds[rounds_before:]
+            self.record(
+                result.as_dict(),
+                run_id=ran[-1].install.run_id if ran else self.report.scan.run_id,
+                skip=not result.hosts,
+            )
+            if result.stopped or self.window_closed(policy, selected):
                 return True
         return True
+
+    def stopped_rollout(self, policy: PatchPolicy) -> str | None:
+        """Why the policy's rollout stopped in an earlier run, if it did and nobody has
+        resumed it since (read from the ``patch_rollout`` records)."""
+        if self.store is None:
+            return None
+        stopped: str | None = None
+        for record in self.store.records(chain=self.client.name, kind=RecordKind.PATCH_ROLLOUT):
+            if record.payload.get("policy") != policy.name:
+                continue
+            if record.payload.get("resumed"):
+                stopped = None
+            elif record.payload.get("stopped"):
+                stopped = f"{record.payload['stopped']}, {record.recorded_at[:16]} UTC"
+        return stopped
+
+    def window_closed(self, policy: PatchPolicy, hosts: Sequence[Host]) -> bool:
+        """True when the window has closed since the scan (and the run is not forced):
+        what is left waits for the next window."""
+        if self.report.forced is not None or policy.window is None:
+            return False
+        now = datetime.now(UTC)
+        closed = [
+            h
+            for h in hosts
+            if not window_state(policy.window, self.client.timezone_of(h), now).open
+        ]
+        if closed:
+            self.report.waiting.append(
+                f"{policy.name}: the maintenance window closed during the run; "
+                f"{', '.join(sorted(h.name for h in closed))} and later rings wait for the next"
+            )
+        return bool(closed)
 
     def stage(
         self, policy: PatchPolicy, stage: RolloutStage | None, hosts: Sequence[Host]
@@ -457,12 +567,16 @@ class _Rollout:
         touched = failed | {h.name for h in eligible}
         ring = stage.ring if stage else None
         for attempt in range(1, policy.retries + 2):
-            todo = [h for h in eligible if report.approved(h.name)]
-            if not todo:
+            # A host whose post-checks failed after a try is not tried again.
+            todo = [
+                h for h in eligible if report.approved(h.name) and not report.check_failed(h.name)
+            ]
+            if not todo or (attempt > 1 and self.window_closed(policy, todo)):
                 break
             if not self.install(ring, attempt, todo):
                 return None
-        if not self.reboot(policy, eligible):
+        # Every answering host of the ring may be due a reboot, also one deferred earlier.
+        if not self.reboot(policy, [h for h in hosts if h.name not in failed]):
             return None
         for host in eligible:
             outcomes = report.installed.get(host.name, [])
@@ -558,14 +672,19 @@ class _Rollout:
                 report.reboots[host.name] = "pending: the policy says never"
             elif settings.policy == "if-required" and pending is None and installed:
                 report.reboots[host.name] = "not done: the host gave no way to tell if needed"
-        if not wanted:
-            return True
-        window = window_state(
-            settings.window or policy.window, self.client.spec.timezone, datetime.now(UTC)
-        )
-        if not window.open and report.forced is None:
+        if report.forced is None:
+            now = datetime.now(UTC)
+            windows = {
+                h.name: window_state(
+                    settings.window or policy.window, self.client.timezone_of(h), now
+                )
+                for h in wanted
+            }
             for host in wanted:
-                report.reboots[host.name] = f"deferred: {window.reason}"
+                if not windows[host.name].open:
+                    report.reboots[host.name] = f"deferred: {windows[host.name].reason}"
+            wanted = [h for h in wanted if windows[h.name].open]
+        if not wanted:
             return True
         timeout = int(settings.reconnect_wait.total_seconds())
         run = self.run(
@@ -594,7 +713,9 @@ class _Rollout:
                 report.reboots[result.host] = f"failed: {why}"
         if run.status is not RunStatus.COMPLETED:
             return False
-        return self.scan_after(wanted).status is RunStatus.COMPLETED
+        after = self.scan_after(wanted)
+        report.reboot_scans.append(after)
+        return after.status is RunStatus.COMPLETED
 
     def run(
         self,
@@ -662,26 +783,27 @@ class _Rollout:
                 ended = parse_time(record.recorded_at)
         return ended
 
-    def record_stage(self, stage: StageResult) -> None:
-        """A ring's result as evidence (beside the ring's last install run)."""
+    def record(
+        self, payload: Mapping[str, Any], *, run_id: str | None = None, skip: bool = False
+    ) -> None:
+        """A ``patch_rollout`` record (a ring's result, or a person resuming a stopped
+        rollout), signed at once as every run's records are when it ends."""
         report = self.report
-        if self.store is None or not stage.hosts:
+        if self.store is None or skip:
             return
-        run_id = report.rounds[-1].install.run_id if report.rounds else report.scan.run_id
         try:
             self.store.append(
                 [
                     NewRecord(
                         chain=self.client.name,
                         kind=RecordKind.PATCH_ROLLOUT,
-                        run_id=run_id or "",
+                        run_id=run_id or report.scan.run_id or "",
                         recorded_at=datetime.now(UTC),
-                        payload=stage.as_dict(),
+                        payload=payload,
                     )
                 ]
             )
             if self.store.notary is not None:
-                # Signed now, as every run's records are when it ends.
                 self.store.checkpoint(self.client.name)
         except Exception as exc:  # the store failed: say so, keep the results (as the engine)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -703,6 +825,7 @@ def install_play(
     (``one_by_one``) installs each in a command of its own, so one update that cannot
     go in (a held dependency) no longer keeps the others out."""
     groups: dict[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], list[str]] = {}
+    run = uuid.uuid4().hex[:12]
     for host in hosts:
         findings = report.latest[host.name]
         plan = report.scan.plans[host.name]
@@ -713,22 +836,30 @@ def install_play(
         )
         if plan.manager == "apt":
             install = tuple(sorted(f"{u.name}={u.candidate}" for u in approved))
-            held_before = _host_holds(findings)
-            release = tuple(name for name in others if name.split(":", 1)[0] not in held_before)
+            # Not a package the upgrade adds: an approved update may need it.
+            pins_text = _apt_pins(
+                [
+                    u
+                    for u, d in decisions_of(findings)
+                    if d["action"] not in ("install", "dependency")
+                ]
+            )
             for word in install + others:
                 name, _, version = word.partition("=")
                 if not APT_NAME.match(name) or (version and not APT_VERSION.match(version)):
                     raise ValueError(f"{host.name}: '{word}' is not an apt package or version")
         else:
-            # dnf: excluded for this one command, nothing to release afterwards.
+            # dnf: excluded for this one command.
             install = tuple(sorted(f"{u.name}-{u.candidate}" for u in approved))
-            release = ()
+            pins_text = ()
             for word in install:
                 if not DNF_SPEC.match(word):
                     raise ValueError(f"{host.name}: '{word}' is not name-[epoch:]version-release")
-        groups.setdefault((plan.manager, install, others, release), []).append(host.name)
+        groups.setdefault((plan.manager, install, others, pins_text), []).append(host.name)
     tasks: list[dict[str, Any]] = []
-    for number, ((manager, install, others, release), names) in enumerate(groups.items(), start=1):
+    for number, ((manager, install, others, pins_text), names) in enumerate(
+        groups.items(), start=1
+    ):
         when = f"inventory_hostname in {sorted(names)!r}"
         if manager == "dnf":
             # The packaged task file (docs/patching-dnf.md), given this group's values.
@@ -745,15 +876,20 @@ def install_play(
                 }
             )
             continue
-        # A failed install must still release the holds: without ignore_errors Ansible
-        # would drop the host from the rest of the play.
-        if others:
+        # Every pending package that is not approved is pinned where it is, for these
+        # commands only: apt reads the pins from a folder of this run's own (a copy of
+        # the host's preferences.d plus ours), so a stopped run leaves no hold behind.
+        pins = f"/var/tmp/mspauto-patch-{run}-{number}"
+        pinned = ["-o", f"Dir::Etc::PreferencesParts={pins}"] if pins_text else []
+        if pins_text:
             tasks.append(
                 {
-                    "name": f"group {number}: hold what is not approved ({len(others)})",
-                    "ansible.builtin.command": {"argv": ["apt-mark", "hold", *others]},
+                    "name": f"group {number}: pin what is not approved ({len(others)})",
+                    "ansible.builtin.command": {
+                        "argv": ["sh", "-c", _PIN_SCRIPT, "mspauto-pins", pins],
+                        "stdin": pins_text[0],
+                    },
                     "when": when,
-                    "ignore_errors": True,
                 }
             )
         batches = [[spec] for spec in install] if one_by_one else [list(install)]
@@ -773,19 +909,21 @@ def install_play(
                             "Dpkg::Options::=--force-confold",
                             "-o",
                             f"DPkg::Lock::Timeout={lock_timeout}",
+                            *pinned,
                             *batch,
                         ]
                     },
                     "environment": APT_ENVIRONMENT,
                     "when": when,
+                    # Without it Ansible drops the host from the rest of the play.
                     "ignore_errors": True,
                 }
             )
-        if release:
+        if pins_text:
             tasks.append(
                 {
-                    "name": f"group {number}: release the temporary holds ({len(release)})",
-                    "ansible.builtin.command": {"argv": ["apt-mark", "unhold", *release]},
+                    "name": f"group {number}: remove the pins",
+                    "ansible.builtin.command": {"argv": ["rm", "-rf", "--", pins]},
                     "when": when,
                     "ignore_errors": True,
                 }
@@ -793,9 +931,28 @@ def install_play(
     return tasks
 
 
-def _host_holds(findings: HostFindings) -> set[str]:
-    reboot = next((f for f in findings.findings if f.subject == REBOOT_SUBJECT), None)
-    return set(reboot.detail.get("held", [])) if reboot else set()
+_PIN_SCRIPT = (
+    'set -e; rm -rf -- "$1"; mkdir -p -- "$1"; '
+    'if [ -d /etc/apt/preferences.d ]; then cp -a /etc/apt/preferences.d/. "$1"/; fi; '
+    'cat > "$1/zz-mspauto-not-approved.pref"'
+)
+"""Writes the pins (on stdin) beside a copy of the host's own preferences.d, into the
+folder given as ``$1``; values never reach the script as code."""
+
+
+def _apt_pins(updates: Sequence[PendingUpdate]) -> tuple[str, ...]:
+    """APT preferences keeping ``updates`` where they are: the installed version pinned
+    above any candidate, a package not installed kept out. Empty when nothing is."""
+    stanzas = []
+    for update in updates:
+        name = update.name.split(":", 1)[0]
+        if update.installed:
+            stanzas.append(
+                f"Package: {name}\nPin: version {update.installed}\nPin-Priority: 1001\n"
+            )
+        else:
+            stanzas.append(f"Package: {name}\nPin: version *\nPin-Priority: -1\n")
+    return ("\n".join(stanzas),) if stanzas else ()
 
 
 def _installed(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -91,6 +91,7 @@ class PatchCheck:
         lock_timeout: int = 120,
         phase: Literal["pre", "post"] = "pre",
         sources: Sequence[Mapping[str, object]] = (),
+        first_released: Mapping[str, Mapping[str, datetime]] | None = None,
     ) -> None:
         self.now = now
         self.phase = phase
@@ -98,6 +99,8 @@ class PatchCheck:
         self.contract = contract
         self.first_detected = first_detected
         """Host -> package -> when it was first seen pending (from earlier scans)."""
+        self.first_released = first_released or {}
+        """Host -> package -> the earliest release time earlier scans saw for it."""
         self.rate = rate
         self.sources = sources
         """What each severity source read (path, date), recorded with every host."""
@@ -174,6 +177,9 @@ class PatchCheck:
         self.facts[host.name] = facts
         if facts.problem is not None:
             return HostFindings(self.kind, host.name, (), facts.problem)
+        facts = _with_updates(
+            facts, _earliest_release(facts.updates, self.first_released.get(host.name, {}))
+        )
         decisions = decide_all(
             plan.policy,
             facts.updates,
@@ -182,6 +188,7 @@ class PatchCheck:
             contract=self.contract,
             first_detected=self.first_detected.get(host.name, {}),
             now=self.now,
+            adds_packages=facts.manager == "apt",
         )
         findings = [_finding(plan, decision, facts) for decision in decisions]
         findings.append(_reboot_finding(plan, facts, self.sources))
@@ -234,6 +241,18 @@ def _well_formed(manager: Manager, update: PendingUpdate) -> bool:
 
 def _with_problem(facts: HostPatchFacts, problem: str) -> HostPatchFacts:
     return HostPatchFacts(facts.manager, problem=problem)
+
+
+def _earliest_release(
+    updates: Sequence[PendingUpdate], seen: Mapping[str, datetime]
+) -> tuple[PendingUpdate, ...]:
+    """Each update with the earliest release time any scan saw for it."""
+    return tuple(
+        replace(u, released=seen[u.name])
+        if u.name in seen and (u.released is None or seen[u.name] < u.released)
+        else u
+        for u in updates
+    )
 
 
 def _with_updates(facts: HostPatchFacts, updates: tuple[PendingUpdate, ...]) -> HostPatchFacts:

@@ -5,6 +5,9 @@ Per update, in this order:
 1. **held** when the policy's ``holds`` name it (shell-style patterns: ``linux-image-*``)
    or the host itself holds it (``apt-mark hold``): it stays at its version;
 2. **waived** when an unexpired package waiver covers it on the host;
+   a package the apt upgrade would *add* (a new kernel ABI package pulled in by its
+   metapackage) is a **dependency**: installed only when an approved update needs it,
+   so holding ``linux-image-amd64`` also keeps the new kernel out;
 3. the **first approval rule** that matches (severity, classification, name regex,
    known-exploited) decides: ``auto`` installs, ``manual`` waits for a person,
    ``reject`` never installs, ``defer`` installs once the delay has passed since the
@@ -48,7 +51,7 @@ __all__ = [
     "window_state",
 ]
 
-Action = Literal["install", "defer", "manual", "reject", "hold", "waived"]
+Action = Literal["install", "defer", "manual", "reject", "hold", "waived", "dependency"]
 Clock = Literal["release", "detection"]
 
 
@@ -102,6 +105,7 @@ def decide_all(
     contract: Contract | None,
     first_detected: Mapping[str, datetime],
     now: datetime,
+    adds_packages: bool = False,
 ) -> list[Decision]:
     """Every update's decision (``first_detected``: package -> when first seen pending;
     updates not in it are first detected ``now``)."""
@@ -114,6 +118,7 @@ def decide_all(
             contract=contract,
             first_detected=first_detected.get(update.name, now),
             now=now,
+            adds_packages=adds_packages,
         )
         for update in updates
     ]
@@ -128,8 +133,10 @@ def decide(
     contract: Contract | None,
     first_detected: datetime,
     now: datetime,
+    adds_packages: bool = False,
 ) -> Decision:
-    """One update's decision under ``policy`` at ``now``."""
+    """One update's decision under ``policy`` at ``now``. With ``adds_packages`` (apt),
+    an update with no installed version is a package the upgrade would add."""
     clock: Clock = "release"
     start = update.released
     if start is None or (contract is not None and contract.patch_clock_starts == "detection"):
@@ -151,6 +158,11 @@ def decide(
             "waived",
             f"waiver '{waiver.name}' until {waiver.expires} (approved by {waiver.approved_by})",
             waiver=waiver.name,
+        )
+    if adds_packages and update.installed is None:
+        return made(
+            "dependency",
+            "a package the upgrade would add: installed only when an approved update needs it",
         )
     for index, rule in enumerate(policy.approvals):
         if not _matches(rule.match, update):

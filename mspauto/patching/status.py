@@ -33,8 +33,8 @@ class PendingItem:
         return None if start is None else round((now - start).total_seconds() / 86400, 1)
 
     def overdue(self, now: datetime) -> bool:
-        """Past the contract's deadline."""
-        return self.deadline is not None and now > self.deadline
+        """Past the contract's deadline (a waived update is excepted, never overdue)."""
+        return self.action != "waived" and self.deadline is not None and now > self.deadline
 
     def as_dict(self, now: datetime) -> dict[str, Any]:
         """Machine-readable form."""

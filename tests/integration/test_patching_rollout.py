@@ -146,6 +146,14 @@ def test_a_failed_canary_stops_the_rollout(ring_lab: Lab, state: Path) -> None:
         assert record.payload["stopped"] == stage["stopped"]
     finally:
         store.close()
+    # The stop holds in later runs, even with the canary healthy again, until a person
+    # resumes the rollout.
+    again, held = _patch(ring_lab, state)
+    assert again.returncode == 2, again.stderr
+    assert held["install_run_ids"] == []
+    (reason,) = held["held_rollouts"]
+    assert reason.startswith("wayne-patch: the rollout stopped earlier (ring canary: 1 of 1")
+    assert _versions(ring_lab, canary) == INSTALLED
     # Every record of the run, the rollout's included, is under a signed checkpoint.
     verified = mspauto(ring_lab, state, "evidence", "verify")
     assert verified.returncode == 0, verified.stderr
@@ -159,7 +167,9 @@ def test_a_rings_wait_holds_the_next_ring_back(ring_lab: Lab, state: Path) -> No
         "rollout:\n  - {ring: canary, stop_if_failed_percent: 0, wait: 2h}\n"
         "  - {ring: pilot}\n  - {ring: broad}\n",
     )
-    done, report = _patch(ring_lab, state)
+    done, report = _patch(
+        ring_lab, state, "--resume-rollout", "--reason", "canary's dpkg lock was a stuck job"
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     (stage,) = report["stages"]
     assert (stage["ring"], stage["failed"]) == ("canary", [])

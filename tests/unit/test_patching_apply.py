@@ -4,9 +4,12 @@ names no package manager would print is never installed from."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mspauto.config import Settings
@@ -86,27 +89,31 @@ def test_a_scan_decides_records_and_builds_the_install_play(tmp_path: Path) -> N
     store.close()
 
     play = install_play(report, hosts, lock_timeout=30)
-    # Both hosts install the same: one group of tasks for both, holds around the install.
+    # Both hosts install the same: one group of tasks for both, pins around the install.
     assert [t["name"] for t in play] == [
-        "group 1: hold what is not approved (2)",
+        "group 1: pin what is not approved (2)",
         "group 1: install 3 approved updates",
-        "group 1: release the temporary holds (2)",
+        "group 1: remove the pins",
     ]
     assert {t["when"] for t in play} == {"inventory_hostname in ['acme-01', 'acme-02']"}
-    assert play[0]["ansible.builtin.command"]["argv"] == [
-        "apt-mark",
-        "hold",
-        "lab-editor",
-        "lab-tools",
-    ]
+    pin = play[0]["ansible.builtin.command"]
+    folder = pin["argv"][-1]
+    assert folder.startswith("/var/tmp/mspauto-patch-")
+    # The deferred and the held package stay at their installed versions.
+    assert pin["stdin"] == (
+        "Package: lab-editor\nPin: version 9.0.1-1\nPin-Priority: 1001\n\n"
+        "Package: lab-tools\nPin: version 2.0-1\nPin-Priority: 1001\n"
+    )
     argv = play[1]["ansible.builtin.command"]["argv"]
     assert argv[:2] == ["apt-get", "install"] and "DPkg::Lock::Timeout=30" in argv
+    assert f"Dir::Etc::PreferencesParts={folder}" in argv
     assert argv[-3:] == [
         "lab-kernel=6.1.85-1",
         "lab-openssl=3.0.11-1+deb12u2",
         "lab-webserver=2.4.57-2+deb12u1",
     ]
     assert play[1]["environment"]["NEEDRESTART_MODE"] == "l"
+    assert play[2]["ansible.builtin.command"]["argv"] == ["rm", "-rf", "--", folder]
     retry = install_play(report, hosts, lock_timeout=30, one_by_one=True)
     assert [t["name"] for t in retry][1:4] == [
         "group 1: install lab-kernel=6.1.85-1",
@@ -169,3 +176,55 @@ def test_severity_sources_rate_a_scan(tmp_path: Path) -> None:
         "debian-security-tracker",
         "cisa-kev",
     ]
+
+
+def test_nothing_is_installed_when_the_scan_left_no_evidence(tmp_path: Path) -> None:
+    from mspauto.evidence.store import EvidenceError, NewRecord, StoredRecord
+    from mspauto.patching.apply import patch_client
+
+    class FullDisk(EvidenceStore):
+        def append(self, new: Sequence[NewRecord]) -> list[StoredRecord]:
+            raise EvidenceError("database or disk is full")
+
+    project = _project(tmp_path / "p")
+    hosts = _hosts(project)
+    store = FullDisk(f"sqlite:///{tmp_path / 'e.db'}")
+    untouchable = FakeTransport(lambda host, command: (99, "", ErrorKind.INTERNAL))
+    report = patch_client(
+        project, "acme", hosts, _answer({h.name: PLANTED for h in hosts}), untouchable, store
+    )
+    store.close()
+    assert report.scan.evidence_error is not None
+    assert report.rounds == [] and untouchable.calls == []
+    assert report.refused is not None and "could not be recorded" in report.refused
+
+
+def test_a_release_time_that_moves_forward_does_not_restart_the_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows moves LastDeploymentChangeTime with each revision of an update; the
+    # deadline must keep counting from the earliest release any scan saw. Here the
+    # host reports lab-openssl released on Nov 1, then (a new revision) on Nov 20.
+    from mspauto.patching import check as patch_check
+    from mspauto.patching.facts import HostPatchFacts
+
+    reported = [datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC)]
+    parse_apt = patch_check._PARSERS["apt"]
+
+    def revised(stdout: str, stderr: str, rc: int | None) -> HostPatchFacts:
+        facts = parse_apt(stdout, stderr, rc)
+        when = reported.pop(0)
+        return replace(facts, updates=tuple(replace(u, released=when) for u in facts.updates))
+
+    monkeypatch.setitem(patch_check._PARSERS, "apt", revised)
+    project = _project(tmp_path / "p")
+    hosts = _hosts(project)[:1]
+    store = EvidenceStore(f"sqlite:///{tmp_path / 'e.db'}")
+    released = []
+    for when in (NOW, NOW.replace(day=10)):
+        report = scan_client(project, "acme", hosts, _answer({"acme-01": PLANTED}), store, now=when)
+        (findings,) = report.scan.hosts
+        openssl = next(f for f in findings.findings if f.subject == "lab-openssl")
+        released.append(openssl.detail["update"]["released"])
+    store.close()
+    assert released == ["2026-11-01T00:00:00+00:00"] * 2

@@ -44,7 +44,14 @@ def project(empty_project: Path) -> Path:
             ("--client", "initech", "--force-window"),
             "error: --force-window needs --reason 'why' (it is recorded with the run)",
         ),
-        (("--client", "initech", "--reason", "x"), "error: --reason goes with --force-window"),
+        (
+            ("--client", "initech", "--reason", "x"),
+            "error: --reason goes with --force-window or --resume-rollout",
+        ),
+        (
+            ("--client", "initech", "--resume-rollout"),
+            "error: --resume-rollout needs --reason 'why' (it is recorded with the run)",
+        ),
         (("--client", "nobody"), "error: unknown client 'nobody' (clients: initech)"),
     ],
 )

@@ -165,3 +165,23 @@ def test_a_window_on_a_dst_change_day() -> None:
     state = window_state(window, "Europe/Berlin", datetime(2027, 3, 28, 0, 0, tzinfo=UTC))
     assert not state.open and state.opens is not None
     assert window_state(window, "Europe/Berlin", state.opens).open
+
+
+def test_a_package_the_upgrade_adds_goes_in_only_as_a_dependency() -> None:
+    # apt lists a new kernel ABI package beside its metapackage: holding the
+    # metapackage must keep the new kernel out too, so the new one is never named.
+    new = PendingUpdate(name="linux-image-6.1.0-20-amd64", candidate="6.1.85-1")
+    decision = _decide(_policy(), new, adds_packages=True)
+    assert decision.action == "dependency"
+    # Other managers (Windows Update) have no installed version for any update.
+    assert _decide(_policy(), new).action == "install"
+
+
+def test_a_waived_update_is_never_overdue() -> None:
+    from mspauto.patching.status import PendingItem
+
+    item = PendingItem(_update(), "waived", "waiver w", NOW, "detection", NOW - timedelta(days=1))
+    assert not item.overdue(NOW)
+    assert PendingItem(_update(), "manual", "", NOW, "detection", NOW - timedelta(days=1)).overdue(
+        NOW
+    )
