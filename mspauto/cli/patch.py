@@ -235,20 +235,7 @@ def _print(app: Application, report: PatchReport) -> None:
         table.add_row(*row[1:])
     if rows:
         app.print_table(table)
-    for findings in sorted(report.scan.hosts, key=lambda h: (h.unchecked is None, h.host)):
-        if findings.unchecked:
-            click.echo(f"{findings.host}: NOT SCANNED ({findings.unchecked})")
-            continue
-        counts: dict[str, int] = {}
-        for _, decision in decisions_of(findings):
-            counts[str(decision["action"])] = counts.get(str(decision["action"]), 0) + 1
-        reboot = next((f for f in findings.findings if f.subject == "reboot"), None)
-        window = report.window.get(findings.host)
-        summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "up to date"
-        click.echo(
-            f"{findings.host}: {summary}; reboot {reboot.observed if reboot else '-'}"
-            + (f"; {window.reason}" if window else "")
-        )
+    _print_hosts(report)
     for host, outcomes in sorted(report.installed.items()):
         for outcome in sorted(outcomes, key=lambda o: o.status != "failed"):
             click.echo(f"  {host}: {outcome.status.upper()} {outcome.subject} ({outcome.message})")
@@ -292,6 +279,32 @@ def _print(app: Application, report: PatchReport) -> None:
         click.echo(
             f"{report.client}: {done} updates installed, {failed} failed in "
             f"{len(report.rounds)} install run(s) (last {report.rounds[-1].install.run_id})"
+        )
+
+
+def _print_hosts(report: PatchReport) -> None:
+    """One line per host: what its updates came to, its reboot state, its window."""
+    from mspauto.patching.check import decisions_of
+
+    for findings in sorted(report.scan.hosts, key=lambda h: (h.unchecked is None, h.host)):
+        if findings.unchecked:
+            click.echo(f"{findings.host}: NOT SCANNED ({findings.unchecked})")
+            continue
+        counts: dict[str, int] = {}
+        for _, decision in decisions_of(findings):
+            counts[str(decision["action"])] = counts.get(str(decision["action"]), 0) + 1
+        reboot = next((f for f in findings.findings if f.subject == "reboot"), None)
+        plan = report.scan.plans.get(findings.host)
+        if plan is not None and plan.manager is None:
+            click.echo(
+                f"{findings.host}: not patched by mspauto ({reboot.reason if reboot else ''})"
+            )
+            continue
+        window = report.window.get(findings.host)
+        summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "up to date"
+        click.echo(
+            f"{findings.host}: {summary}; reboot {reboot.observed if reboot else '-'}"
+            + (f"; {window.reason}" if window else "")
         )
 
 
