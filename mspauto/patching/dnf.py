@@ -86,18 +86,26 @@ section makecache dnf_ makecache --refresh --setopt=skip_if_unavailable=False ||
     mark done; exit 0; }
 section check-update dnf_ -C check-update
 case $rc in 0|100) ;; *) mark done; exit 0 ;; esac
+cp "$work/out" "$work/rows"
+# The same with the host's own holds lifted, so a held package's update is seen too
+# (and judged as held), as apt's simulation sees it.
+section check-update-all dnf_ -C --disableexcludes=all --disableplugin=versionlock check-update
+case $rc in 0|100) cp "$work/out" "$work/rows" ;; esac
 # The package names of the pending updates ("name.arch evr repo" triples, which dnf
 # wraps over lines when a column overflows), one per line.
-awk '/^Obsoleting Packages/ { exit } { for (i = 1; i <= NF; i++) print $i }' "$work/out" |
+awk '/^Obsoleting Packages/ { exit } { for (i = 1; i <= NF; i++) print $i }' "$work/rows" |
     awk 'NR % 3 == 1 { sub(/\.[^.]*$/, ""); print }' | sort -u >"$work/names"
 installed_format='installed %{NAME} %{EPOCHNUM}:%{VERSION}-%{RELEASE} %{ARCH}\n'
 set --
 while IFS= read -r name; do set -- "$@" "$name"; done <"$work/names"
 if [ "$#" -gt 0 ]; then
     section installed rpm -q --qf "$installed_format" -- "$@"
-    section updateinfo-list dnf_ -C updateinfo list --available -- "$@"
+    lifted="--disableexcludes=all --disableplugin=versionlock"
+    # shellcheck disable=SC2086  # two fixed options
+    section updateinfo-list dnf_ -C $lifted updateinfo list --available -- "$@"
     awk '{ print $1 }' "$work/out" | sort -u >"$work/ids"
-    section updateinfo-info dnf_ -C updateinfo info --available -- "$@"
+    # shellcheck disable=SC2086
+    section updateinfo-info dnf_ -C $lifted updateinfo info --available -- "$@"
 fi
 section config main_config
 cachedir=$(sed -n 's/^cachedir = //p' "$work/out")
@@ -277,6 +285,13 @@ def parse(stdout: str, stderr: str, rc: int | None) -> HostPatchFacts:
         warnings.append(
             f"dnf check-update exited {check_update.rc} but listed {len(candidates)} updates"
         )
+    # Updates the host's holds hide from check-update, seen with the holds lifted.
+    lifted = probe.sections.get("check-update-all")
+    if lifted is not None and lifted.rc in (0, 100):
+        pending = {(name, arch) for name, arch, _, _ in candidates}
+        candidates += [
+            row for row in _check_update_rows(lifted.out) if (row[0], row[1]) not in pending
+        ]
     installed = _installed(probe.sections.get("installed"))
     advisories = _advisory_details(probe.sections.get("updateinfo-info"))
     issued, unreadable = _issued_dates(probe.sections.get("issued"))

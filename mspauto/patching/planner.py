@@ -150,7 +150,7 @@ def decide(
     pattern = next((p for p in policy.holds if fnmatch.fnmatchcase(base, p)), None)
     if pattern is not None:
         return made("hold", f"held by policy '{policy.name}' (holds: {pattern})")
-    if base in host_holds or update.name in host_holds:
+    if any(fnmatch.fnmatchcase(base, held) for held in host_holds):
         return made("hold", "held on the host itself (apt-mark hold / versionlock)")
     waiver = next((w for w in waivers if w.package and fnmatch.fnmatchcase(base, w.package)), None)
     if waiver is not None:

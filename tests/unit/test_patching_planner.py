@@ -185,3 +185,9 @@ def test_a_waived_update_is_never_overdue() -> None:
     assert PendingItem(_update(), "manual", "", NOW, "detection", NOW - timedelta(days=1)).overdue(
         NOW
     )
+
+
+def test_a_hold_written_as_a_pattern_on_the_host_holds() -> None:
+    # dnf's excludepkgs are patterns (kernel*), apt's holds exact names.
+    held = _decide(_policy(), _update("kernel-core"), host_holds=("kernel*",))
+    assert held.action == "hold"
