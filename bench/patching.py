@@ -50,6 +50,7 @@ approvals:
   - match: {classifications: [security]}
     action: auto
   - action: manual
+reboot: {policy: never}  # the install is compared; a reboot of 50 hosts is another story
 """
 
 
