@@ -304,7 +304,8 @@ class Lab:
         return {"pid": process.pid, "url": url, "directory": str(base.repository)}
 
     def _write_project(self, plans: list[HostPlan], known_lines: list[str]) -> None:
-        """A project the rest of mspauto can use: inventory, known_hosts, contract."""
+        """A project the rest of mspauto can use: inventory, known_hosts, a contract, a
+        baseline and a patch policy."""
         known_hosts = self.inventory_dir / "known_hosts"
         known_hosts.mkdir(parents=True, exist_ok=True)
         clients = list(dict.fromkeys(plan.client for plan in plans))
@@ -329,6 +330,17 @@ class Lab:
             "# Audit every lab host against mspauto's Debian CIS pack.\n"
             "kind: baseline\nname: lab-cis\ntargets: {clients: ['*']}\n"
             "schedule: {cron: '0 5 * * *', timezone: client}\npacks: [debian-cis]\n"
+        )
+        (policies / "patch.yaml").write_text(
+            "# Patch every lab host: security updates at once, the rest when a person says\n"
+            "# so; a reboot when an update asks for one (docs/patching.md).\n"
+            "kind: patch\nname: lab-patch\ntargets: {clients: ['*']}\n"
+            "schedule: {cron: '0 1 * * sat', timezone: client}\n"
+            "scan_schedule: {cron: '0 6 * * *', timezone: client}\n"
+            "approvals:\n"
+            "  - match: {classifications: [security]}\n    action: auto\n"
+            "  - action: manual\n"
+            "reboot: {policy: if-required}\n"
         )
 
     def _wait_until_answering(self, state: dict[str, Any], timeout: float = 30) -> None:
