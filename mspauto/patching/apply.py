@@ -1,19 +1,22 @@
-"""Scan and patch a client: facts, decisions, the install run, and the scan after it.
+"""Scan and patch a client: facts, decisions, the installs ring by ring, the scans after.
 
-``scan_client`` is the read-only half (``mspauto patch --dry-run``, ``patch status``):
-one probe per host through the check pipeline, each update decided and recorded.
+``scan_client`` is the read-only half (``mspauto patch --dry-run``): one probe per host
+through the check pipeline, each update decided and recorded.
 
-``patch_client`` then installs what the policy approved, in one Ansible run through the
-engine (recorded as a ``patch-change`` run, never retried: a lost connection may hide
-an install that already ran), and scans again. Each host's ``change_result`` record
-in that second scan says, per approved update, whether it is now installed, with the
-versions before and after. Outside the maintenance window nothing is installed unless
-the caller forces it with a reason, which is recorded in the run.
+``patch_client`` then installs what each host's policy approves, ring by ring, inside
+the maintenance window (or outside it when the caller forces it with a reason, which
+is recorded). Each install is one Ansible run through the engine (a ``patch-change``
+run, never retried inside the run: a lost connection may hide an install that already
+ran), followed by a scan whose ``change_result`` records say, per approved update,
+whether it is now installed, with the versions before and after. What failed is tried
+again, each update alone; hosts reboot as the policy says (a ``patch-reboot`` run and a
+scan after it); a ring over its failure threshold stops the rollout, recorded in a
+``patch_rollout`` record that holds later runs back until a person resumes.
 
-While the approved packages install, every other pending package of the host (held,
-deferred, waiting for a person, rejected, waived) is held with ``apt-mark hold``, so a
-dependency cannot pull it up; holds the host had before stay, the others are released
-afterwards.
+While an apt host installs, every other pending package (held, deferred, waiting for a
+person, rejected, waived) is pinned at its version by APT preferences that apt reads for
+those commands only, so a dependency cannot pull it up and nothing stays held if the
+run is stopped half-way. dnf hosts ``--exclude`` them the same way.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ __all__ = [
     "has_patch_policy",
     "install_play",
     "patch_client",
+    "patched_hosts",
     "scan_client",
 ]
 

@@ -2,11 +2,14 @@
 
 - *plan*: the first enabled patch policy (in file order) that selects the host, the
   host's package manager, and today's package waivers;
-- *probe*: the manager's facts script (apt today; dnf and Windows Update next);
+- *probe*: the manager's facts script (apt, dnf, Windows Update), with the policy's
+  pre- or post-checks on Linux hosts;
 - *judge*: the facts parsed, rated by the MSP's severity sources, and each pending
   update decided by the policy (:mod:`mspauto.patching.planner`): one finding per
   pending update (``fail`` while it is missing, ``waived`` under a waiver) with the
-  update and the decision in its detail, and one ``reboot`` finding.
+  update and the decision in its detail, one ``reboot`` finding, and the checks'
+  finding when the policy has checks. A host whose manager reports names or versions
+  it could not print is not scanned (nothing it names is ever installed).
 
 Installing is not a pipeline change (rings, windows and reboots are patching's own):
 see :mod:`mspauto.patching.apply`.
