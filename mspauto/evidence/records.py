@@ -7,8 +7,8 @@ payload carries ``schema`` so later shapes can be told apart; records written be
 schemas existed (``baseline_result``, ``baseline_remediation``) are read into today's
 types, so an MSP's existing evidence keeps verifying *and* reading.
 
-Findings are the one shape every check kind writes (baseline rules today; patches and
-backup jobs next): reports read findings only, whatever produced them.
+Findings are the one shape every check kind writes (baseline rules and pending updates
+today; backup jobs next): reports read findings only, whatever produced them.
 """
 
 from __future__ import annotations
@@ -332,7 +332,7 @@ class HostFindings:
     """Everything one check run found on one host (or why the host was not checked)."""
 
     check: str
-    """The check kind: ``baseline`` (later ``patch``, ``backup``)."""
+    """The check kind: ``baseline``, ``patch`` (later ``backup``)."""
     host: str
     findings: tuple[Finding, ...] = ()
     unchecked: str | None = None
