@@ -545,11 +545,12 @@ class _Rollout:
             for h in hosts
             if not window_state(policy.window, self.client.timezone_of(h), now).open
         ]
-        if closed:
-            self.report.waiting.append(
-                f"{policy.name}: the maintenance window closed during the run; "
-                f"{', '.join(sorted(h.name for h in closed))} and later rings wait for the next"
-            )
+        message = (
+            f"{policy.name}: the maintenance window closed during the run; "
+            f"{', '.join(sorted(h.name for h in closed))} and later rings wait for the next"
+        )
+        if closed and message not in self.report.waiting:
+            self.report.waiting.append(message)
         return bool(closed)
 
     def stage(
