@@ -96,3 +96,38 @@ def test_validate_warns_when_two_patch_policies_select_a_host(project: Path) -> 
         "selected by patch policy 'monthly', which comes first and decides its updates"
         in result.output
     )
+
+
+def test_a_regex_too_large_to_compile_is_a_file_line_error(project: Path) -> None:
+    (project / "policies" / "patch.yaml").write_text(
+        POLICY.format(name="monthly")
+        + "approvals:\n  - match: {names: ['^openssl{1,4294967296}$']}\n    action: auto\n"
+    )
+    result = run(project, "validate")
+    assert result.exit_code == 1
+    assert "policies/patch.yaml:6 approvals[0].match.names[0]: " in result.output
+    assert "Traceback" not in result.output
+
+
+def test_status_covers_patched_hosts_only_and_windows_use_the_site_zone(
+    project: Path,
+) -> None:
+    from mspauto.config import Settings
+    from mspauto.patching.apply import patched_hosts
+    from mspauto.project import load_project
+
+    (project / "inventory" / "initech.yaml").write_text(
+        CLIENT.replace(
+            "hosts:\n",
+            "sites: {berlin: {display_name: Berlin, timezone: Europe/Berlin}}\nhosts:\n"
+            "  initech-sw01: {address: 127.0.0.2, platform: network}\n"
+            "  initech-db01: {address: 127.0.0.3, site: berlin}\n",
+        )
+    )
+    loaded = load_project(Settings.load(project))
+    assert not loaded.errors, loaded.errors
+    client = loaded.inventory.clients["initech"]
+    names = [h.name for h in patched_hosts(loaded, list(client.hosts.values()))]
+    assert sorted(names) == ["initech-db01", "initech-web01"]  # not the switch
+    assert client.timezone_of(client.hosts["initech-db01"]) == "Europe/Berlin"
+    assert client.timezone_of(client.hosts["initech-web01"]) == "America/Chicago"
