@@ -105,6 +105,7 @@ def ansible(lab: Lab, hosts: list[str], audits: list[tuple[str, str]], work: Pat
         ["ansible-playbook", "-i", str(work / "inventory.yaml"), str(work / "audit.yaml")],
         env=env,
         check=True,
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
     )
     return time.perf_counter() - start

@@ -101,6 +101,7 @@ def plain_playbook(lab: Lab, hosts: list[Host], play: list[dict[str, object]], w
         ["ansible-playbook", "-i", str(work / "inventory.yaml"), str(work / "patch.yaml")],
         env=env,
         check=True,
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
     )
     return time.perf_counter() - start

@@ -201,6 +201,9 @@ def read_ansible_inventory(
     with tempfile.TemporaryDirectory(prefix="mspauto-ansible-") as neutral:
         result = subprocess.run(
             args,
+            # Ansible refuses to start with a non-blocking stdin (which a parent
+            # process may hand down); it reads nothing from it here anyway.
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             env=_ansible_environment(allow_script=allow_script),

@@ -503,6 +503,8 @@ def _ansible_reboot(lab: Lab, hosts: list[HostPlan], tmp_path: Path) -> str:
             "hosts.yml",
             "play.yml",
         ],
+        # Ansible refuses a non-blocking stdin, which a parent may hand down.
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=600,

@@ -160,6 +160,8 @@ def _playbook(
     )
     return subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(play)],
+        # Ansible refuses a non-blocking stdin, which a parent may hand down.
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=600,
