@@ -5,7 +5,9 @@ SOAP 1.2 envelopes over HTTPS (or HTTP) on loopback, the WinRS shell actions (Cr
 Command, Send, Receive, Signal, Delete), Basic authentication answered with 401 on bad
 credentials, and the WS-Man operation-timeout fault that clients must retry on. Command
 output comes from canned answers matched against the PowerShell script the client sent on
-stdin. None was recorded from a Windows host: each reproduces output published by
+stdin (or, for a ``PowerShell -EncodedCommand`` line, the script it encodes), or by a
+``responder`` that keeps a simulated host's state (mspauto.lab.windows_update). None was
+recorded from a Windows host: each reproduces output published by
 Microsoft or pasted in a public thread, named by its ``source``, or is marked
 ``modelled`` with a note saying what it is modelled on (tests/fixtures/winrm/).
 
@@ -26,6 +28,7 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -174,11 +177,14 @@ class WinRMEndpoint:
         port: int = 0,
         certificate: tuple[Path, Path] | None = None,
         hostname: str = "WIN-LAB01",
+        responder: Callable[[str], CannedAnswer | None] | None = None,
     ) -> None:
         if not ipaddress.ip_address(address).is_loopback:
             raise ValueError("the WinRM test endpoint only listens on loopback")
         self.address = address
         self.answers = answers
+        self.responder = responder
+        """Asked first for every script; None passes it on to ``answers``."""
         self.users = users
         self.hostname = hostname
         self.shells: dict[str, _Shell] = {}
@@ -344,11 +350,12 @@ class WinRMEndpoint:
             script = (
                 command.stdin.decode("utf-8", errors="replace")
                 if command.stdin_closed
-                else command.line
+                else _decoded(command.line)
             )
             with self._lock:
                 self.scripts.append(script)
-            command.answer = next(
+                answer = self.responder(script) if self.responder else None
+            command.answer = answer or next(
                 (a for a in self.answers if a.matches(script)), _not_recognized(script)
             )
             command.started = time.monotonic()
@@ -416,6 +423,18 @@ def _envelope(header: str, body: str) -> bytes:
         f'<s:Envelope xml:lang="en-US" {namespaces}><s:Header>{header}</s:Header>'
         f"<s:Body>{body}</s:Body></s:Envelope>"
     ).encode()
+
+
+def _decoded(line: str) -> str:
+    """The script a ``PowerShell ... -EncodedCommand B64`` line runs (base64 of UTF-16LE,
+    as Windows PowerShell reads it); any other command line as it is."""
+    match = re.search(r"-EncodedCommand\s+([A-Za-z0-9+/=]+)", line)
+    if match is None:
+        return line
+    try:
+        return base64.b64decode(match[1]).decode("utf-16-le")
+    except ValueError:
+        return line
 
 
 def _seconds(duration: str) -> float:

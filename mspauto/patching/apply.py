@@ -21,6 +21,8 @@ run is stopped half-way. dnf hosts ``--exclude`` them the same way.
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -74,6 +76,7 @@ __all__ = [
     "install_play",
     "patch_client",
     "patched_hosts",
+    "reboot_play",
     "scan_client",
 ]
 
@@ -561,9 +564,11 @@ class _Rollout:
         report = self.report
         for host in hosts:
             plan = report.scan.plans.get(host.name)
-            if plan is not None and plan.manager == "windows-update" and report.approved(host.name):
+            windows = plan is not None and plan.manager == "windows-update"
+            if windows and report.approved(host.name) and not _has_ansible_windows():
                 report.unsupported[host.name] = (
-                    f"installing through {plan.manager} is not built yet (facts and decisions are)"
+                    "installing Windows updates needs the ansible.windows collection: "
+                    "pip install 'mspauto[windows]' (it comes with the ansible package)"
                 )
         hosts = [h for h in hosts if h.name not in report.unsupported]
         failed = {h.name for h in hosts if report.latest[h.name].unchecked}
@@ -638,7 +643,12 @@ class _Rollout:
         approved = {h.name: report.approved(h.name) for h in hosts}
 
         def record(host: Host, after: HostFindings) -> list[Mapping[str, Any]]:
-            outcomes = _installed(approved[host.name], round_.outcomes.get(host.name, []), after)
+            outcomes = _installed(
+                approved[host.name],
+                round_.outcomes.get(host.name, []),
+                after,
+                by_identity=report.scan.plans[host.name].manager == "windows-update",
+            )
             # What an earlier round of this run installed stays in the report.
             tried = {o.subject for o in outcomes}
             earlier = [o for o in report.installed.get(host.name, []) if o.subject not in tried]
@@ -696,21 +706,13 @@ class _Rollout:
             wanted,
             f"patch reboot: {len(wanted)} hosts ({settings.policy}), waiting up to "
             f"{format_duration(settings.reconnect_wait)} for each to answer",
-            [
-                {
-                    "name": "reboot",
-                    "ansible.builtin.reboot": {
-                        "msg": "mspauto patch: rebooting after updates",
-                        "reboot_timeout": timeout,
-                    },
-                }
-            ],
+            reboot_play(report, wanted, timeout),
             "patch-reboot",
             timeout=timeout + 120,
         )
         report.reboot_runs.append(run)
         for result in run.results:
-            outcome = next(iter(task_outcomes(result.stdout)), None)
+            outcome = next((o for o in task_outcomes(result.stdout) if o.status != "skipped"), None)
             if result.ok:
                 report.reboots[result.host] = "rebooted"
             else:
@@ -817,6 +819,31 @@ class _Rollout:
             )
 
 
+def _has_ansible_windows() -> bool:
+    """True when Ansible can load ansible.windows (the ``windows`` extra installs it)."""
+    return importlib.util.find_spec("ansible_collections.ansible.windows") is not None
+
+
+def reboot_play(report: PatchReport, hosts: Sequence[Host], timeout: int) -> list[dict[str, Any]]:
+    """The reboot run's tasks: ``ansible.builtin.reboot`` for Linux hosts and
+    ``ansible.windows.win_reboot`` for Windows hosts; each waits up to ``timeout``
+    seconds for its host to answer again."""
+    message = "mspauto patch: rebooting after updates"
+    by_module: dict[str, list[str]] = {}
+    for host in hosts:
+        windows = report.scan.plans[host.name].manager == "windows-update"
+        module = "ansible.windows.win_reboot" if windows else "ansible.builtin.reboot"
+        by_module.setdefault(module, []).append(host.name)
+    return [
+        {
+            "name": "reboot",
+            module: {"msg": message, "reboot_timeout": timeout},
+            "when": f"inventory_hostname in {sorted(names)!r}",
+        }
+        for module, names in by_module.items()
+    ]
+
+
 def install_play(
     report: PatchReport, hosts: Sequence[Host], lock_timeout: int = 120, *, one_by_one: bool = False
 ) -> list[dict[str, Any]]:
@@ -828,14 +855,19 @@ def install_play(
 
     apt installs a host's approved updates in one command, all or nothing; a retry
     (``one_by_one``) installs each in a command of its own, so one update that cannot
-    go in (a held dependency) no longer keeps the others out."""
+    go in (a held dependency) no longer keeps the others out. Windows hosts run
+    ``ansible.windows.win_updates`` with an accept list of exactly the approved updates
+    (see :func:`_windows_selection`); Windows Update installs each on its own anyway."""
     groups: dict[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], list[str]] = {}
     run = uuid.uuid4().hex[:12]
     for host in hosts:
         findings = report.latest[host.name]
         plan = report.scan.plans[host.name]
-        assert plan.manager in ("apt", "dnf")
         approved = report.approved(host.name)
+        if plan.manager == "windows-update":
+            selection = _windows_selection(approved)
+            groups.setdefault((plan.manager, *selection, ()), []).append(host.name)
+            continue
         others = tuple(
             sorted(u.name for u, d in decisions_of(findings) if d["action"] != "install")
         )
@@ -854,6 +886,7 @@ def install_play(
                 if not APT_NAME.match(name) or (version and not APT_VERSION.match(version)):
                     raise ValueError(f"{host.name}: '{word}' is not an apt package or version")
         else:
+            assert plan.manager == "dnf"
             # dnf: excluded for this one command.
             install = tuple(sorted(f"{u.name}-{u.candidate}" for u in approved))
             pins_text = ()
@@ -866,6 +899,22 @@ def install_play(
         groups.items(), start=1
     ):
         when = f"inventory_hostname in {sorted(names)!r}"
+        if manager == "windows-update":
+            tasks.append(
+                {
+                    "name": f"group {number}: install {len(install)} approved updates",
+                    "ansible.windows.win_updates": {
+                        "accept_list": list(install),
+                        "category_names": list(others),
+                        "state": "installed",
+                        # Reboots are the policy's, in its reboot window: a run of their own.
+                        "reboot": False,
+                    },
+                    "when": when,
+                    "ignore_errors": True,
+                }
+            )
+            continue
         if manager == "dnf":
             # The packaged task file (docs/patching-dnf.md), given this group's values.
             tasks.append(
@@ -945,6 +994,28 @@ _PIN_SCRIPT = (
 folder given as ``$1``; values never reach the script as code."""
 
 
+def _windows_selection(
+    approved: Sequence[PendingUpdate],
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """win_updates' ``accept_list`` and ``category_names`` for ``approved``.
+
+    win_updates matches each accept entry as a case-insensitive regular expression
+    against an update's title and its KB numbers. A KB number is not enough: one KB
+    (KB2267602, Defender's definitions) names many updates at once. So each entry is
+    the update's whole title, escaped and anchored (data, never a pattern), or its KB
+    number for an update without a title. The categories are the approved updates'
+    own, or ``*`` when one has none."""
+    accept = []
+    categories: set[str] = set()
+    for update in approved:
+        text = update.title or update.name
+        accept.append(f"^{re.escape(text)}$")
+        if not update.categories:
+            categories.add("*")
+        categories.update(update.categories)
+    return tuple(sorted(accept)), ("*",) if "*" in categories else tuple(sorted(categories))
+
+
 def _apt_pins(updates: Sequence[PendingUpdate]) -> tuple[str, ...]:
     """APT preferences keeping ``updates`` where they are: the installed version pinned
     above any candidate, a package not installed kept out. Empty when nothing is."""
@@ -961,7 +1032,11 @@ def _apt_pins(updates: Sequence[PendingUpdate]) -> tuple[str, ...]:
 
 
 def _installed(
-    approved: Sequence[PendingUpdate], outcomes: Sequence[TaskOutcome], after: HostFindings
+    approved: Sequence[PendingUpdate],
+    outcomes: Sequence[TaskOutcome],
+    after: HostFindings,
+    *,
+    by_identity: bool = False,
 ) -> list[ChangeOutcome]:
     """Per approved update: installed (no longer pending at that version) or not."""
     still = {u.name: u for u, _ in decisions_of(after)}
@@ -974,7 +1049,13 @@ def _installed(
             next((o for o in installs if o.status == "failed"), installs[0] if installs else None),
         )
         pending = still.get(update.name)
-        done = not after.unchecked and (pending is None or pending.installed == update.candidate)
+        # Windows: a KB still pending under another identity is a newer update (a new
+        # definition revision), not this one failing.
+        done = not after.unchecked and (
+            pending is None
+            or pending.installed == update.candidate
+            or (by_identity and pending.candidate != update.candidate)
+        )
         versions = f"{update.installed or 'not installed'} -> {update.candidate}"
         if done:
             status, message = "installed", versions

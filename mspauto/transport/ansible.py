@@ -5,12 +5,16 @@ ad-hoc commands) or a playbook on all the given hosts in one run, with high fork
 turns Ansible's per-host events into the same :class:`CommandResult` as every other
 transport.
 
+SSH hosts and WinRM hosts (Windows: ``ansible.windows`` modules over pywinrm) are run
+in separate Ansible runs, since a connection password given to a run would make its
+SSH hosts log in with it too.
+
 Nothing secret is written to disk: each run gets a fresh private data directory (mode
 0700) that is deleted after the results are harvested; the generated inventory holds
 addresses, users and key *paths* only; runner's env files are not written
-(``suppress_env_files``), so the become password reaches Ansible's prompt through
-runner's in-memory answer, never a file, a variable or a command line; events are
-collected through the event handler and not saved.
+(``suppress_env_files``), so the become password and a WinRM host's password reach
+Ansible's prompts through runner's in-memory answers, never a file, a variable or a
+command line; events are collected through the event handler and not saved.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ PLAY_FILE = "mspauto-play.yml"
 INVENTORY_FILE = "mspauto-hosts.yml"
 
 _BECOME_PROMPT = r"^BECOME password.*:\s*?$"
+# ``--ask-pass`` asks for the connection password under this name whatever the connection.
+_CONNECTION_PROMPT = r"^SSH password:\s*?$"
 _PASSED_ENVIRONMENT = re.compile(
     r"^(PATH|HOME|USER|LOGNAME|LANG|LC_\w+|TZ|TMPDIR|TERM|PYTHONPATH|ANSIBLE_\w+|RUNNER_\w+|"
     r"AWX_\w+|JOB_ID|INVENTORY_ID|PROJECT_REVISION)$"
@@ -53,10 +59,21 @@ class _Access:
     user: str
     key_file: Path | None
     become_password: str | None
+    connection: str = "ssh"
+    password: str | None = None
+    """A WinRM host's login password (SSH hosts log in with their key)."""
+    winrm: Mapping[str, str] | None = None
+    """A WinRM host's ``ansible_winrm_*`` settings."""
+
+    @property
+    def run_key(self) -> tuple[str, str | None, str | None]:
+        """Hosts with equal keys share a run: one connection type, one answer per prompt."""
+        return (self.connection, self.password, self.become_password)
 
 
 class AnsibleTransport:
-    """Runs ad-hoc commands on many SSH hosts of one client in one ansible-runner run."""
+    """Runs ad-hoc commands and plays on many hosts of one client in few ansible-runner
+    runs (one per connection type and password)."""
 
     def __init__(
         self,
@@ -104,11 +121,14 @@ class AnsibleTransport:
         failures: dict[str, CommandResult] = {}
         for host in hosts:
             try:
-                if host.connection != "ssh":
+                if host.connection == "winrm":
+                    accesses[host.name] = self._winrm_access(host)
+                elif host.connection == "ssh":
+                    accesses[host.name] = self._access(host)
+                else:
                     raise _Config(
-                        f"the ansible transport reaches SSH hosts only, not {host.connection}"
+                        f"the ansible transport reaches SSH and WinRM hosts, not {host.connection}"
                     )
-                accesses[host.name] = self._access(host)
             except _Config as exc:
                 failures[host.name] = CommandResult.failure(
                     host.name, command, ErrorKind.CONFIG, str(exc), started=started
@@ -137,13 +157,72 @@ class AnsibleTransport:
         _ssh_option("UserKnownHostsFile", self._root / self._client.known_hosts)
         return _Access(credential.user, secret_path(credential.private_key, self._root), become)
 
+    def _winrm_access(self, host: Host) -> _Access:
+        """A Windows host over WinRM, set up as :class:`~mspauto.transport.winrm.WinRMTransport`
+        reaches it: HTTPS with the certificate checked (against the project's CA file
+        when the host names one), clear-text logins refused over HTTP."""
+        name = host.credential
+        if name is None:
+            raise _Config("no credential: set 'credential' on the host or above it")
+        credential = self._client.credentials[name]
+        method = credential.winrm_transport or "ntlm"
+        port = host.port or 5986
+        scheme = "http" if port == 5985 else "https"
+        if scheme == "http" and method in ("basic", "certificate"):
+            raise _Config(
+                f"winrm_transport {method} over HTTP (port 5985) would send the credentials "
+                "in clear text; use HTTPS (port 5986)"
+            )
+        settings = {
+            "ansible_winrm_transport": method,
+            "ansible_winrm_scheme": scheme,
+            "ansible_winrm_server_cert_validation": "validate",
+        }
+        ca = host.vars.get("winrm_ca_trust_path")
+        if ca:
+            path = self._root / str(ca)
+            if not path.is_file():
+                raise _Config(f"winrm_ca_trust_path {ca}: no such file in the project")
+            settings["ansible_winrm_ca_trust_path"] = str(path.resolve())
+        try:
+            password = (
+                resolve_secret(credential.password, self._root) if credential.password else None
+            )
+            if method == "certificate":
+                if credential.private_key is None:
+                    raise _Config(
+                        f"credential {name}: winrm_transport certificate needs a private_key"
+                    )
+                settings["ansible_winrm_cert_pem"] = str(
+                    self._root / str(host.vars.get("winrm_cert_pem", ""))
+                )
+                settings["ansible_winrm_cert_key_pem"] = str(
+                    secret_path(credential.private_key, self._root)
+                )
+        except SecretError as exc:
+            raise _Config(f"credential {name}: {exc}") from None
+        if password is None and method != "certificate":
+            raise _Config(f"credential {name}: winrm_transport {method} needs a password")
+        return _Access(credential.user, None, None, "winrm", password, settings)
+
     def _inventory(self, hosts: list[Host], accesses: dict[str, _Access], sockets: Path) -> str:
         """The run's inventory as YAML, every value ``!unsafe`` (a credential's user,
         a path: data, never a template)."""
         known_hosts = (self._root / self._client.known_hosts).resolve()
-        entries = {}
+        entries: dict[str, dict[str, Any]] = {}
         for host in hosts:
             access = accesses[host.name]
+            if access.connection == "winrm":
+                entries[host.name] = {
+                    "ansible_host": host.address,
+                    "ansible_port": host.port or 5986,
+                    "ansible_user": access.user,
+                    "ansible_connection": "winrm",
+                    # Rights come from the account; sudo has no meaning on Windows.
+                    "ansible_become": False,
+                    **(access.winrm or {}),
+                }
+                continue
             entries[host.name] = {
                 "ansible_host": host.address,
                 "ansible_port": host.port or 22,
@@ -178,10 +257,13 @@ class AnsibleTransport:
         cancelled: Callable[[], bool],
     ) -> dict[str, CommandResult]:
         results: dict[str, CommandResult] = {}
-        # A play of one shell task rather than an ad-hoc run: the command is data, and
-        # only a play file can say so (``!unsafe``), so Ansible never templates it.
-        play = _play_yaml([{"name": "command", "ansible.builtin.shell": command}], become=sudo)
-        for group in _by_become_password(hosts, accesses):
+        for group in _by_run(hosts, accesses):
+            # A play of one shell task rather than an ad-hoc run: the command is data,
+            # and only a play file can say so (``!unsafe``), so Ansible never templates
+            # it. Windows runs it in PowerShell, as the winrm transport does.
+            windows = accesses[group[0].name].connection == "winrm"
+            module = "ansible.windows.win_shell" if windows else "ansible.builtin.shell"
+            play = _play_yaml([{"name": "command", module: command}], become=sudo and not windows)
             events, status = self._ansible(
                 group,
                 accesses,
@@ -210,7 +292,7 @@ class AnsibleTransport:
         accesses, results = self._accesses(hosts, "ansible play")
         play = _play_yaml(tasks, become=True)
         runnable = [h for h in hosts if h.name in accesses]
-        for group in _by_become_password(runnable, accesses):
+        for group in _by_run(runnable, accesses):
             events, status = self._ansible(
                 group,
                 accesses,
@@ -240,7 +322,7 @@ class AnsibleTransport:
         """One ansible-runner run of ``play`` (YAML); its events and final status."""
         from ansible_runner.interface import init_runner
 
-        password = accesses[hosts[0].name].become_password
+        access = accesses[hosts[0].name]
         private = Path(
             tempfile.mkdtemp(prefix="mspauto-ansible-", dir=self._keep if self._keep else None)
         )
@@ -260,11 +342,14 @@ class AnsibleTransport:
         if check:
             cmdline += ["--check", "--diff"]
         passwords: dict[str, str] = {}
-        if sudo:
+        if access.password is not None:
+            cmdline.append("--ask-pass")
+            passwords[_CONNECTION_PROMPT] = access.password
+        if sudo and access.connection == "ssh":
             cmdline.append("--become")
-            if password is not None:
+            if access.become_password is not None:
                 cmdline.append("--ask-become-pass")
-                passwords[_BECOME_PROMPT] = password
+                passwords[_BECOME_PROMPT] = access.become_password
         try:
             runner = init_runner(
                 private_data_dir=str(private),
@@ -470,11 +555,12 @@ def _close_connections(sockets: Path) -> None:
     shutil.rmtree(sockets, ignore_errors=True)
 
 
-def _by_become_password(hosts: list[Host], accesses: dict[str, _Access]) -> list[list[Host]]:
-    """Hosts grouped so each Ansible run answers one become-password prompt."""
-    groups: dict[str | None, list[Host]] = {}
+def _by_run(hosts: list[Host], accesses: dict[str, _Access]) -> list[list[Host]]:
+    """Hosts grouped so each Ansible run reaches one kind of connection and answers
+    each password prompt with one password."""
+    groups: dict[tuple[str, str | None, str | None], list[Host]] = {}
     for host in hosts:
-        groups.setdefault(accesses[host.name].become_password, []).append(host)
+        groups.setdefault(accesses[host.name].run_key, []).append(host)
     return list(groups.values())
 
 
@@ -506,6 +592,15 @@ def _task_outcomes(hosts: list[Host], events: list[dict[str, Any]]) -> dict[str,
             lines = [line for line in str(res.get("stderr", "")).splitlines() if line.strip()]
             if lines:
                 message = f"{message} (rc {res['rc']}): {lines[-1].strip()}"
+        updates = res.get("updates")
+        if status == "failed" and isinstance(updates, dict):
+            # win_updates: each failed update with Windows Update's reason comes first.
+            failures = [
+                f"KB{(u.get('kb') or ['?'])[0]}: {u['failure_msg']}"
+                for u in updates.values()
+                if isinstance(u, dict) and u.get("failure_msg")
+            ]
+            message = "; ".join([*failures, message])
         outcomes[data["host"]].append(
             TaskOutcome(str(data.get("task", "")), status, message[:300], text)
         )
