@@ -8,7 +8,9 @@ endpoint's ``responder``:
 
 - mspauto's Windows Update probe (mspauto.patching.windows): the probe's JSON document
   built from the pending updates, each in the probe's own shape (take them from
-  tests/fixtures/winrm/windows-update.yaml, whose values name their sources);
+  tests/fixtures/winrm/windows-update.yaml, whose values name their sources), and the
+  answers of a policy's health checks (mspauto.patching.health): this host's free
+  disk, its running services, every command exiting 0;
 - ``ansible.windows.win_updates`` as Ansible runs it over WinRM: the module's
   ``start``, ``poll`` and ``cancel`` operations (read from the payload Ansible sends
   on stdin), with progress records in the shape ansible.windows' unit-test data keeps
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mspauto.lab.winrm_endpoint import MODELLED, CannedAnswer
+from mspauto.patching.health import SECTION
 from mspauto.patching.windows import PROBE_MARKER
 
 __all__ = ["INSTALL_FAILURE", "WindowsUpdateHost", "ansible_module_call"]
@@ -87,6 +90,10 @@ class WindowsUpdateHost:
     reboot_pending: bool = False
     failing: Mapping[str, int] = field(default_factory=dict)
     """UpdateID -> the HRESULT its install fails with (it stays pending)."""
+    free_disk_mb: int = 40_960
+    """Free space on the system drive (C:)."""
+    running: frozenset[str] = frozenset({"W32Time", "WinRM"})
+    """The services whose Status is Running."""
     boot_time: int = 133_000_000_000_000_000
     """``LastBootUpTime.ToFileTime()``: 100 ns ticks since 1601."""
     installs: list[list[str]] = field(default_factory=list)
@@ -99,7 +106,7 @@ class WindowsUpdateHost:
         """This host's answer to ``script``, or None for the endpoint's canned answers."""
         with self._lock:
             if script.startswith(PROBE_MARKER):
-                return self._probe()
+                return self._probe(script)
             call = ansible_module_call(script)
             if call is not None and call[0] == "ansible.windows.win_updates":
                 return self._win_updates(call[1])
@@ -118,7 +125,7 @@ class WindowsUpdateHost:
 
     # --- the probe ----------------------------------------------------------------
 
-    def _probe(self) -> CannedAnswer:
+    def _probe(self, script: str) -> CannedAnswer:
         signals = dict.fromkeys(_REBOOT_SIGNALS, False)
         signals["SystemInfo"] = signals["WindowsUpdate"] = self.reboot_pending
         document = {
@@ -130,10 +137,20 @@ class WindowsUpdateHost:
             "Reboot": signals,
             "Error": None,
         }
+        lines = [json.dumps(document, ensure_ascii=True, separators=(",", ":"))]
+        if SECTION in script:
+            lines.append(SECTION)
+            if "Get-PSDrive" in script:
+                lines.append(f"disk C: {self.free_disk_mb}")
+            for index, name in enumerate(re.findall(r"\$_\.Name -eq '((?:[^']|'')*)'", script)):
+                state = "active" if name.replace("''", "'") in self.running else "inactive"
+                lines.append(f"service {index} {state}")
+            for index in range(script.count("-EncodedCommand ")):
+                lines.append(f"command {index} 0")
         return _answer(
-            json.dumps(document, ensure_ascii=True, separators=(",", ":")) + "\r\n",
+            "".join(f"{line}\r\n" for line in lines),
             "the probe's document over this host's pending updates (values from "
-            "tests/fixtures/winrm/windows-update.yaml)",
+            "tests/fixtures/winrm/windows-update.yaml) and its health checks' answers",
         )
 
     # --- win_updates --------------------------------------------------------------

@@ -28,7 +28,7 @@ from mspauto.evidence.records import Finding, FindingStatus, HostFindings
 from mspauto.inventory.resolve import Host
 from mspauto.patching import apt, dnf, windows
 from mspauto.patching.facts import HostPatchFacts, Manager, PendingUpdate
-from mspauto.patching.health import checks_script, read_checks
+from mspauto.patching.health import checks_script, read_checks, windows_checks_script
 from mspauto.patching.planner import Decision, decide_all
 from mspauto.policy.models import Contract, HealthChecks, PatchPolicy, Waiver
 from mspauto.transport.base import CommandResult
@@ -132,7 +132,7 @@ class PatchCheck:
             probe = dnf.probe_script(self.lock_timeout)
             return f"(\n{probe}\n)\n" + checks_script(self._checks(plan))
         if plan.manager == "windows-update":
-            return windows.probe_script()
+            return windows.probe_script() + windows_checks_script(self._checks(plan))
         return None
 
     def _checks(self, plan: PatchPlan) -> HealthChecks:
@@ -196,16 +196,7 @@ class PatchCheck:
         findings = [_finding(plan, decision, facts) for decision in decisions]
         findings.append(_reboot_finding(plan, facts, self.sources))
         checks = read_checks(result.stdout, self._checks(plan))
-        if plan.manager == "windows-update" and checks_script(self._checks(plan)):
-            findings.append(
-                Finding(
-                    CHECK_SUBJECTS[self.phase],
-                    plan.policy.name,
-                    FindingStatus.NOT_APPLICABLE,
-                    reason=f"{CHECK_SUBJECTS[self.phase]} run on Linux hosts only so far",
-                )
-            )
-        elif checks:
+        if checks:
             failed = [c for c in checks if not c.ok]
             findings.append(
                 Finding(

@@ -2,20 +2,24 @@
 
 ``pre_checks`` are checked by the scan right before the install (a host failing one is
 not patched, and says why); ``post_checks`` by the scan after it (a host failing one
-counts as failed for its ring). Free disk is read with ``df`` on ``/`` and ``/var``;
-a service is active per systemd where systemd runs, else per its init script
-(``service NAME status``); a command passes when it exits 0. Service names and
-commands come from the policy: each reaches the host as one quoted word.
+counts as failed for its ring). On Linux, free disk is read with ``df`` on ``/`` and
+``/var``; a service is active per systemd where systemd runs, else per its init script
+(``service NAME status``); a command passes when it exits 0 under bash. On Windows,
+free disk is the system drive's (where Windows Update stages and installs), a service
+is active when it is Running, and a command runs in Windows PowerShell. Service names
+and commands come from the policy: each reaches the host as one quoted word (a
+command is the policy author's code by design, but it stays one argument).
 """
 
 from __future__ import annotations
 
+import base64
 import shlex
 from dataclasses import dataclass
 
 from mspauto.policy.models import HealthChecks
 
-__all__ = ["CheckResult", "checks_script", "read_checks"]
+__all__ = ["CheckResult", "checks_script", "read_checks", "windows_checks_script"]
 
 SECTION = "@@mspauto checks"
 
@@ -52,6 +56,41 @@ def checks_script(checks: HealthChecks) -> str:
             f'bash -c {shlex.quote(command)} </dev/null >/dev/null 2>&1; echo "command {index} $?"'
         )
     return "\n".join(lines) + "\n"
+
+
+def windows_checks_script(checks: HealthChecks) -> str:
+    """Windows PowerShell that prints the same raw answers as :func:`checks_script`."""
+    if not (checks.services or checks.commands or checks.min_free_disk_mb is not None):
+        return ""
+    # Windows PowerShell 5.1 turns a native command's redirected stderr into a
+    # terminating error under the probe's 'Stop'.
+    lines = ["$ErrorActionPreference = 'Continue'", f"'{SECTION}'"]
+    if checks.min_free_disk_mb is not None:
+        lines += [
+            "$drive = Get-PSDrive $env:SystemDrive.TrimEnd(':') -ErrorAction SilentlyContinue",
+            "if ($drive) { 'disk {0} {1}' -f $env:SystemDrive, [math]::Floor($drive.Free / 1MB) }",
+        ]
+    for index, service in enumerate(checks.services):
+        # Compared by name, not given to -Name, which would read it as a wildcard.
+        lines += [
+            "$service = @(Get-Service -ErrorAction SilentlyContinue | "
+            f"Where-Object {{ $_.Name -eq {_powershell_quote(service)} }})",
+            f"'service {index} ' + $(if ($service.Status -eq 'Running') {{ 'active' }} "
+            "else { 'inactive' })",
+        ]
+    for index, command in enumerate(checks.commands):
+        encoded = base64.b64encode(command.encode("utf-16-le")).decode()
+        lines += [
+            f"$null = powershell.exe -NoProfile -NonInteractive -EncodedCommand {encoded} 2>&1",
+            f"'command {index} ' + $LASTEXITCODE",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _powershell_quote(text: str) -> str:
+    """A single-quoted PowerShell string: every quote PowerShell reads as a single
+    quote (it accepts the typographic ones too) is doubled."""
+    return "'" + "".join(c * 2 if c in "'\u2018\u2019\u201a\u201b" else c for c in text) + "'"
 
 
 def read_checks(stdout: str, checks: HealthChecks) -> list[CheckResult]:

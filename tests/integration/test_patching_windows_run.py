@@ -258,3 +258,27 @@ def test_windows_hosts_refuse_clear_text_logins_over_http(fleet: Fleet) -> None:
     assert "basic over HTTP (port 5985) would send the credentials in clear text" in (
         result.message
     )
+
+
+def test_windows_health_checks_hold_a_host_back_or_fail_it(fleet: Fleet) -> None:
+    """Pre-checks run in the scan before the install (too little disk: not patched),
+    post-checks in the scan after it (a service down: the host failed)."""
+    (fleet.root / "policies" / "patch.yaml").write_text(
+        POLICY
+        + "pre_checks: {min_free_disk_mb: 10000, services: [W32Time]}\n"
+        + "post_checks: {services: [Spooler]}\n"
+    )
+    fleet.hosts["win-fail"].free_disk_mb = 2048
+    done = _mspauto(
+        fleet, "patch", "--client", "contoso", "--hosts", "win-ok", "--hosts", "win-fail"
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert fleet.hosts["win-fail"].installs == []
+    assert (
+        "win-fail: NOT PATCHED: pre-checks failed: free disk on C: >= 10000 MB: 2048 MB free"
+        in done.stdout
+    )
+    # win-ok passed its pre-checks and installed, but its post-check found the spooler
+    # stopped: it counts as failed, and it is not tried again.
+    assert len(fleet.hosts["win-ok"].installs) == 1
+    assert "post-checks failed: service Spooler active: inactive" in done.stdout

@@ -88,3 +88,31 @@ def test_checks_run_after_the_dnf_probe_too(tmp_path: Path) -> None:
     )
     results = read_checks(done.stdout, policy.pre_checks)
     assert [(r.what, r.ok) for r in results] == [("command 'true' exits 0", True)]
+
+
+def test_windows_checks_quote_what_the_policy_says() -> None:
+    """No PowerShell runs here: this pins the quoting, and the simulated Windows host of
+    the integration tests answers what the script asks."""
+    import base64
+
+    from mspauto.patching.health import windows_checks_script
+
+    assert windows_checks_script(HealthChecks()) == ""
+    hostile = "Spooler' ; Remove-Item C:\\ ; 'x\u2019y*"
+    script = windows_checks_script(
+        HealthChecks(min_free_disk_mb=500, services=[hostile], commands=["Test-Path C:\\ok"])
+    )
+    # Every quote PowerShell reads as one, doubled: the name stays one string, and it
+    # is compared, never given to -Name (where '*' would be a wildcard).
+    assert "$_.Name -eq 'Spooler'' ; Remove-Item C:\\ ; ''x\u2019\u2019y*' }" in script
+    assert "Get-Service -Name" not in script
+    encoded = base64.b64encode("Test-Path C:\\ok".encode("utf-16-le")).decode()
+    assert f"-EncodedCommand {encoded} 2>&1" in script
+    assert script.startswith("$ErrorActionPreference = 'Continue'\n'@@mspauto checks'\n")
+    answer = "{}\r\n@@mspauto checks\r\ndisk C: 320\r\nservice 0 active\r\ncommand 0 1\r\n"
+    checks = HealthChecks(min_free_disk_mb=500, services=[hostile], commands=["x"])
+    assert [(r.what, r.ok) for r in read_checks(answer, checks)] == [
+        ("free disk on C: >= 500 MB", False),
+        (f"service {hostile} active", True),
+        ("command 'x' exits 0", False),
+    ]
