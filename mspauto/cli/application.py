@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from functools import cached_property
@@ -17,16 +19,19 @@ if TYPE_CHECKING:
 
     from mspauto.config import Settings
     from mspauto.evidence.checkpoints import Notary
+    from mspauto.evidence.records import RunStatus
     from mspauto.evidence.store import EvidenceStore
     from mspauto.inventory.resolve import Client, Host
     from mspauto.project import Project
 
 __all__ = [
     "Application",
+    "exit_if_stopped",
     "forks_option",
     "format_option",
     "hosts_option",
     "pass_app",
+    "say_evidence_errors",
     "timeout_option",
 ]
 
@@ -212,6 +217,35 @@ class Application:
 
 
 pass_app = click.make_pass_decorator(Application)
+
+
+def say_evidence_errors(errors: Iterable[str | None]) -> bool:
+    """Say each error of the evidence store on stderr; True when there was one."""
+    said = False
+    for error in filter(None, errors):
+        click.echo(
+            f"error: the evidence store could not record this run completely ({error}); "
+            "the results above are what happened",
+            err=True,
+        )
+        said = True
+    return said
+
+
+def exit_if_stopped(statuses: Iterable[RunStatus], consequence: str) -> None:
+    """Exit 130 when one of the command's runs was stopped: at once (a second Ctrl-C),
+    or on request, saying ``consequence`` (what the stop means for this command)."""
+    from mspauto.evidence.records import RunStatus
+
+    ended = set(statuses)
+    if RunStatus.ABORTED in ended:
+        click.echo("stopped at once: hosts that were running have an unknown outcome", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # commands still running in worker threads would keep us alive
+    if RunStatus.INTERRUPTED in ended:
+        click.echo(f"stopped: {consequence}", err=True)
+        sys.exit(130)
 
 
 def hosts_option() -> Callable[[FC], FC]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -11,10 +10,12 @@ import click
 
 from mspauto.cli.application import (
     Application,
+    exit_if_stopped,
     forks_option,
     format_option,
     hosts_option,
     pass_app,
+    say_evidence_errors,
     timeout_option,
 )
 from mspauto.evidence.records import RunStatus
@@ -128,25 +129,9 @@ def baseline(
     evidence_errors = [a.run.evidence_error for a in _audits(remediation or report)]
     if remediation is not None and remediation.change.change is not None:
         evidence_errors.append(remediation.change.change.evidence_error)
-    for error in filter(None, evidence_errors):
-        click.echo(
-            f"error: the evidence store could not record this run completely ({error}); "
-            "the results above are what happened",
-            err=True,
-        )
-    stopped = _stopped(remediation or report)
-    if stopped is RunStatus.ABORTED:
-        # Commands still running in worker threads would keep the process alive.
-        click.echo("stopped at once: hosts that were running have an unknown outcome", err=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
-    if stopped is RunStatus.INTERRUPTED:
-        click.echo(
-            "stopped: hosts not reached count as not audited; nothing more was changed", err=True
-        )
-        sys.exit(130)
-    if any(evidence_errors):
+    evidence_failed = say_evidence_errors(evidence_errors)
+    exit_if_stopped(_statuses(remediation or report), _STOPPED)
+    if evidence_failed:
         sys.exit(1)
     if remediation is not None and remediation.change.failed_hosts:
         sys.exit(2)
@@ -154,14 +139,17 @@ def baseline(
         sys.exit(3)
 
 
-def _stopped(report: BaselineReport | RemediationReport) -> RunStatus | None:
-    """How the first stopped run of the command ended, if one was stopped."""
+_STOPPED = "hosts not reached count as not audited; nothing more was changed"
+
+
+def _statuses(report: BaselineReport | RemediationReport) -> list[RunStatus]:
+    """How each run of the command ended."""
     from mspauto.baseline.report import BaselineReport
 
     statuses = [a.run.status for a in _audits(report)]
     if not isinstance(report, BaselineReport) and report.change.change is not None:
         statuses.append(report.change.change.status)
-    return next((s for s in statuses if s is not RunStatus.COMPLETED), None)
+    return statuses
 
 
 def _audits(report: BaselineReport | RemediationReport) -> list[BaselineReport]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -11,12 +10,13 @@ import click
 
 from mspauto.cli.application import (
     Application,
+    exit_if_stopped,
     forks_option,
     format_option,
     hosts_option,
+    say_evidence_errors,
     timeout_option,
 )
-from mspauto.evidence.records import RunStatus
 
 if TYPE_CHECKING:
     from mspauto.patching.apply import PatchReport
@@ -177,21 +177,9 @@ def _exit(report: PatchReport) -> None:
     for scan in report.reboot_scans:
         runs.append(scan.status)
         errors.append(scan.evidence_error)
-    if RunStatus.ABORTED in runs:
-        click.echo("stopped at once: hosts that were running have an unknown outcome", err=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)  # commands still running in worker threads would keep us alive
-    if RunStatus.INTERRUPTED in runs:
-        click.echo("stopped: nothing more was installed", err=True)
-        sys.exit(130)
-    for error in filter(None, errors):
-        click.echo(
-            f"error: the evidence store could not record this run completely ({error}); "
-            "the results above are what happened",
-            err=True,
-        )
-    if any(errors):
+    evidence_failed = say_evidence_errors(errors)
+    exit_if_stopped(runs, "nothing more was installed")
+    if evidence_failed:
         sys.exit(1)
     if (
         report.failed_hosts

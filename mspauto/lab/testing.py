@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from mspauto.lab.fleet import Lab
 from mspauto.lab.plan import HostPlan
 from mspauto.lab.system import LabError, check_can_run
 
-__all__ = ["baseline_json", "copy_project", "lab_unavailable", "running_lab", "ssh"]
+__all__ = ["baseline_json", "copy_project", "lab_unavailable", "mspauto_cli", "running_lab", "ssh"]
 
 
 def lab_unavailable() -> str | None:
@@ -71,27 +71,27 @@ def copy_project(lab: Lab, root: Path) -> Path:
     return root
 
 
-def baseline_json(project: Path, state: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    """``mspauto baseline ARGS --format json`` on ``project`` as a user runs it (its own
-    process, evidence under ``state``): the exit code and the report."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mspauto",
-            "--project",
-            str(project),
-            "baseline",
-            "--format",
-            "json",
-            *args,
-        ],
+def mspauto_cli(
+    project: Path, state: Path, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``mspauto ARGS`` on ``project`` as a user runs it: its own process, evidence and
+    keys under ``state``, ``env`` added to this process's environment, and /dev/null
+    for stdin (Ansible refuses to start on a non-blocking stdin a parent may pass)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mspauto", "--project", str(project), *args],
         capture_output=True,
         text=True,
         check=False,
-        timeout=300,
-        env={**os.environ, "MSPAUTO_STATE_DIR": str(state)},
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {}), "MSPAUTO_STATE_DIR": str(state)},
     )
+
+
+def baseline_json(project: Path, state: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    """``mspauto baseline ARGS --format json`` on ``project`` (see :func:`mspauto_cli`):
+    the exit code and the report."""
+    result = mspauto_cli(project, state, "baseline", "--format", "json", *args)
     assert result.stdout, result.stderr
     report: dict[str, Any] = json.loads(result.stdout)
     return result.returncode, report

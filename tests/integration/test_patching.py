@@ -7,10 +7,8 @@ others finish."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +20,7 @@ from mspauto.evidence.store import EvidenceStore
 from mspauto.lab.fleet import Lab
 from mspauto.lab.packages import LAB_PACKAGES, SECURITY_SUITE
 from mspauto.lab.plan import HostPlan
-from mspauto.lab.testing import lab_unavailable, running_lab, ssh
+from mspauto.lab.testing import lab_unavailable, mspauto_cli, running_lab, ssh
 
 pytestmark = pytest.mark.integration
 
@@ -73,14 +71,7 @@ def _closed_window() -> str:
 
 
 def mspauto(lab: Lab, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mspauto", "--project", str(lab.directory), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-        env={**os.environ, "MSPAUTO_STATE_DIR": str(state)},
-    )
+    return mspauto_cli(lab.directory, state, *args)
 
 
 def _hosts(lab: Lab) -> list[HostPlan]:

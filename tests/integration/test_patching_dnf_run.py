@@ -5,16 +5,14 @@ the approved versions through the packaged task file and nothing else."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from mspauto.lab.fleet import Lab
-from mspauto.lab.testing import lab_unavailable, running_lab, ssh
+from mspauto.lab.testing import lab_unavailable, mspauto_cli, running_lab, ssh
 
 pytestmark = pytest.mark.integration
 
@@ -47,14 +45,7 @@ def dnf_host_lab(
 
 
 def mspauto(lab: Lab, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mspauto", "--project", str(lab.directory), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-        env={**os.environ, "MSPAUTO_STATE_DIR": str(state)},
-    )
+    return mspauto_cli(lab.directory, state, *args)
 
 
 def _rpm(lab: Lab) -> dict[str, list[str]]:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ from mspauto.evidence.store import EvidenceStore
 from mspauto.lab.fleet import Lab
 from mspauto.lab.packages import LAB_PACKAGES
 from mspauto.lab.plan import HostPlan
-from mspauto.lab.testing import lab_unavailable, running_lab, ssh
+from mspauto.lab.testing import lab_unavailable, mspauto_cli, running_lab, ssh
 
 pytestmark = pytest.mark.integration
 
@@ -62,14 +63,7 @@ def _policy(lab: Lab, extra: str) -> None:
 
 
 def mspauto(lab: Lab, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mspauto", "--project", str(lab.directory), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-        env={**os.environ, "MSPAUTO_STATE_DIR": str(state)},
-    )
+    return mspauto_cli(lab.directory, state, *args)
 
 
 def _hosts(lab: Lab) -> list[HostPlan]:
@@ -197,3 +191,41 @@ def test_a_host_failing_its_pre_checks_is_not_patched(ring_lab: Lab, state: Path
     )
     assert _versions(ring_lab, pilot) == INSTALLED
     assert {n for n, v in _versions(ring_lab, broad).items() if v != INSTALLED[n]} == SECURITY
+
+
+def test_a_host_going_down_mid_install_is_reported_and_the_others_finish(
+    ring_lab: Lab, state: Path
+) -> None:
+    canary, pilot, broad = _hosts(ring_lab)
+    _policy(ring_lab, "retries: 1\n")
+    with dpkg_lock_held(ring_lab, pilot):  # the pilot's install waits for the lock...
+        run = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "mspauto", "--project", str(ring_lab.directory)),
+                *("patch", "--client", CLIENT, "--format", "json", "--lock-timeout", "120"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "MSPAUTO_STATE_DIR": str(state)},
+        )
+        try:
+            deadline = time.monotonic() + 120
+            # (The bracket keeps pgrep from finding the shell that runs it.)
+            while ssh(ring_lab, pilot, "pgrep -f 'apt-get instal[l]'").returncode != 0:
+                assert run.poll() is None and time.monotonic() < deadline, "no install began"
+            ring_lab.stop_host(pilot.name)  # ...and the host goes down meanwhile
+            stdout, stderr = run.communicate(timeout=600)
+        finally:
+            run.kill()
+            ring_lab.start_host(pilot.name)
+    assert run.returncode == 2, stderr
+    report = json.loads(stdout)
+    assert report["failed_hosts"] == [pilot.name]
+    (pilot_report,) = [h for h in report["hosts"] if h["host"] == pilot.name]
+    # Lost mid-install: reported as failed with why, never retried blindly.
+    assert {o["status"] for o in pilot_report["installed"]} == {"failed"}
+    assert len(report["install_run_ids"]) == 1
+    for host in (canary, broad):
+        assert {n for n, v in _versions(ring_lab, host).items() if v != INSTALLED[n]} == SECURITY

@@ -15,9 +15,7 @@ Update Agent or a real reboot: no Windows host runs here.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ import pytest
 import yaml
 
 from mspauto.config import Settings
+from mspauto.lab.testing import mspauto_cli
 from mspauto.lab.windows_update import INSTALL_FAILURE, WindowsUpdateHost, ansible_module_call
 from mspauto.lab.winrm_endpoint import WinRMEndpoint
 from mspauto.project import load_project
@@ -131,18 +130,8 @@ def fleet(
 
 
 def _mspauto(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mspauto", "--project", str(fleet.root), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-        env={
-            **os.environ,
-            "MSPAUTO_STATE_DIR": str(fleet.root / "state"),
-            "WU_INSTALL_PASSWORD": PASSWORD,
-        },
+    return mspauto_cli(
+        fleet.root, fleet.root / "state", *args, env={"WU_INSTALL_PASSWORD": PASSWORD}
     )
 
 

@@ -12,10 +12,8 @@ PowerShell itself: no Windows host runs it here.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ import yaml
 
 from mspauto.config import Settings
 from mspauto.inventory.resolve import Client
+from mspauto.lab.testing import mspauto_cli
 from mspauto.lab.winrm_endpoint import CannedAnswer, WinRMEndpoint, check_source
 from mspauto.patching.facts import HostPatchFacts
 from mspauto.patching.windows import PROBE_MARKER, parse, probe_script
@@ -192,14 +191,7 @@ approvals:
 
 
 def _mspauto(fleet: Fleet, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mspauto", "--project", str(fleet.root), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        env={**os.environ, "MSPAUTO_STATE_DIR": str(state), "WU_PROBE_PASSWORD": PASSWORD},
-    )
+    return mspauto_cli(fleet.root, state, *args, env={"WU_PROBE_PASSWORD": PASSWORD})
 
 
 def test_patch_dry_run_decides_windows_updates(fleet: Fleet, tmp_path: Path) -> None:
