@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Generic, Protocol, TypeVar
 
+from mspauto.checks.secrets import secret_input
 from mspauto.engine import RunOutcome, RunSpec, run_command
 from mspauto.engine.progress import Progress
 from mspauto.evidence.records import (
@@ -52,6 +53,7 @@ __all__ = [
     "CheckRun",
     "ClientScope",
     "HostScope",
+    "Probe",
     "RunOptions",
     "apply_changes",
     "change_play",
@@ -128,6 +130,17 @@ class Change:
     """The task without ``name`` or ``when`` (the pipeline adds both)."""
 
 
+@dataclass(frozen=True)
+class Probe:
+    """A probe script that needs secrets: ``script`` reads them from the shell
+    variables :func:`mspauto.checks.secrets.secret_variable` names, in order; the
+    pipeline sends the values on the command's stdin, never in the script or the
+    evidence."""
+
+    script: str
+    secrets: tuple[str, ...] = ()
+
+
 class Check(Protocol[PlanT]):
     """What a policy kind supplies to run on the pipeline."""
 
@@ -138,9 +151,10 @@ class Check(Protocol[PlanT]):
         """What concerns this host (pure); None when nothing does."""
         ...
 
-    def probe(self, host: Host, plan: PlanT) -> str | None:
-        """The one script this host runs for its platform family; None if none is
-        needed (every finding is then decided by the plan alone)."""
+    def probe(self, host: Host, plan: PlanT) -> str | Probe | None:
+        """The one script this host runs for its platform family (a :class:`Probe`
+        when it needs secrets); None if none is needed (every finding is then decided
+        by the plan alone)."""
         ...
 
     def judge(self, host: Host, plan: PlanT, result: CommandResult | None) -> HostFindings:
@@ -195,14 +209,19 @@ def run_checks(
     """Plan, probe, judge and record every host of ``scope`` that the check concerns."""
     plans: dict[str, PlanT] = {}
     scripts: dict[str, str] = {}
+    inputs: dict[str, bytes] = {}
     for host_scope in scope.hosts:
         plan = check.plan(host_scope)
         if plan is None:
             continue
-        plans[host_scope.host.name] = plan
-        script = check.probe(host_scope.host, plan)
-        if script is not None:
-            scripts[host_scope.host.name] = script
+        name = host_scope.host.name
+        plans[name] = plan
+        probe = check.probe(host_scope.host, plan)
+        if isinstance(probe, Probe) and probe.secrets:
+            given = secret_input(probe.secrets)
+            scripts[name], inputs[name] = given.prelude + probe.script, given.stdin
+        elif probe is not None:
+            scripts[name] = probe.script if isinstance(probe, Probe) else probe
     probed = [s.host for s in scope.hosts if s.host.name in scripts]
     judged: dict[str, HostFindings] = {}
     lock = threading.Lock()
@@ -221,6 +240,7 @@ def run_checks(
             hosts=probed,
             command=f"{check.kind} probe: each host runs its own script (stored with it)",
             commands=scripts,
+            stdin=inputs,
             sudo=True,
             timeout=options.timeout,
             forks=options.forks,

@@ -80,6 +80,9 @@ class RunSpec:
     describes them and the play itself is recorded as each host's script."""
     check_mode: bool = False
     """With ``play``: Ansible's check mode with diffs (a dry run that changes nothing)."""
+    stdin: Mapping[str, bytes] | None = None
+    """Per-host input by host name (secrets a host's script reads, see
+    mspauto.checks.secrets): handed to the transport, never recorded."""
 
     def command_for(self, host: Host) -> str:
         """What ``host`` runs."""
@@ -180,6 +183,7 @@ class _Context:
                     self.spec.command_for(host),
                     sudo=self.spec.sudo,
                     timeout=self.spec.timeout,
+                    stdin=(self.spec.stdin or {}).get(host.name, b""),
                 )
                 self.tried(host, result)
                 retry = result.error is ErrorKind.UNREACHABLE and attempt <= self.spec.retries
@@ -370,8 +374,8 @@ def run_command(
         )
     if not spec.hosts:
         raise EngineError(f"no hosts selected in client {spec.client.name}")
-    if spec.commands and isinstance(transport, BatchTransport):
-        raise EngineError("a batch transport runs one command for every host")
+    if (spec.commands or spec.stdin) and isinstance(transport, BatchTransport):
+        raise EngineError("a batch transport runs one command for every host, with no input")
     if spec.play is not None and not isinstance(transport, PlayTransport):
         raise EngineError("only the ansible transport runs plays")
     progress = progress or SilentProgress()

@@ -33,8 +33,12 @@ class _ByConnection:
             "local": LocalTransport(),
         }
 
-    def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
-        return self._routes[host.connection].run(host, command, sudo=sudo, timeout=timeout)
+    def run(
+        self, host: Host, command: str, *, sudo: bool, timeout: float, stdin: bytes = b""
+    ) -> CommandResult:
+        return self._routes[host.connection].run(
+            host, command, sudo=sudo, timeout=timeout, stdin=stdin
+        )
 
     def close(self) -> None:
         for transport in self._routes.values():

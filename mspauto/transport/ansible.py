@@ -91,8 +91,19 @@ class AnsibleTransport:
         self._connect_timeout = connect_timeout
         self._keep = keep_private_data
 
-    def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
-        """One host (prefer :meth:`run_many`: each ansible run costs seconds to start)."""
+    def run(
+        self, host: Host, command: str, *, sudo: bool, timeout: float, stdin: bytes = b""
+    ) -> CommandResult:
+        """One host (prefer :meth:`run_many`: each ansible run costs seconds to start).
+        No input: Ansible would write it into the run's files."""
+        if stdin:
+            return CommandResult.failure(
+                host.name,
+                command,
+                ErrorKind.CONFIG,
+                "the ansible transport passes no input to commands (it would be written "
+                "to disk); run this through ssh",
+            )
         return self.run_many([host], command, sudo=sudo, timeout=timeout)[0]
 
     def run_many(

@@ -167,9 +167,14 @@ class Transport(Protocol):
     """Runs commands on hosts of one client. Implementations are thread-safe: the engine
     calls :meth:`run` from many threads, one host per thread at a time."""
 
-    def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
+    def run(
+        self, host: Host, command: str, *, sudo: bool, timeout: float, stdin: bytes = b""
+    ) -> CommandResult:
         """Run ``command`` on ``host`` and return what happened (never raises for host
-        or network problems: they become :class:`ErrorKind` results)."""
+        or network problems: they become :class:`ErrorKind` results). ``stdin`` is what
+        the command reads on its standard input (secrets travel there, never in the
+        command: see :mod:`mspauto.checks.secrets`); a transport that cannot deliver it
+        says so as a ``config`` failure instead of running the command without it."""
         ...
 
     def close(self) -> None:
@@ -182,7 +187,9 @@ class BatchTransport(Protocol):
     """A transport that is cheaper run once for many hosts (Ansible): the engine hands it
     every host at once instead of one host per thread."""
 
-    def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
+    def run(
+        self, host: Host, command: str, *, sudo: bool, timeout: float, stdin: bytes = b""
+    ) -> CommandResult:
         """One host (as :class:`Transport`)."""
         ...
 

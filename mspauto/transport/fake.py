@@ -35,11 +35,16 @@ class FakeTransport:
         self._running = 0
         self.peak_parallel = 0
         self.calls: list[str] = []
+        self.stdin: dict[str, bytes] = {}
+        """What each host's last command was given on stdin."""
 
-    def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
-        """Pretend to run ``command`` on ``host``."""
+    def run(
+        self, host: Host, command: str, *, sudo: bool, timeout: float, stdin: bytes = b""
+    ) -> CommandResult:
+        """Pretend to run ``command`` on ``host`` (``stdin`` is kept in :attr:`stdin`)."""
         started = utcnow()
         with self._lock:
+            self.stdin[host.name] = stdin
             self._running += 1
             self.peak_parallel = max(self.peak_parallel, self._running)
             self.calls.append(host.name)

@@ -26,7 +26,9 @@ __all__ = ["LocalTransport", "control_process_dumpable", "keep_control_process_p
 class LocalTransport:
     """Runs commands with ``/bin/sh -c`` on this machine."""
 
-    def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
+    def run(
+        self, host: Host, command: str, *, sudo: bool, timeout: float, stdin: bytes = b""
+    ) -> CommandResult:
         """Run ``command`` locally (through ``sudo -n`` if asked and not already root)."""
         started = utcnow()
         try:
@@ -49,7 +51,7 @@ class LocalTransport:
                 capture_output=True,
                 timeout=timeout,
                 check=False,
-                stdin=subprocess.DEVNULL,
+                input=stdin,
                 env=_environment(),
             )
         except subprocess.TimeoutExpired:

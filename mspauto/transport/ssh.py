@@ -148,14 +148,16 @@ class SSHTransport:
 
     # --- running ----------------------------------------------------------------
 
-    def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
+    def run(
+        self, host: Host, command: str, *, sudo: bool, timeout: float, stdin: bytes = b""
+    ) -> CommandResult:
         """Connect, run ``command`` (through sudo if asked), disconnect."""
         started = utcnow()
         transport: paramiko.Transport | None = None
         try:
             login = self._logins.get(host.credential)
             transport = self._connect(host, login)
-            rc, out, err = self._execute(transport, login, command, sudo, timeout)
+            rc, out, err = self._execute(transport, login, command, sudo, timeout, stdin)
         except TransportFailure as failure:
             return CommandResult.failure(
                 host.name, command, failure.kind, failure.message, started=started
@@ -281,17 +283,19 @@ class SSHTransport:
         command: str,
         sudo: bool,
         timeout: float,
+        stdin: bytes = b"",
     ) -> tuple[int, _Capture, _Capture]:
         deadline = time.monotonic() + timeout
-        stdin_data = b""
+        stdin_data = stdin
         if sudo and login.user != "root":
             if login.become_password is not None:
-                # The password goes to sudo on stdin, never on a command line; the command
-                # itself reads /dev/null, so it can never read the password (NOPASSWD sudo
-                # leaves it unread).
-                wrapped = shlex.quote(f"exec </dev/null; {command}")
-                command = f"sudo -S -p '' -- sh -c {wrapped}"
-                stdin_data = login.become_password.encode() + b"\n"
+                # The password goes to sudo on stdin, never on a command line. A command
+                # given no input reads /dev/null, so it can never read the password
+                # (NOPASSWD sudo leaves it unread); one given input skips every line
+                # before its own marker (mspauto.checks.secrets), the password's too.
+                inner = command if stdin else f"exec </dev/null; {command}"
+                command = f"sudo -S -p '' -- sh -c {shlex.quote(inner)}"
+                stdin_data = login.become_password.encode() + b"\n" + stdin
             else:
                 command = f"sudo -n -- sh -c {shlex.quote(command)}"
         try:

@@ -146,10 +146,21 @@ class WinRMTransport:
         self._connect_timeout = connect_timeout
         self._logins = CredentialCache(lambda name: self._fetch(name, client.credentials[name]))
 
-    def run(self, host: Host, command: str, *, sudo: bool, timeout: float) -> CommandResult:
+    def run(
+        self, host: Host, command: str, *, sudo: bool, timeout: float, stdin: bytes = b""
+    ) -> CommandResult:
         """Open a shell, run one script, close the shell. ``sudo`` has no meaning on
-        Windows: rights come from the credential's account."""
+        Windows: rights come from the credential's account. The script itself travels
+        on stdin, so there is no room for more input."""
         started = utcnow()
+        if stdin:
+            return CommandResult.failure(
+                host.name,
+                command,
+                ErrorKind.CONFIG,
+                "the winrm transport cannot pass input to a command yet",
+                started=started,
+            )
         try:
             with self.session(host, timeout) as session:
                 return session.run(command, timeout)

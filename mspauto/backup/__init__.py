@@ -1,0 +1,1 @@
+"""Backup verification: provider facts, RPO judgement, restore drills (docs/backups.md)."""
