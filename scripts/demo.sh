@@ -8,7 +8,8 @@
 # expected per control (on a stock host too, each verdict with its reason), a drifted
 # host is remediated in a recorded change run, a client is patched by policy (a dry run
 # with every decision and its reason, then exactly the approved versions installed and
-# the evidence verified), and the lab is taken down leaving nothing behind.
+# the evidence verified), every backup is judged against its RPO and restore drills
+# prove the intact ones restore, and the lab is taken down leaving nothing behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$PWD/.venv/bin
@@ -124,6 +125,19 @@ ssh_to acme 127.0.60.10 "dpkg-query -W -f='\${Package} \${Version}  ' 'lab-*'; e
 step "mspauto patch status --client acme: what is still pending, from the evidence alone"
 "$bin/mspauto" --project "$lab" patch status --client acme \
   || echo "(exit code $?: some hosts were never scanned or their last scan failed)"
+
+step "the lab's backup policies: restic and borg repositories of /etc, passwords kept in the project"
+cat "$lab/policies/backup.yaml"
+
+for client in acme globex; do
+  step "mspauto backups --client $client: each job's last good backup against its RPO, breaches first"
+  "$bin/mspauto" --project "$lab" backups --client "$client" \
+    || echo "(exit code $?: some jobs are not proven within their RPO)"
+done
+
+step "mspauto backups restore-test --client acme: restore samples into a scratch folder, compare, record"
+"$bin/mspauto" --project "$lab" backups restore-test --client acme \
+  || echo "(exit code $?: some drills failed or could not run)"
 "$bin/mspauto" --project "$lab" evidence verify
 
 step "a changed host key is refused, never accepted: plain ssh agrees"

@@ -42,9 +42,11 @@ ProblemKind = Literal[
     "unreadable",
     "error",
 ]
-"""Why a provider could not answer. ``no-repository`` makes the job ``missing``; every
-other kind makes it ``unchecked`` (a corrupt repository is found by the integrity
-check, which fails the job instead)."""
+"""Why a provider could not answer. ``no-repository`` makes the job ``missing``;
+``unreadable`` (the repository exists but its own structure cannot be read, e.g. a
+damaged config) makes it ``failed``, since a restore would fail the same way; every
+other kind makes it ``unchecked``. Damaged data is found by the integrity check, which
+fails the job."""
 PROBLEMS: tuple[ProblemKind, ...] = get_args(ProblemKind)
 
 

@@ -59,10 +59,12 @@ def capture(
     """The sh line that runs ``argv`` as job ``job``'s command ``name`` and prints its
     record. ``environment`` sets plain values (``TZ``); ``secrets`` maps an environment
     variable of the tool to the shell variable holding the secret. Both are exported
-    in a subshell of this one command only."""
+    in a subshell of this one command only. A secret whose shell variable is ``""`` (the
+    job has none: an unencrypted borg repository) is left unset."""
+    secrets = {var: shell for var, shell in (secrets or {}).items() if shell}
     exports = [f"export {var}={shlex.quote(value)}" for var, value in (environment or {}).items()]
-    exports += [f'export {var}="${{{shell}}}"' for var, shell in (secrets or {}).items()]
-    for var in [*(environment or {}), *(secrets or {}).values(), *(secrets or {})]:
+    exports += [f'export {var}="${{{shell}}}"' for var, shell in secrets.items()]
+    for var in [*(environment or {}), *secrets.values(), *secrets]:
         if not var.replace("_", "").isalnum() or var[0].isdigit():
             raise ValueError(f"not a variable name: {var!r}")
     words = " ".join(shlex.quote(word) for word in argv)

@@ -31,6 +31,7 @@ _COMMANDS = {
     "hosts": "mspauto.cli.hosts:hosts",
     "baseline": "mspauto.cli.baseline:baseline",
     "patch": "mspauto.cli.patch:patch",
+    "backups": "mspauto.cli.backups:backups",
     "keys": "mspauto.cli.keys:keys",
 }
 

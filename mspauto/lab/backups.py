@@ -15,17 +15,17 @@ from pathlib import Path
 
 from mspauto.lab.system import mount, run, unmount_all_under
 
-__all__ = ["FRESH_AGE", "STALE_AGE", "make_templates"]
+__all__ = ["BORG_PASSPHRASE", "FRESH_AGE", "RESTIC_PASSWORD", "STALE_AGE", "make_templates"]
 
 FRESH_AGE = timedelta(hours=2)
 STALE_AGE = timedelta(days=3)
+RESTIC_PASSWORD = "lab-restic-password"
+BORG_PASSPHRASE = "lab-borg-passphrase"
 
 _SCRIPT = r"""
 set -e
 export TZ=UTC
-mkdir -p /etc/mspauto-lab /t
-echo lab-restic-password > /etc/mspauto-lab/restic.pass
-echo lab-borg-passphrase > /etc/mspauto-lab/borg.pass
+mkdir -p /t
 export RESTIC_PASSWORD_FILE=/etc/mspauto-lab/restic.pass
 export BORG_PASSCOMMAND="cat /etc/mspauto-lab/borg.pass"
 restic init --quiet --repo /t/restic
@@ -62,6 +62,11 @@ def make_templates(
             f"lowerdir={base_rootfs},upperdir={scratch / 'upper'},workdir={scratch / 'work'}",
             scratch / "root",
         )
+        # Written here, not passed to the script: no password in any process's arguments.
+        secrets = scratch / "root" / "etc" / "mspauto-lab"
+        secrets.mkdir(parents=True)
+        (secrets / "restic.pass").write_text(RESTIC_PASSWORD + "\n")
+        (secrets / "borg.pass").write_text(BORG_PASSPHRASE + "\n")
         run(
             [
                 "chroot",

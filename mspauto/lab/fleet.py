@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from mspauto.lab.backups import make_templates
+from mspauto.lab.backups import BORG_PASSPHRASE, RESTIC_PASSWORD, make_templates
 from mspauto.lab.base import (
     LAB_USER,
     Base,
@@ -29,7 +29,15 @@ from mspauto.lab.base import (
     ensure_stock_base,
 )
 from mspauto.lab.host import LabHost
-from mspauto.lab.plan import FIRST_ADDRESS, HostPlan, inventory_document, plan_fleet
+from mspauto.lab.plan import (
+    BACKUP_STATES,
+    BORG_REPOSITORY,
+    FIRST_ADDRESS,
+    RESTIC_REPOSITORY,
+    HostPlan,
+    inventory_document,
+    plan_fleet,
+)
 from mspauto.lab.system import (
     LabError,
     alive,
@@ -341,6 +349,47 @@ class Lab:
             "  - match: {classifications: [security]}\n    action: auto\n"
             "  - action: manual\n"
             "reboot: {policy: if-required}\n"
+        )
+        self._write_backup_policies(policies)
+
+    def _write_backup_policies(self, policies: Path) -> None:
+        """Backup policies for the planted repositories, with their passwords kept in
+        the project (mode 0600), as a control node keeps them."""
+        secrets = self.directory / "secrets"
+        secrets.mkdir(mode=0o700, exist_ok=True)
+        for name, value in (("restic.pass", RESTIC_PASSWORD), ("borg.pass", BORG_PASSPHRASE)):
+            (secrets / name).write_text(value + "\n")
+            (secrets / name).chmod(0o600)
+        restic_tags = [f"backup-{s}" for s in BACKUP_STATES if not s.startswith("borg")]
+        borg_tags = [f"backup-{s}" for s in BACKUP_STATES if s.startswith("borg")]
+        documents = [
+            {
+                "kind": "backup",
+                "name": f"lab-{tool}",
+                "targets": {"tags": tags},
+                "schedule": {"cron": "0 7 * * *", "timezone": "client"},
+                "rpo": "24h",
+                "restore_test": {
+                    "every": "90d",
+                    "sample_paths": ["/etc/debian_version", "/etc/hostname", "/etc/ssh"],
+                },
+                "jobs": [
+                    {
+                        "name": "etc",
+                        "provider": tool,
+                        "repository": repository,
+                        "password": {"file": f"secrets/{tool}.pass"},
+                    }
+                ],
+            }
+            for tool, tags, repository in (
+                ("restic", restic_tags, RESTIC_REPOSITORY),
+                ("borg", borg_tags, BORG_REPOSITORY),
+            )
+        ]
+        (policies / "backup.yaml").write_text(
+            "# Check each lab host's backup of /etc: restic hosts and borg hosts\n"
+            "# (docs/backups.md).\n" + yaml.safe_dump_all(documents, sort_keys=False)
         )
 
     def _wait_until_answering(self, state: dict[str, Any], timeout: float = 30) -> None:

@@ -19,6 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from mspauto.lab.backups import BORG_PASSPHRASE, RESTIC_PASSWORD
 from mspauto.lab.plan import (
     BORG_PASSPHRASE_FILE,
     BORG_REPOSITORY,
@@ -469,8 +470,8 @@ class LabHost:
         backup = self.plan.backup
         if backup is None:
             return
-        self.write(RESTIC_PASSWORD_FILE, "lab-restic-password\n", 0o600)
-        self.write(BORG_PASSPHRASE_FILE, "lab-borg-passphrase\n", 0o600)
+        self.write(RESTIC_PASSWORD_FILE, RESTIC_PASSWORD + "\n", 0o600)
+        self.write(BORG_PASSPHRASE_FILE, BORG_PASSPHRASE + "\n", 0o600)
         if backup == "none":
             return
         target = RESTIC_REPOSITORY if backup.startswith("restic") else BORG_REPOSITORY

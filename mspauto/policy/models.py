@@ -203,11 +203,30 @@ class BackupJob(StrictModel):
     rpo: Duration | None = None
     min_files: WholeNumber | None = Field(default=None, ge=0)
     min_size_mb: float | None = Field(default=None, ge=0)
+    integrity_every: Duration = Field(
+        default=timedelta(days=7),
+        description="how often the repository's integrity is checked (restic/borg check)",
+    )
+    read_data_subset: str | None = Field(
+        default=None,
+        pattern=r"^([0-9]+(\.[0-9]+)?%|[0-9]+/[0-9]+|[0-9]+[KMGT]?)$",
+        description="restic: also read this part of the data when checking (5%, 1/10, 500M)",
+    )
 
     @model_validator(mode="after")
     def _provider_needs(self) -> BackupJob:
         if self.provider in {"restic", "borg"} and not self.repository:
             raise item_error(f"provider {self.provider} needs 'repository'", at="provider")
+        if self.provider == "borg" and self.repository and "::" in self.repository:
+            raise item_error(
+                "a borg repository, not an archive: leave out '::ARCHIVE'", at="repository"
+            )
+        if self.provider == "restic" and self.password is None:
+            raise item_error(
+                "provider restic needs 'password' (a reference such as {file: PATH}: "
+                "every restic repository is encrypted)",
+                at="provider",
+            )
         if self.provider == "file-age" and not self.path:
             raise item_error(
                 "provider file-age needs 'path' (the file or folder to age)", at="provider"

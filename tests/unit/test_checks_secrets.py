@@ -10,7 +10,9 @@ import pytest
 
 from mspauto.checks.secrets import secret_input, secret_variable
 
-SHOW = 'printf "[%s]\\n" "$MSPAUTO_SECRET_1" "$MSPAUTO_SECRET_2"; cat; env | grep -c MSPAUTO || true'
+SHOW = (
+    'printf "[%s]\\n" "$MSPAUTO_SECRET_1" "$MSPAUTO_SECRET_2"; cat; env | grep -c MSPAUTO || true'
+)
 
 
 @pytest.mark.parametrize("before", [b"", b"become-password\n", b"line one\nline two\n"])

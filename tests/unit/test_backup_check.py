@@ -1,0 +1,102 @@
+"""Judging a backup job from its facts: each state is told apart, never confused (a
+job that could not be checked is neither a pass nor a backup failure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mspauto.backup.check import JobPlan, judge_job
+from mspauto.backup.facts import Integrity, JobFacts, LastBackup, Problem
+from mspauto.policy.models import BackupPolicy
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+POLICY = BackupPolicy.model_validate(
+    {
+        "kind": "backup",
+        "name": "b",
+        "targets": {"clients": ["*"]},
+        "schedule": {"cron": "0 7 * * *", "timezone": "client"},
+        "jobs": [
+            {
+                "name": "etc",
+                "provider": "restic",
+                "repository": "/r",
+                "password": {"env": "RESTIC_PASSWORD"},
+                "min_files": 10,
+            },
+        ],
+    }
+)
+ITEM = JobPlan(POLICY, POLICY.jobs[0], timedelta(hours=24), False, None, None)
+
+
+def _facts(age: timedelta | None, **kwargs: object) -> JobFacts:
+    latest = LastBackup(NOW - age, "abc123", files=100) if age is not None else None
+    return JobFacts(
+        "restic",
+        latest=latest,
+        last_success=latest.time if latest else None,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("facts", "state", "words"),
+    [
+        (_facts(timedelta(hours=2)), "ok", "the last good backup is 2h 0m old"),
+        (_facts(timedelta(days=3)), "stale", "3d 0h old, past the RPO of 1d"),
+        (_facts(None), "missing", "the repository holds no backup"),
+        (
+            _facts(None, problem=Problem("no-repository", "no config at /r")),
+            "missing",
+            "no repository: no config at /r",
+        ),
+        (
+            _facts(None, problem=Problem("wrong-password", "wrong password or no key found")),
+            "unchecked",
+            "could not check (wrong-password)",
+        ),
+        (
+            _facts(None, problem=Problem("locked", "repository is already locked")),
+            "unchecked",
+            "could not check (locked)",
+        ),
+        (
+            _facts(None, problem=Problem("unreadable", "config damaged")),
+            "failed",
+            "the repository cannot be read: config damaged",
+        ),
+        (
+            _facts(timedelta(hours=1), integrity=Integrity(False, "repository contains errors")),
+            "failed",
+            "failed its integrity check: repository contains errors",
+        ),
+    ],
+)
+def test_each_state_is_told_apart(facts: JobFacts, state: str, words: str) -> None:
+    got, why = judge_job(ITEM, facts, NOW)
+    assert got == state and words in why, why
+
+
+def test_a_lock_that_stopped_the_integrity_check_does_not_hide_a_stale_backup() -> None:
+    facts = _facts(timedelta(days=3), problem=Problem("locked", "repository is already locked"))
+    state, why = judge_job(ITEM, facts, NOW)
+    assert state == "stale" and "past the RPO" in why
+    assert why.endswith("(integrity check skipped: repository is already locked)")
+
+
+def test_a_backup_smaller_than_expected_fails() -> None:
+    latest = LastBackup(NOW - timedelta(hours=1), "abc", files=3)
+    facts = JobFacts("restic", latest=latest, last_success=latest.time)
+    assert judge_job(ITEM, facts, NOW) == (
+        "failed",
+        "the last backup holds 3 files, fewer than 10",
+    )
+
+
+def test_a_failed_last_job_fails_even_with_an_older_success() -> None:
+    latest = LastBackup(NOW - timedelta(hours=1), "nightly", result="failed", message="0x807800C5")
+    facts = JobFacts("windows-server-backup", latest=latest, last_success=NOW - timedelta(hours=25))
+    assert judge_job(ITEM, facts, NOW) == ("failed", "the last backup failed: 0x807800C5")
