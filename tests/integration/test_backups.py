@@ -213,3 +213,52 @@ def test_a_restore_drill_fails_on_a_corrupted_repository(backup_lab: Lab, tmp_pa
     # restic 0.14 restores damaged data without a word (exit 0); the listing and the
     # hashes are what catch it.
     assert "ciphertext verification failed" in drill["reason"], drill
+
+
+def test_a_held_lock_skips_only_the_integrity_check(backup_lab: Lab, tmp_path: Path) -> None:
+    """A running borg (here `borg with-lock`) holds the repository: the listing still
+    answers, the integrity check cannot run, and the report says so."""
+    host = _host(backup_lab, "borg-fresh")
+    holder = subprocess.Popen(
+        [
+            *("ssh", "-i", str(backup_lab.key), "-o", "BatchMode=yes"),
+            *("-o", f"UserKnownHostsFile={backup_lab.inventory_dir / 'known_hosts' / CLIENT}"),
+            f"mspauto@{host.address}",
+            "sudo env BORG_PASSCOMMAND='cat /etc/mspauto-lab/borg.pass' "
+            "borg with-lock /var/backups/borg sh -c 'echo locked; sleep 120'",
+        ],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        _, jobs = _backups(backup_lab, tmp_path, "--hosts", host.name, "--check-integrity")
+    finally:
+        holder.kill()
+        holder.wait()
+    job = jobs[host.name]
+    assert job["state"] == "ok", job
+    assert job["problem"]["kind"] == "locked"
+    assert "(integrity check skipped: " in job["reason"]
+
+
+def test_a_stock_host_without_the_tool_is_unchecked(backup_lab: Lab, tmp_path: Path) -> None:
+    stock = next(p for p in backup_lab.plans() if p.backup is None)
+    project = copy_project(backup_lab, tmp_path / "project")
+    shutil.copytree(backup_lab.directory / "secrets", project / "secrets")
+    (project / "policies" / "backup.yaml").write_text(
+        "kind: backup\nname: stock\n"
+        f"targets: {{hosts: [{stock.name}]}}\n"
+        "schedule: {cron: '0 7 * * *', timezone: client}\n"
+        "jobs:\n  - name: etc\n    provider: restic\n    repository: /var/backups/restic\n"
+        "    password: {file: secrets/restic.pass}\n"
+        "  - name: dumps\n    provider: file-age\n    path: /var/backups/db\n"
+    )
+    done = mspauto_cli(
+        project, tmp_path / "state", "backups", "--client", CLIENT, "--format", "json"
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    jobs = {job["job"]: job for job in json.loads(done.stdout)["jobs"]}
+    assert jobs["etc"]["state"] == "unchecked" and jobs["etc"]["problem"]["kind"] == "tool-missing"
+    assert jobs["dumps"]["state"] == "missing"  # nothing at the path: no backup there
