@@ -200,6 +200,10 @@ class BackupJob(StrictModel):
     repository: str | None = None
     password: SecretRef | None = None
     path: str | None = None
+    veeam_job: str | None = Field(
+        default=None,
+        description="veeam-br: the Veeam job's name; veeam-agent: only this job's events",
+    )
     rpo: Duration | None = None
     min_files: WholeNumber | None = Field(default=None, ge=0)
     min_size_mb: float | None = Field(default=None, ge=0)
@@ -220,6 +224,11 @@ class BackupJob(StrictModel):
         if self.provider == "borg" and self.repository and "::" in self.repository:
             raise item_error(
                 "a borg repository, not an archive: leave out '::ARCHIVE'", at="repository"
+            )
+        if self.provider == "veeam-br" and not self.veeam_job:
+            raise item_error(
+                "provider veeam-br needs 'veeam_job' (the job's name as Veeam shows it)",
+                at="provider",
             )
         if self.provider == "restic" and self.password is None:
             raise item_error(
