@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mspauto.backup import borg, fileage, restic
+from mspauto.backup import borg, fileage, restic, windows
 from mspauto.backup.facts import JobFacts, JobState, Problem
 from mspauto.backup.probe import CAPTURE_FUNCTION, Captured, read_captures
 from mspauto.checks.pipeline import Change, HostScope, Probe
@@ -33,7 +33,8 @@ from mspauto.transport.base import CommandResult
 
 __all__ = ["BackupCheck", "BackupPlan", "JobPlan", "human_age", "job_key", "judge_job"]
 
-LINUX_PROVIDERS = ("restic", "borg", "file-age")
+WINDOWS_PROVIDERS = windows.PROVIDERS
+"""Checked over WinRM by one PowerShell probe (mspauto.backup.windows)."""
 _PARSERS: Mapping[str, Callable[[Mapping[str, Captured]], JobFacts]] = {
     "restic": restic.parse,
     "borg": borg.parse,
@@ -124,9 +125,10 @@ class BackupCheck:
         return BackupPlan(tuple(jobs)) if jobs else None
 
     def _problem(self, host: Host, job: BackupJob) -> str | None:
-        windows = host.platform == "windows"
-        if job.provider not in LINUX_PROVIDERS or windows:
-            return f"checking {job.provider} jobs on {host.platform} hosts is not built yet"
+        on_windows = host.platform == "windows"
+        if on_windows != (job.provider in WINDOWS_PROVIDERS):
+            where = "Windows hosts only" if job.provider in WINDOWS_PROVIDERS else "Linux hosts"
+            return f"{job.provider} jobs are checked on {where}, not on {host.platform}"
         if job.password is not None:
             try:
                 resolve_secret(job.password, self.root)
@@ -134,8 +136,12 @@ class BackupCheck:
                 return f"the repository password cannot be read: {exc}"
         return None
 
-    def probe(self, host: Host, plan: BackupPlan) -> Probe | None:
-        """Every job's provider commands in one script; passwords on stdin."""
+    def probe(self, host: Host, plan: BackupPlan) -> Probe | str | None:
+        """Every job's provider commands in one script; passwords on stdin. Windows
+        hosts run one PowerShell probe (its providers need no password)."""
+        if host.platform == "windows":
+            jobs = _windows_jobs(plan)
+            return windows.probe_script(jobs) if jobs else None
         lines = [CAPTURE_FUNCTION]
         secrets: list[str] = []
         for index, item in enumerate(plan.jobs):
@@ -173,15 +179,25 @@ class BackupCheck:
         """One finding per job."""
         if result is not None and result.error is not None and result.rc is None:
             return HostFindings(self.kind, host.name, (), f"{result.error}: {result.message}")
-        captured = read_captures(result.stdout) if result is not None else {}
+        on_windows = host.platform == "windows"
+        captured = read_captures(result.stdout) if result is not None and not on_windows else {}
+        answered = (
+            windows.parse(result.stdout, result.stderr, result.rc, jobs=_windows_jobs(plan))
+            if result is not None and on_windows
+            else {}
+        )
         findings = []
         facts_of: dict[int, JobFacts] = {}
         for index, item in enumerate(plan.jobs):
             own = {name: c for (job, name), c in captured.items() if job == index}
+            why = result.message if result is not None else "the probe did not run"
             if item.problem is not None:
                 facts = JobFacts(item.job.provider, problem=Problem("error", item.problem))
+            elif on_windows:
+                facts = answered.get(index) or JobFacts(
+                    item.job.provider, problem=Problem("error", f"no answer ({why})")
+                )
             elif not own:
-                why = result.message if result is not None else "the probe did not run"
                 facts = JobFacts(item.job.provider, problem=Problem("error", f"no answer ({why})"))
             else:
                 facts = _PARSERS[item.job.provider](own)
@@ -223,6 +239,15 @@ class BackupCheck:
     def changes(self, host: Host, plan: BackupPlan, findings: HostFindings) -> Sequence[Change]:
         """Nothing to change automatically: a missing backup needs a person."""
         return ()
+
+
+def _windows_jobs(plan: BackupPlan) -> list[tuple[int, str, str | None]]:
+    """(index, provider, Veeam job) of each job the Windows probe reads."""
+    return [
+        (i, item.job.provider, item.job.veeam_job)
+        for i, item in enumerate(plan.jobs)
+        if item.problem is None
+    ]
 
 
 def judge_job(item: JobPlan, facts: JobFacts, now: datetime) -> tuple[JobState, str]:

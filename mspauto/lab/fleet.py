@@ -350,16 +350,18 @@ class Lab:
             "  - action: manual\n"
             "reboot: {policy: if-required}\n"
         )
-        self._write_backup_policies(policies)
+        self._write_backup_policies(policies, plans)
 
-    def _write_backup_policies(self, policies: Path) -> None:
+    def _write_backup_policies(self, policies: Path, plans: list[HostPlan]) -> None:
         """Backup policies for the planted repositories, with their passwords kept in
-        the project (mode 0600), as a control node keeps them."""
+        the project (mode 0600), as a control node keeps them. Only for tools some host
+        has: a policy that targets no host is a validation error."""
         secrets = self.directory / "secrets"
         secrets.mkdir(mode=0o700, exist_ok=True)
         for name, value in (("restic.pass", RESTIC_PASSWORD), ("borg.pass", BORG_PASSPHRASE)):
             (secrets / name).write_text(value + "\n")
             (secrets / name).chmod(0o600)
+        planted = {plan.backup for plan in plans if plan.backup is not None}
         restic_tags = [f"backup-{s}" for s in BACKUP_STATES if not s.startswith("borg")]
         borg_tags = [f"backup-{s}" for s in BACKUP_STATES if s.startswith("borg")]
         documents = [
@@ -386,7 +388,11 @@ class Lab:
                 ("restic", restic_tags, RESTIC_REPOSITORY),
                 ("borg", borg_tags, BORG_REPOSITORY),
             )
+            if planted & {tag.removeprefix("backup-") for tag in tags}
         ]
+        if not documents:
+            (policies / "backup.yaml").unlink(missing_ok=True)
+            return
         (policies / "backup.yaml").write_text(
             "# Check each lab host's backup of /etc: restic hosts and borg hosts\n"
             "# (docs/backups.md).\n" + yaml.safe_dump_all(documents, sort_keys=False)

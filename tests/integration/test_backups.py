@@ -156,6 +156,7 @@ def test_no_password_in_arguments_output_or_evidence(backup_lab: Lab, tmp_path: 
 
 def test_a_restore_drill_proves_an_intact_repository(backup_lab: Lab, tmp_path: Path) -> None:
     hosts = [_host(backup_lab, s) for s in ("restic-fresh", "borg-fresh")]
+    assert mspauto_cli(backup_lab.directory, tmp_path, "keys", "init").returncode == 0
     done = mspauto_cli(
         backup_lab.directory,
         tmp_path,
@@ -184,6 +185,8 @@ def test_a_restore_drill_proves_an_intact_repository(backup_lab: Lab, tmp_path: 
     _, jobs = _backups(backup_lab, tmp_path, "--hosts", hosts[0].name)
     assert jobs[hosts[0].name]["restore_drill"]["status"] == "pass"
     assert jobs[hosts[0].name]["restore_drill_due"] is False
+    verified = mspauto_cli(backup_lab.directory, tmp_path, "evidence", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_a_restore_drill_fails_on_a_corrupted_repository(backup_lab: Lab, tmp_path: Path) -> None:
