@@ -60,6 +60,7 @@ _MADE = (
     "keys",
     "inventory",
     "policies",
+    "secrets",
     "backup-templates",
     "backup-builder",
     "lab.json",
