@@ -49,6 +49,10 @@ _STATUS: Mapping[JobState, FindingStatus] = {
 }
 
 
+FUTURE_TOLERANCE = timedelta(minutes=10)
+"""How far in the future a backup may be dated (clock drift) before it is not trusted."""
+
+
 def job_key(host: str, policy: str, job: str) -> str:
     """How a job on a host is known across runs (integrity history, drills)."""
     return f"{host}/{policy}/{job}"
@@ -106,10 +110,12 @@ class BackupCheck:
             for job in policy.jobs:
                 key = job_key(scope.host.name, policy.name, job.name)
                 last = self.last_integrity.get(key)
+                # A failed check is checked again at every run until it passes.
                 due = (
                     self.force_integrity
                     or last is None
-                    or (self.now - datetime.fromisoformat(str(last["at"])) >= job.integrity_every)
+                    or not last.get("ok")
+                    or self.now - datetime.fromisoformat(str(last["at"])) >= job.integrity_every
                 )
                 jobs.append(
                     JobPlan(
@@ -131,9 +137,11 @@ class BackupCheck:
             return f"{job.provider} jobs are checked on {where}, not on {host.platform}"
         if job.password is not None:
             try:
-                resolve_secret(job.password, self.root)
+                password = resolve_secret(job.password, self.root)
             except SecretError as exc:
                 return f"the repository password cannot be read: {exc}"
+            if any(c in password for c in "\r\n\0"):
+                return "the repository password holds a line break (a file saved with CRLF?)"
         return None
 
     def probe(self, host: Host, plan: BackupPlan) -> Probe | str | None:
@@ -266,9 +274,20 @@ def judge_job(item: JobPlan, facts: JobFacts, now: datetime) -> tuple[JobState, 
         return "unchecked", f"could not check ({facts.problem.kind}): {facts.problem.message}"
     if facts.integrity is not None and not facts.integrity.ok:
         return "failed", f"the repository failed its integrity check: {facts.integrity.message}"
+    last = item.last_integrity
+    if facts.integrity is None and last is not None and not last.get("ok"):
+        return "failed", (
+            f"the repository failed its last integrity check ({str(last.get('at'))[:10]}): "
+            f"{last.get('message', '')}"
+        )
     latest = facts.latest
     if latest is None:
         return "missing", "the repository holds no backup"
+    if facts.last_success is not None and facts.last_success - now > FUTURE_TOLERANCE:
+        return "unchecked", (
+            f"the last backup is dated {facts.last_success:%Y-%m-%d %H:%M} UTC, in the future: "
+            "a clock is wrong, and its age cannot be judged"
+        )
     if latest.result == "failed" and facts.last_success is None:
         return "failed", f"the last backup failed ({latest.message}) and none succeeded"
     if latest.result == "failed":

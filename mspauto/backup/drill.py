@@ -221,11 +221,25 @@ def _compare(
     started, ended = _clock(own.get("clock-start")), _clock(own.get("clock-end"))
     duration = round(ended - started, 3) if started is not None and ended is not None else None
     snapshot = {"name": facts.latest.name, "time": facts.latest.time.isoformat()}
+    said = [ln.strip() for ln in restore.stderr.splitlines() if ln.strip()]
     if restore.rc != 0:
-        last = next(reversed([ln for ln in restore.stderr.splitlines() if ln.strip()]), "")
+        # A lock (a backup running), a full disk or no scratch folder is not a failed
+        # restore: the drill could not run, and says why.
+        busy = any(w in restore.stderr for w in ("locked", "lock", "mkdir:", "No space left"))
+        return finding(
+            FindingStatus.ERROR if busy else FindingStatus.FAIL,
+            f"the restore {'could not run' if busy else 'failed'} (exit {restore.rc}): "
+            f"{(said[-1] if said else '')[:300]}",
+            snapshot=snapshot,
+            duration_seconds=duration,
+        )
+    if facts.provider == "restic" and any(
+        ln.startswith(("ignoring error", "Fatal")) for ln in said
+    ):
+        # restic reports a file it could not restore and may still exit 0.
         return finding(
             FindingStatus.FAIL,
-            f"the restore failed (exit {restore.rc}): {last.strip()[:300]}",
+            f"the restore reported errors: {said[0][:300]}",
             snapshot=snapshot,
             duration_seconds=duration,
         )
@@ -233,10 +247,10 @@ def _compare(
     if listing is None or listing.rc != 0:
         # restic 0.14 restores a damaged file without a word (exit 0): the listing, the
         # hashes or this is what catches it.
-        said = next((ln for ln in (listing.stderr if listing else "").splitlines() if ln), "")
+        first = next((ln for ln in (listing.stderr if listing else "").splitlines() if ln), "")
         return finding(
             FindingStatus.FAIL,
-            f"the backup's file listing cannot be read: {said.strip()[:300] or 'no answer'}",
+            f"the backup's file listing cannot be read: {first.strip()[:300] or 'no answer'}",
             snapshot=snapshot,
             duration_seconds=duration,
         )
@@ -244,6 +258,14 @@ def _compare(
     restored_hashes, restored_files = _hashes(own.get("restored")), _times(own.get("restored"))
     live_hashes, live_files = _hashes(own.get("live")), _times(own.get("live"))
     verified, changed, wrong = [], [], []
+    # A sample file older than the backup but not in it: the backup silently left it
+    # out. (One made after the backup is simply new.)
+    taken = facts.latest.time.timestamp()
+    wrong += [
+        f"{path}: not in the backup"
+        for path in sorted(set(live_files) - set(listed))
+        if live_files[path][0] < taken
+    ]
     for path, (mtime, size) in sorted(listed.items()):
         got = restored_files.get(path)
         live = live_files.get(path)
@@ -272,6 +294,15 @@ def _compare(
     }
     if not listed:
         return finding(FindingStatus.FAIL, "the backup holds none of the sample paths", **detail)
+    if not wrong and not verified:
+        # Every file changed since the backup: sizes and times match its listing, but
+        # no restored byte could be compared with anything. Not a pass.
+        return finding(
+            FindingStatus.ERROR,
+            f"inconclusive: all {len(changed)} files changed since the backup, so no "
+            "restored content could be compared; add a sample path that does not change",
+            **detail,
+        )
     if wrong:
         return finding(
             FindingStatus.FAIL,
@@ -280,7 +311,9 @@ def _compare(
         )
     return finding(
         FindingStatus.PASS,
-        f"{len(restored_files)} files restored in {duration}s: {len(verified)} identical to "
+        f"{len(restored_files)} files restored"
+        + (f" in {duration}s" if duration is not None else "")
+        + f": {len(verified)} identical to "
         f"the live files, {len(changed)} changed since the backup (match its listing)",
         **detail,
     )

@@ -156,6 +156,8 @@ def last_drills(
     """job_key -> the newest restore drill recorded for it (at, status, reason)."""
     found: dict[str, dict[str, Any]] = {}
     for host, finding in _recorded(store, client, hosts, "backup-drill"):
+        if finding.status not in (FindingStatus.PASS, FindingStatus.FAIL):
+            continue  # a drill that could not run proves nothing either way
         at = str(finding.detail.get("at", ""))
         key = job_key(host, finding.policy, finding.subject)
         if at and (key not in found or at > str(found[key]["at"])):

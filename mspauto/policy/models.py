@@ -221,6 +221,12 @@ class BackupJob(StrictModel):
     def _provider_needs(self) -> BackupJob:
         if self.provider in {"restic", "borg"} and not self.repository:
             raise item_error(f"provider {self.provider} needs 'repository'", at="provider")
+        if self.repository and re.search(r"(^|[:/@])-", self.repository):
+            raise item_error(
+                "no part of a repository location may start with '-': restic and borg "
+                "would hand it to ssh as an option",
+                at="repository",
+            )
         if self.provider == "borg" and self.repository and "::" in self.repository:
             raise item_error(
                 "a borg repository, not an archive: leave out '::ARCHIVE'", at="repository"

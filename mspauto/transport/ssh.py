@@ -21,6 +21,7 @@ from pathlib import Path
 
 import paramiko
 
+from mspauto.checks.secrets import MARK
 from mspauto.inventory.models import Credential
 from mspauto.inventory.resolve import Client, Host
 from mspauto.secrets import SecretError, resolve_secret, secret_path
@@ -286,7 +287,7 @@ class SSHTransport:
         stdin: bytes = b"",
     ) -> tuple[int, _Capture, _Capture]:
         deadline = time.monotonic() + timeout
-        stdin_data = stdin
+        stdin_data, held = stdin, b""
         if sudo and login.user != "root":
             if login.become_password is not None:
                 # The password goes to sudo on stdin, never on a command line. A command
@@ -295,15 +296,22 @@ class SSHTransport:
                 # before its own marker (mspauto.checks.secrets), the password's too.
                 inner = command if stdin else f"exec </dev/null; {command}"
                 command = f"sudo -S -p '' -- sh -c {shlex.quote(inner)}"
-                stdin_data = login.become_password.encode() + b"\n" + stdin
+                stdin_data = login.become_password.encode() + b"\n"
+                # Secrets wait until the script, let in by sudo, prints their marker: a
+                # sudo that refuses the password reads its retries from stdin, and must
+                # never read them from the secrets.
+                held = stdin if stdin.startswith(MARK.encode()) else b""
+                stdin_data += b"" if held else stdin
             else:
                 command = f"sudo -n -- sh -c {shlex.quote(command)}"
+        ready = held.split(b"\n", 1)[0]
         try:
             channel = transport.open_session(timeout=max(deadline - time.monotonic(), 0.1))
             channel.exec_command(command)
             if stdin_data:
                 channel.sendall(stdin_data)
-            channel.shutdown_write()
+            if not held:
+                channel.shutdown_write()
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise TransportFailure(
                 ErrorKind.UNREACHABLE, f"could not start the command: {exc}"
@@ -311,6 +319,12 @@ class SSHTransport:
         out, err = _Capture(self._output_cap), _Capture(self._output_cap)
         try:
             while True:
+                if held and (ready in b"".join(out.parts) or b"try again" in b"".join(err.parts)):
+                    # The script runs as root and asks: send. sudo refused: send nothing.
+                    if ready in b"".join(out.parts):
+                        channel.sendall(held)
+                    channel.shutdown_write()
+                    held = b""
                 if channel.recv_ready():
                     out.add(channel.recv(65536))
                 elif channel.recv_stderr_ready():

@@ -265,3 +265,44 @@ def test_a_stock_host_without_the_tool_is_unchecked(backup_lab: Lab, tmp_path: P
     jobs = {job["job"]: job for job in json.loads(done.stdout)["jobs"]}
     assert jobs["etc"]["state"] == "unchecked" and jobs["etc"]["problem"]["kind"] == "tool-missing"
     assert jobs["dumps"]["state"] == "missing"  # nothing at the path: no backup there
+
+
+def test_under_a_sudo_password_secrets_go_only_to_the_script(
+    backup_lab: Lab, tmp_path: Path
+) -> None:
+    """With a become password, the repository password is sent only once the script runs
+    as root: a sudo that refuses the become password never reads it as a retry."""
+    host = _host(backup_lab, "restic-fresh")
+    sudoers = "/etc/sudoers.d/mspauto"
+    setup = (
+        "echo 'mspauto:Right-pw-1' | sudo chpasswd && "
+        f"echo 'mspauto ALL=(ALL) ALL' | sudo tee {sudoers}.pw >/dev/null && "
+        f"sudo mv {sudoers}.pw {sudoers}"
+    )
+    assert ssh(backup_lab, host, setup).returncode == 0
+    project = copy_project(backup_lab, tmp_path / "project")
+    shutil.copytree(backup_lab.directory / "secrets", project / "secrets")
+    inventory = project / "inventory" / f"{CLIENT}.yaml"
+    inventory.write_text(
+        inventory.read_text().replace(
+            "      private_key:",
+            "      become_password:\n        env: LAB_BECOME\n      private_key:",
+        )
+    )
+    try:
+        results = {}
+        for become in ("Right-pw-1", "Wrong-pw-2"):
+            done = mspauto_cli(
+                project,
+                tmp_path / "state",
+                *("backups", "--client", CLIENT, "--hosts", host.name, "--format", "json"),
+                env={"LAB_BECOME": become},
+            )
+            (job,) = json.loads(done.stdout)["jobs"]
+            results[become] = job
+    finally:
+        back = f"echo 'mspauto ALL=(ALL) NOPASSWD: ALL' > {sudoers}"
+        ssh(backup_lab, host, f'echo Right-pw-1 | sudo -S sh -c "{back}"')
+    assert results["Right-pw-1"]["state"] == "ok", results["Right-pw-1"]
+    wrong = results["Wrong-pw-2"]
+    assert wrong["state"] == "unchecked", wrong

@@ -100,3 +100,31 @@ def test_a_failed_last_job_fails_even_with_an_older_success() -> None:
     latest = LastBackup(NOW - timedelta(hours=1), "nightly", result="failed", message="0x807800C5")
     facts = JobFacts("windows-server-backup", latest=latest, last_success=NOW - timedelta(hours=25))
     assert judge_job(ITEM, facts, NOW) == ("failed", "the last backup failed: 0x807800C5")
+
+
+def test_a_failed_integrity_check_keeps_failing_until_one_passes() -> None:
+    """A failed check recorded earlier fails today's verdict too, when today's probe ran
+    no check of its own; and a failed check is due again at once."""
+    last = {"at": "2026-12-01T07:00:00+00:00", "ok": False, "message": "pack 1f2e damaged"}
+    item = JobPlan(POLICY, POLICY.jobs[0], timedelta(hours=24), False, last, None)
+    assert judge_job(item, _facts(timedelta(hours=1)), NOW) == (
+        "failed",
+        "the repository failed its last integrity check (2026-12-01): pack 1f2e damaged",
+    )
+    fixed = Integrity(True, "no errors were found")
+    assert judge_job(item, _facts(timedelta(hours=1), integrity=fixed), NOW)[0] == "ok"
+
+
+def test_a_backup_dated_in_the_future_is_not_trusted() -> None:
+    state, why = judge_job(ITEM, _facts(-timedelta(days=300)), NOW)
+    assert state == "unchecked" and "in the future" in why
+
+
+@pytest.mark.parametrize(
+    "repository", ["-oProxyCommand=id:repo", "ssh://-oProxyCommand=id/./repo", "host:-x"]
+)
+def test_a_repository_that_ssh_would_read_as_an_option_is_refused(repository: str) -> None:
+    job = {"name": "j", "provider": "borg", "repository": repository}
+    document = {**POLICY.model_dump(mode="json", exclude_none=True), "jobs": [job]}
+    with pytest.raises(ValueError, match="may start with '-'"):
+        BackupPolicy.model_validate(document)

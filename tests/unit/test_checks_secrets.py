@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from mspauto.checks.secrets import secret_input, secret_variable
+from mspauto.checks.secrets import MARK, secret_input, secret_variable
 
 SHOW = (
     'printf "[%s]\\n" "$MSPAUTO_SECRET_1" "$MSPAUTO_SECRET_2"; cat; env | grep -c MSPAUTO || true'
@@ -25,12 +25,12 @@ def test_the_prelude_reads_exactly_the_secrets(before: bytes) -> None:
         capture_output=True,
         check=True,
     )
-    # Whole (spaces, quotes, backslash kept), not exported, and stdin closed after.
-    assert done.stdout.decode().splitlines() == [
-        "[  spaced $(id) 'quoted' \\ ]",
-        "[second]",
-        "0",
-    ]
+    # The marker first (the SSH transport waits for it before it sends the secrets);
+    # then each secret whole (spaces, quotes, backslash kept), not exported, and stdin
+    # closed after.
+    marker, *rest = done.stdout.decode().splitlines()
+    assert given.stdin.startswith(f"{marker}\n".encode()) and marker.startswith(MARK)
+    assert rest == ["[  spaced $(id) 'quoted' \\ ]", "[second]", "0"]
 
 
 def test_a_secret_spanning_lines_is_refused() -> None:
