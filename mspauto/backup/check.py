@@ -306,7 +306,16 @@ def judge_job(item: JobPlan, facts: JobFacts, now: datetime) -> tuple[JobState, 
         size_mb = latest.size_bytes / 1_000_000
         if size_mb < job.min_size_mb:
             return "failed", f"the last backup is {size_mb:.1f} MB, less than {job.min_size_mb} MB"
-    return "ok", f"the last good backup is {human_age(age)} old"
+    unknown = [
+        floor
+        for floor, value, measured in (
+            ("min_files", job.min_files, latest.files),
+            ("min_size_mb", job.min_size_mb, latest.size_bytes),
+        )
+        if value is not None and measured is None
+    ]
+    note = f" ({', '.join(unknown)} not judged: this restic records no size)" if unknown else ""
+    return "ok", f"the last good backup is {human_age(age)} old{note}"
 
 
 def human_age(age: timedelta) -> str:

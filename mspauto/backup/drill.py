@@ -121,7 +121,10 @@ class DrillCheck:
 
     def probe(self, host: Host, plan: DrillPlan) -> Probe | None:
         """Restore, hash and clean up, job by job."""
-        lines = [CAPTURE_FUNCTION]
+        # Scratch folders of drills a day old or more (one stopped before its cleanup).
+        sweep = ["find", "/var/tmp", "-maxdepth", "1", "-name", "mspauto-drill-*", "-mmin"]
+        sweep += ["+1440", "-exec", "rm", "-rf", "--", "{}", "+"]
+        lines = [CAPTURE_FUNCTION, capture(len(plan.jobs), "sweep", sweep)]
         secrets: list[str] = []
         for index, (item, samples) in enumerate(zip(plan.jobs, plan.samples, strict=True)):
             job = item.job
@@ -169,7 +172,7 @@ class DrillCheck:
             lines.append(capture(index, "restored", ["sh", "-c", _RESTORED, "drill", scratch]))
             lines.append(capture(index, "live", ["sh", "-c", _LIVE, "drill", *samples]))
             lines.append(capture(index, "cleanup", ["rm", "-rf", "--", scratch]))
-        if len(lines) == 1:
+        if len(lines) == 2:
             return None
         return Probe("".join(lines), tuple(secrets))
 

@@ -231,6 +231,13 @@ class BackupJob(StrictModel):
             raise item_error(
                 "a borg repository, not an archive: leave out '::ARCHIVE'", at="repository"
             )
+        floors = [f for f in ("min_files", "min_size_mb") if getattr(self, f) is not None]
+        if floors and self.provider != "restic":
+            raise item_error(
+                f"{floors[0]}: {self.provider} reports no file count or size to compare "
+                "(only restic 0.17 and later does)",
+                at=floors[0],
+            )
         if self.provider == "veeam-br" and not self.veeam_job:
             raise item_error(
                 "provider veeam-br needs 'veeam_job' (the job's name as Veeam shows it)",
