@@ -158,8 +158,12 @@ class BackupCheck:
                 continue
             secret = ""
             if job.password is not None:
+                try:
+                    value = resolve_secret(job.password, self.root)
+                except SecretError:
+                    continue  # unreadable since the plan read it: this job gets no answer
                 secret = secret_variable(len(secrets))
-                secrets.append(resolve_secret(job.password, self.root))
+                secrets.append(value)
             if job.provider == "restic":
                 assert job.repository is not None
                 lines.append(

@@ -132,8 +132,12 @@ class DrillCheck:
                 continue
             variable = ""
             if job.password is not None:
+                try:
+                    value = resolve_secret(job.password, self.root)
+                except SecretError:
+                    continue  # unreadable since the plan read it: this job gets no answer
                 variable = secret_variable(len(secrets))
-                secrets.append(resolve_secret(job.password, self.root))
+                secrets.append(value)
             scratch = f"{plan.scratch}-{index}"
             if job.provider == "restic":
                 lines.append(restic.commands(index, job.repository, secret=variable, check=False))
