@@ -93,26 +93,54 @@ def test_a_borg_host_far_from_utc_reports_the_true_age(backup_lab: Lab, tmp_path
     assert job["state"] == "ok" and 2 * 3600 <= job["age_seconds"] < 3 * 3600, job
 
 
-def test_a_wrong_password_is_unchecked_not_failed(backup_lab: Lab, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("state", "secret"), [("restic-fresh", "restic"), ("borg-fresh", "borg")])
+def test_a_wrong_password_is_unchecked_not_failed(
+    backup_lab: Lab, tmp_path: Path, state: str, secret: str
+) -> None:
     project = copy_project(backup_lab, tmp_path / "project")
     shutil.copytree(backup_lab.directory / "secrets", project / "secrets")
-    (project / "secrets" / "restic.pass").write_text("not-the-password\n")
-    host = _host(backup_lab, "restic-fresh")
+    (project / "secrets" / f"{secret}.pass").write_text("not-the-password\n")
+    host = _host(backup_lab, state)
     done = mspauto_cli(
         project,
         tmp_path / "state",
-        "backups",
-        "--client",
-        CLIENT,
-        "--hosts",
-        host.name,
-        "--format",
-        "json",
+        *("backups", "--client", CLIENT, "--hosts", host.name, "--format", "json"),
     )
     (job,) = json.loads(done.stdout)["jobs"]
     assert done.returncode == 2
     assert job["state"] == "unchecked" and job["status"] == "error", job
     assert job["problem"]["kind"] == "wrong-password", job
+
+
+def test_a_running_restic_backup_skips_only_the_integrity_check(
+    backup_lab: Lab, tmp_path: Path
+) -> None:
+    """restic 0.14's check wants the repository to itself; a backup still running (here
+    one reading stdin that never ends) holds a lock, the listing still answers."""
+    host = _host(backup_lab, "restic-fresh")
+    holder = subprocess.Popen(
+        [
+            *("ssh", "-i", str(backup_lab.key), "-o", "BatchMode=yes"),
+            *("-o", f"UserKnownHostsFile={backup_lab.inventory_dir / 'known_hosts' / CLIENT}"),
+            f"mspauto@{host.address}",
+            "sudo env RESTIC_PASSWORD_FILE=/etc/mspauto-lab/restic.pass "
+            "restic -r /var/backups/restic --no-cache backup --stdin --stdin-filename held",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while ssh(backup_lab, host, "sudo ls /var/backups/restic/locks").stdout.strip() == "":
+            assert time.monotonic() < deadline, "the backup never took its lock"
+        _, jobs = _backups(backup_lab, tmp_path, "--hosts", host.name, "--check-integrity")
+    finally:
+        holder.kill()
+        holder.wait()
+    job = jobs[host.name]
+    assert job["state"] == "ok" and job["problem"]["kind"] == "locked", job
+    assert "(integrity check skipped: " in job["reason"]
 
 
 def test_no_password_in_arguments_output_or_evidence(backup_lab: Lab, tmp_path: Path) -> None:
