@@ -53,7 +53,7 @@ from typing import Any
 from mspauto.backup.facts import Integrity, JobFacts, LastBackup, Problem, ProblemKind
 from mspauto.backup.probe import Captured, capture
 
-__all__ = ["ENVIRONMENT", "PROVIDER", "commands", "parse"]
+__all__ = ["ENVIRONMENT", "OWN_ARCHIVES", "PROVIDER", "commands", "parse"]
 
 PROVIDER = "borg"
 
@@ -106,7 +106,18 @@ _TEXTS: tuple[tuple[re.Pattern[str], ProblemKind], ...] = (
 _EXCEPTION = re.compile(r"^[\w.]*(Error|Exception): .*$", re.MULTILINE)
 
 
-def commands(job: int, repository: str, *, secret: str, check: bool) -> str:
+OWN_ARCHIVES = (
+    "sh",
+    "-c",
+    'r=$1; shift; exec "$@" "--glob-archives=$(hostname)-*" -- "$r"',
+    "mspauto-own",
+)
+"""Runs a borg command on this host's archives only (named ``<hostname>-...``, borg's
+own ``{hostname}-{now}`` convention): the repository, then the command's words
+without ``-- REPO``."""
+
+
+def commands(job: int, repository: str, *, secret: str, check: bool, own_only: bool = False) -> str:
     """The sh lines that capture job ``job``'s ``list`` (and ``check`` when asked).
     ``secret`` is the name of the shell variable holding the passphrase. A repository
     with ``::`` would name an *archive* to borg (list its files, check one archive):
@@ -114,10 +125,11 @@ def commands(job: int, repository: str, *, secret: str, check: bool) -> str:
     if "::" in repository:
         raise ValueError(f"a borg repository, not an archive, is needed: {repository!r}")
     secrets = {"BORG_PASSPHRASE": secret}
+    listing = ["borg", "list", "--json", "--log-json", "--bypass-lock"]
     lines = capture(
         job,
         "list",
-        ["borg", "list", "--json", "--log-json", "--bypass-lock", "--", repository],
+        [*OWN_ARCHIVES, repository, *listing] if own_only else [*listing, "--", repository],
         environment=ENVIRONMENT,
         secrets=secrets,
     )

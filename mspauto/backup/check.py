@@ -173,12 +173,19 @@ class BackupCheck:
                         secret=secret,
                         check=item.check_integrity,
                         read_data_subset=job.read_data_subset,
+                        own_only=job.own_backups_only,
                     )
                 )
             elif job.provider == "borg":
                 assert job.repository is not None
                 lines.append(
-                    borg.commands(index, job.repository, secret=secret, check=item.check_integrity)
+                    borg.commands(
+                        index,
+                        job.repository,
+                        secret=secret,
+                        check=item.check_integrity,
+                        own_only=job.own_backups_only,
+                    )
                 )
             else:
                 assert job.path is not None

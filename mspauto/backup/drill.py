@@ -50,16 +50,25 @@ MAX_HASHES = 500
 
 # Constant scripts: every value reaches them as a positional parameter, never as code.
 _RESTIC_RESTORE = 'mkdir -m 0700 -- "$1" || exit 1; t=$1; shift; exec "$@" --target "$t"'
+_BORG_NEWEST = 'archive=$(borg list --short --last 1 OWN-- "$repo") || exit 2; '
+"""The newest archive's name (``OWN`` becomes this host's glob, or nothing)."""
 _BORG_EXTRACT = (
     'mkdir -m 0700 -- "$1" && cd -- "$1" || exit 1; shift; repo=$1; shift; '
-    'archive=$(borg list --short --last 1 -- "$repo") || exit 2; '
-    '[ -n "$archive" ] || { echo "the repository holds no archive" >&2; exit 2; }; '
+    + _BORG_NEWEST
+    + '[ -n "$archive" ] || { echo "the repository holds no archive" >&2; exit 2; }; '
     'exec borg extract -- "$repo::$archive" "$@"'
 )
 _BORG_LISTING = (
-    'repo=$1; shift; archive=$(borg list --short --last 1 -- "$repo") || exit 2; '
-    'exec borg list --json-lines -- "$repo::$archive" "$@"'
+    "repo=$1; shift; " + _BORG_NEWEST + 'exec borg list --json-lines -- "$repo::$archive" "$@"'
 )
+_OWN_ARCHIVES = '--glob-archives "$(hostname)-*" '
+
+
+def _own(script: str, own_only: bool) -> str:
+    """``script`` reading only this host's archives (or all of them)."""
+    return script.replace("OWN", _OWN_ARCHIVES if own_only else "")
+
+
 # Each file as "MTIME SIZE PATH" (find) and "HASH  PATH" (sha256sum), paths absolute.
 _RESTORED = (
     'cd -- "$1" 2>/dev/null || exit 0; '
@@ -140,29 +149,41 @@ class DrillCheck:
                 secrets.append(value)
             scratch = f"{plan.scratch}-{index}"
             if job.provider == "restic":
-                lines.append(restic.commands(index, job.repository, secret=variable, check=False))
+                own = job.own_backups_only
+                lines.append(
+                    restic.commands(
+                        index, job.repository, secret=variable, check=False, own_only=own
+                    )
+                )
                 includes = [f"--include={path}" for path in samples]
+                restore = ["restic", f"--repo={job.repository}", "--no-cache", "restore"]
                 argv = [
                     *("sh", "-c", _RESTIC_RESTORE, "mspauto-drill", scratch),
-                    *("restic", f"--repo={job.repository}", "--no-cache", "restore", "latest"),
-                    *includes,
+                    *(restic.OWN_HOST if own else ()),
+                    *restore,
+                    *("latest", *includes),
                 ]
                 environment = {"RESTIC_PASSWORD_FILE": "", "RESTIC_PASSWORD_COMMAND": ""}
                 secret_env = {"RESTIC_PASSWORD": variable}
                 listing = [
+                    *(restic.OWN_HOST if own else ()),
                     *("restic", f"--repo={job.repository}", "--no-cache", "--no-lock"),
                     *("--json", "ls", "--recursive", "latest", *samples),
                 ]
             else:
-                lines.append(borg.commands(index, job.repository, secret=variable, check=False))
+                own = job.own_backups_only
+                lines.append(
+                    borg.commands(index, job.repository, secret=variable, check=False, own_only=own)
+                )
+                extract = _own(_BORG_EXTRACT, own)
                 argv = [
-                    *("sh", "-c", _BORG_EXTRACT, "mspauto-drill", scratch, job.repository),
+                    *("sh", "-c", extract, "mspauto-drill", scratch, job.repository),
                     *(path.lstrip("/") for path in samples),
                 ]
                 environment = dict(borg.ENVIRONMENT)
                 secret_env = {"BORG_PASSPHRASE": variable}
                 listing = [
-                    *("sh", "-c", _BORG_LISTING, "mspauto-drill", job.repository),
+                    *("sh", "-c", _own(_BORG_LISTING, own), "mspauto-drill", job.repository),
                     *(path.lstrip("/") for path in samples),
                 ]
             lines.append(capture(index, "clock-start", ["date", "+%s.%N"]))

@@ -54,7 +54,7 @@ from typing import Any
 from mspauto.backup.facts import Integrity, JobFacts, LastBackup, Problem, ProblemKind
 from mspauto.backup.probe import Captured, capture
 
-__all__ = ["PROVIDER", "commands", "parse"]
+__all__ = ["OWN_HOST", "PROVIDER", "commands", "parse"]
 
 PROVIDER = "restic"
 
@@ -93,16 +93,20 @@ def commands(
     secret: str,
     check: bool,
     read_data_subset: str | None = None,
+    own_only: bool = False,
 ) -> str:
     """The sh lines that capture job ``job``'s ``snapshots`` (and ``check`` when asked).
     ``secret`` is the name of the shell variable holding the repository password; the
-    repository and the subset are data, one word each, never evaluated."""
+    repository and the subset are data, one word each, never evaluated. ``own_only``
+    lists only the snapshots this host made (``--host`` its own name, as restic
+    records it)."""
     base = ["restic", f"--repo={repository}", "--no-cache"]
     secrets = {"RESTIC_PASSWORD": secret}
+    listing = [*base, "--no-lock", "--json", "snapshots"]
     lines = capture(
         job,
         "snapshots",
-        [*base, "--no-lock", "--json", "snapshots"],
+        [*OWN_HOST, *listing] if own_only else listing,
         environment=_NEUTRAL_ENVIRONMENT,
         secrets=secrets,
     )
@@ -116,6 +120,10 @@ def commands(
             secrets=secrets,
         )
     return lines
+
+
+OWN_HOST = ("sh", "-c", 'exec "$@" "--host=$(hostname)"', "mspauto-own")
+"""Runs a restic command (its words follow) for this host's snapshots only."""
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,14 @@ class BackupJob(StrictModel):
     repository: str | None = None
     password: SecretRef | None = None
     path: str | None = None
+    own_backups_only: bool = Field(
+        default=False,
+        description=(
+            "a repository several hosts back up to: count only this host's backups "
+            "(restic: snapshots whose host is the host's name; borg: archives named "
+            "'<hostname>-...')"
+        ),
+    )
     veeam_job: str | None = Field(
         default=None,
         description="veeam-br: the Veeam job's name; veeam-agent: only this job's events",

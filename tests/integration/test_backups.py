@@ -334,3 +334,26 @@ def test_under_a_sudo_password_secrets_go_only_to_the_script(
     assert results["Right-pw-1"]["state"] == "ok", results["Right-pw-1"]
     wrong = results["Wrong-pw-2"]
     assert wrong["state"] == "unchecked", wrong
+
+
+def test_own_backups_only_ignores_other_hosts_backups(backup_lab: Lab, tmp_path: Path) -> None:
+    """The lab's repositories hold backups made by a host named 'lab': counted for the
+    repository, they are no backup of these hosts when only their own count."""
+    project = copy_project(backup_lab, tmp_path / "project")
+    shutil.copytree(backup_lab.directory / "secrets", project / "secrets")
+    policies = project / "policies" / "backup.yaml"
+    policies.write_text(
+        policies.read_text().replace("  provider:", "  own_backups_only: true\n  provider:")
+    )
+    assert policies.read_text().count("own_backups_only: true") == 2
+    hosts = [_host(backup_lab, s) for s in ("restic-fresh", "borg-fresh")]
+    done = mspauto_cli(
+        project,
+        tmp_path / "state",
+        *("backups", "--client", CLIENT, "--format", "json"),
+        *(f"--hosts={h.name}" for h in hosts),
+    )
+    jobs = {job["host"]: job for job in json.loads(done.stdout)["jobs"]}
+    for host in hosts:
+        assert jobs[host.name]["state"] == "missing", jobs[host.name]
+        assert jobs[host.name]["reason"] == "the repository holds no backup"

@@ -4,6 +4,7 @@ job that could not be checked is neither a pass nor a backup failure)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,38 @@ def test_a_repository_that_ssh_would_read_as_an_option_is_refused(repository: st
     document = {**POLICY.model_dump(mode="json", exclude_none=True), "jobs": [job]}
     with pytest.raises(ValueError, match="may start with '-'"):
         BackupPolicy.model_validate(document)
+
+
+def test_own_backups_only_asks_for_this_hosts_snapshots_and_archives(tmp_path: Path) -> None:
+    """The host's own name is read on the host (``hostname``), never written into the
+    script; the repository stays one word."""
+    import socket
+    import subprocess
+
+    from mspauto.backup import borg, restic
+    from mspauto.backup.probe import CAPTURE_FUNCTION, read_captures
+
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for tool in ("restic", "borg"):
+        (stubs / tool).write_text('#!/bin/sh\nfor a; do printf "%s\\n" "$a"; done\n')
+        (stubs / tool).chmod(0o755)
+    repository = "/srv/it's $(id) here"
+    script = (
+        CAPTURE_FUNCTION
+        + restic.commands(0, repository, secret="", check=False, own_only=True)
+        + borg.commands(1, repository, secret="", check=False, own_only=True)
+    )
+    done = subprocess.run(
+        ["sh", "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": f"{stubs}:/usr/bin:/bin"},
+    )
+    captured = read_captures(done.stdout)
+    restic_argv = captured[(0, "snapshots")].stdout.splitlines()
+    borg_argv = captured[(1, "list")].stdout.splitlines()
+    host = socket.gethostname()
+    assert restic_argv[0] == f"--repo={repository}" and restic_argv[-1] == f"--host={host}"
+    assert borg_argv[-3:] == [f"--glob-archives={host}-*", "--", repository]
