@@ -188,7 +188,8 @@ class DrillReport:
 
     @property
     def failed(self) -> bool:
-        """True when a drill failed or could not run (waived jobs excepted)."""
+        """True when a drill failed or could not run (a waiver excuses a job's backup
+        verdict, never a failed restore)."""
         return any(h.unchecked for h in self.run.hosts) or any(
             f.status in (FindingStatus.FAIL, FindingStatus.ERROR)
             for h in self.run.hosts
