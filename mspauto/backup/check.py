@@ -272,7 +272,8 @@ def _windows_jobs(plan: BackupPlan) -> list[tuple[int, str, str | None]]:
 def judge_job(item: JobPlan, facts: JobFacts, now: datetime) -> tuple[JobState, str]:
     """The job's state and why, in words."""
     job = item.job
-    if facts.problem is not None and facts.problem.kind == "locked" and facts.latest:
+    listed = facts.latest is not None or facts.count is not None
+    if facts.problem is not None and facts.problem.kind == "locked" and listed:
         # Only the integrity check met the lock (a backup running): judge the backups.
         state, why = judge_job(item, replace(facts, problem=None), now)
         return state, f"{why} (integrity check skipped: {facts.problem.message})"

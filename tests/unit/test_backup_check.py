@@ -116,6 +116,11 @@ def test_a_failed_integrity_check_keeps_failing_until_one_passes() -> None:
     assert judge_job(item, _facts(timedelta(hours=1), integrity=fixed), NOW)[0] == "ok"
 
 
+def test_a_lock_on_the_check_does_not_hide_that_there_is_no_backup() -> None:
+    facts = JobFacts("restic", count=0, problem=Problem("locked", "already locked"))
+    assert judge_job(ITEM, facts, NOW)[0] == "missing"
+
+
 def test_a_backup_dated_in_the_future_is_not_trusted() -> None:
     state, why = judge_job(ITEM, _facts(-timedelta(days=300)), NOW)
     assert state == "unchecked" and "in the future" in why
