@@ -99,7 +99,6 @@ class BackupCheck:
         self.last_integrity = last_integrity or {}
         """job_key -> the last recorded integrity check (at, ok, message)."""
         self.force_integrity = check_integrity
-        self.facts: dict[str, dict[int, JobFacts]] = {}
 
     def plan(self, scope: HostScope) -> BackupPlan | None:
         """Every job of every backup policy selecting the host; None when none does."""
@@ -206,7 +205,6 @@ class BackupCheck:
             else {}
         )
         findings = []
-        facts_of: dict[int, JobFacts] = {}
         for index, item in enumerate(plan.jobs):
             own = {name: c for (job, name), c in captured.items() if job == index}
             why = result.message if result is not None else "the probe did not run"
@@ -220,9 +218,7 @@ class BackupCheck:
                 facts = JobFacts(item.job.provider, problem=Problem("error", f"no answer ({why})"))
             else:
                 facts = _PARSERS[item.job.provider](own)
-            facts_of[index] = facts
             findings.append(self._finding(item, facts))
-        self.facts[host.name] = facts_of
         return HostFindings(self.kind, host.name, tuple(findings))
 
     def _finding(self, item: JobPlan, facts: JobFacts) -> Finding:
