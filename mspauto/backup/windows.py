@@ -70,6 +70,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from mspauto.backup.facts import JobFacts, LastBackup, Problem
+from mspauto.transport.powershell import as_list, error_headline, probe_document
 
 __all__ = ["PROBE_MARKER", "PROVIDERS", "parse", "probe_script"]
 
@@ -264,15 +265,15 @@ def parse(
     """
     expected = {index: provider for index, provider, _ in jobs}
     names = {index: name for index, _, name in jobs}
-    document = _document(stdout)
+    document = probe_document(stdout)
     if document is None:
-        why = _headline(stderr) or ("no output" if not stdout.strip() else "no JSON result")
+        why = error_headline(stderr) or ("no output" if not stdout.strip() else "no JSON result")
         status = "did not run" if rc is None else f"exit code {rc}"
         problem = Problem("error", f"the Windows backup probe failed ({status}): {why}")
         return {index: JobFacts(provider, problem=problem) for index, provider in expected.items()}
     found: dict[int, JobFacts] = {}
     answered_name: dict[int, str | None] = {}
-    for raw in _as_list(document.get("Jobs")):
+    for raw in as_list(document.get("Jobs")):
         index = raw.get("Job") if isinstance(raw, Mapping) else None
         if isinstance(raw, Mapping) and isinstance(index, int) and not isinstance(index, bool):
             found[index] = _job(raw)
@@ -404,7 +405,7 @@ def _agent(raw: Mapping[str, Any]) -> JobFacts:
     job_name = str(raw.get("JobName") or "")
     events = [
         backup
-        for backup in (_agent_event(e, job_name, warnings) for e in _as_list(raw.get("Events")))
+        for backup in (_agent_event(e, job_name, warnings) for e in as_list(raw.get("Events")))
         if backup is not None
     ]
     events.sort(key=lambda backup: backup.time, reverse=True)
@@ -460,7 +461,7 @@ def _vbr(raw: Mapping[str, Any]) -> JobFacts:
     job_name = str(raw.get("JobName") or "")
     finished: list[LastBackup] = []
     running: list[tuple[datetime, str, str]] = []
-    for session in _as_list(raw.get("Sessions")):
+    for session in as_list(raw.get("Sessions")):
         if not isinstance(session, Mapping):
             continue
         started = _instant(session.get("CreationTime"), warnings)
@@ -527,36 +528,3 @@ def _instant(value: object, warnings: list[str]) -> datetime | None:
     if parsed.year < _NO_TIME_BEFORE:
         return None
     return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _document(stdout: str) -> Mapping[str, Any] | None:
-    """The probe's JSON line (other lines, such as a module's banner, are skipped)."""
-    for line in reversed(stdout.lstrip("\ufeff").splitlines()):
-        text = line.strip().lstrip("\ufeff")
-        if not text.startswith("{"):
-            continue
-        try:
-            value = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(value, dict) and "Probe" in value:
-            return value
-    return None
-
-
-def _as_list(value: object) -> list[Any]:
-    """A JSON array as a list; one value alone (PowerShell unrolls a one-element
-    array it pipes) as a list of one; null as empty."""
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list) else [value]
-
-
-_POSITION = re.compile(r"^At (line:\d+|.+:\d+) char:\d+$")
-
-
-def _headline(stderr: str) -> str:
-    """The first message line of a PowerShell error (not its position or "+" lines)."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    messages = [line for line in lines if not (line.startswith("+") or _POSITION.match(line))]
-    return (messages or lines or [""])[0][:200]

@@ -26,8 +26,6 @@ Mapping to :class:`~mspauto.patching.facts.PendingUpdate`:
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +36,7 @@ from mspauto.patching.facts import (
     severity_from_vendor,
 )
 from mspauto.policy.models import Classification
+from mspauto.transport.powershell import as_list, error_headline, probe_document
 
 __all__ = [
     "CLASSIFICATIONS",
@@ -208,9 +207,9 @@ _REBOOT_SIGNALS = (
 def parse(stdout: str, stderr: str, rc: int | None) -> HostPatchFacts:
     """The facts in the probe's output. Never raises: output that cannot be read, a
     failed search or a failed command becomes :attr:`HostPatchFacts.problem`."""
-    document = _document(stdout)
+    document = probe_document(stdout)
     if document is None:
-        why = _headline(stderr) or ("no output" if not stdout.strip() else "no JSON result")
+        why = error_headline(stderr) or ("no output" if not stdout.strip() else "no JSON result")
         status = "did not run" if rc is None else f"exit code {rc}"
         return HostPatchFacts(
             "windows-update", problem=f"the Windows Update probe failed ({status}): {why}"
@@ -220,7 +219,7 @@ def parse(stdout: str, stderr: str, rc: int | None) -> HostPatchFacts:
     problem = _search_problem(document, warnings)
     source = _source(document.get("Server"))
     updates: list[PendingUpdate] = []
-    for raw in _as_list(document.get("Updates")):
+    for raw in as_list(document.get("Updates")):
         if not isinstance(raw, Mapping):
             warnings.append(f"an update entry is not an object: {str(raw)[:80]}")
             continue
@@ -237,21 +236,6 @@ def parse(stdout: str, stderr: str, rc: int | None) -> HostPatchFacts:
     )
 
 
-def _document(stdout: str) -> Mapping[str, Any] | None:
-    """The probe's JSON line (other lines, such as a profile's chatter, are skipped)."""
-    for line in reversed(stdout.lstrip("\ufeff").splitlines()):
-        text = line.strip().lstrip("\ufeff")
-        if not text.startswith("{"):
-            continue
-        try:
-            value = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(value, dict) and "Probe" in value:
-            return value
-    return None
-
-
 def _search_problem(document: Mapping[str, Any], warnings: list[str]) -> str | None:
     error = document.get("Error")
     if isinstance(error, Mapping):
@@ -264,7 +248,7 @@ def _search_problem(document: Mapping[str, Any], warnings: list[str]) -> str | N
         )
     result = document.get("ResultCode")
     if result == 3:
-        hresults = ", ".join(str(w) for w in _as_list(document.get("Warnings")))
+        hresults = ", ".join(str(w) for w in as_list(document.get("Warnings")))
         warnings.append(
             "the search succeeded with errors; some update services may be missing"
             + (f" ({hresults})" if hresults else "")
@@ -277,7 +261,7 @@ def _search_problem(document: Mapping[str, Any], warnings: list[str]) -> str | N
 
 def _update(raw: Mapping[str, Any], source: str, warnings: list[str]) -> PendingUpdate | None:
     update_id = str(raw.get("UpdateID") or "").strip()
-    kbs = [k for k in (_kb(k) for k in _as_list(raw.get("KBArticleIDs"))) if k]
+    kbs = [k for k in (_kb(k) for k in as_list(raw.get("KBArticleIDs"))) if k]
     title = str(raw.get("Title") or "").strip() or None
     if not kbs and not update_id:
         warnings.append(f"an update has neither a KB nor an UpdateID: {title or '(no title)'}")
@@ -303,20 +287,20 @@ def _update(raw: Mapping[str, Any], source: str, warnings: list[str]) -> Pending
         released=released,
         advisory=name if kbs else None,
         title=title,
-        cves=tuple(str(c) for c in _as_list(raw.get("CveIDs")) if str(c).strip()),
+        cves=tuple(str(c) for c in as_list(raw.get("CveIDs")) if str(c).strip()),
         reboot_required=_reboot_required(raw),
-        categories=tuple(str(c) for c in _as_list(raw.get("Categories"))),
+        categories=tuple(str(c) for c in as_list(raw.get("Categories"))),
     )
 
 
 def _classification(raw: Mapping[str, Any]) -> Classification:
     found: set[Classification] = set()
-    for category_id in _as_list(raw.get("ClassificationIDs")):
+    for category_id in as_list(raw.get("ClassificationIDs")):
         known = CLASSIFICATIONS.get(str(category_id).strip().upper())
         if known:
             found.add(known[1])
     if not found:
-        for name in _as_list(raw.get("Categories")):
+        for name in as_list(raw.get("Categories")):
             kind = _BY_NAME.get(str(name).strip().lower())
             if kind:
                 found.add(kind)
@@ -359,21 +343,3 @@ def _kb(value: object) -> str:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _as_list(value: object) -> list[Any]:
-    """A JSON array as a list; one value alone (PowerShell unrolls a one-element
-    array it pipes) as a list of one; null as empty."""
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list) else [value]
-
-
-_POSITION = re.compile(r"^At (line:\d+|.+:\d+) char:\d+$")
-
-
-def _headline(stderr: str) -> str:
-    """The first message line of a PowerShell error (not its position or "+" lines)."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    messages = [line for line in lines if not (line.startswith("+") or _POSITION.match(line))]
-    return (messages or lines or [""])[0][:200]
