@@ -1,0 +1,285 @@
+"""One client's month, computed from its evidence chain: :func:`compute_report`.
+
+The inputs are the records of the client's chain up to the end of the month and a
+:class:`ReportScope` (which hosts each check kind targets, the contract, the waivers),
+taken from the project as it is now: a host added or removed later changes coverage,
+never the evidence. Nothing here writes or contacts anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mspauto.evidence.records import (
+    HostFindings,
+    RecordKind,
+    read_change_result,
+    read_host_findings,
+)
+from mspauto.evidence.store import StoredRecord
+from mspauto.patching.facts import parse_time
+from mspauto.policy.models import Contract, Waiver
+from mspauto.sla.backups import BackupMonth
+from mspauto.sla.baseline import BaselineMonth
+from mspauto.sla.model import (
+    Coverage,
+    CoverageHost,
+    EvidenceRef,
+    ExceptionItem,
+    Headline,
+    MonthlyReport,
+    PatchSla,
+    Period,
+    band_of,
+)
+from mspauto.sla.patching import PatchMonth
+
+__all__ = ["CHECK_KINDS", "ReportScope", "compute_report", "contract_terms"]
+
+CHECK_KINDS = ("patch", "backup", "baseline")
+"""The check kinds a report covers (restore drills count with backups)."""
+
+
+@dataclass(frozen=True)
+class ReportScope:
+    """What the report is judged against, from the project."""
+
+    client: str
+    client_name: str
+    timezone: str
+    contract: Contract
+    targets: Mapping[str, frozenset[str]]
+    """Every inventory host of the client -> the check kinds whose policies select it."""
+    waivers: Sequence[tuple[Waiver, tuple[str, ...]]]
+    """Each waiver that covers some of the client's hosts, with those hosts."""
+
+
+@dataclass(frozen=True)
+class _Areas:
+    patch: PatchMonth
+    backup: BackupMonth
+    baseline: BaselineMonth
+    checked: dict[str, set[str]]
+    """Per check kind, the hosts it reached in the period."""
+    seen: set[str]
+    refs: list[EvidenceRef]
+
+
+def compute_report(
+    records: Iterable[StoredRecord],
+    scope: ReportScope,
+    period: Period,
+    previous: Period,
+    *,
+    now: datetime | None = None,
+    version: str = "",
+) -> MonthlyReport:
+    """The month's report from ``records`` (the client's findings and change results, in
+    record order, at least up to the end of ``period``; later ones are ignored).
+    ``previous`` is the month before, for trends and drift."""
+    now = now or datetime.now(UTC)
+    as_of = min(now, period.end)
+    this = _feed_all(records, scope, period, previous, as_of)
+    contract = scope.contract
+    hosts = list(scope.targets)
+    of = {k: [h for h in hosts if k in scope.targets[h]] for k in CHECK_KINDS}
+    patching = this[0].patch.result(of["patch"])
+    backups = this[0].backup.result(
+        of["backup"],
+        target=contract.backup_success_percent,
+        rpo=contract.rpo,
+        drill_every=contract.restore_test_every,
+    )
+    baseline = this[0].baseline.result(of["baseline"], contract.baseline_score_floor)
+    coverage = _coverage(scope, this[0])
+    before_patching = this[1].patch.result(of["patch"])
+    before_backups = this[1].backup.result(
+        of["backup"],
+        target=contract.backup_success_percent,
+        rpo=contract.rpo,
+        drill_every=contract.restore_test_every,
+    )
+    before_coverage = _coverage(scope, this[1])
+    areas = [patching.compliance_percent, backups.success_percent, baseline.score, coverage.percent]
+    before = [
+        before_patching.compliance_percent,
+        before_backups.success_percent,
+        baseline.previous,
+        before_coverage.percent,
+    ]
+    score = _mean(areas)
+    headlines = [
+        Headline("Overall score", score, "%", _mean(before)),
+        Headline("Patch compliance", areas[0], "%", before[0]),
+        Headline("Backup success", areas[1], "%", before[1]),
+        Headline("Baseline score", areas[2], "%", before[2]),
+        Headline("Coverage", areas[3], "%", before[3]),
+    ]
+    return MonthlyReport(
+        client=scope.client,
+        client_name=scope.client_name,
+        period=period,
+        generated_at=now,
+        mspauto_version=version,
+        contract=contract_terms(contract),
+        score=score,
+        band=band_of(score),
+        headlines=headlines,
+        patching=patching,
+        backups=backups,
+        baseline=baseline,
+        coverage=coverage,
+        exceptions=_exceptions(scope, period, patching),
+        missing_data=_missing(of, this[0]),
+        evidence=this[0].refs,
+    )
+
+
+def contract_terms(contract: Contract) -> dict[str, object]:
+    """The contract's terms as the report states them."""
+    return {
+        "name": contract.name,
+        "patch_deadlines_days": {
+            s: round(d.total_seconds() / 86400, 2) for s, d in contract.patch_deadlines.items()
+        },
+        "patch_clock_starts": contract.patch_clock_starts,
+        "rpo_hours": round(contract.rpo.total_seconds() / 3600, 2),
+        "backup_success_percent": contract.backup_success_percent,
+        "restore_test_every_days": round(contract.restore_test_every.total_seconds() / 86400, 2),
+        "baseline_score_floor": contract.baseline_score_floor,
+        "coverage_floor_percent": contract.coverage_floor_percent,
+    }
+
+
+def _feed_all(
+    records: Iterable[StoredRecord],
+    scope: ReportScope,
+    period: Period,
+    previous: Period,
+    as_of: datetime,
+) -> tuple[_Areas, _Areas]:
+    """Both months in one pass over the records (the previous month's figures for the
+    trend; the previous month ends where this one starts)."""
+    months = [_areas(period, as_of), _areas(previous, previous.end)]
+    for record in records:
+        at = parse_time(record.recorded_at)
+        if at is None or at >= period.end:
+            continue
+        if record.kind == RecordKind.CHANGE_RESULT:
+            result = read_change_result(record.kind, record.payload)
+            if result.check != "patch":
+                continue
+            for areas in months:
+                if at < areas.patch.period.end:
+                    areas.patch.change(at, result)
+                    _count(areas, record, at, None)
+        elif record.kind in (RecordKind.FINDINGS, RecordKind.LEGACY_BASELINE_RESULT):
+            findings = read_host_findings(record.kind, record.payload)
+            for areas in months:
+                if at < areas.patch.period.end:
+                    _route(areas, at, findings)
+                    _count(areas, record, at, findings)
+    return months[0], months[1]
+
+
+def _areas(period: Period, as_of: datetime) -> _Areas:
+    return _Areas(
+        PatchMonth(period, as_of),
+        BackupMonth(period, as_of),
+        BaselineMonth(period),
+        {k: set() for k in CHECK_KINDS},
+        set(),
+        [],
+    )
+
+
+def _route(areas: _Areas, at: datetime, findings: HostFindings) -> None:
+    if findings.check == "patch":
+        areas.patch.scan(at, findings)
+    elif findings.check == "backup":
+        areas.backup.check(at, findings)
+    elif findings.check == "backup-drill":
+        areas.backup.drill(at, findings)
+    elif findings.check == "baseline":
+        areas.baseline.audit(at, findings)
+
+
+def _count(areas: _Areas, record: StoredRecord, at: datetime, found: HostFindings | None) -> None:
+    period = areas.patch.period
+    if not period.start <= at < period.end:
+        return
+    areas.refs.append(EvidenceRef(record.chain, record.seq, record.hash))
+    if found is None:
+        return
+    areas.seen.add(found.host)
+    if found.check in CHECK_KINDS and not found.unchecked:
+        areas.checked[found.check].add(found.host)
+
+
+def _coverage(scope: ReportScope, areas: _Areas) -> Coverage:
+    unchecked = []
+    for host, kinds in scope.targets.items():
+        reached = {k: host in areas.checked[k] for k in CHECK_KINDS if k in kinds}
+        if not reached or not all(reached.values()):
+            unchecked.append(CoverageHost(host, reached))
+    total = len(scope.targets)
+    checked = total - len(unchecked)
+    return Coverage(
+        hosts=total,
+        checked=checked,
+        percent=round(100 * checked / total, 1) if total and areas.seen else None,
+        floor=scope.contract.coverage_floor_percent,
+        unchecked=unchecked,
+        extra=sorted(areas.seen - set(scope.targets)),
+    )
+
+
+def _exceptions(scope: ReportScope, period: Period, patching: PatchSla) -> list[ExceptionItem]:
+    zone_day = period.start.date(), period.end.date()
+    items = [
+        ExceptionItem(
+            "waiver",
+            waiver.subject,
+            hosts,
+            waiver.justification,
+            waiver.approved_by,
+            waiver.approved_on.isoformat(),
+            waiver.expires.isoformat(),
+        )
+        for waiver, hosts in scope.waivers
+        if waiver.approved_on <= zone_day[1] and waiver.expires >= zone_day[0]
+    ]
+    grouped: dict[tuple[str, str, str], list[str]] = {}
+    for item in patching.items:
+        kind = {"hold": "hold", "defer": "deferral", "reject": "rejection"}.get(item.action)
+        if kind and item.installed_at is None:
+            grouped.setdefault((kind, f"package:{item.name}", item.reason), []).append(item.host)
+    items.extend(
+        ExceptionItem(kind, subject, tuple(sorted(set(hosts))), reason)
+        for (kind, subject, reason), hosts in sorted(grouped.items())
+    )
+    return items
+
+
+def _missing(of: Mapping[str, list[str]], areas: _Areas) -> list[str]:
+    words = {"patch": "patch scan", "backup": "backup check", "baseline": "baseline audit"}
+    missing = []
+    if not areas.refs:
+        missing.append("no evidence at all was recorded for this client in the month")
+    for kind in CHECK_KINDS:
+        if of[kind] and not areas.checked[kind]:
+            missing.append(f"no {words[kind]} reached any host in the month")
+        elif of[kind]:
+            never = len(of[kind]) - len(areas.checked[kind] & set(of[kind]))
+            if never:
+                missing.append(
+                    f"{never} of {len(of[kind])} hosts had no {words[kind]} in the month"
+                )
+    return missing
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(sum(known) / len(known), 1) if known else None
