@@ -28,7 +28,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from sqlalchemy import (
@@ -360,7 +360,7 @@ class EvidenceStore:
         if not new:
             return []
         stored: list[StoredRecord] = []
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         blobs: dict[str, bytes] = {}
         with self._write_lock, self.engine.begin() as conn:
             heads: dict[str, tuple[int, str]] = {}
@@ -382,19 +382,8 @@ class EvidenceStore:
                     recorded_at,
                     payload,
                 )
-                rows.append(
-                    {
-                        "chain": record.chain,
-                        "seq": seq,
-                        "kind": record.kind,
-                        "run_id": record.run_id,
-                        "host": record.host,
-                        "recorded_at": recorded_at,
-                        "payload": payload,
-                        "prev_hash": prev,
-                        "hash": digest,
-                    }
-                )
+                row = (record.chain, seq, record.kind, record.run_id, record.host)
+                rows.append((*row, recorded_at, payload, prev, digest))
                 for data in record.outputs:
                     blobs.setdefault(hashlib.sha256(data).hexdigest(), data)
                 heads[record.chain] = (seq, digest)
@@ -411,9 +400,10 @@ class EvidenceStore:
                         digest,
                     )
                 )
-            # One statement for all rows of the batch: compiled once, sent as one
-            # executemany (a statement per record cost more than the hashing).
-            conn.execute(insert(records), rows)
+            # One statement for all rows of the batch, straight to the driver's
+            # executemany: a statement per record cost more than the hashing, and
+            # SQLAlchemy's per-row parameter handling a sixth of each append.
+            conn.exec_driver_sql(_insert_records_sql(conn), rows)
             if self.notary is not None:
                 conn.execute(insert(batches), self._batch_signatures(starts, heads))
             if blobs:
@@ -623,6 +613,42 @@ class EvidenceStore:
         # A name that is not text (SQLite keeps whatever it is given) is no chain mspauto
         # wrote: verify reports such rows (_untyped_rows).
         return sorted(chain for chain in found if isinstance(chain, str))
+
+    def signed_checkpoints(self, chain: str, key: PublicKey) -> list[Checkpoint]:
+        """The chain's stored checkpoints that ``key`` signed for this chain, smallest
+        first. Rows that are not (forged, another key's, another chain's note) are
+        skipped: verify reports them."""
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table("evidence_checkpoints"):
+                return []
+            query = (
+                select(checkpoints.c.note)
+                .where(checkpoints.c.chain == chain)
+                .order_by(checkpoints.c.size, checkpoints.c.id)
+            )
+            found = []
+            for row in conn.execute(query):
+                try:
+                    checkpoint = parse_checkpoint(row.note, key)
+                except SigningError:
+                    continue
+                if checkpoint.chain == chain and not checkpoint.head:
+                    found.append(checkpoint)
+        return found
+
+    def content_hashes(self, chain: str, size: int) -> Iterator[tuple[int, str]]:
+        """``(seq, hash)`` of the chain's records ``1..size`` in order, read as one
+        snapshot. Each hash is recomputed from the record's stored content, as verify
+        does, never read from its hash column: an edited record shows as another hash.
+        A missing record is simply absent (callers check the sequence)."""
+        query = (
+            select(records)
+            .where(records.c.chain == chain, records.c.seq >= 1, records.c.seq <= size)
+            .order_by(records.c.seq)
+        )
+        with self._snapshot() as conn:
+            for row in conn.execute(query.execution_options(yield_per=_READ_BATCH)):
+                yield row.seq, _rehash(row)
 
     # --- verifying ----------------------------------------------------------------
 
@@ -1234,6 +1260,17 @@ def _put_outputs(conn: Connection, blobs: Mapping[str, bytes]) -> None:
     )
 
 
+_RECORD_COLUMNS = "chain, seq, kind, run_id, host, recorded_at, payload, prev_hash, hash"
+"""The columns :meth:`EvidenceStore.append` writes, in the order of its row tuples."""
+
+
+def _insert_records_sql(conn: Connection) -> str:
+    """The INSERT of evidence records in the driver's own placeholder style."""
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    count = len(_RECORD_COLUMNS.split(", "))
+    return f"INSERT INTO {records.name} ({_RECORD_COLUMNS}) VALUES ({', '.join([marker] * count)})"
+
+
 def _sql_record_hash(
     prev: object,
     chain: object,
@@ -1246,13 +1283,15 @@ def _sql_record_hash(
 ) -> str | None:
     """:func:`record_hash` for the SQLite continuity guard (None if a field is not of
     its type, which the guard then refuses)."""
-    texts = [
-        f for f in (prev, chain, kind, run_id, host, recorded_at, payload) if isinstance(f, str)
-    ]
-    if not isinstance(seq, int) or len(texts) != 7:
+    if type(seq) is not int:
         return None
-    before, name, what, run, on, at, content = texts
-    return record_hash(before, name, seq, what, run, on, at, content)
+    try:
+        # str.join refuses anything but text, so a field of another type is refused too.
+        fields = cast(list[str], [prev, chain, str(seq), kind, run_id, host, recorded_at, payload])
+        material = "\x1f".join(fields)
+    except TypeError:
+        return None
+    return hashlib.sha256(material.encode()).hexdigest()
 
 
 def _sqlite_path(url: str) -> Path | None:
