@@ -33,6 +33,7 @@ _COMMANDS = {
     "patch": "mspauto.cli.patch:patch",
     "backups": "mspauto.cli.backups:backups",
     "keys": "mspauto.cli.keys:keys",
+    "report": "mspauto.cli.report:report",
 }
 
 

@@ -106,17 +106,21 @@ class NoEvidenceYet(EvidenceError):
     """Opened for reading, but nothing was ever recorded there."""
 
 
-def canonical_json(data: Any) -> str:
-    """The one JSON text of ``data`` that gets hashed and stored."""
-    return json.dumps(
-        data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
-    )
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"cannot store {type(value).__name__} in evidence")
+
+
+# One encoder for every record: json.dumps with options builds a new one per call.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
+)
+
+
+def canonical_json(data: Any) -> str:
+    """The one JSON text of ``data`` that gets hashed and stored."""
+    return _CANONICAL.encode(data)
 
 
 def record_hash(

@@ -1,0 +1,165 @@
+"""Making one client's monthly report: scope from the project, figures from the
+evidence, every file written into a fresh folder that appears only when complete."""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from mspauto import __version__
+from mspauto.evidence.records import RecordKind
+from mspauto.evidence.store import EvidenceStore, StoredRecord, canonical_json
+from mspauto.inventory.resolve import Client
+from mspauto.policy.models import Waiver
+from mspauto.policy.registry import PolicyDocument
+from mspauto.project import Project
+from mspauto.signing import SigningKey
+from mspauto.sla.model import MonthlyReport
+from mspauto.sla.period import month_period, previous_month
+from mspauto.sla.report import CHECK_KINDS, ReportScope, compute_report
+
+__all__ = [
+    "ReportError",
+    "client_evidence",
+    "make_report",
+    "policy_set_hash",
+    "report_scope",
+    "write_report",
+]
+
+_READ_KINDS = (
+    RecordKind.FINDINGS,
+    RecordKind.CHANGE_RESULT,
+    RecordKind.LEGACY_BASELINE_RESULT,
+)
+
+
+class ReportError(Exception):
+    """The report cannot be made; the message is one line saying why and what to do."""
+
+
+def report_scope(project: Project, client: Client) -> ReportScope:
+    """Which checks target each of the client's hosts, its contract and its waivers."""
+    contract = project.contracts().get(client.spec.contract)
+    if contract is None:  # validate refuses this; a report never guesses the terms
+        raise ReportError(
+            f"client '{client.name}' names contract '{client.spec.contract}', which no "
+            "policy file defines ('mspauto validate' shows where)"
+        )
+    targets: dict[str, frozenset[str]] = {}
+    covered: dict[str, tuple[Waiver, list[str]]] = {}
+    for host in sorted(client.hosts.values(), key=lambda h: h.name):
+        kinds = set()
+        for loaded in project.policies_for(host):
+            policy = loaded.policy
+            if isinstance(policy, Waiver):
+                covered.setdefault(policy.name, (policy, []))[1].append(host.name)
+            elif policy.kind in CHECK_KINDS and getattr(policy, "enabled", True):
+                kinds.add(policy.kind)
+        targets[host.name] = frozenset(kinds)
+    return ReportScope(
+        client=client.name,
+        client_name=client.spec.display_name,
+        timezone=client.spec.timezone,
+        contract=contract,
+        targets=targets,
+        waivers=[(waiver, tuple(hosts)) for waiver, hosts in covered.values()],
+    )
+
+
+def policy_set_hash(project: Project, client: Client) -> str:
+    """SHA-256 over the policies that judged the client (as validated, in a canonical
+    form): the manifest names it, so two reports made under different policies differ."""
+    scope_names = {client.spec.contract}
+    for host in client.hosts.values():
+        scope_names.update(p.policy.name for p in project.policies_for(host))
+    chosen = sorted(
+        (p.policy.kind, p.policy.name, _as_json(p.policy))
+        for p in project.policies
+        if p.policy.name in scope_names
+    )
+    return hashlib.sha256(canonical_json(chosen).encode()).hexdigest()
+
+
+def _as_json(policy: PolicyDocument) -> str:
+    assert isinstance(policy, BaseModel)  # every registered kind is a pydantic model
+    return canonical_json(policy.model_dump(mode="json"))
+
+
+def client_evidence(store: EvidenceStore, client: str) -> Iterator[StoredRecord]:
+    """The client's findings and change results, in chain order."""
+    return heapq.merge(
+        *(store.records(chain=client, kind=kind) for kind in _READ_KINDS),
+        key=lambda record: record.seq,
+    )
+
+
+def make_report(
+    project: Project, store: EvidenceStore, client: Client, month: str, *, now: datetime
+) -> MonthlyReport:
+    """The client's report for ``month`` (``YYYY-MM``, in the client's time zone)."""
+    zone = client.spec.timezone
+    period = month_period(month, zone)
+    if period.start > now:
+        raise ReportError(f"{month} has not started yet in {zone}: nothing to report")
+    return compute_report(
+        client_evidence(store, client.name),
+        report_scope(project, client),
+        period,
+        month_period(previous_month(month), zone),
+        now=now,
+        version=__version__,
+    )
+
+
+def write_report(
+    report: MonthlyReport,
+    folder: Path,
+    store: EvidenceStore,
+    key: SigningKey,
+    *,
+    policy_hash: str,
+    replace: bool = False,
+) -> list[Path]:
+    """Every report file and the signed manifest into ``folder``.
+
+    The files are made in a temporary folder beside it and moved into place at once,
+    so a crash or an error never leaves a half report that looks whole."""
+    from mspauto.report.manifest import build_manifest
+    from mspauto.report.oscal import write_oscal
+    from mspauto.report.render import write_all
+
+    if folder.exists() and not replace:
+        raise ReportError(
+            f"{folder} exists already: a delivered report is not overwritten "
+            "(give --replace to make it again)"
+        )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        files = write_all(report, work)
+        oscal = work / "assessment-results.json"
+        write_oscal(report, oscal)
+        files.append(oscal)
+        build_manifest(work, files, report, store, key, policy_set_hash=policy_hash)
+        os.chmod(work, 0o755)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+            work.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            work.rename(folder)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return sorted(folder.iterdir())
