@@ -9,7 +9,9 @@
 # host is remediated in a recorded change run, a client is patched by policy (a dry run
 # with every decision and its reason, then exactly the approved versions installed and
 # the evidence verified), every backup is judged against its RPO and restore drills
-# prove the intact ones restore, and the lab is taken down leaving nothing behind.
+# prove the intact ones restore, each client's monthly report is written from the lab's
+# evidence and signed (and checked as an auditor would), and the lab is taken down
+# leaving nothing behind but the reports in demo-reports/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$PWD/.venv/bin
@@ -140,9 +142,31 @@ step "mspauto backups restore-test --client acme: restore samples into a scratch
   || echo "(exit code $?: some drills failed or could not run)"
 "$bin/mspauto" --project "$lab" evidence verify
 
+# The month in the westernmost client's zone: it has started for every client.
+month=$(TZ=America/New_York date +%Y-%m)
+reports=$PWD/demo-reports
+step "mspauto report --all --month $month: each client's monthly report from the lab's evidence, signed"
+"$bin/mspauto" --project "$lab" report --all --month "$month" --out "$reports" --replace
+cp "$MSPAUTO_STATE_DIR/keys/evidence.key.pub" "$reports/msp.pub"
+# The month is still running: its report is named for the day it covers up to.
+acme_report=$(ls -d "$reports/acme/$month"-to-* | tail -1)
+
+step "an auditor's check, offline: the stock minisign, then mspauto report verify against the evidence"
+minisign -Vm "$acme_report/manifest.json" -p "$reports/msp.pub"
+"$bin/mspauto" --project "$lab" report verify "$acme_report" \
+  --public-key "$reports/msp.pub" --evidence
+echo "a PDF byte changed:"
+cp -r "$acme_report" "$out/tampered"
+printf 'x' >> "$out/tampered/report.pdf"
+"$bin/mspauto" report verify "$out/tampered" --public-key "$reports/msp.pub" \
+  || echo "(exit code $?: the edited report is refused)"
+
 step "a changed host key is refused, never accepted: plain ssh agrees"
 ssh_to acme 127.0.60.16 true 2>&1 | grep -m1 "HOST IDENTIFICATION HAS CHANGED" || true
 
 step "mspauto lab down: no process, mount or file left"
 "$bin/mspauto" lab down --dir "$lab"
 grep -c "$lab" /proc/mounts || true
+
+step "the monthly reports, kept after the lab is gone (check them with minisign and demo-reports/msp.pub)"
+ls -1 "$reports"/*/"$month"*/report.pdf "$reports"/*/"$month"*/manifest.json

@@ -37,6 +37,7 @@ __all__ = [
     "RemediationReport",
     "audit_client",
     "client_score",
+    "counted_weight",
     "has_baseline",
     "host_score",
     "remediate_client",
@@ -45,7 +46,8 @@ __all__ = [
 _COUNTED = (FindingStatus.PASS, FindingStatus.FAIL, FindingStatus.ERROR)
 
 
-def _counted_weight(host: HostFindings) -> int:
+def counted_weight(host: HostFindings) -> int:
+    """The weight of a host's verdicts that count in a score (pass, fail, error)."""
     return sum(f.weight for f in host.findings if f.status in _COUNTED)
 
 
@@ -57,14 +59,14 @@ def _passed_weight(host: HostFindings) -> int:
 
 def host_score(host: HostFindings) -> float | None:
     """0..100, or None when nothing counts or the host was not audited."""
-    if host.unchecked or not _counted_weight(host):
+    if host.unchecked or not counted_weight(host):
         return None
-    return round(100 * _passed_weight(host) / _counted_weight(host), 1)
+    return round(100 * _passed_weight(host) / counted_weight(host), 1)
 
 
 def client_score(hosts: Sequence[HostFindings]) -> float | None:
     """The client's score: every host's counted weight, unaudited hosts as failed."""
-    counted = sum(_counted_weight(h) for h in hosts)
+    counted = sum(counted_weight(h) for h in hosts)
     if not counted:
         return None
     return round(100 * sum(_passed_weight(h) for h in hosts) / counted, 1)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -58,21 +61,29 @@ def report(
     app: Application = ctx.ensure_object(Application)
     if every_client == bool(client_names):
         app.abort("give --client NAME (repeatable) or --all")
-    from mspauto.report.build import ReportError, policy_set_hash, write_report
+    from mspauto.evidence.checkpoints import Witness
+    from mspauto.report.build import ReportError, check_witness, policy_set_hash, write_report
     from mspauto.report.manifest import ManifestError
-    from mspauto.sla.period import MonthError
+    from mspauto.sla.period import MonthError, month_period
 
+    if month is not None:
+        try:
+            month_period(month, "UTC")
+        except MonthError as exc:
+            app.abort(str(exc))
     project = app.usable_project()
     clients = _clients(app, project, client_names, every_client)
     key = _signing_key(app)
+    witness = Witness(app.settings.witness_dir)
     now = datetime.now(UTC)
     base = out or app.settings.state_dir / "reports"
     written, failed = [], 0
-    with app.evidence_store() as store:
+    with _evidence(app) as store:
         for client in clients:
             try:
+                check_witness(store, client.name, key.public_key, witness)
                 made = _one(project, store, client, month, now)
-                folder = base / client.name / made.period.month
+                folder = base / client.name / _folder_name(made)
                 write_report(
                     made,
                     folder,
@@ -108,6 +119,37 @@ def report(
         app.print_json({"reports": written, "failed": failed})
     if failed:
         raise click.exceptions.Exit(1)
+
+
+@contextmanager
+def _evidence(app: Application) -> Iterator[EvidenceStore]:
+    """The project's evidence store, read-only; a store that is not there is an error
+    (a report of nothing would look like a month nobody checked)."""
+    from mspauto.evidence.store import EvidenceError, EvidenceStore, NoEvidenceYet
+
+    url = app.settings.evidence_url
+    try:
+        store = EvidenceStore(url, writable=False)
+    except NoEvidenceYet:
+        app.abort(
+            f"no evidence recorded yet at {app.settings.state_dir}: a report is built "
+            "from evidence (is MSPAUTO_STATE_DIR or MSPAUTO_EVIDENCE_URL right?)"
+        )
+    except EvidenceError as exc:
+        app.abort(str(exc))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _folder_name(report: MonthlyReport) -> str:
+    """``YYYY-MM``; a month still running gets ``YYYY-MM-to-YYYY-MM-DD`` so that the
+    month's real report, made when it is over, never collides with it."""
+    if report.generated_at >= report.period.end:
+        return report.period.month
+    zone = ZoneInfo(report.period.timezone)
+    return f"{report.period.month}-to-{report.generated_at.astimezone(zone):%Y-%m-%d}"
 
 
 def _clients(
@@ -215,9 +257,20 @@ def verify(
             store.close()
     else:
         result = verify_report(folder, key, previous=previous)
+    if result.client is not None and (
+        folder.resolve().parent.name != result.client
+        or not folder.resolve().name.startswith(str(result.month))
+    ):
+        # A folder renamed to pass for another client's or month's report.
+        result.warnings.append(
+            f"the signed manifest says this is {result.client}'s report for {result.month}, "
+            f"but the folder is named {folder.resolve().parent.name}/{folder.resolve().name}"
+        )
     if output == "json":
         app.print_json(
             {
+                "client": result.client,
+                "month": result.month,
                 "ok": result.ok,
                 "checked": result.checked,
                 "warnings": result.warnings,
@@ -225,12 +278,22 @@ def verify(
             }
         )
     else:
+        # Lines can hold names from the folder or the manifest: attacker text, printed
+        # escaped so it can neither forge a line nor hide one on a terminal.
         for line in result.checked:
-            click.echo(f"ok: {line}")
+            click.echo(f"ok: {_printable(line)}")
         for warning in result.warnings:
-            click.echo(f"warning: {warning}")
+            click.echo(f"warning: {_printable(warning)}")
         for problem in result.problems:
-            click.echo(f"FAILED: {problem}")
+            click.echo(f"FAILED: {_printable(problem)}")
+        if result.client is not None:
+            click.echo(f"signed as: {_printable(result.client)}'s report for {result.month}")
         click.echo("report verified" if result.ok else "report NOT verified")
     if not result.ok:
         raise click.exceptions.Exit(1)
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (line breaks, escapes,
+    bidirectional controls) written as its escape sequence."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)

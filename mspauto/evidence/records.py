@@ -82,6 +82,11 @@ class FindingStatus(StrEnum):
     """It failed, but an approved, unexpired waiver covers it."""
 
 
+_STATUSES = {str(status): status for status in FindingStatus}
+"""Statuses by value: a report reads a status per finding, and a dict lookup is much
+cheaper than the enum's call (which still reports an unknown value)."""
+
+
 @dataclass(frozen=True)
 class OutputRef:
     """A raw output stored beside the records, named by its SHA-256."""
@@ -317,7 +322,7 @@ class Finding:
         return cls(
             subject=str(data["subject"]),
             policy=str(data.get("policy", "")),
-            status=FindingStatus(data["status"]),
+            status=_STATUSES.get(data["status"]) or FindingStatus(data["status"]),
             observed=str(data.get("observed", "")),
             expected=str(data.get("expected", "")),
             reason=str(data.get("reason", "")),

@@ -15,19 +15,22 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from mspauto import __version__
+from mspauto.evidence.checkpoints import Checkpoint, Witness, parse_checkpoint
 from mspauto.evidence.records import RecordKind
 from mspauto.evidence.store import EvidenceStore, StoredRecord, canonical_json
 from mspauto.inventory.resolve import Client
+from mspauto.patching.check import MANAGER_OF_PLATFORM
 from mspauto.policy.models import Waiver
 from mspauto.policy.registry import PolicyDocument
 from mspauto.project import Project
-from mspauto.signing import SigningKey
+from mspauto.signing import PublicKey, SigningError, SigningKey
 from mspauto.sla.model import MonthlyReport
 from mspauto.sla.period import month_period, previous_month
 from mspauto.sla.report import CHECK_KINDS, ReportScope, compute_report
 
 __all__ = [
     "ReportError",
+    "check_witness",
     "client_evidence",
     "make_report",
     "policy_set_hash",
@@ -63,6 +66,8 @@ def report_scope(project: Project, client: Client) -> ReportScope:
             if isinstance(policy, Waiver):
                 covered.setdefault(policy.name, (policy, []))[1].append(host.name)
             elif policy.kind in CHECK_KINDS and getattr(policy, "enabled", True):
+                if policy.kind == "patch" and host.platform not in MANAGER_OF_PLATFORM:
+                    continue  # network gear: not patched by mspauto, as 'patch status'
                 kinds.add(policy.kind)
         targets[host.name] = frozenset(kinds)
     return ReportScope(
@@ -100,6 +105,42 @@ def client_evidence(store: EvidenceStore, client: str) -> Iterator[StoredRecord]
         *(store.records(chain=client, kind=kind) for kind in _READ_KINDS),
         key=lambda record: record.seq,
     )
+
+
+def check_witness(store: EvidenceStore, client: str, key: PublicKey, witness: Witness) -> None:
+    """Refuse a store the witness log contradicts: the newest checkpoint the witness
+    holds for the client's chain must be one the store holds too. A store rolled back
+    to an older copy (records of a bad month gone) would otherwise give a clean report
+    whose manifest verifies; ``mspauto evidence verify`` then says what happened."""
+    seen: Checkpoint | None = None
+    if not witness.exists():
+        if store.signed_checkpoints(client, key):
+            raise ReportError(
+                f"no witness log at {witness.path}, but {client}'s evidence is signed: is "
+                "the witness folder mounted? (set MSPAUTO_WITNESS_DIR to it)"
+            )
+        return
+    for entry in witness.entries():
+        if isinstance(entry, str):
+            if not entry.startswith("witness line"):
+                raise ReportError(entry)
+            continue
+        try:
+            checkpoint = parse_checkpoint(entry.note, key)
+        except SigningError:
+            continue
+        latest = seen is None or checkpoint.size >= seen.size
+        if checkpoint.chain == client and not checkpoint.head and latest:
+            seen = checkpoint
+    if seen is None:
+        return
+    held = {(c.size, c.root) for c in store.signed_checkpoints(client, key)}
+    if (seen.size, seen.root) not in held:
+        raise ReportError(
+            f"the evidence store does not match the witness log: it lacks {client}'s "
+            f"checkpoint of {seen.size} records that the log holds (rolled back or "
+            "replaced?); run 'mspauto evidence verify' before any report"
+        )
 
 
 def make_report(

@@ -8,10 +8,15 @@ needs only the MSP's ``.pub`` file and the stock tool::
     minisign -Vm manifest.json -p msp.pub      # the manifest is the MSP's, unaltered
     sha256sum report.pdf                        # each file is the one the manifest lists
 
-The manifest's ``evidence`` says, per chain the report counted records from: the first
-and last counted record, how many were counted and a SHA-256 over them (binding the list
-in ``report.json``), and three signed checkpoints of the chain with RFC 6962 consistency
-proofs to the last of them:
+The manifest's ``evidence`` says, per chain the report counted records from, which
+records those are and the signed log they are in. The report counted every record of
+the chain whose kind is one of ``kinds`` and whose time lies in the period (``start <=
+recorded_at < end``), and no other: the manifest gives how many, the first and last
+(sequence number and record hash) and ``refs_sha256``, the SHA-256 over the line
+``"<seq> <hash>\\n"`` of each in sequence order (``report.json``'s ``evidence`` says the
+same). Anyone with the evidence store selects them again and recomputes all of it. Then
+come three signed checkpoints of the chain with RFC 6962 consistency proofs to the last
+of them:
 
 - ``start_checkpoint``: the newest checkpoint signed at or before the period start
   (``null`` when the chain had none then: the log is then proven from its first record);
@@ -32,6 +37,10 @@ manifest carries the handover checkpoint and its proof: offline, the previous en
 checkpoint must be one this manifest proves part of its log (its start, handover or end
 checkpoint, same size and root). With the evidence store, any previous end checkpoint is
 checked by computing the consistency proof from the records.
+
+Building the manifest reads only the records' stored hashes (the writer signed the
+checkpoints over them); verifying with the store recomputes every hash from the
+record's content and trusts nothing the store says about itself.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ import binascii
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -57,16 +66,12 @@ from pydantic import (
 )
 
 from mspauto.evidence.checkpoints import Checkpoint, parse_checkpoint
-from mspauto.evidence.merkle import (
-    EMPTY_ROOT,
-    Frontier,
-    consistency_proof,
-    leaf_hash,
-    verify_consistency,
-)
+from mspauto.evidence.merkle import EMPTY_ROOT, node_hash, root, verify_consistency
+from mspauto.evidence.schema import GENESIS
 from mspauto.evidence.store import EvidenceStore
+from mspauto.patching.facts import parse_time
 from mspauto.signing import PublicKey, SigningError, SigningKey, sign_file, verify_file
-from mspauto.sla.model import MonthlyReport, Period
+from mspauto.sla.model import EvidenceDigest, EvidenceRange, MonthlyReport, Period
 
 __all__ = [
     "FORMAT",
@@ -81,21 +86,22 @@ __all__ = [
     "RecordRef",
     "ReportVerification",
     "build_manifest",
-    "refs_sha256",
     "verify_report",
 ]
 
 MANIFEST = "manifest.json"
 MANIFEST_SIGNATURE = MANIFEST + ".minisig"
 REPORT_JSON = "report.json"
-"""The report's JSON rendering: its top-level ``evidence`` list (``{chain, seq, hash}``
-per record counted) is what the manifest's ``refs_sha256`` binds."""
+"""The report's JSON rendering: its top-level ``evidence`` list (one entry per chain:
+the kinds, count, first and last record and SHA-256 of the records counted) must say
+what the manifest's ``evidence`` says."""
 FORMAT: Final = "mspauto-report-manifest"
 
-_REPORT_SUFFIXES = frozenset({".pdf", ".csv", ".json", ".html", ".htm", ".xml"})
-"""An unlisted file with one of these names would pass for part of the signed report."""
 
 _Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+_SPANS_SHOWN = 10
+"""Runs of record numbers a message names before it says how many more there are."""
 
 
 class ManifestError(Exception):
@@ -123,12 +129,16 @@ class RecordRef(_Strict):
 class ChainEvidence(_Strict):
     """The records the report counted from one chain, and the signed log they are in."""
 
+    kinds: tuple[str, ...] = Field(min_length=1)
+    """The selection rule: the report counted every record of the chain whose kind is
+    one of these and whose time lies in the manifest's period, and no other."""
     records: int = Field(ge=1)
-    """Distinct records counted."""
+    """How many records it counted."""
     first: RecordRef
     last: RecordRef
     refs_sha256: _Hex64
-    """:func:`refs_sha256` of the counted records."""
+    """SHA-256 over the line ``"<seq> <hash>\\n"`` of each counted record, in ``seq``
+    order."""
     start_checkpoint: str | None
     handover_checkpoint: str | None
     end_checkpoint: str
@@ -137,6 +147,19 @@ class ChainEvidence(_Strict):
     the end checkpoint."""
     handover_proof: list[str]
     """From the handover checkpoint to the end checkpoint (empty without one)."""
+
+    def counted(self, chain: str) -> EvidenceRange:
+        """The counted records as the report describes them."""
+        return EvidenceRange(
+            chain,
+            self.kinds,
+            self.records,
+            self.first.seq,
+            self.first.hash,
+            self.last.seq,
+            self.last.hash,
+            self.refs_sha256,
+        )
 
 
 class ManifestPeriod(_Strict):
@@ -162,6 +185,28 @@ class Manifest(_Strict):
     evidence: dict[str, ChainEvidence]
 
 
+class _CountedRange(_Strict):
+    """One entry of ``report.json``'s ``evidence`` (an :class:`EvidenceRange`)."""
+
+    chain: str
+    kinds: tuple[str, ...]
+    count: int
+    first_seq: int
+    first_hash: str
+    last_seq: int
+    last_hash: str
+    sha256: str
+
+
+class _ReportJson(BaseModel):
+    """What the manifest reads of ``report.json``: its ``evidence`` (the rest is the
+    renderer's)."""
+
+    model_config = ConfigDict(strict=True)
+
+    evidence: list[_CountedRange]
+
+
 @dataclass
 class ReportVerification:
     """What :func:`verify_report` found; each line is one sentence naming its file."""
@@ -171,18 +216,14 @@ class ReportVerification:
     """What was proven."""
     warnings: list[str] = field(default_factory=list)
     """Worth knowing; nothing the manifest vouches for is in doubt because of it."""
+    client: str | None = None
+    """Whose report the signed manifest says this is (None: the signature failed)."""
+    month: str | None = None
 
     @property
     def ok(self) -> bool:
         """Whether nothing is wrong."""
         return not self.problems
-
-
-def refs_sha256(refs: Iterable[tuple[int, str]]) -> str:
-    """The SHA-256 (hex) binding one chain's counted records: of the line
-    ``"<seq> <hash>\\n"`` for each distinct record, in ascending order."""
-    lines = "".join(f"{seq} {digest}\n" for seq, digest in sorted(set(refs)))
-    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 # --- building ------------------------------------------------------------------------
@@ -201,18 +242,23 @@ def build_manifest(
 
     ``files`` are the paths of the report's files, as the renderers returned them (all
     inside ``folder``, ``report.json`` among them).
-    Every record the report counted must be in the store as counted and covered by a
-    checkpoint signed with ``key``; anything else is a :class:`ManifestError`. Returns
-    the manifest's path."""
+    Each chain's counted records must be in the store, the first and last as counted,
+    and covered by a checkpoint signed with ``key``; anything else is a
+    :class:`ManifestError`. Only the records' stored hashes are read: this is the
+    writer that signed the checkpoints over them (``verify_report`` with the store
+    recomputes each from the record's content). Returns the manifest's path."""
     entries = _file_entries(folder, files)
     if REPORT_JSON not in entries:
         raise ManifestError(
             f"{REPORT_JSON} is not among the report's files: the manifest binds the "
             "records the report counted through it"
         )
-    counted = _by_chain((ref.chain, ref.seq, ref.hash) for ref in report.evidence)
+    counted: dict[str, EvidenceRange] = {}
+    for item in report.evidence:
+        if counted.setdefault(item.chain, item) is not item:
+            raise ManifestError(f"the report counts records of {item.chain} twice")
     try:
-        listed = _report_json_refs(folder / REPORT_JSON)
+        listed = _report_json_ranges(folder / REPORT_JSON)
     except ValueError as exc:
         raise ManifestError(f"{folder / REPORT_JSON}: {exc}") from None
     if listed != counted:
@@ -221,8 +267,8 @@ def build_manifest(
             "signed: render it from the same report"
         )
     evidence = {
-        chain: _chain_evidence(store, key.public_key, chain, refs, report.period)
-        for chain, refs in sorted(counted.items())
+        chain: _chain_evidence(store, key.public_key, counted[chain], report.period)
+        for chain in sorted(counted)
     }
     manifest = Manifest(
         format=FORMAT,
@@ -272,21 +318,26 @@ def _file_entries(folder: Path, files: Sequence[Path]) -> dict[str, FileEntry]:
 def _chain_evidence(
     store: EvidenceStore,
     key: PublicKey,
-    chain: str,
-    refs: set[tuple[int, str]],
+    counted: EvidenceRange,
     period: Period,
 ) -> ChainEvidence:
-    """The evidence section of one chain, every claim in it checked against the store."""
-    first = min(refs)
-    last = max(refs)
+    """The evidence section of one chain, its checkpoints and proofs from the store."""
+    chain = counted.chain
+    if not 1 <= counted.first_seq <= counted.last_seq or not (
+        1 <= counted.count <= counted.last_seq - counted.first_seq + 1
+    ):
+        raise ManifestError(
+            f"{chain}: the report's evidence is not a run of records ({counted.count} "
+            f"counted from #{counted.first_seq} to #{counted.last_seq})"
+        )
     signed = [
         (_signed_at(checkpoint), checkpoint) for checkpoint in store.signed_checkpoints(chain, key)
     ]
-    covering = [item for item in signed if item[1].size >= last[0]]
+    covering = [item for item in signed if item[1].size >= counted.last_seq]
     if not covering:
         raise ManifestError(
-            f"no signed checkpoint of {chain} covers record #{last[0]}, which the report "
-            f"counted: run 'mspauto evidence checkpoint --client {chain}' first"
+            f"no signed checkpoint of {chain} covers record #{counted.last_seq}, which the "
+            f"report counted: run 'mspauto evidence checkpoint --client {chain}' first"
         )
 
     def when(item: tuple[datetime, Checkpoint]) -> tuple[datetime, int]:
@@ -305,44 +356,139 @@ def _chain_evidence(
                 f"one at #{end.size}: run 'mspauto evidence verify'"
             )
 
-    digests = _content_hashes(store, chain, end.size)
-    missing = [seq for seq, digest in enumerate(digests, start=1) if digest is None]
+    tree = _Tree(
+        _stored_leaves(
+            store,
+            chain,
+            end.size,
+            {counted.first_seq: counted.first_hash, counted.last_seq: counted.last_hash},
+        )
+    )
+    proofs: dict[int, list[bytes]] = {}
+    for checkpoint in (end, start, handover):
+        if checkpoint is None:
+            continue
+        # The stored hashes must give the signed roots, or the proofs made from them
+        # would prove nothing: the end root directly, the others through their proofs.
+        proof = tree.consistency_proof(checkpoint.size, end.size)
+        holds = (
+            tree.root(0, end.size) == end.root
+            if checkpoint is end
+            else verify_consistency(checkpoint.size, end.size, checkpoint.root, end.root, proof)
+        )
+        if not holds:
+            raise ManifestError(
+                f"{chain}: the records up to #{checkpoint.size} no longer match their signed "
+                "checkpoint: run 'mspauto evidence verify'"
+            )
+        proofs[checkpoint.size] = proof
+
+    def encoded(old: Checkpoint | None) -> list[str]:
+        nodes = [] if old is None else proofs[old.size]
+        return [base64.b64encode(node).decode() for node in nodes]
+
+    try:
+        return ChainEvidence(
+            kinds=counted.kinds,
+            records=counted.count,
+            first=RecordRef(seq=counted.first_seq, hash=counted.first_hash),
+            last=RecordRef(seq=counted.last_seq, hash=counted.last_hash),
+            refs_sha256=counted.sha256,
+            start_checkpoint=None if start is None else start.note,
+            handover_checkpoint=None if handover is None else handover.note,
+            end_checkpoint=end.note,
+            consistency_proof=encoded(start),
+            handover_proof=encoded(handover),
+        )
+    except ValidationError as exc:
+        raise ManifestError(
+            f"{chain}: the report's evidence cannot be signed as it is ({_first_error(exc)})"
+        ) from None
+
+
+def _stored_leaves(
+    store: EvidenceStore, chain: str, size: int, counted: Mapping[int, str]
+) -> list[bytes]:
+    """The Merkle leaves of records ``1..size`` from their stored hashes, each of
+    ``counted`` (seq -> hash) checked on the way."""
+    leaves: list[bytes] = []
+    missing: list[int] = []
+    append, sha256 = leaves.append, hashlib.sha256
+    expected = 1
+    for seq, digest in store.stored_hashes(chain, size):
+        if seq != expected:
+            missing.extend(range(expected, seq))
+        expected = seq + 1
+        as_counted = counted.get(seq)
+        if as_counted is not None and digest != as_counted:
+            raise ManifestError(
+                f"{chain} #{seq}: the record the report counted is no longer what it counted "
+                "(its stored hash differs): run 'mspauto evidence verify'"
+            )
+        try:
+            append(sha256(b"\x00" + bytes.fromhex(digest)).digest())  # merkle.leaf_hash
+        except (TypeError, ValueError):
+            raise ManifestError(
+                f"{chain} #{seq}: its stored hash is not a SHA-256: run 'mspauto evidence verify'"
+            ) from None
+    missing.extend(range(expected, size + 1))
     if missing:
         raise ManifestError(
             f"{chain}: records {_spans(missing)} are missing from the evidence store: "
             "run 'mspauto evidence verify'"
         )
-    leaves = [leaf_hash(bytes.fromhex(digest)) for digest in digests if digest is not None]
-    sizes = {end.size} | {c.size for c in (start, handover) if c is not None}
-    roots = _roots_at(leaves, sizes)
-    for checkpoint in (start, handover, end):
-        if checkpoint is not None and roots[checkpoint.size] != checkpoint.root:
-            raise ManifestError(
-                f"{chain}: the records up to #{checkpoint.size} no longer match their signed "
-                "checkpoint: run 'mspauto evidence verify'"
-            )
-    for seq, digest in sorted(refs):
-        if seq < 1 or digests[seq - 1] != digest:
-            raise ManifestError(
-                f"{chain} #{seq}: the record the report counted is no longer what it counted "
-                "(its content gives another hash): run 'mspauto evidence verify'"
-            )
+    return leaves
 
-    def proof(old: Checkpoint | None) -> list[str]:
-        nodes = consistency_proof(leaves, 0 if old is None else old.size, end.size)
-        return [base64.b64encode(node).decode() for node in nodes]
 
-    return ChainEvidence(
-        records=len(refs),
-        first=RecordRef(seq=first[0], hash=first[1]),
-        last=RecordRef(seq=last[0], hash=last[1]),
-        refs_sha256=refs_sha256(refs),
-        start_checkpoint=None if start is None else start.note,
-        handover_checkpoint=None if handover is None else handover.note,
-        end_checkpoint=end.note,
-        consistency_proof=proof(start),
-        handover_proof=[] if handover is None else proof(handover),
-    )
+class _Tree:
+    """A chain's Merkle tree over all its leaves, each RFC 6962 subtree root computed
+    once: the end root and every consistency proof to it share most of theirs, so all
+    of them together cost about one pass over the leaves, as each would alone."""
+
+    _DIRECT = 1024
+    """Subtrees of at most this many leaves are hashed straight from the leaves."""
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self.leaves = leaves
+        self._roots: dict[tuple[int, int], bytes] = {}
+
+    def root(self, low: int, high: int) -> bytes:
+        """The RFC 6962 root of ``leaves[low:high]``."""
+        if high - low <= self._DIRECT:
+            return root(self.leaves[low:high])
+        known = self._roots.get((low, high))
+        if known is None:
+            middle = low + _split(high - low)
+            known = node_hash(self.root(low, middle), self.root(middle, high))
+            self._roots[(low, high)] = known
+        return known
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 6962 ``PROOF(old_size, D[new_size])``, the nodes as
+        :func:`mspauto.evidence.merkle.consistency_proof` gives them."""
+        if old_size in (0, new_size):
+            return []
+        nodes: list[bytes] = []
+        low, high = 0, new_size
+        old_tree_is_whole_subtree = True
+        while old_size != high:
+            middle = low + _split(high - low)
+            if old_size <= middle:
+                nodes.append(self.root(middle, high))
+                high = middle
+            else:
+                nodes.append(self.root(low, middle))
+                low = middle
+                old_tree_is_whole_subtree = False
+        if not old_tree_is_whole_subtree:
+            nodes.append(self.root(low, high))
+        nodes.reverse()
+        return nodes
+
+
+def _split(count: int) -> int:
+    """The largest power of two smaller than ``count`` (``count >= 2``)."""
+    return 1 << ((count - 1).bit_length() - 1)
 
 
 def _signed_at(checkpoint: Checkpoint) -> datetime:
@@ -405,24 +551,30 @@ def verify_report(
     the evidence the manifest describes; each chain's checkpoints are signed by the key
     for that chain and its end checkpoint extends its start (consistency proof). With
     ``previous`` (last month's folder or its ``manifest.json``, signature checked too):
-    this month's log extends last month's end checkpoint. With ``store``: every counted
-    record is stored as counted and included in the log the end checkpoint signs."""
+    this month's log extends last month's end checkpoint. With ``store``: the records
+    the report counted, selected again by the manifest's rule with each hash recomputed
+    from the record's content, are the ones the manifest describes, and the log they
+    are in hashes to the end checkpoint's signed root."""
     result = ReportVerification()
     manifest = _load_signed(folder / MANIFEST, public_key, MANIFEST, result)
     if manifest is None:
         return result
+    result.client, result.month = manifest.client, manifest.month
     intact = _check_files(folder, manifest, result)
-    counted = _check_report_json(folder, manifest, intact, result)
+    _check_report_json(folder, manifest, intact, result)
     chains: dict[str, _ChainProven] = {}
     for chain, evidence in sorted(manifest.evidence.items()):
         proven = _check_chain(chain, evidence, manifest.period, public_key, result)
         if proven is not None:
             chains[chain] = proven
-    leaves: dict[str, list[bytes]] = {}
+    trees: dict[str, _Tree] = {}
     if store is not None:
-        leaves = _check_store(store, chains, counted, result)
+        for chain, proven in sorted(chains.items()):
+            tree = _check_store(store, chain, manifest, proven.end, result)
+            if tree is not None:
+                trees[chain] = tree
     if previous is not None:
-        _check_previous(previous, manifest, chains, leaves, public_key, result)
+        _check_previous(previous, manifest, chains, trees, public_key, result)
     return result
 
 
@@ -500,65 +652,59 @@ def _check_files(folder: Path, manifest: Manifest, result: ReportVerification) -
             f"{len(intact)} files have the SHA-256 and size the manifest lists: "
             + ", ".join(sorted(intact))
         )
+    # A report folder is flat and holds nothing but what the manifest lists: any other
+    # entry (a look-alike file, a folder, a link) could pass for part of the report.
     ignored = {MANIFEST, MANIFEST_SIGNATURE, *manifest.files}
-    for path in sorted(folder.rglob("*")):
-        name = path.relative_to(folder).as_posix()
-        if name in ignored or not path.is_file():
+    for path in sorted(folder.iterdir()):
+        if path.name in ignored:
             continue
-        if path.suffix.lower() in _REPORT_SUFFIXES:
-            result.problems.append(
-                f"{name}: not in the signed manifest, so nothing vouches for it (remove it, "
-                "or make the report again)"
-            )
-        else:
-            result.warnings.append(f"{name}: not in the signed manifest (not a report file)")
+        what = "folder" if path.is_dir() and not path.is_symlink() else "file"
+        if path.is_symlink():
+            what = "link"
+        result.problems.append(
+            f"{path.name!r}: a {what} the signed manifest does not list, so nothing vouches "
+            "for it (remove it, or make the report again)"
+        )
     return intact
 
 
 def _check_report_json(
     folder: Path, manifest: Manifest, intact: set[str], result: ReportVerification
-) -> dict[str, set[tuple[int, str]]] | None:
-    """The records ``report.json`` counts, checked against the manifest's evidence
-    (None when they cannot be read, which is then a problem already)."""
+) -> None:
+    """The records ``report.json`` says the report counted against the manifest's."""
     if REPORT_JSON not in manifest.files:
         result.problems.append(
             f"{MANIFEST}: does not list {REPORT_JSON}, so the records the report counted "
             "cannot be checked"
         )
-        return None
+        return
     if REPORT_JSON not in intact:
-        return None  # missing or changed: said above
+        return  # missing or changed: said above
     try:
-        counted = _report_json_refs(folder / REPORT_JSON)
+        counted = _report_json_ranges(folder / REPORT_JSON)
     except ValueError as exc:
         result.problems.append(f"{REPORT_JSON}: {exc}")
-        return None
+        return
     for chain in sorted(set(counted) | set(manifest.evidence)):
-        refs, evidence = counted.get(chain), manifest.evidence.get(chain)
+        said, evidence = counted.get(chain), manifest.evidence.get(chain)
         if evidence is None:
             result.problems.append(
                 f"{REPORT_JSON}: counts records of {chain}, for which the manifest has no evidence"
             )
-        elif refs is None:
+        elif said is None:
             result.problems.append(
                 f"{MANIFEST}: has evidence for {chain}, of which {REPORT_JSON} counts no record"
             )
-        elif (
-            evidence.records,
-            (evidence.first.seq, evidence.first.hash),
-            (evidence.last.seq, evidence.last.hash),
-            evidence.refs_sha256,
-        ) != (len(refs), min(refs), max(refs), refs_sha256(refs)):
+        elif said != evidence.counted(chain):
             result.problems.append(
                 f"{MANIFEST}: the evidence for {chain} does not describe the records "
-                f"{REPORT_JSON} counts (number, first, last or their SHA-256 differ)"
+                f"{REPORT_JSON} counts (kinds, number, first, last or their SHA-256 differ)"
             )
         else:
             result.checked.append(
-                f"{chain}: the {len(refs)} records {REPORT_JSON} counts are the ones the "
+                f"{chain}: the {said.count} records {REPORT_JSON} counts are the ones the "
                 "manifest describes"
             )
-    return counted
 
 
 def _check_chain(
@@ -587,6 +733,12 @@ def _check_chain(
         return None
     problems = len(result.problems)
     end_at = _aware(end.time)
+    first, last = evidence.first.seq, evidence.last.seq
+    if first > last or evidence.records > last - first + 1:
+        result.problems.append(
+            f"{label}: {evidence.records} records from #{first} to #{last} cannot be"
+            " counted in one chain"
+        )
     if evidence.last.seq > end.size:
         result.problems.append(
             f"{label}: the end checkpoint (#{end.size}) does not cover the last counted "
@@ -641,67 +793,146 @@ def _check_chain(
 
 def _check_store(
     store: EvidenceStore,
-    chains: Mapping[str, _ChainProven],
-    counted: Mapping[str, set[tuple[int, str]]] | None,
+    chain: str,
+    manifest: Manifest,
+    end: Checkpoint,
     result: ReportVerification,
-) -> dict[str, list[bytes]]:
-    """Every counted record in the store as counted, under the signed end root.
-    Returns each complete chain's leaves up to its end checkpoint.
+) -> _Tree | None:
+    """The chain's counted records selected again from the store by the manifest's
+    rule, each hash recomputed from the record's content, against what the manifest
+    says of them; and the log up to the end checkpoint against its signed root; in one
+    pass. Returns the chain's tree when the store holds every record up to the end
+    checkpoint.
 
     An inclusion proof per record would show that its leaf sits at its position under
-    the signed root. Holding every leaf up to the end checkpoint, recomputing the root
-    once from them shows it for all of them at once (the root commits to each leaf at
-    its position), and comparing each counted hash with the leaf at its seq is then
-    what each record's inclusion proof would establish: O(n) in all rather than O(n)
-    per record, which matters at tens of thousands of records a month."""
-    complete: dict[str, list[bytes]] = {}
-    for chain, proven in sorted(chains.items()):
-        size, label = proven.end.size, f"evidence store: {chain}"
-        included = False
-        digests = _content_hashes(store, chain, size)
-        missing = [seq for seq, digest in enumerate(digests, start=1) if digest is None]
-        if missing:
-            result.problems.append(
-                f"{label}: records {_spans(missing)} are missing, though the end checkpoint "
-                f"covers #{size}"
-            )
-        else:
-            leaves = [leaf_hash(bytes.fromhex(d)) for d in digests if d is not None]
-            complete[chain] = leaves
-            if _roots_at(leaves, {size})[size] != proven.end.root:
-                result.problems.append(
-                    f"{label}: the records up to #{size} do not hash to the end checkpoint's "
-                    "signed root: records were changed after they were signed"
-                )
-            else:
-                included = True
-        refs = None if counted is None else counted.get(chain)
-        if refs is None:
-            continue  # report.json unreadable or without this chain: said already
-        # Counted records missing within the checkpoint are in the line above already.
-        changed = sorted(
-            seq
-            for seq, digest in refs
-            if not 1 <= seq <= size or digests[seq - 1] not in (None, digest)
+    the signed root. Recomputing the root once from every leaf up to the end checkpoint
+    shows it for all of them at once (the root commits to each leaf at its position):
+    O(n) in all rather than O(n) per record."""
+    evidence = manifest.evidence[chain]
+    size, label = end.size, f"evidence store: {chain}"
+    kinds = frozenset(evidence.kinds)
+    start, stop = manifest.period.start, manifest.period.end
+    selected = EvidenceDigest(evidence.kinds)
+    leaves: list[bytes] = []
+    append, sha256 = leaves.append, hashlib.sha256
+    missing: list[int] = []
+    edited: list[int] = []
+    relinked: list[int] = []
+    edited_counted: list[int] = []
+    expected, prev = 1, GENESIS
+    for seq, kind, recorded_at, prev_hash, stored, content in store.content_hashes(chain, size):
+        if seq != expected:
+            missing.extend(range(expected, seq))
+            prev = ""  # the link across a gap is not this record's fault
+        if content != stored:
+            edited.append(seq)
+        elif prev_hash != prev and prev:
+            relinked.append(seq)
+        append(sha256(b"\x00" + bytes.fromhex(content)).digest())  # merkle.leaf_hash
+        if kind in kinds and _recorded_in(recorded_at, start, stop):
+            selected.add(chain, seq, content)
+            if content != stored:
+                edited_counted.append(seq)
+        expected, prev = seq + 1, stored
+    missing.extend(range(expected, size + 1))
+    problems = len(result.problems)
+    tree = None
+    if missing:
+        # The month's records cannot be selected again from a log with holes.
+        result.problems.append(
+            f"{label}: records {_spans(missing)} are missing, though the end checkpoint "
+            f"covers #{size}"
         )
-        if changed:
+    else:
+        tree = _Tree(leaves)
+        if tree.root(0, size) != end.root:
+            if edited:
+                where = f"records {_spans(edited)} were edited (their content no longer "
+                where += "gives their hash)"
+            elif relinked:
+                where = f"records {_spans(relinked)} no longer follow the records before "
+                where += "them (records were replaced)"
+            else:
+                where = "records were changed after they were signed"
             result.problems.append(
-                f"{label}: records {_spans(changed)} that the report counted were edited or "
-                "are missing (their content no longer gives the hash the report counted)"
+                f"{label}: the records up to #{size} do not hash to the end checkpoint's "
+                f"signed root: {where}"
             )
-        elif included:
-            result.checked.append(
-                f"{chain}: the {len(refs)} counted records are in the evidence store as "
-                f"counted, included in the log signed at #{size}"
-            )
-    return complete
+        _check_selection(label, evidence, selected, edited_counted, size, result)
+    _check_after_end(store, chain, manifest, size, result)
+    if len(result.problems) == problems:
+        result.checked.append(
+            f"{chain}: the {evidence.records} records the report counted are the ones in the "
+            f"evidence store of kinds {', '.join(evidence.kinds)} dated in the month, their "
+            f"hashes recomputed from their content, included in the log signed at #{size}"
+        )
+    return tree
+
+
+def _check_selection(
+    label: str,
+    evidence: ChainEvidence,
+    selected: EvidenceDigest,
+    edited: Sequence[int],
+    size: int,
+    result: ReportVerification,
+) -> None:
+    """The records selected again from the store against the manifest's description."""
+    found = selected.ranges()
+    if not found:
+        result.problems.append(
+            f"{label}: no record of the report's kinds dated in the month is in the log up "
+            f"to #{size}, yet the report counted {evidence.records}"
+        )
+        return
+    (again,) = found
+    first, last = evidence.first.seq, evidence.last.seq
+    if again.count != evidence.records:
+        differs = f"{again.count} records, the report counted {evidence.records}"
+    elif (again.first_seq, again.last_seq) != (first, last):
+        differs = f"#{again.first_seq}..#{again.last_seq}, the report counted #{first}..#{last}"
+    elif again != evidence.counted(again.chain):
+        differs = "their SHA-256 is not the one the manifest signed"
+    else:
+        return
+    if edited:
+        differs += f"; records {_spans(edited)} were edited"
+    result.problems.append(
+        f"{label}: the records of the report's kinds dated in the month, in the log up to "
+        f"#{size}, are not the ones the report counted ({differs})"
+    )
+
+
+def _check_after_end(
+    store: EvidenceStore, chain: str, manifest: Manifest, size: int, result: ReportVerification
+) -> None:
+    """Records after the end checkpoint that the report's rule would count."""
+    evidence = manifest.evidence[chain]
+    start, stop = manifest.period.start, manifest.period.end
+    added: list[int] = []
+    later: list[int] = []
+    for seq, recorded_at in store.recorded_times(chain, evidence.kinds, after=size):
+        at = _time_of(recorded_at)
+        if at is not None and start <= at < stop:
+            (added if at < manifest.generated_at else later).append(seq)
+    if added:
+        result.problems.append(
+            f"evidence store: {chain}: records {_spans(added)} of the report's kinds are "
+            "dated in the month before the report was made, yet come after the end "
+            f"checkpoint (#{size}) and were not counted: added after the report was made"
+        )
+    if later:
+        result.warnings.append(
+            f"{chain}: records {_spans(later)} were recorded in the month after the report "
+            "was made, so it does not count them"
+        )
 
 
 def _check_previous(
     previous: Path,
     manifest: Manifest,
     chains: Mapping[str, _ChainProven],
-    leaves: Mapping[str, list[bytes]],
+    trees: Mapping[str, _Tree],
     key: PublicKey,
     result: ReportVerification,
 ) -> None:
@@ -754,14 +985,14 @@ def _check_previous(
                     "or the store rolled back"
                 )
             continue
-        chain_leaves = leaves.get(chain)
-        if chain_leaves is None:
+        tree = trees.get(chain)
+        if tree is None:
             result.problems.append(
                 f"{label}: the previous month's end checkpoint (#{old.size}) is not one this "
                 "manifest proves; give the evidence store to compute the consistency proof"
             )
             continue
-        proof = consistency_proof(chain_leaves, old.size, proven.end.size)
+        proof = tree.consistency_proof(old.size, proven.end.size)
         if verify_consistency(old.size, proven.end.size, old.root, proven.end.root, proof):
             result.checked.append(
                 f"{chain}: the log at #{proven.end.size} extends the previous month's end "
@@ -799,50 +1030,48 @@ def _open_checkpoint(note: str, key: PublicKey, chain: str, which: str) -> Check
 # --- shared --------------------------------------------------------------------------
 
 
-def _report_json_refs(path: Path) -> dict[str, set[tuple[int, str]]]:
-    """The records a ``report.json`` counts, by chain; ValueError says why not."""
+def _report_json_ranges(path: Path) -> dict[str, EvidenceRange]:
+    """The records a ``report.json`` says its report counted, by chain; ValueError says
+    why not."""
     try:
-        data = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read it: {exc.strerror or exc}") from None
-    except (ValueError, RecursionError):
-        raise ValueError("not JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("evidence"), list):
-        raise ValueError("has no 'evidence' list of the records the report counted")
-    found = []
-    for position, item in enumerate(data["evidence"]):
-        fields = item if isinstance(item, dict) else {}
-        chain, seq, digest = fields.get("chain"), fields.get("seq"), fields.get("hash")
-        if not (isinstance(chain, str) and type(seq) is int and isinstance(digest, str)):
-            raise ValueError(f"evidence[{position}] is not a {{chain, seq, hash}} record")
-        found.append((chain, seq, digest))
-    return _by_chain(found)
+    try:
+        listed = _ReportJson.model_validate_json(data).evidence
+    except ValidationError as exc:
+        raise ValueError(
+            f"has no 'evidence' list of the records the report counted ({_first_error(exc)})"
+        ) from None
+    ranges: dict[str, EvidenceRange] = {}
+    for item in listed:
+        counted = EvidenceRange(**item.model_dump())
+        if ranges.setdefault(item.chain, counted) is not counted:
+            raise ValueError(f"its evidence lists {item.chain} twice")
+    return ranges
 
 
-def _by_chain(refs: Iterable[tuple[str, int, str]]) -> dict[str, set[tuple[int, str]]]:
-    grouped: dict[str, set[tuple[int, str]]] = {}
-    for chain, seq, digest in refs:
-        grouped.setdefault(chain, set()).add((seq, digest))
-    return grouped
+def _time_of(text: object) -> datetime | None:
+    """A record's time as the report read it (None: unreadable, so never counted)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        # What parse_time gives for a time with its offset, as mspauto writes them,
+        # without its clean-up (a fifth of a verify's time at a month's records).
+        at = datetime.fromisoformat(text)
+        if at.tzinfo is not None:
+            return at
+    except ValueError:
+        pass
+    try:
+        return parse_time(text)
+    except ValueError:
+        return None
 
 
-def _content_hashes(store: EvidenceStore, chain: str, size: int) -> list[str | None]:
-    """The hash of each record ``1..size`` from its content (None where missing)."""
-    digests: list[str | None] = [None] * size
-    for seq, digest in store.content_hashes(chain, size):
-        if isinstance(seq, int) and 1 <= seq <= size:
-            digests[seq - 1] = digest
-    return digests
-
-
-def _roots_at(leaves: Sequence[bytes], sizes: Iterable[int]) -> dict[int, bytes]:
-    """The tree's root at each of ``sizes`` (at most ``len(leaves)``), in one pass."""
-    frontier = Frontier()
-    roots = {}
-    for size in sorted(set(sizes)):
-        frontier.extend(leaves[frontier.size : size])
-        roots[size] = frontier.root()
-    return roots
+def _recorded_in(text: object, start: datetime, end: datetime) -> bool:
+    at = _time_of(text)
+    return at is not None and start <= at < end
 
 
 def _decode_proof(encoded: Sequence[str]) -> list[bytes] | None:
@@ -887,11 +1116,14 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def _spans(seqs: Sequence[int]) -> str:
-    """Ascending record numbers as runs: ``#4..#7, #9``."""
+    """Ascending record numbers as runs: ``#4..#7, #9`` (the first few runs, then how
+    many more there are)."""
     runs: list[list[int]] = []
     for seq in seqs:
         if runs and seq == runs[-1][1] + 1:
             runs[-1][1] = seq
         else:
             runs.append([seq, seq])
-    return ", ".join(f"#{a}" if a == b else f"#{a}..#{b}" for a, b in runs)
+    shown = ", ".join(f"#{a}" if a == b else f"#{a}..#{b}" for a, b in runs[:_SPANS_SHOWN])
+    more = len(runs) - _SPANS_SHOWN
+    return shown + (f" and {more} more runs" if more > 0 else "")

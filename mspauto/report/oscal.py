@@ -14,9 +14,12 @@ One OSCAL ``assessment-results`` document (OSCAL 1.0.6, JSON) per client and mon
   one observation per area, pointing at its inventory item; each control gets one
   finding, ``satisfied`` or ``not-satisfied``; open overdue updates and RPO breaches are
   risks.
-- ``back-matter``: the plan resource and one resource per evidence record the report
-  counted (chain, sequence number, record hash), so an auditor can check them with
-  ``mspauto evidence verify``.
+- ``back-matter``: the plan resource and one resource per evidence chain the report
+  counted records from: the rule that selects them (the chain, the record kinds, the
+  period), how many there are, the first and last (sequence number and record hash) and
+  the SHA-256 binding them all, so an auditor can select them again from the evidence
+  store and check them (``mspauto report verify --evidence``). Every observation with
+  evidence refers to it (``relevant-evidence``).
 
 Control ids live in mspauto's own namespace (:data:`NAMESPACE`, the ``catalog`` prop of
 the control selection). Each control carries ``mapping`` props naming what a reader may
@@ -43,7 +46,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from mspauto.sla.model import BackupAsset, MonthlyReport
+from mspauto.sla.model import BackupAsset, EvidenceRange, MonthlyReport
 
 __all__ = [
     "BACKUP",
@@ -160,10 +163,15 @@ class _Builder:
         self.risks: list[dict[str, Any]] = []
         self.findings: list[dict[str, Any]] = []
         self.hosts = self.all_hosts()
+        self.retired = frozenset(report.coverage.extra)
+        """Hosts in the evidence but no longer in the inventory."""
+        self.host_uuids = {host: _uuid("host", report.client, host) for host in self.hosts}
+        self.evidence_uuids = [self.evidence_uuid(counted) for counted in report.evidence]
 
     def host_uuid(self, host: str) -> str:
         """A host's inventory-item UUID: the same every month, as OSCAL asks."""
-        return _uuid("host", self.report.client, host)
+        known = self.host_uuids.get(host)
+        return known if known is not None else _uuid("host", self.report.client, host)
 
     def observation_uuid(self, control: Control, *subject: str) -> str:
         return _uuid(
@@ -269,40 +277,65 @@ class _Builder:
             "props": [_prop("contract", name)],
         }
 
+    def evidence_uuid(self, counted: EvidenceRange) -> str:
+        return _uuid(
+            "evidence", self.report.client, self.report.period.month, counted.chain, counted.sha256
+        )
+
     def evidence_resources(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "uuid": _uuid("evidence", ref.chain, str(ref.seq), ref.hash),
-                "title": f"evidence record {_md(ref.chain)}#{ref.seq}",
-                "description": (
-                    f"Evidence record {_md(ref.chain)}#{ref.seq}, record hash (SHA-256 over"
-                    f" the previous record's hash, its position and its content)"
-                    f" {_md(ref.hash)}."
-                ),
-                "props": [
-                    _prop("evidence-chain", ref.chain),
-                    _prop("evidence-seq", str(ref.seq)),
-                    _prop("evidence-record-hash", ref.hash),
-                ],
-            }
-            for ref in self.report.evidence
-        ]
+        """One resource per chain the report counted records from: the rule that selects
+        them again from the evidence store, and what the selection must give."""
+        period = self.report.period
+        resources = []
+        for resource, counted in zip(self.evidence_uuids, self.report.evidence, strict=True):
+            either = _either([_md(kind) for kind in counted.kinds])
+            resources.append(
+                {
+                    "uuid": resource,
+                    "title": (
+                        f"Evidence records of {_md(counted.chain)} counted for {period.month}"
+                    ),
+                    "description": (
+                        f"The {counted.count} records of evidence chain {_md(counted.chain)}"
+                        f" the report counted: every record of the chain of kind {either}"
+                        " whose recorded time (recorded_at) lies in the period, from"
+                        f" {_time(period.start)} (included) to {_time(period.end)} (excluded)."
+                        f" The first is #{counted.first_seq} (record hash"
+                        f" {_md(counted.first_hash)}), the last #{counted.last_seq} (record"
+                        f" hash {_md(counted.last_hash)}). To check them, select those records"
+                        " again from the evidence store, in sequence order, and take the"
+                        " SHA-256 over one line per record: its sequence number, a space, its"
+                        f" record hash and a newline; it gives {_md(counted.sha256)}."
+                        " 'mspauto report verify --evidence' does this, recomputing each"
+                        " record's hash from its content, and 'mspauto evidence verify'"
+                        " checks the whole chain."
+                    ),
+                    "props": [
+                        _prop("evidence-chain", counted.chain),
+                        *(_prop("evidence-kind", kind) for kind in counted.kinds),
+                        _prop("evidence-count", str(counted.count)),
+                        _prop("evidence-first-seq", str(counted.first_seq)),
+                        _prop("evidence-first-hash", counted.first_hash),
+                        _prop("evidence-last-seq", str(counted.last_seq)),
+                        _prop("evidence-last-hash", counted.last_hash),
+                        _prop("evidence-records-sha256", counted.sha256),
+                    ],
+                }
+            )
+        return resources
 
     def relevant_evidence(self) -> list[dict[str, Any]]:
         """What an observation rests on: the report does not tie records to hosts, so
-        every observation points at the month's evidence records as a whole."""
-        records = len(self.report.evidence)
-        if not records:
-            return []
+        every observation points at the month's counted records as a whole."""
         return [
             {
+                "href": f"#{resource}",
                 "description": (
-                    f"One or more of the {records} evidence records of"
-                    f" {_md(self.report.client_name)} counted for {self.report.period.month}"
-                    " (back-matter resources titled 'evidence record')."
+                    f"One or more of the {counted.count} records of evidence chain"
+                    f" {_md(counted.chain)} counted for {self.report.period.month}."
                 ),
-                "props": [_prop("evidence-records", str(records))],
             }
+            for resource, counted in zip(self.evidence_uuids, self.report.evidence, strict=True)
         ]
 
     # --- controls and objectives -----------------------------------------------------
@@ -407,7 +440,7 @@ class _Builder:
         return sorted(names)
 
     def inventory_item(self, host: str) -> dict[str, Any]:
-        retired = host in self.report.coverage.extra
+        retired = host in self.retired
         description = (
             f"Host {_md(host)}: in the month's evidence but no longer in the inventory."
             if retired
@@ -831,12 +864,12 @@ class _Builder:
                 ),
                 observations=observed,
             )
+        newly_failing: dict[str, list[str]] = {}
+        for drift in baseline.drift:
+            if drift.after == "fail" and drift.before != "fail":
+                newly_failing.setdefault(drift.rule, []).append(_md(drift.host))
         for control, failure in zip(rule_controls, baseline.top_failing, strict=True):
-            drifted = [
-                _md(d.host)
-                for d in baseline.drift
-                if d.rule == failure.rule and d.after == "fail" and d.before != "fail"
-            ]
+            drifted = newly_failing.get(failure.rule, [])
             self.find(
                 control,
                 satisfied=False,
@@ -853,7 +886,7 @@ class _Builder:
         unchecked = {h.host: h for h in coverage.unchecked}
         observed: list[str] = []
         for name in self.hosts:
-            if name in coverage.extra:
+            if name in self.retired:
                 continue
             missed = unchecked.get(name)
             if coverage.percent is None:
@@ -1056,6 +1089,11 @@ def _md(text: str) -> str:
     """Text from a host or a policy inside an OSCAL markup field (titles, descriptions,
     remarks): OSCAL reads those as Markdown, so it is escaped to read back as written."""
     return _MARKDOWN.sub(lambda match: "\\" + match.group(), _string(text))
+
+
+def _either(words: Sequence[str]) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
+    return " or ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
 
 
 def _sentences(*parts: str) -> str:

@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 import jinja2
+from markupsafe import Markup
 
 from mspauto.report import charts
 from mspauto.sla.model import (
@@ -198,11 +199,25 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_clipped,
     )
     env.filters.update(
         pct=_pct, one=_one, count=_count, when=_when_in_context, svg_data_uri=_svg_data_uri
     )
     return env
+
+
+_CLIP = 200
+"""Longest text printed as it is in HTML and PDF. Longer (a hostile package name, a
+provider's whole log as a reason) is cut: WeasyPrint's line breaking of one long
+unbroken word takes time that grows with its square. The CSV and JSON keep it whole."""
+
+
+def _clipped(value: object) -> object:
+    """Every ``{{ value }}`` of the templates, before escaping: long text cut short."""
+    if isinstance(value, str) and not isinstance(value, Markup) and len(value) > _CLIP:
+        return f"{value[:_CLIP]}… ({len(value):,} characters; the CSV has it whole)"
+    return value
 
 
 # Formatting: what the reader sees for a value.
@@ -233,8 +248,10 @@ def _when(value: datetime | None, tz: ZoneInfo) -> str:
     return value.astimezone(tz).strftime("%Y-%m-%d %H:%M\u00a0%Z")
 
 
-def _svg_data_uri(svg: str) -> str:
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+def _svg_data_uri(svg: str) -> Markup:
+    # Base64 only: nothing to escape, and never clipped like text.
+    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    return Markup("data:image/svg+xml;base64," + data)
 
 
 @jinja2.pass_context
@@ -405,6 +422,7 @@ class _ReportView:
     exceptions: list[_ExceptionRow]
     listing: _Listing
     evidence_chains: tuple[str, ...]
+    evidence_count: int
 
 
 def _view(report: MonthlyReport) -> _ReportView:
@@ -445,6 +463,7 @@ def _view(report: MonthlyReport) -> _ReportView:
         exceptions=[_exception_row(e) for e in report.exceptions],
         listing=_listing(_host_rows(report), report.baseline.floor),
         evidence_chains=tuple(sorted({e.chain for e in report.evidence})),
+        evidence_count=sum(e.count for e in report.evidence),
     )
 
 
@@ -780,7 +799,8 @@ def _cell(value: object) -> str:
     if isinstance(value, tuple | list):
         value = " ".join(str(v) for v in value)
     text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    # Leading spaces or line breaks do not stop every spreadsheet from reading a formula.
+    return "'" + text if text.lstrip().startswith(_FORMULA_START) else text
 
 
 def _write_rows(path: Path, columns: Sequence[str], rows: Iterable[dict[str, object]]) -> None:

@@ -18,10 +18,12 @@ That is what the figures rest on:
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from mspauto.backup.check import FUTURE_TOLERANCE
 from mspauto.evidence.records import FindingStatus, HostFindings
 from mspauto.patching.facts import parse_time
 from mspauto.sla.model import BackupAsset, BackupSla, Breach, Period
@@ -60,7 +62,13 @@ class BackupMonth:
     def check(self, at: datetime, findings: HostFindings) -> None:
         """A backup check of one host (one finding per job)."""
         if findings.unchecked:
-            return  # nothing about any job: the host's coverage shows it
+            # The host could not be reached: no job of it was proven that time.
+            if self._in_period(at):
+                for (host, _), job in self.jobs.items():
+                    if host == findings.host:
+                        job.checks += 1
+                        job.state, job.reason = "unchecked", findings.unchecked
+            return
         for finding in findings.findings:
             job = self.jobs.setdefault((findings.host, finding.subject), _Job())
             detail = finding.detail
@@ -68,11 +76,14 @@ class BackupMonth:
             if detail.get("rpo_seconds"):
                 job.rpo = timedelta(seconds=int(detail["rpo_seconds"]))
             last = parse_time(detail.get("last_success"))
+            if last is not None and last > at + FUTURE_TOLERANCE:
+                last = None  # a clock is wrong: the check itself said so (unchecked)
             if last is not None:
                 job.successes.add(last)
                 job.last_good = max(job.last_good or last, last)
             state = str(detail.get("state", ""))
-            if job.rpo is not None and state != "unchecked":
+            waived = finding.status is FindingStatus.WAIVED
+            if job.rpo is not None and state != "unchecked" and not waived:
                 if last is None:
                     job.breach_starts.append(at)
                 elif at - last > job.rpo:
@@ -144,9 +155,12 @@ class BackupMonth:
                     reason=job.reason if job.checks else "no backup check in the period",
                 )
             )
-        counted = checks - waived
+        missed = self._never_checked(hosts, assets)
+        if not checks:
+            missed = 0  # nothing checked at all: "no data", not 0%
+        counted = checks - waived + missed
         return BackupSla(
-            checks=checks,
+            checks=checks + missed,
             checks_ok=ok,
             success_percent=round(100 * ok / counted, 1) if counted else None,
             target_percent=target,
@@ -160,19 +174,55 @@ class BackupMonth:
             drills_due=drills_due,
         )
 
+    def _never_checked(self, hosts: Sequence[str], assets: list[BackupAsset]) -> int:
+        """Add a "not checked" row for each job of a targeted host no check reached in
+        the period (its known jobs, else one placeholder), and return the checks they
+        count as failed: as many as an asset that was checked had on average, so a host
+        never checked weighs like a month of failed checks, never like nothing."""
+        reached = {a.host for a in assets if a.checks}
+        checked = [a.checks for a in assets if a.checks]
+        expected = max(1, round(sum(checked) / len(checked))) if checked else 1
+        missed = 0
+        for host in hosts:
+            if host in reached:
+                continue
+            known = {a.job for a in assets if a.host == host}
+            if not known:
+                assets.append(
+                    BackupAsset(
+                        host,
+                        "(no job seen)",
+                        "",
+                        "not checked",
+                        None,
+                        0,
+                        0,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        "no backup check in the period",
+                    )
+                )
+            missed += expected * max(1, len(known))
+        return missed
+
     def _breaches(self, host: str, name: str, job: _Job) -> list[Breach]:
         """The job's proven breaches that overlap the period, merged, clipped to it."""
         successes = sorted(job.successes)
         spans: list[tuple[datetime, datetime | None]] = []
         for start in sorted(set(job.breach_starts)):
-            end = next((s for s in successes if s > start), None)
+            if start >= self.period.end:
+                break
             if spans and (spans[-1][1] is None or start <= spans[-1][1]):
                 continue  # inside the breach already found
-            spans.append((start, end))
+            after = bisect_right(successes, start)
+            spans.append((start, successes[after] if after < len(successes) else None))
         out = []
         limit = min(self.period.end, self.as_of)
         for start, end in spans:
-            if start >= self.period.end or (end is not None and end <= self.period.start):
+            if end is not None and end <= self.period.start:
                 continue
             clipped_end = min(end, limit) if end is not None else limit
             hours = (clipped_end - max(start, self.period.start)).total_seconds() / 3600

@@ -9,10 +9,10 @@ counted verdicts, an unaudited host counting as failed in the client's score.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from mspauto.baseline.report import client_score, host_score
+from mspauto.baseline.report import client_score, counted_weight, host_score
 from mspauto.evidence.records import FindingStatus, HostFindings
 from mspauto.sla.model import (
     BaselineHost,
@@ -32,17 +32,20 @@ _VERDICTS = (FindingStatus.PASS, FindingStatus.FAIL, FindingStatus.ERROR)
 class BaselineMonth:
     """Feed baseline findings in record order; read :meth:`result`."""
 
-    def __init__(self, period: Period) -> None:
+    def __init__(self, period: Period, previous_start: datetime) -> None:
         self.period = period
-        self.latest: dict[str, tuple[datetime, HostFindings]] = {}
-        self.before: dict[str, HostFindings] = {}
+        self.previous_start = previous_start
+        """Start of the month before: only its audits are "last month"."""
+        self.latest: dict[str, tuple[datetime, Callable[[], HostFindings]]] = {}
+        self.before: dict[str, Callable[[], HostFindings]] = {}
 
-    def audit(self, at: datetime, findings: HostFindings) -> None:
-        """A baseline audit of one host."""
-        if at < self.period.start:
-            self.before[findings.host] = findings
+    def audit(self, at: datetime, host: str, findings: Callable[[], HostFindings]) -> None:
+        """A baseline audit of one host; ``findings`` reads it (only the audits judged,
+        each host's last before and in the period, are ever read)."""
+        if self.previous_start <= at < self.period.start:
+            self.before[host] = findings
         elif at < self.period.end:
-            self.latest[findings.host] = (at, findings)
+            self.latest[host] = (at, findings)
 
     def result(self, hosts: Sequence[str], floor: float) -> BaselineSla:
         """The period's figures over ``hosts`` (the hosts baseline policies target)."""
@@ -51,7 +54,8 @@ class BaselineMonth:
         titles: dict[str, tuple[str, str]] = {}
         drift = []
         for name in hosts:
-            before = self.before.get(name)
+            read_before = self.before.get(name)
+            before = read_before() if read_before is not None else None
             if before is not None:
                 previous.append(before)
             if name not in self.latest:
@@ -70,7 +74,8 @@ class BaselineMonth:
                     )
                 )
                 continue
-            at, now = self.latest[name]
+            at, read_now = self.latest[name]
+            now = read_now()
             audited.append(now)
             for f in now.findings:
                 titles[f.subject] = (
@@ -98,8 +103,9 @@ class BaselineMonth:
         platforms: dict[str, list[HostFindings]] = {}
         for findings in audited:
             platforms.setdefault(_platform(findings), []).append(findings)
+        never = sum(1 for row in rows if row.audited is None)
         return BaselineSla(
-            score=client_score(audited) if audited else None,
+            score=_score_with_unaudited(audited, never),
             previous=client_score(previous) if previous else None,
             floor=floor,
             hosts=rows,
@@ -115,6 +121,24 @@ class BaselineMonth:
             ],
             drift=drift,
         )
+
+
+def _score_with_unaudited(audited: list[HostFindings], never: int) -> float | None:
+    """The client's score, a host no audit reached in the period counting as an audit
+    where nothing passed, weighing what an audited host weighs on average (None when
+    no host was audited: no data)."""
+    score = client_score(audited) if audited else None
+    if score is None or not never:
+        return score
+    total = sum(counted_weight(f) for f in audited)
+    passed = sum(
+        f.weight
+        for h in audited
+        if not h.unchecked
+        for f in h.findings
+        if f.status is FindingStatus.PASS
+    )
+    return round(100 * passed / (total + never * total / len(audited)), 1)
 
 
 def _score(findings: HostFindings | None) -> float | None:

@@ -8,6 +8,7 @@ client time zone the month was cut in.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -24,7 +25,8 @@ __all__ = [
     "Coverage",
     "CoverageHost",
     "Drift",
-    "EvidenceRef",
+    "EvidenceDigest",
+    "EvidenceRange",
     "ExceptionItem",
     "Headline",
     "LatencyStats",
@@ -76,12 +78,55 @@ class Period:
 
 
 @dataclass(frozen=True)
-class EvidenceRef:
-    """One evidence record the report counted: enough to prove its inclusion later."""
+class EvidenceRange:
+    """The records of one chain the report counted: every record of one of ``kinds``
+    recorded within the period. Anyone with the store selects the same records again and
+    recomputes ``count`` and ``sha256``; the signed manifest carries both, so the report
+    is bound to exactly these records without listing each one."""
 
     chain: str
-    seq: int
-    hash: str
+    kinds: tuple[str, ...]
+    count: int
+    first_seq: int
+    first_hash: str
+    last_seq: int
+    last_hash: str
+    sha256: str
+    """SHA-256 over ``<seq> <hash>`` and a newline for each counted record, in ``seq``
+    order (:class:`EvidenceDigest`)."""
+
+
+class EvidenceDigest:
+    """Builds :class:`EvidenceRange` values from records fed in ``seq`` order, holding
+    nothing per record (a month can count hundreds of thousands)."""
+
+    def __init__(self, kinds: tuple[str, ...]) -> None:
+        self.kinds = kinds
+        self._chains: dict[str, tuple[int, int, str, int, str, Any]] = {}
+
+    def add(self, chain: str, seq: int, digest: str) -> None:
+        """Count one record (records of a chain must come in ascending ``seq``)."""
+        line = f"{seq} {digest}\n".encode()
+        known = self._chains.get(chain)
+        if known is None:
+            self._chains[chain] = (1, seq, digest, seq, digest, hashlib.sha256(line))
+            return
+        count, first, first_hash, last, _, running = known
+        if seq <= last:
+            raise ValueError(f"{chain} record {seq} after {last}: records must come in order")
+        running.update(line)
+        self._chains[chain] = (count + 1, first, first_hash, seq, digest, running)
+
+    def ranges(self) -> list[EvidenceRange]:
+        """One range per chain that had records, by chain name."""
+        return [
+            EvidenceRange(
+                chain, self.kinds, count, first, first_hash, last, last_hash, running.hexdigest()
+            )
+            for chain, (count, first, first_hash, last, last_hash, running) in sorted(
+                self._chains.items()
+            )
+        ]
 
 
 @dataclass(frozen=True)
@@ -350,7 +395,8 @@ class MonthlyReport:
     exceptions: list[ExceptionItem]
     missing_data: list[str]
     """What the month lacks, in words (``no patch scan in the month``...)."""
-    evidence: list[EvidenceRef] = field(default_factory=list)
+    evidence: list[EvidenceRange] = field(default_factory=list)
+    """Per chain, the records counted (normally just the client's own chain)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (datetimes ISO 8601, enums as their values)."""

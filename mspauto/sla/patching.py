@@ -75,6 +75,8 @@ class PatchMonth:
             if self._in_period(at):
                 host.last_failure = (at, findings.unchecked)
             return
+        if not any("manager" in f.detail for f in findings.findings):
+            return  # no probe ran (a platform mspauto does not patch): not a scan
         now_pending: dict[str, _Open] = {}
         for finding in findings.findings:
             update = finding.detail.get("update")
@@ -102,9 +104,11 @@ class PatchMonth:
         host = self.hosts.setdefault(result.host, _Host())
         for change in result.changes:
             was = host.pending.get(change.subject)
-            if change.status == "installed" and was is not None:
-                self._installed(result.host, host, was, at)
-                del host.pending[change.subject]
+            if change.status == "installed":
+                host.failed_installs.pop(change.subject, None)
+                if was is not None:
+                    self._installed(result.host, host, was, at)
+                    del host.pending[change.subject]
             elif change.status == "failed" and self._in_period(at):
                 host.failed_installs[change.subject] = change.message
 

@@ -19,7 +19,7 @@ class MonthError(ValueError):
 
 def _parse(month: str) -> tuple[int, int]:
     match = _MONTH.fullmatch(month)
-    if not match or not 1 <= int(match[2]) <= 12 or int(match[1]) < 1970:
+    if not match or not 1 <= int(match[2]) <= 12 or not 1971 <= int(match[1]) <= 9998:
         raise MonthError(f"'{month}' is not a month: give it as YYYY-MM (e.g. 2026-11)")
     return int(match[1]), int(match[2])
 

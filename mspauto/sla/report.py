@@ -8,9 +8,11 @@ never the evidence. Nothing here writes or contacts anything.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from zoneinfo import ZoneInfo
 
 from mspauto.evidence.records import (
     HostFindings,
@@ -26,7 +28,7 @@ from mspauto.sla.baseline import BaselineMonth
 from mspauto.sla.model import (
     Coverage,
     CoverageHost,
-    EvidenceRef,
+    EvidenceDigest,
     ExceptionItem,
     Headline,
     MonthlyReport,
@@ -35,11 +37,19 @@ from mspauto.sla.model import (
     band_of,
 )
 from mspauto.sla.patching import PatchMonth
+from mspauto.sla.period import month_period, previous_month
 
-__all__ = ["CHECK_KINDS", "ReportScope", "compute_report", "contract_terms"]
+__all__ = ["CHECK_KINDS", "READ_KINDS", "ReportScope", "compute_report", "contract_terms"]
 
 CHECK_KINDS = ("patch", "backup", "baseline")
 """The check kinds a report covers (restore drills count with backups)."""
+READ_KINDS = (
+    RecordKind.FINDINGS.value,
+    RecordKind.CHANGE_RESULT.value,
+    RecordKind.LEGACY_BASELINE_RESULT.value,
+)
+"""The record kinds a report reads; every one of them recorded in the month is counted
+(a record of another check kind too: the month's evidence is bound whole)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,7 @@ class _Areas:
     checked: dict[str, set[str]]
     """Per check kind, the hosts it reached in the period."""
     seen: set[str]
-    refs: list[EvidenceRef]
+    counted: EvidenceDigest
 
 
 def compute_report(
@@ -132,8 +142,8 @@ def compute_report(
         baseline=baseline,
         coverage=coverage,
         exceptions=_exceptions(scope, period, patching),
-        missing_data=_missing(of, this[0]),
-        evidence=this[0].refs,
+        missing_data=_unfinished(period, now) + _missing(of, this[0]),
+        evidence=this[0].counted.ranges(),
     )
 
 
@@ -165,57 +175,83 @@ def _feed_all(
     months = [_areas(period, as_of), _areas(previous, previous.end)]
     for record in records:
         at = parse_time(record.recorded_at)
-        if at is None or at >= period.end:
+        if at is None or at >= period.end or record.kind not in READ_KINDS:
             continue
         if record.kind == RecordKind.CHANGE_RESULT:
             result = read_change_result(record.kind, record.payload)
-            if result.check != "patch":
-                continue
             for areas in months:
                 if at < areas.patch.period.end:
-                    areas.patch.change(at, result)
                     _count(areas, record, at, None)
-        elif record.kind in (RecordKind.FINDINGS, RecordKind.LEGACY_BASELINE_RESULT):
-            findings = read_host_findings(record.kind, record.payload)
+                    if result.check == "patch":
+                        areas.patch.change(at, result)
+        else:
+            check, host, unchecked = _header(record)
+            # Baseline audits are parsed only for the audits judged (each host's last):
+            # 44 findings each, for every host and day, are most of a month's evidence.
+            findings: HostFindings | Callable[[], HostFindings] = (
+                partial(read_host_findings, record.kind, record.payload)
+                if check == "baseline"
+                else read_host_findings(record.kind, record.payload)
+            )
             for areas in months:
                 if at < areas.patch.period.end:
-                    _route(areas, at, findings)
-                    _count(areas, record, at, findings)
+                    _count(areas, record, at, (check, host, unchecked))
+                    _route(areas, at, check, host, findings)
     return months[0], months[1]
 
 
 def _areas(period: Period, as_of: datetime) -> _Areas:
+    before = month_period(previous_month(period.month), period.timezone)
     return _Areas(
         PatchMonth(period, as_of),
         BackupMonth(period, as_of),
-        BaselineMonth(period),
+        BaselineMonth(period, before.start),
         {k: set() for k in CHECK_KINDS},
         set(),
-        [],
+        EvidenceDigest(READ_KINDS),
     )
 
 
-def _route(areas: _Areas, at: datetime, findings: HostFindings) -> None:
-    if findings.check == "patch":
-        areas.patch.scan(at, findings)
-    elif findings.check == "backup":
-        areas.backup.check(at, findings)
-    elif findings.check == "backup-drill":
-        areas.backup.drill(at, findings)
-    elif findings.check == "baseline":
-        areas.baseline.audit(at, findings)
+def _header(record: StoredRecord) -> tuple[str, str, bool]:
+    """A findings record's check kind, host and whether the host went unchecked."""
+    payload = record.payload
+    if record.kind == RecordKind.LEGACY_BASELINE_RESULT:
+        return "baseline", str(payload["host"]), bool(payload.get("unaudited"))
+    return str(payload["check"]), str(payload["host"]), bool(payload.get("unchecked"))
 
 
-def _count(areas: _Areas, record: StoredRecord, at: datetime, found: HostFindings | None) -> None:
+def _route(
+    areas: _Areas,
+    at: datetime,
+    check: str,
+    host: str,
+    found: HostFindings | Callable[[], HostFindings],
+) -> None:
+    if callable(found):  # a baseline audit, read only if it is one the month judges
+        if check == "baseline":
+            areas.baseline.audit(at, host, found)
+        return
+    if check == "patch":
+        areas.patch.scan(at, found)
+    elif check == "backup":
+        areas.backup.check(at, found)
+    elif check == "backup-drill":
+        areas.backup.drill(at, found)
+
+
+def _count(
+    areas: _Areas, record: StoredRecord, at: datetime, header: tuple[str, str, bool] | None
+) -> None:
     period = areas.patch.period
     if not period.start <= at < period.end:
         return
-    areas.refs.append(EvidenceRef(record.chain, record.seq, record.hash))
-    if found is None:
+    areas.counted.add(record.chain, record.seq, record.hash)
+    if header is None:
         return
-    areas.seen.add(found.host)
-    if found.check in CHECK_KINDS and not found.unchecked:
-        areas.checked[found.check].add(found.host)
+    check, host, unchecked = header
+    areas.seen.add(host)
+    if check in CHECK_KINDS and not unchecked:
+        areas.checked[check].add(host)
 
 
 def _coverage(scope: ReportScope, areas: _Areas) -> Coverage:
@@ -237,7 +273,12 @@ def _coverage(scope: ReportScope, areas: _Areas) -> Coverage:
 
 
 def _exceptions(scope: ReportScope, period: Period, patching: PatchSla) -> list[ExceptionItem]:
-    zone_day = period.start.date(), period.end.date()
+    # The month's first and last day where the client is (waivers are dated there).
+    zone = ZoneInfo(period.timezone)
+    zone_day = (
+        period.start.astimezone(zone).date(),
+        (period.end - timedelta(microseconds=1)).astimezone(zone).date(),
+    )
     items = [
         ExceptionItem(
             "waiver",
@@ -263,10 +304,19 @@ def _exceptions(scope: ReportScope, period: Period, patching: PatchSla) -> list[
     return items
 
 
+def _unfinished(period: Period, now: datetime) -> list[str]:
+    if now >= period.end:
+        return []
+    local = now.astimezone(ZoneInfo(period.timezone))
+    return [
+        f"the month is not over: figures are as of {local:%Y-%m-%d %H:%M %Z}, deadlines judged then"
+    ]
+
+
 def _missing(of: Mapping[str, list[str]], areas: _Areas) -> list[str]:
     words = {"patch": "patch scan", "backup": "backup check", "baseline": "baseline audit"}
     missing = []
-    if not areas.refs:
+    if not areas.counted.ranges():
         missing.append("no evidence at all was recorded for this client in the month")
     for kind in CHECK_KINDS:
         if of[kind] and not areas.checked[kind]:

@@ -364,3 +364,62 @@ def test_own_backups_only_ignores_other_hosts_backups(backup_lab: Lab, tmp_path:
     for host in hosts:
         assert jobs[host.name]["state"] == "missing", jobs[host.name]
         assert jobs[host.name]["reason"].startswith("the repository holds no backup")
+
+
+def test_the_monthly_report_of_real_backup_checks(backup_lab: Lab, tmp_path: Path) -> None:
+    """The report reads what the lab's checks recorded, is signed, and verifies offline
+    (stock minisign, then ``report verify`` against the evidence store)."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from mspauto.config import Settings
+    from mspauto.project import load_project
+
+    assert mspauto_cli(backup_lab.directory, tmp_path, "keys", "init").returncode == 0
+    _backups(backup_lab, tmp_path)
+    project = load_project(Settings.load(backup_lab.directory))
+    zone = project.inventory.clients[CLIENT].spec.timezone
+    month = datetime.now(UTC).astimezone(ZoneInfo(zone)).strftime("%Y-%m")
+    out = tmp_path / "reports"
+    done = mspauto_cli(
+        backup_lab.directory,
+        tmp_path,
+        "report",
+        "--client",
+        CLIENT,
+        "--month",
+        month,
+        "--out",
+        str(out),
+        "--format",
+        "json",
+    )
+    assert done.returncode == 0, done.stderr
+    # The month is still running: its report is named for the day it covers up to.
+    folder = Path(json.loads(done.stdout)["reports"][0]["folder"])
+    assert folder.parent == out / CLIENT and folder.name.startswith(f"{month}-to-")
+    report = json.loads((folder / "report.json").read_text())
+    states = {a["host"]: a["state"] for a in report["backups"]["assets"]}
+    assert states[_host(backup_lab, "restic-fresh").name] == "ok"
+    assert states[_host(backup_lab, "borg-stale").name] == "stale"
+    assert states[_host(backup_lab, "none").name] == "missing"
+    assert report["backups"]["breaches"], "stale and missing jobs are in breach"
+    public = tmp_path / "keys" / "evidence.key.pub"
+    stock = subprocess.run(
+        ["minisign", "-Vm", str(folder / "manifest.json"), "-p", str(public)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert stock.returncode == 0, stock.stderr
+    verified = mspauto_cli(
+        backup_lab.directory,
+        tmp_path,
+        "report",
+        "verify",
+        str(folder),
+        "--public-key",
+        str(public),
+        "--evidence",
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -19,7 +19,7 @@ from mspauto.sla.model import (
     Coverage,
     CoverageHost,
     Drift,
-    EvidenceRef,
+    EvidenceRange,
     ExceptionItem,
     Headline,
     LatencyStats,
@@ -215,7 +215,11 @@ def sample_report(*, hosts: int = 3) -> MonthlyReport:
             ),
         ],
         missing_data=[],
-        evidence=[EvidenceRef("acme", i, f"{i:064x}") for i in range(1, 6)],
+        evidence=[
+            EvidenceRange(
+                "acme", ("findings", "change_result"), 5, 1, f"{1:064x}", 5, f"{5:064x}", "ab" * 32
+            )
+        ],
     )
 
 

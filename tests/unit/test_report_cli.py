@@ -121,7 +121,7 @@ def test_a_report_is_written_signed_and_verified_offline(project: Path) -> None:
     result = run(project, "report", "--client", "acme", "--month", "2026-11")
     assert result.exit_code == 0, result.output
     folder = report_dir(project)
-    assert f"acme 2026-11: 62.5% (poor) -> {folder}" in result.output
+    assert f"acme 2026-11: 43.8% (poor) -> {folder}" in result.output
     names = {p.name for p in folder.iterdir()}
     assert {
         "report.html",
@@ -134,7 +134,8 @@ def test_a_report_is_written_signed_and_verified_offline(project: Path) -> None:
         "manifest.json.minisig",
     } <= names
     data = json.loads((folder / "report.json").read_text())
-    assert data["baseline"]["score"] == 75.0
+    # acme-1 passed 3 of 4 rules; acme-2, never audited, counts as an audit of 4 failed.
+    assert data["baseline"]["score"] == 37.5
     # acme-2 was never audited: coverage says so, and the report says what is missing.
     assert data["coverage"]["unchecked"][0]["host"] == "acme-2"
     assert "1 of 2 hosts had no baseline audit in the month" in result.output
@@ -204,3 +205,59 @@ def test_every_client_at_once_and_one_line_errors(project: Path) -> None:
         assert result.exit_code == 1, result.output
         assert message in result.output
         assert "Traceback" not in result.output
+
+
+def test_a_store_rolled_back_behind_the_witness_is_refused(project: Path) -> None:
+    """Restoring an older copy of the store (a failing audit gone) must not give a clean
+    report: the witness log holds a checkpoint the copy lacks."""
+    record_audits(project, "acme", [3])
+    database = Settings.load(project).state_dir / "evidence.db"
+    with sqlite3.connect(database) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    saved = database.read_bytes()
+    record_audits(project, "acme", [20])
+    with sqlite3.connect(database) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    database.write_bytes(saved)
+    result = run(project, "report", "--client", "acme", "--month", "2026-11")
+    assert result.exit_code == 1
+    assert "does not match the witness log" in result.output
+    assert not report_dir(project).exists()
+
+
+def test_no_evidence_store_is_an_error_not_an_empty_report(project: Path) -> None:
+    result = run(project, "report", "--client", "acme", "--month", "2026-11")
+    assert result.exit_code == 1
+    assert "no evidence recorded yet" in result.output
+    for month in ("9999-12", "1970-01", "0000-01"):
+        result = run(project, "report", "--all", "--month", month)
+        assert result.exit_code == 1
+        assert result.output.count("is not a month") == 1, result.output
+
+
+def test_anything_unlisted_fails_and_names_are_printed_escaped(project: Path) -> None:
+    record_audits(project, "acme", [3])
+    assert run(project, "report", "--client", "acme", "--month", "2026-11").exit_code == 0
+    folder = report_dir(project)
+    public = str(Settings.load(project).public_key)
+    hostile = "x\nok: everything\nreport verified\x1b[8m"
+    (folder / hostile).write_text("forged")
+    (folder / "more").mkdir()
+    (folder / "more" / "report.pdf").write_text("forged")
+    result = run(project, "report", "verify", str(folder), "--public-key", public)
+    assert result.exit_code == 1
+    assert "\x1b" not in result.output and "\\x1b[8m" in result.output
+    assert result.output.splitlines()[-1] == "report NOT verified"
+    assert "report verified" not in result.output.splitlines()
+    assert "'more': a folder the signed manifest does not list" in result.output
+
+    renamed = folder.parent.parent / "globex" / "2026-11"
+    renamed.parent.mkdir()
+    shutil.copytree(folder, renamed)
+    for extra in (renamed / hostile, renamed / "more"):
+        shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
+    result = run(project, "report", "verify", str(renamed), "--public-key", public)
+    assert result.exit_code == 0, result.output
+    assert "says this is acme's report for 2026-11, but the folder is named globex" in (
+        result.output
+    )

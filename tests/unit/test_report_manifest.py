@@ -1,7 +1,7 @@
 """The monthly report's signed manifest, made from a real evidence store: it verifies
 with verify_report and with the stock minisign, it chains month to month, and each
-edit someone could make to a report folder, its manifest or the evidence is caught in
-one line that names what was changed."""
+edit someone could make to a report folder, its manifest or the evidence (a row edited,
+deleted or slipped in) is caught in one line that names what was changed."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ import pytest
 from report_sample import sample_report
 
 from mspauto.evidence.checkpoints import KEY_NAME, Checkpoint, Notary, checkpoint_body
-from mspauto.evidence.store import EvidenceStore, NewRecord
+from mspauto.evidence.store import EvidenceStore, NewRecord, record_hash
+from mspauto.patching.facts import parse_time
 from mspauto.report.manifest import (
     MANIFEST,
     MANIFEST_SIGNATURE,
@@ -31,7 +32,8 @@ from mspauto.report.manifest import (
     verify_report,
 )
 from mspauto.signing import PublicKey, SigningKey, generate_key, sign_file, sign_note
-from mspauto.sla.model import EvidenceRef, MonthlyReport, Period
+from mspauto.sla.model import EvidenceDigest, EvidenceRange, MonthlyReport, Period
+from mspauto.sla.report import READ_KINDS
 
 MINISIGN = shutil.which("minisign")
 needs_minisign = pytest.mark.skipif(
@@ -57,9 +59,10 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-# Each run writes three records of acme and then signs a checkpoint (size 3, 6, ...).
-# The run on 31 October is signed after midnight: October's manifest ends with that
-# checkpoint, November's starts with the one before it (10 October).
+# Each run writes three records of acme, two findings and a host result (which a report
+# does not count), and then signs a checkpoint (size 3, 6, ...). The run on 31 October
+# is signed after midnight: October's manifest ends with that checkpoint, November's
+# starts with the one before it (10 October).
 HISTORY = [
     (at("2026-09-28 10:00"), at("2026-09-28 10:05")),  # #1..#3
     (at("2026-10-10 10:00"), at("2026-10-10 10:05")),  # #4..#6
@@ -98,21 +101,23 @@ class Evidence:
     def public_key(self) -> PublicKey:
         return self.notary.key.public_key
 
-    def run(self, recorded: datetime, signed: datetime | None, *, result: str = "ok") -> None:
-        """Three records of acme at ``recorded``, then a checkpoint signed at ``signed``
-        (None: left unsigned)."""
+    def run(
+        self, recorded: datetime, signed: datetime | None, *, result: str = "ok", records: int = 3
+    ) -> None:
+        """Records of acme from ``recorded`` on (every third a host result, the others
+        findings), then a checkpoint signed at ``signed`` (None: left unsigned)."""
         run_id = str(uuid.uuid4())
         self.store.append(
             [
                 NewRecord(
                     "acme",
-                    "host_result",
+                    "host_result" if i % 3 == 2 else "findings",
                     run_id,
                     recorded + timedelta(seconds=i),
                     {"rc": 0, "result": result},
                     host=f"web{i}",
                 )
-                for i in range(3)
+                for i in range(records)
             ]
         )
         if signed is not None:
@@ -120,19 +125,15 @@ class Evidence:
             outcome = self.store.checkpoint("acme")
             assert outcome.checkpoint is not None, outcome.skipped
 
-    def report(self, period: Period, folder: Path) -> Path:
-        """A report of ``period`` counting acme's records of the month, with its manifest."""
-        refs = [
-            EvidenceRef(r.chain, r.seq, r.hash)
-            for r in self.store.records(chain="acme")
-            if period.start <= datetime.fromisoformat(r.recorded_at) < period.end
-        ]
+    def report(self, period: Period, folder: Path, *, made: datetime | None = None) -> Path:
+        """A report of ``period`` made at ``made`` (by default two hours after the month),
+        counting acme's findings of the month as a report does, with its manifest."""
         report = dataclasses.replace(
             sample_report(),
             client="acme",
             period=period,
-            generated_at=period.end + timedelta(hours=2),
-            evidence=refs,
+            generated_at=made or period.end + timedelta(hours=2),
+            evidence=counted_in(self, period),
         )
         return make_report(folder, report, self.store, self.key)
 
@@ -144,6 +145,17 @@ class Evidence:
         source.close()
         target.close()
         return to
+
+
+def counted_in(evidence: Evidence, period: Period) -> list[EvidenceRange]:
+    """What a report of ``period`` counts of acme: its records of the kinds a report
+    reads, recorded in the period."""
+    counted = EvidenceDigest(READ_KINDS)
+    for r in evidence.store.records(chain="acme"):
+        at = parse_time(r.recorded_at)
+        if r.kind in READ_KINDS and at is not None and period.start <= at < period.end:
+            counted.add(r.chain, r.seq, r.hash)
+    return counted.ranges()
 
 
 def make_report(folder: Path, report: MonthlyReport, store: EvidenceStore, key: SigningKey) -> Path:
@@ -247,9 +259,23 @@ def test_the_manifest_lists_files_records_and_the_month_s_checkpoints(
     assert sorted(data["files"]) == ["report.csv", "report.json", "report.pdf"]
     assert data["files"]["report.csv"]["bytes"] == len((folder / "report.csv").read_bytes())
     acme = data["evidence"]["acme"]
-    assert (acme["records"], acme["first"]["seq"], acme["last"]["seq"]) == (6, 4, 9)
+    # October's findings: #4, #5, #7 and #8 (#6 and #9 are host results).
+    hashes = {r.seq: r.hash for r in history.store.records(chain="acme")}
+    assert acme["kinds"] == ["findings", "change_result", "baseline_result"]
+    assert (acme["records"], acme["first"], acme["last"]) == (
+        4,
+        {"seq": 4, "hash": hashes[4]},
+        {"seq": 8, "hash": hashes[8]},
+    )
+    lines = "".join(f"{seq} {hashes[seq]}\n" for seq in (4, 5, 7, 8))
+    assert acme["refs_sha256"] == hashlib.sha256(lines.encode()).hexdigest()
+    assert data["period"] == {
+        "start": "2026-10-01T00:00:00Z",
+        "end": "2026-11-01T00:00:00Z",
+        "timezone": "UTC",
+    }
     # Start: the last checkpoint signed before 1 October. Handover: the first signed
-    # after it. End: the first covering #9 signed after 1 November.
+    # after it. End: the first covering #8 signed after 1 November.
     assert [size_of(acme[k]) for k in ("start_checkpoint", "handover_checkpoint")] == [3, 6]
     assert size_of(acme["end_checkpoint"]) == 9
     assert "time 2026-11-01T00:20:00" in acme["end_checkpoint"]
@@ -302,32 +328,58 @@ def test_records_no_checkpoint_covers_yet_are_refused_in_one_line(
     with pytest.raises(ManifestError) as caught:
         history.report(DECEMBER, tmp_path / "2026-12")
     assert str(caught.value) == (
-        "no signed checkpoint of acme covers record #21, which the report counted: "
+        "no signed checkpoint of acme covers record #20, which the report counted: "
         "run 'mspauto evidence checkpoint --client acme' first"
     )
 
 
-def test_a_report_is_not_signed_over_evidence_edited_before_it_was_made(
+def test_a_report_is_not_signed_over_stored_hashes_the_signed_log_does_not_have(
     history: Evidence, tmp_path: Path
 ) -> None:
+    # Building reads the stored hashes only (verify recomputes them from the content):
+    # proofs made from hashes that are not the ones signed would prove nothing.
     tamper(
         history.path,
         "DROP TRIGGER evidence_records_no_update",
-        'UPDATE evidence_records SET payload = \'{"rc":0,"result":"fine"}\' WHERE seq = 5',
+        f"UPDATE evidence_records SET hash = '{'0' * 64}' WHERE seq = 5",
     )
-    with pytest.raises(ManifestError, match=r"^acme: the records up to #6 no longer match"):
+    with pytest.raises(ManifestError) as caught:
         history.report(OCTOBER, tmp_path / "2026-10")
+    assert str(caught.value) == (
+        "acme: the records up to #9 no longer match their signed checkpoint: run "
+        "'mspauto evidence verify'"
+    )
+
+
+def test_a_report_is_not_signed_when_its_last_record_is_no_longer_stored_as_counted(
+    history: Evidence, tmp_path: Path
+) -> None:
+    report = dataclasses.replace(
+        sample_report(), client="acme", period=OCTOBER, evidence=counted_in(history, OCTOBER)
+    )
+    tamper(
+        history.path,
+        "DROP TRIGGER evidence_records_no_update",
+        f"UPDATE evidence_records SET hash = '{'0' * 64}' WHERE seq = 8",
+    )
+    with pytest.raises(ManifestError) as caught:
+        make_report(tmp_path / "2026-10", report, history.store, history.key)
+    assert str(caught.value) == (
+        "acme #8: the record the report counted is no longer what it counted (its stored "
+        "hash differs): run 'mspauto evidence verify'"
+    )
 
 
 def test_report_json_must_list_the_evidence_of_the_report_being_signed(
     history: Evidence, tmp_path: Path
 ) -> None:
-    refs = [EvidenceRef(r.chain, r.seq, r.hash) for r in history.store.records(chain="acme")]
-    report = dataclasses.replace(sample_report(), client="acme", period=OCTOBER, evidence=refs[3:9])
+    (counted,) = counted_in(history, OCTOBER)
+    report = dataclasses.replace(sample_report(), client="acme", period=OCTOBER, evidence=[counted])
+    other = dataclasses.replace(counted, count=counted.count - 1)
     folder = tmp_path / "2026-10"
     folder.mkdir()
     (folder / "report.json").write_text(
-        json.dumps(dataclasses.replace(report, evidence=refs[3:8]).as_dict())
+        json.dumps(dataclasses.replace(report, evidence=[other]).as_dict())
     )
     with pytest.raises(ManifestError, match=r"report.json lists other evidence records than"):
         build_manifest(
@@ -389,12 +441,13 @@ def test_an_untouched_report_verifies_with_the_store_and_last_month(
     assert result.checked == [
         f"manifest.json: signed by key {fingerprint} (acme, 2026-11)",
         "3 files have the SHA-256 and size the manifest lists: report.csv, report.json, report.pdf",
-        "acme: the 6 records report.json counts are the ones the manifest describes",
+        "acme: the 4 records report.json counts are the ones the manifest describes",
         "acme: the log at #15 (signed 2026-12-01T01:00:00.000000+00:00) extends the one at #6 "
         f"(signed 2026-10-10T10:05:00.000000+00:00): checkpoints signed by key {fingerprint}, "
         "consistency proven",
-        "acme: the 6 counted records are in the evidence store as counted, included in the "
-        "log signed at #15",
+        "acme: the 4 records the report counted are the ones in the evidence store of kinds "
+        "findings, change_result, baseline_result dated in the month, their hashes "
+        "recomputed from their content, included in the log signed at #15",
         f"{tmp_path / '2026-10' / MANIFEST}: signed by key {fingerprint} (acme, 2026-10)",
         "acme: the previous month's end checkpoint (#9) is this month's handover checkpoint: "
         "the log continues it",
@@ -423,22 +476,19 @@ def test_a_deleted_file_fails(history: Evidence, tmp_path: Path) -> None:
     ]
 
 
-def test_a_report_file_slipped_in_fails_and_other_files_are_mentioned(
-    history: Evidence, tmp_path: Path
-) -> None:
+def test_anything_slipped_into_the_folder_fails(history: Evidence, tmp_path: Path) -> None:
+    """A report folder holds only what the manifest lists: a note, a look-alike file or
+    a folder of extra "report" files could pass for part of the signed report."""
     folder = tmp_path / "2026-10"
     history.report(OCTOBER, folder)
     (folder / "notes.txt").write_text("printed for the board meeting\n")
-    result = verify(folder, history.public_key)
-    assert (result.ok, result.warnings) == (
-        True,
-        ["notes.txt: not in the signed manifest (not a report file)"],
-    )
     (folder / "appendix").mkdir()
     (folder / "appendix" / "hosts.csv").write_text("host\nweb9\n")
     assert verify(folder, history.public_key).problems == [
-        "appendix/hosts.csv: not in the signed manifest, so nothing vouches for it (remove "
-        "it, or make the report again)"
+        "'appendix': a folder the signed manifest does not list, so nothing vouches for it "
+        "(remove it, or make the report again)",
+        "'notes.txt': a file the signed manifest does not list, so nothing vouches for it "
+        "(remove it, or make the report again)",
     ]
 
 
@@ -514,6 +564,15 @@ def test_a_signed_manifest_with_another_chain_s_checkpoint_fails(
     ]
 
 
+FORGED = (
+    "INSERT INTO evidence_records (chain, seq, kind, run_id, host, recorded_at, payload, "
+    "prev_hash, hash) SELECT 'acme', 19, 'findings', 'forged', 'web9', "
+    '\'2026-10-20T10:00:00.000000+00:00\', \'{"rc":0,"result":"ok"}\', hash, '
+    f"'{'f' * 64}' FROM evidence_records WHERE chain = 'acme' AND seq = 18"
+)
+"""A findings record of 20 October slipped in at the end of the chain."""
+
+
 @pytest.mark.parametrize(
     ("statements", "expected"),
     [
@@ -524,9 +583,25 @@ def test_a_signed_manifest_with_another_chain_s_checkpoint_fails(
             ),
             [
                 "evidence store: acme: the records up to #9 do not hash to the end "
-                "checkpoint's signed root: records were changed after they were signed",
-                "evidence store: acme: records #5 that the report counted were edited or are "
-                "missing (their content no longer gives the hash the report counted)",
+                "checkpoint's signed root: records #5 were edited (their content no longer "
+                "gives their hash)",
+                "evidence store: acme: the records of the report's kinds dated in the month, "
+                "in the log up to #9, are not the ones the report counted (their SHA-256 is "
+                "not the one the manifest signed; records #5 were edited)",
+            ],
+        ),
+        (
+            (
+                "DROP TRIGGER evidence_records_no_update",
+                "UPDATE evidence_records SET kind = 'findings' WHERE seq = 6",
+            ),
+            [
+                "evidence store: acme: the records up to #9 do not hash to the end "
+                "checkpoint's signed root: records #6 were edited (their content no longer "
+                "gives their hash)",
+                "evidence store: acme: the records of the report's kinds dated in the month, "
+                "in the log up to #9, are not the ones the report counted (5 records, the "
+                "report counted 4; records #6 were edited)",
             ],
         ),
         (
@@ -538,8 +613,16 @@ def test_a_signed_manifest_with_another_chain_s_checkpoint_fails(
                 "evidence store: acme: records #7 are missing, though the end checkpoint covers #9",
             ],
         ),
+        (
+            ("DROP TRIGGER evidence_records_continuity", FORGED),
+            [
+                "evidence store: acme: records #19 of the report's kinds are dated in the month "
+                "before the report was made, yet come after the end checkpoint (#9) and were "
+                "not counted: added after the report was made",
+            ],
+        ),
     ],
-    ids=["edited", "deleted"],
+    ids=["edited", "made to count", "deleted", "inserted"],
 )
 def test_evidence_changed_after_the_report_fails_with_the_store(
     history: Evidence, tmp_path: Path, statements: tuple[str, ...], expected: list[str]
@@ -552,6 +635,86 @@ def test_evidence_changed_after_the_report_fails_with_the_store(
     auditor = EvidenceStore(f"sqlite:///{history.path}", writable=False)
     assert verify(folder, history.public_key, store=auditor).problems == expected
     auditor.close()
+
+
+def test_an_edit_that_rehashes_the_record_is_caught_at_the_record_after_it(
+    history: Evidence, tmp_path: Path
+) -> None:
+    folder = tmp_path / "2026-10"
+    history.report(OCTOBER, folder)
+    (fifth,) = [r for r in history.store.records(chain="acme") if r.seq == 5]
+    payload = '{"rc":0,"result":"fine"}'
+    digest = record_hash(
+        fifth.prev_hash, "acme", 5, fifth.kind, fifth.run_id, fifth.host, fifth.recorded_at, payload
+    )
+    tamper(
+        history.path,
+        "DROP TRIGGER evidence_records_no_update",
+        f"UPDATE evidence_records SET payload = '{payload}', hash = '{digest}' WHERE seq = 5",
+    )
+    auditor = EvidenceStore(f"sqlite:///{history.path}", writable=False)
+    problems = verify(folder, history.public_key, store=auditor).problems
+    auditor.close()
+    assert problems == [
+        "evidence store: acme: the records up to #9 do not hash to the end checkpoint's "
+        "signed root: records #6 no longer follow the records before them (records were "
+        "replaced)",
+        "evidence store: acme: the records of the report's kinds dated in the month, in the "
+        "log up to #9, are not the ones the report counted (their SHA-256 is not the one the "
+        "manifest signed)",
+    ]
+
+
+def test_records_of_the_month_after_an_early_report_are_a_warning(
+    history: Evidence, tmp_path: Path
+) -> None:
+    folder = tmp_path / "2026-12"
+    history.report(DECEMBER, folder, made=at("2026-12-03 12:00"))
+    history.run(at("2026-12-10 10:00"), at("2026-12-10 10:05"))
+    result = verify(folder, history.public_key, store=history.store)
+    assert result.problems == []
+    assert result.warnings == [
+        "acme: the end checkpoint was signed at 2026-12-03T10:05:00.000000+00:00, before the "
+        "period ended (a report made before the month was over)",
+        "acme: records #19..#20 were recorded in the month after the report was made, so it "
+        "does not count them",
+    ]
+
+
+def test_report_json_must_say_what_the_manifest_says(history: Evidence, tmp_path: Path) -> None:
+    folder = tmp_path / "2026-10"
+    history.report(OCTOBER, folder)
+    # Signed with the right key, so only the comparison with report.json catches it.
+    resign(folder, history.key, {"kinds": ["findings"]})
+    assert verify(folder, history.public_key).problems == [
+        "manifest.json: the evidence for acme does not describe the records report.json "
+        "counts (kinds, number, first, last or their SHA-256 differ)"
+    ]
+
+
+def test_proofs_hold_over_a_log_of_thousands_of_records(evidence: Evidence, tmp_path: Path) -> None:
+    # Sizes past a thousand and no power of two: every path of the proofs is taken.
+    for recorded, signed, records in [
+        (at("2026-09-30 10:00"), at("2026-09-30 11:00"), 1100),
+        (at("2026-10-01 10:00"), at("2026-10-01 11:00"), 1333),
+        (at("2026-10-20 10:00"), at("2026-10-20 11:00"), 1500),
+        (at("2026-10-31 23:00"), at("2026-11-01 01:00"), 777),
+        (at("2026-11-12 10:00"), at("2026-11-12 11:00"), 2049),
+        (at("2026-11-30 23:00"), at("2026-12-01 01:00"), 5),
+    ]:
+        evidence.run(recorded, signed, records=records)
+    october, november = tmp_path / "2026-10", tmp_path / "2026-11"
+    evidence.report(OCTOBER, october)
+    evidence.report(NOVEMBER, november)
+    acme = manifest_of(november)["evidence"]["acme"]
+    sizes = [
+        size_of(acme[k]) for k in ("start_checkpoint", "handover_checkpoint", "end_checkpoint")
+    ]
+    assert sizes == [3933, 4710, 6764]
+    assert verify(october, evidence.public_key, store=evidence.store).problems == []
+    result = verify(november, evidence.public_key, previous=october, store=evidence.store)
+    assert result.problems == []
+    assert len(result.checked) == 7
 
 
 # --- month to month ----------------------------------------------------------------

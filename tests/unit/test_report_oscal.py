@@ -295,6 +295,9 @@ def test_every_reference_resolves(make: Any) -> None:
     for risk in results.get("risks", []):
         assert {r["observation-uuid"] for r in risk.get("related-observations", [])} <= observations
     assert document["import-ap"]["href"].removeprefix("#") in resources
+    for observation in results.get("observations", []):
+        for evidence in observation.get("relevant-evidence", []):
+            assert evidence["href"].removeprefix("#") in resources
     selected = results["reviewed-controls"]["control-selections"][0]["include-controls"]
     assert [c["control-id"] for c in selected] == [o["control-id"] for o in objectives]
 
@@ -321,15 +324,51 @@ def test_each_area_names_what_to_map_it_to() -> None:
     assert ("cis-controls-v8", "4.1") in objectives["baseline-rule.ssh-permit-root-login"]
 
 
-def test_evidence_records_are_listed_for_verification() -> None:
-    report = sample_report()
-    resources = assessment_results(report)["assessment-results"]["back-matter"]["resources"]
-    listed = {
-        (_prop(r, "evidence-chain"), _prop(r, "evidence-seq"), _prop(r, "evidence-record-hash"))
-        for r in resources
-        if _prop(r, "evidence-chain")
+def test_the_counted_records_are_one_resource_per_chain_that_observations_cite() -> None:
+    report = sample_report(hosts=50)
+    (counted,) = report.evidence
+    document = assessment_results(report)["assessment-results"]
+    resources = [r for r in document["back-matter"]["resources"] if _prop(r, "evidence-chain")]
+    assert len(resources) == 1
+    (resource,) = resources
+    assert {
+        name: _prop(resource, name)
+        for name in (
+            "evidence-chain",
+            "evidence-count",
+            "evidence-first-seq",
+            "evidence-first-hash",
+            "evidence-last-seq",
+            "evidence-last-hash",
+            "evidence-records-sha256",
+        )
+    } == {
+        "evidence-chain": "acme",
+        "evidence-count": "5",
+        "evidence-first-seq": "1",
+        "evidence-first-hash": counted.first_hash,
+        "evidence-last-seq": "5",
+        "evidence-last-hash": counted.last_hash,
+        "evidence-records-sha256": counted.sha256,
     }
-    assert listed == {(ref.chain, str(ref.seq), ref.hash) for ref in report.evidence}
+    assert [p["value"] for p in resource["props"] if p["name"] == "evidence-kind"] == list(
+        counted.kinds
+    )
+    # The description says how to select the records again.
+    assert (
+        "every record of the chain of kind findings or change_result whose"
+        in (resource["description"])
+    )
+    assert (
+        "2026-11-01T04:00:00Z (included) to 2026-12-01T05:00:00Z (excluded)"
+        in (resource["description"])
+    )
+    observations = document["results"][0]["observations"]
+    cited = {evidence["href"] for o in observations for evidence in o.get("relevant-evidence", [])}
+    assert cited == {f"#{resource['uuid']}"}
+    assert sum("relevant-evidence" in o for o in observations) == sum(
+        _prop(o, "outcome") != "no-data" for o in observations
+    )
 
 
 def test_the_same_report_gives_the_same_bytes(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -111,7 +112,11 @@ def update(
 
 
 def patch_scan(host: str, *items: Finding, unchecked: str | None = None) -> HostFindings:
-    return HostFindings("patch", host, tuple(items), unchecked)
+    """A scan as PatchCheck records it: the updates, and the host's reboot state."""
+    if unchecked:
+        return HostFindings("patch", host, (), unchecked)
+    reboot = Finding("reboot", "linux", FindingStatus.PASS, detail={"manager": "apt"})
+    return HostFindings("patch", host, (*items, reboot))
 
 
 def installed(host: str, *names: str, failed: Sequence[str] = ()) -> dict[str, Any]:
@@ -284,6 +289,9 @@ def test_a_month_still_running_judges_deadlines_now_not_at_its_end() -> None:
     chain.findings(day(2), patch_scan("web1", update("openssl", released=day(1), deadline=day(15))))
     early = compute_report(chain, scope({"web1": ["patch"]}), NOV, OCT, now=day(10))
     late = compute_report(chain, scope({"web1": ["patch"]}), NOV, OCT, now=day(20))
+    assert early.missing_data[0] == (
+        "the month is not over: figures are as of 2026-11-10 00:00 EST, deadlines judged then"
+    )
     assert early.patching.hosts[0].state == "compliant"
     assert early.patching.items[0].state == "pending"
     assert late.patching.hosts[0].state == "pending"
@@ -411,7 +419,9 @@ def test_baseline_scores_top_failing_and_drift() -> None:
         now=day(40),
     )
     s = report.baseline
-    assert s.score == round(100 * 4 / 7, 1)  # web1 2/4, web2 2/3 (n/a not counted)
+    # web1 2/4, web2 2/3 (n/a not counted), web3 never audited: an audit where nothing
+    # passed, weighing the audited hosts' average (3.5).
+    assert s.score == round(100 * 4 / (7 + 3.5), 1)
     assert s.previous == round(100 * 7 / 8, 1)
     assert [(c.rule, c.hosts) for c in s.top_failing] == [("b", 2), ("a", 1)]
     assert {(d.host, d.rule, d.before, d.after) for d in s.drift} == {
@@ -522,5 +532,10 @@ def test_the_summary_averages_the_areas_and_counts_its_evidence() -> None:
     assert report.score == round((33.3 + 66.7) / 2, 1)
     assert report.band is Band.POOR
     november = [r for r in chain if NOV.start <= datetime.fromisoformat(r.recorded_at) < NOV.end]
-    assert [(e.chain, e.seq) for e in report.evidence] == [(r.chain, r.seq) for r in november]
+    [counted] = report.evidence
+    lines = "".join(f"{r.seq} {r.hash}\n" for r in november)
+    assert (counted.chain, counted.count) == ("acme", len(november))
+    assert (counted.first_seq, counted.last_seq) == (november[0].seq, november[-1].seq)
+    assert counted.sha256 == hashlib.sha256(lines.encode()).hexdigest()
+    assert "findings" in counted.kinds and "change_result" in counted.kinds
     assert report.as_dict()["period"]["month"] == "2026-11"
