@@ -61,9 +61,12 @@ JOBS = ("etc", "www", "db")
 
 
 def peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS since its exec (VmHWM: getrusage's ru_maxrss would also
+    count the memory of the parent it was forked from)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def make_key(folder: Path) -> Path:
