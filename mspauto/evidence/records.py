@@ -328,7 +328,7 @@ class Finding:
             reason=str(data.get("reason", "")),
             waiver=data.get("waiver"),
             weight=int(data.get("weight", 1)),
-            detail=dict(data.get("detail") or {}),
+            detail=data.get("detail") or {},
         )
 
 

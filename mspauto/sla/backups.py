@@ -25,8 +25,8 @@ from datetime import datetime, timedelta
 
 from mspauto.backup.check import FUTURE_TOLERANCE
 from mspauto.evidence.records import FindingStatus, HostFindings
-from mspauto.patching.facts import parse_time
 from mspauto.sla.model import BackupAsset, BackupSla, Breach, Period
+from mspauto.sla.period import when
 
 __all__ = ["BackupMonth"]
 
@@ -75,7 +75,7 @@ class BackupMonth:
             job.provider = str(detail.get("provider", job.provider))
             if detail.get("rpo_seconds"):
                 job.rpo = timedelta(seconds=int(detail["rpo_seconds"]))
-            last = parse_time(detail.get("last_success"))
+            last = when(detail.get("last_success"))
             if last is not None and last > at + FUTURE_TOLERANCE:
                 last = None  # a clock is wrong: the check itself said so (unchecked)
             if last is not None:
@@ -90,9 +90,9 @@ class BackupMonth:
                     job.breach_starts.append(last + job.rpo)
             integrity = detail.get("integrity")
             if isinstance(integrity, dict) and integrity.get("at"):
-                when = parse_time(str(integrity["at"]))
-                if when is not None and "ok" in integrity:
-                    job.integrity[when] = bool(integrity["ok"])
+                checked = when(str(integrity["at"]))
+                if checked is not None and "ok" in integrity:
+                    job.integrity[checked] = bool(integrity["ok"])
             if not self._in_period(at):
                 continue
             job.checks += 1

@@ -18,8 +18,8 @@ from math import ceil
 from typing import Any
 
 from mspauto.evidence.records import ChangeResult, HostFindings
-from mspauto.patching.facts import parse_time
 from mspauto.sla.model import LatencyStats, PatchHost, PatchItem, PatchSla, Period
+from mspauto.sla.period import when
 
 __all__ = ["SEVERITIES", "PatchMonth", "nearest_rank"]
 
@@ -190,9 +190,9 @@ class PatchMonth:
 def _item(host: str, was: _Open, installed_at: datetime | None, as_of: datetime) -> PatchItem:
     update, decision = was.update, was.decision
     clock = str(decision.get("clock", "detection"))
-    first = parse_time(decision.get("first_detected"))
-    start = parse_time(update.get("released")) if clock == "release" else first
-    deadline = parse_time(decision.get("deadline"))
+    first = when(decision.get("first_detected"))
+    start = when(update.get("released")) if clock == "release" else first
+    deadline = when(decision.get("deadline"))
     action = str(decision.get("action", ""))
     end = installed_at or as_of
     days = None if start is None else round(max(0.0, (end - start).total_seconds()) / 86400, 1)
@@ -221,7 +221,7 @@ def _item(host: str, was: _Open, installed_at: datetime | None, as_of: datetime)
         installed_at=installed_at,
         days=days,
         known_exploited=bool(update.get("known_exploited")),
-        exploited_due=parse_time(update.get("exploited_due")),
+        exploited_due=when(update.get("exploited_due")),
         cves=tuple(str(c) for c in update.get("cves") or ()),
         reason=str(decision.get("reason", "")),
     )

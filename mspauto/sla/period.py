@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from mspauto.patching.facts import parse_time
 from mspauto.sla.model import Period
 
-__all__ = ["MonthError", "month_period", "previous_month"]
+__all__ = ["MonthError", "month_period", "previous_month", "when"]
 
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
 
@@ -42,3 +44,11 @@ def previous_month(month: str) -> str:
     """The month before ``month`` (``2026-01`` -> ``2025-12``)."""
     year, number = _parse(month)
     return f"{year - 1:04d}-12" if number == 1 else f"{year:04d}-{number - 1:02d}"
+
+
+@lru_cache(maxsize=65536)
+def when(text: str | None) -> datetime | None:
+    """An evidence time as UTC (:func:`~mspauto.patching.facts.parse_time`), cached: a
+    month's findings repeat the same release dates, deadlines and backup times across
+    hosts and days, and parsing them again was a good part of the report's time."""
+    return parse_time(text)
