@@ -44,7 +44,7 @@ class BaselineMonth:
         each host's last before and in the period, are ever read)."""
         if self.previous_start <= at < self.period.start:
             self.before[host] = findings
-        elif at < self.period.end:
+        elif self.period.start <= at < self.period.end:
             self.latest[host] = (at, findings)
 
     def result(self, hosts: Sequence[str], floor: float) -> BaselineSla:

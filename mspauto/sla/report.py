@@ -9,7 +9,7 @@ never the evidence. Nothing here writes or contacts anything.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from zoneinfo import ZoneInfo
@@ -26,6 +26,8 @@ from mspauto.policy.models import Contract, Waiver
 from mspauto.sla.backups import BackupMonth
 from mspauto.sla.baseline import BaselineMonth
 from mspauto.sla.model import (
+    BackupSla,
+    BaselineSla,
     Coverage,
     CoverageHost,
     EvidenceDigest,
@@ -91,41 +93,25 @@ def compute_report(
     ``previous`` is the month before, for trends and drift."""
     now = now or datetime.now(UTC)
     as_of = min(now, period.end)
-    this = _feed_all(records, scope, period, previous, as_of)
-    contract = scope.contract
-    hosts = list(scope.targets)
-    of = {k: [h for h in hosts if k in scope.targets[h]] for k in CHECK_KINDS}
-    patching = this[0].patch.result(of["patch"])
-    backups = this[0].backup.result(
-        of["backup"],
-        target=contract.backup_success_percent,
-        rpo=contract.rpo,
-        drill_every=contract.restore_test_every,
-    )
-    baseline = this[0].baseline.result(of["baseline"], contract.baseline_score_floor)
-    coverage = _coverage(scope, this[0])
-    before_patching = this[1].patch.result(of["patch"])
-    before_backups = this[1].backup.result(
-        of["backup"],
-        target=contract.backup_success_percent,
-        rpo=contract.rpo,
-        drill_every=contract.restore_test_every,
-    )
-    before_coverage = _coverage(scope, this[1])
+    month, last = _feed_all(records, scope, period, previous, as_of)
+    patching, backups, baseline, coverage = _figures(month, scope)
+    before = _figures(last, scope)
+    # Last month's baseline score by the same maths (never-audited hosts count).
+    baseline = replace(baseline, previous=before[2].score)
     areas = [patching.compliance_percent, backups.success_percent, baseline.score, coverage.percent]
-    before = [
-        before_patching.compliance_percent,
-        before_backups.success_percent,
-        baseline.previous,
-        before_coverage.percent,
+    previous_areas = [
+        before[0].compliance_percent,
+        before[1].success_percent,
+        before[2].score,
+        before[3].percent,
     ]
     score = _mean(areas)
     headlines = [
-        Headline("Overall score", score, "%", _mean(before)),
-        Headline("Patch compliance", areas[0], "%", before[0]),
-        Headline("Backup success", areas[1], "%", before[1]),
-        Headline("Baseline score", areas[2], "%", before[2]),
-        Headline("Coverage", areas[3], "%", before[3]),
+        Headline("Overall score", score, "%", _mean(previous_areas)),
+        Headline("Patch compliance", areas[0], "%", previous_areas[0]),
+        Headline("Backup success", areas[1], "%", previous_areas[1]),
+        Headline("Baseline score", areas[2], "%", previous_areas[2]),
+        Headline("Coverage", areas[3], "%", previous_areas[3]),
     ]
     return MonthlyReport(
         client=scope.client,
@@ -133,7 +119,7 @@ def compute_report(
         period=period,
         generated_at=now,
         mspauto_version=version,
-        contract=contract_terms(contract),
+        contract=contract_terms(scope.contract),
         score=score,
         band=band_of(score),
         headlines=headlines,
@@ -142,8 +128,31 @@ def compute_report(
         baseline=baseline,
         coverage=coverage,
         exceptions=_exceptions(scope, period, patching),
-        missing_data=_unfinished(period, now) + _missing(of, this[0]),
-        evidence=this[0].counted.ranges(),
+        missing_data=_unfinished(period, now) + _missing(_targeted(scope), month),
+        evidence=month.counted.ranges(),
+    )
+
+
+def _targeted(scope: ReportScope) -> dict[str, list[str]]:
+    """Per check kind, the hosts its policies target."""
+    return {k: [h for h, kinds in scope.targets.items() if k in kinds] for k in CHECK_KINDS}
+
+
+def _figures(
+    areas: _Areas, scope: ReportScope
+) -> tuple[PatchSla, BackupSla, BaselineSla, Coverage]:
+    """One month's figures per area, from what was fed to ``areas``."""
+    of, contract = _targeted(scope), scope.contract
+    return (
+        areas.patch.result(of["patch"]),
+        areas.backup.result(
+            of["backup"],
+            target=contract.backup_success_percent,
+            rpo=contract.rpo,
+            drill_every=contract.restore_test_every,
+        ),
+        areas.baseline.result(of["baseline"], contract.baseline_score_floor),
+        _coverage(scope, areas),
     )
 
 

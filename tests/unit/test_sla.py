@@ -422,7 +422,8 @@ def test_baseline_scores_top_failing_and_drift() -> None:
     # web1 2/4, web2 2/3 (n/a not counted), web3 never audited: an audit where nothing
     # passed, weighing the audited hosts' average (3.5).
     assert s.score == round(100 * 4 / (7 + 3.5), 1)
-    assert s.previous == round(100 * 7 / 8, 1)
+    # October by the same maths: web1 3/4, web2 4/4, web3 never audited (weighing 4).
+    assert s.previous == round(100 * 7 / 12, 1)
     assert [(c.rule, c.hosts) for c in s.top_failing] == [("b", 2), ("a", 1)]
     assert {(d.host, d.rule, d.before, d.after) for d in s.drift} == {
         ("web1", "a", "pass", "fail"),

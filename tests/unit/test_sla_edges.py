@@ -190,3 +190,11 @@ def test_a_host_mspauto_cannot_patch_is_never_a_compliant_device() -> None:
         chain.findings(day(n), na)
     r = compute_report(chain, scope({"switch1": ["patch"]}), NOV, OCT, now=END)
     assert r.patching.compliance_percent != 100.0
+
+
+def test_an_audit_months_old_is_not_this_months() -> None:
+    chain = Chain()
+    chain.findings(day(5, 6), rules("web1", a="pass", b="pass"))  # June only
+    r = compute_report(chain, scope({"web1": ["baseline"]}), NOV, OCT, now=END)
+    assert r.baseline.score is None and r.baseline.previous is None
+    assert r.baseline.hosts[0].audited is None
