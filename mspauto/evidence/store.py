@@ -20,7 +20,9 @@ import base64
 import hashlib
 import json
 import os
+import sqlite3
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -1407,7 +1409,7 @@ def _engine(url: str, *, immutable: bool = False) -> Engine:
             if immutable:
                 return
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
@@ -1418,6 +1420,22 @@ def _engine(url: str, *, immutable: bool = False) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _switch_to_wal(cursor: Any, patience: float = 30.0) -> None:
+    """Put the file in WAL mode (once set, it stays). Switching needs the file to
+    itself, and SQLite answers "database is locked" at once, without its busy
+    timeout, while another connection is opening it: several writers opening an
+    old or new store together then retry here instead of failing."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _safe(url: str) -> str:
