@@ -46,9 +46,18 @@ def previous_month(month: str) -> str:
     return f"{year - 1:04d}-12" if number == 1 else f"{year:04d}-{number - 1:02d}"
 
 
+def when(value: object) -> datetime | None:
+    """An evidence time as UTC (:func:`~mspauto.patching.facts.parse_time`); None for
+    anything that is not one (a record mspauto did not write: verify names it)."""
+    return _parsed(value) if isinstance(value, str) else None
+
+
 @lru_cache(maxsize=65536)
-def when(text: str | None) -> datetime | None:
-    """An evidence time as UTC (:func:`~mspauto.patching.facts.parse_time`), cached: a
-    month's findings repeat the same release dates, deadlines and backup times across
-    hosts and days, and parsing them again was a good part of the report's time."""
-    return parse_time(text)
+def _parsed(text: str) -> datetime | None:
+    """Cached: a month's findings repeat the same release dates, deadlines and backup
+    times across hosts and days, and parsing them again was a good part of the
+    report's time."""
+    try:
+        return parse_time(text)
+    except ValueError:
+        return None

@@ -15,6 +15,7 @@ from functools import partial
 from zoneinfo import ZoneInfo
 
 from mspauto.evidence.records import (
+    ChangeResult,
     HostFindings,
     RecordKind,
     read_change_result,
@@ -77,6 +78,8 @@ class _Areas:
     """Per check kind, the hosts it reached in the period."""
     seen: set[str]
     counted: EvidenceDigest
+    unreadable: list[int]
+    """Records of the period that are not in the form mspauto writes (by seq)."""
 
 
 def compute_report(
@@ -186,27 +189,59 @@ def _feed_all(
         at = parse_time(record.recorded_at)
         if at is None or at >= period.end or record.kind not in READ_KINDS:
             continue
-        if record.kind == RecordKind.CHANGE_RESULT:
-            result = read_change_result(record.kind, record.payload)
-            for areas in months:
-                if at < areas.patch.period.end:
-                    _count(areas, record, at, None)
-                    if result.check == "patch":
-                        areas.patch.change(at, result)
-        else:
-            check, host, unchecked = _header(record)
-            # Baseline audits are parsed only for the audits judged (each host's last):
-            # 44 findings each, for every host and day, are most of a month's evidence.
-            findings: HostFindings | Callable[[], HostFindings] = (
-                partial(read_host_findings, record.kind, record.payload)
-                if check == "baseline"
-                else read_host_findings(record.kind, record.payload)
-            )
-            for areas in months:
-                if at < areas.patch.period.end:
-                    _count(areas, record, at, (check, host, unchecked))
-                    _route(areas, at, check, host, findings)
+        try:
+            read = _read(record)
+        except _NOT_MSPAUTOS:
+            read = None  # not in the form mspauto writes: counted, and said, never used
+        for areas in months:
+            if at >= areas.patch.period.end:
+                continue
+            if read is None:
+                _count(areas, record, at, None)
+                if at >= areas.patch.period.start:
+                    areas.unreadable.append(record.seq)
+            elif isinstance(read, ChangeResult):
+                _count(areas, record, at, None)
+                if read.check == "patch":
+                    areas.patch.change(at, read)
+            else:
+                header, findings = read
+                _count(areas, record, at, header)
+                try:
+                    _route(areas, at, header[0], header[1], findings)
+                except _NOT_MSPAUTOS:  # a field of the wrong type deep in a finding
+                    if at >= areas.patch.period.start:
+                        areas.unreadable.append(record.seq)
     return months[0], months[1]
+
+
+_NOT_MSPAUTOS = (KeyError, TypeError, ValueError, AttributeError)
+"""What reading a record raises when mspauto did not write it in this form (anyone who
+can write the database can add records; ``mspauto evidence verify`` names them)."""
+
+_UNREADABLE_AUDIT = "its evidence record could not be read"
+
+
+def _read(
+    record: StoredRecord,
+) -> ChangeResult | tuple[tuple[str, str, bool], HostFindings | Callable[[], HostFindings]]:
+    """A change result, or a findings record's header and findings."""
+    if record.kind == RecordKind.CHANGE_RESULT:
+        return read_change_result(record.kind, record.payload)
+    check, host, unchecked = _header(record)
+    # Baseline audits are parsed only for the audits judged (each host's last):
+    # 44 findings each, for every host and day, are most of a month's evidence.
+    if check == "baseline":
+        return (check, host, unchecked), partial(_read_audit, record, host)
+    return (check, host, unchecked), read_host_findings(record.kind, record.payload)
+
+
+def _read_audit(record: StoredRecord, host: str) -> HostFindings:
+    """A baseline audit's findings; one that cannot be read leaves its host unaudited."""
+    try:
+        return read_host_findings(record.kind, record.payload)
+    except _NOT_MSPAUTOS:
+        return HostFindings("baseline", host, (), _UNREADABLE_AUDIT)
 
 
 def _areas(period: Period, as_of: datetime) -> _Areas:
@@ -218,6 +253,7 @@ def _areas(period: Period, as_of: datetime) -> _Areas:
         {k: set() for k in CHECK_KINDS},
         set(),
         EvidenceDigest(READ_KINDS),
+        [],
     )
 
 
@@ -225,8 +261,12 @@ def _header(record: StoredRecord) -> tuple[str, str, bool]:
     """A findings record's check kind, host and whether the host went unchecked."""
     payload = record.payload
     if record.kind == RecordKind.LEGACY_BASELINE_RESULT:
-        return "baseline", str(payload["host"]), bool(payload.get("unaudited"))
-    return str(payload["check"]), str(payload["host"]), bool(payload.get("unchecked"))
+        check, host, unchecked = "baseline", payload["host"], payload.get("unaudited")
+    else:
+        check, host, unchecked = payload["check"], payload["host"], payload.get("unchecked")
+    if not isinstance(check, str) or not isinstance(host, str):
+        raise TypeError("check and host are not text")
+    return check, host, bool(unchecked)
 
 
 def _route(
@@ -237,8 +277,7 @@ def _route(
     found: HostFindings | Callable[[], HostFindings],
 ) -> None:
     if callable(found):  # a baseline audit, read only if it is one the month judges
-        if check == "baseline":
-            areas.baseline.audit(at, host, found)
+        areas.baseline.audit(at, host, found)
         return
     if check == "patch":
         areas.patch.scan(at, found)
@@ -327,6 +366,12 @@ def _missing(of: Mapping[str, list[str]], areas: _Areas) -> list[str]:
     missing = []
     if not areas.counted.ranges():
         missing.append("no evidence at all was recorded for this client in the month")
+    if areas.unreadable:
+        missing.append(
+            f"{len(areas.unreadable)} evidence records of the month could not be read (not "
+            "in the form mspauto writes; first: record "
+            f"{areas.unreadable[0]}): run 'mspauto evidence verify'"
+        )
     for kind in CHECK_KINDS:
         if of[kind] and not areas.checked[kind]:
             missing.append(f"no {words[kind]} reached any host in the month")

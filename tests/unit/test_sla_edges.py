@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from test_sla import (
     NOV,
@@ -198,3 +199,38 @@ def test_an_audit_months_old_is_not_this_months() -> None:
     r = compute_report(chain, scope({"web1": ["baseline"]}), NOV, OCT, now=END)
     assert r.baseline.score is None and r.baseline.previous is None
     assert r.baseline.hosts[0].audited is None
+
+
+def test_records_not_in_mspauto_form_are_counted_and_named_never_a_crash() -> None:
+    """Anyone who can write the database can add records with valid hashes (unsigned,
+    so verify names them); a report over them says so instead of stopping."""
+    chain = Chain()
+    chain.findings(day(2), rules("web1", a="pass"))
+    typed_wrong = patch_scan("web1", update("openssl", released=day(1))).payload()
+    typed_wrong["findings"][0]["detail"]["update"].update(released=5, severity=["x"])
+    typed_wrong["findings"][0]["detail"]["decision"].update(deadline={}, first_detected=7)
+    bad: list[dict[str, Any]] = [
+        {},
+        {"check": ["patch"], "host": {"a": 1}},
+        {"check": "patch", "host": "web1", "findings": [{"x": 1}]},
+        {"check": "patch", "host": "web1", "findings": "nope"},
+        typed_wrong,
+        {
+            "check": "backup",
+            "host": "web1",
+            "findings": [{"subject": "j", "status": "fail", "detail": {"last_success": 5}}],
+        },
+        {"check": "baseline", "host": "web1", "findings": [{"subject": 5, "status": "bogus"}]},
+    ]
+    for n, payload in enumerate(bad):
+        chain.add(day(3 + n / 10), RecordKind.FINDINGS, payload, "web1")
+    chain.add(day(4), RecordKind.CHANGE_RESULT, {"check": "patch", "changes": 3}, "web1")
+    targets = {"web1": ["patch", "backup", "baseline"]}
+    r = compute_report(chain, scope(targets), NOV, OCT, now=END)
+    assert sum(e.count for e in r.evidence) == 1 + len(bad) + 1  # the month's, all bound
+    # {} and a list as check (no header), findings that are no findings (two), and the
+    # change result: unreadable. Times of the wrong type are unknown times instead.
+    assert r.missing_data[0].startswith("5 evidence records of the month could not be read")
+    # The host's last audit is unreadable: it is judged unaudited, and says why.
+    [host] = r.baseline.hosts
+    assert (host.score, host.reason) == (None, "not audited: its evidence record could not be read")
