@@ -64,6 +64,7 @@ def report(
     from mspauto.evidence.checkpoints import Witness
     from mspauto.report.build import ReportError, check_witness, policy_set_hash, write_report
     from mspauto.report.manifest import ManifestError
+    from mspauto.report.render import PdfRenderer, RenderError
     from mspauto.sla.period import MonthError, month_period
 
     if month is not None:
@@ -78,7 +79,7 @@ def report(
     now = datetime.now(UTC)
     base = out or app.settings.state_dir / "reports"
     written, failed = [], 0
-    with _evidence(app) as store:
+    with _evidence(app) as store, PdfRenderer() as renderer:
         for client in clients:
             try:
                 check_witness(store, client.name, key.public_key, witness)
@@ -91,8 +92,9 @@ def report(
                     key,
                     policy_hash=policy_set_hash(project, client),
                     replace=replace,
+                    renderer=renderer,
                 )
-            except (ReportError, ManifestError, MonthError) as exc:
+            except (ReportError, ManifestError, MonthError, RenderError) as exc:
                 click.echo(f"error: {client.name}: {exc}", err=True)
                 failed += 1
                 continue

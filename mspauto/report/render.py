@@ -17,8 +17,12 @@ import base64
 import csv
 import io
 import json
+import multiprocessing
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -30,6 +34,7 @@ import jinja2
 from markupsafe import Markup
 
 from mspauto.report import charts
+from mspauto.report.oscal import write_oscal
 from mspauto.sla.model import (
     BackupAsset,
     Band,
@@ -47,6 +52,8 @@ from mspauto.sla.model import (
 __all__ = [
     "FINDINGS_COLUMNS",
     "HOSTS_COLUMNS",
+    "PdfRenderer",
+    "RenderError",
     "render_html",
     "write_all",
     "write_csv",
@@ -165,17 +172,82 @@ def write_json(report: MonthlyReport, path: Path) -> None:
     path.write_bytes(text.encode("utf-8") + b"\n")
 
 
-def write_all(report: MonthlyReport, folder: Path) -> list[Path]:
-    """Every format in ``folder`` (created if need be): ``report.html``, ``report.pdf``,
-    ``hosts.csv``, ``findings.csv``, ``report.json``, in that order."""
+def write_all(
+    report: MonthlyReport, folder: Path, renderer: PdfRenderer | None = None
+) -> list[Path]:
+    """Every report file in ``folder`` (created if need be): ``report.html``,
+    ``report.pdf``, ``hosts.csv``, ``findings.csv``, ``report.json`` and
+    ``assessment-results.json``, in that order. The PDF is laid out by ``renderer``
+    (one started for this call if None) while this process writes the rest."""
+    if renderer is None:
+        with PdfRenderer() as own:
+            return write_all(report, folder, own)
     folder.mkdir(parents=True, exist_ok=True)
     html = render_html(report)
     page, pdf, data = folder / "report.html", folder / "report.pdf", folder / "report.json"
-    page.write_text(html, encoding="utf-8")
-    _write_pdf(html, pdf)
-    tables = write_csv(report, folder)
-    write_json(report, data)
-    return [page, pdf, *tables, data]
+    oscal = folder / "assessment-results.json"
+    with renderer.writing(html, pdf):
+        page.write_text(html, encoding="utf-8")
+        tables = write_csv(report, folder)
+        write_json(report, data)
+        write_oscal(report, oscal)
+    return [page, pdf, *tables, data, oscal]
+
+
+class RenderError(Exception):
+    """The PDF renderer's process stopped before the PDF was written."""
+
+
+class PdfRenderer:
+    """A second process that lays out PDFs: WeasyPrint's layout is the longest step of
+    a report, and it holds the interpreter it runs in. Its start and imports take a
+    second or two, so start it before the report's figures are computed; one serves
+    every report made while it is open. A process that may not have children (a
+    daemonic worker's) lays the PDFs out itself."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> PdfRenderer:
+        if not multiprocessing.current_process().daemon:
+            self._start()
+        return self
+
+    def _start(self) -> None:
+        # spawn, not fork: a forked child would inherit this process's locks.
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self._pool.submit(_import_weasyprint)  # start it now, not at the first PDF
+
+    def __exit__(self, *_: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    @contextmanager
+    def writing(self, html: str, path: Path) -> Iterator[None]:
+        """Lay out ``html`` into ``path`` while the block runs; leaving the block waits
+        for the PDF (and raises the renderer's error)."""
+        if self._pool is None:
+            yield
+            _write_pdf(html, path)
+            return
+        done = self._pool.submit(_write_pdf, html, path)
+        try:
+            yield
+        except BaseException:
+            done.cancel()
+            raise
+        try:
+            done.result()
+        except BrokenProcessPool as exc:
+            self._pool.shutdown()
+            self._start()  # for the next report
+            raise RenderError(
+                f"the PDF renderer stopped before writing {path.name} (out of memory?): {exc}"
+            ) from None
+
+
+def _import_weasyprint() -> None:
+    import weasyprint  # noqa: F401  (slow: imported while the report is computed)
 
 
 def render_html(report: MonthlyReport) -> str:

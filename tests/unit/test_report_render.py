@@ -8,7 +8,10 @@ import base64
 import csv
 import dataclasses
 import json
+import multiprocessing
+import os
 import re
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from mspauto.report import charts
 from mspauto.report.render import (
     FINDINGS_COLUMNS,
     HOSTS_COLUMNS,
+    PdfRenderer,
+    RenderError,
     render_html,
     write_all,
     write_csv,
@@ -111,8 +116,26 @@ def test_write_all_writes_every_format(files: list[Path]) -> None:
         "hosts.csv",
         "findings.csv",
         "report.json",
+        "assessment-results.json",
     ]
     assert all(p.stat().st_size > 0 for p in files)
+    assert files[1].read_bytes().startswith(b"%PDF-")
+
+
+def test_a_renderer_that_dies_fails_its_report_and_serves_the_next(
+    sample: MonthlyReport, tmp_path: Path
+) -> None:
+    """The PDF is laid out by a second process; killed mid-way (say by the kernel's OOM
+    killer), its report fails with one line and the next report gets a new one."""
+    html = render_html(sample)
+    pdf = tmp_path / "report.pdf"
+    with PdfRenderer() as renderer:
+        stopped = r"renderer stopped before writing report\.pdf"
+        with pytest.raises(RenderError, match=stopped), renderer.writing(html, pdf):
+            for child in multiprocessing.active_children():
+                os.kill(child.pid or 0, signal.SIGKILL)
+        assert not pdf.exists()
+        files = write_all(sample, tmp_path / "next", renderer)
     assert files[1].read_bytes().startswith(b"%PDF-")
 
 
