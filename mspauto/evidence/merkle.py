@@ -46,6 +46,7 @@ __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "Frontier",
+    "Tree",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
@@ -260,38 +261,68 @@ def inclusion_proof(leaves: Sequence[bytes], index: int, size: int) -> list[byte
 
 
 def consistency_proof(leaves: Sequence[bytes], old_size: int, new_size: int) -> list[bytes]:
-    """The proof that the tree of ``new_size`` leaves extends the one of ``old_size``.
+    """The proof that the tree of ``new_size`` leaves extends the one of ``old_size``
+    (:meth:`Tree.consistency_proof`). Costs O(new_size) hashes."""
+    return Tree(leaves).consistency_proof(old_size, new_size)
 
-    RFC 6962 section 2.1.2 ``PROOF(old_size, D[new_size])``, lowest subtree first;
-    empty when ``old_size`` is 0 or equals ``new_size``. Costs O(new_size) hashes.
 
-    Raises:
-        ValueError: not ``0 <= old_size <= new_size <= len(leaves)``.
-    """
-    if not 0 <= new_size <= len(leaves):
-        raise ValueError(f"new size {new_size} is outside 0..{len(leaves)} (the leaves given)")
-    if not 0 <= old_size <= new_size:
-        raise ValueError(f"old size {old_size} is outside 0..{new_size} (the new size)")
-    if old_size in (0, new_size):
-        return []
-    nodes: list[bytes] = []
-    low, high = 0, new_size
-    old_tree_is_whole_subtree = True
-    while old_size != high:
-        middle = low + _split(high - low)
-        if old_size <= middle:
-            nodes.append(root(leaves[middle:high]))
-            high = middle
-        else:
-            nodes.append(root(leaves[low:middle]))
-            low = middle
-            old_tree_is_whole_subtree = False
-    # The verifier already holds the old root, so it is left out when the old tree
-    # is itself one of the subtrees; otherwise the subtree that ends it comes first.
-    if not old_tree_is_whole_subtree:
-        nodes.append(root(leaves[low:high]))
-    nodes.reverse()
-    return nodes
+class Tree:
+    """The Merkle tree over ``leaves``, each RFC 6962 subtree root computed once: a
+    root and the consistency proofs to it share most of their subtrees, so all of them
+    together cost about one pass over the leaves, as each would alone."""
+
+    _DIRECT = 1024
+    """Subtrees of at most this many leaves are hashed straight from the leaves."""
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self.leaves = leaves
+        self._roots: dict[tuple[int, int], bytes] = {}
+
+    def root(self, low: int, high: int) -> bytes:
+        """The RFC 6962 root of ``leaves[low:high]``."""
+        if high - low <= self._DIRECT:
+            return root(self.leaves[low:high])
+        known = self._roots.get((low, high))
+        if known is None:
+            middle = low + _split(high - low)
+            known = node_hash(self.root(low, middle), self.root(middle, high))
+            self._roots[(low, high)] = known
+        return known
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """The proof that the tree of the first ``new_size`` leaves extends the one of
+        ``old_size``: RFC 6962 section 2.1.2 ``PROOF(old_size, D[new_size])``, lowest
+        subtree first; empty when ``old_size`` is 0 or equals ``new_size``.
+
+        Raises:
+            ValueError: not ``0 <= old_size <= new_size <= len(leaves)``.
+        """
+        if not 0 <= new_size <= len(self.leaves):
+            raise ValueError(
+                f"new size {new_size} is outside 0..{len(self.leaves)} (the leaves given)"
+            )
+        if not 0 <= old_size <= new_size:
+            raise ValueError(f"old size {old_size} is outside 0..{new_size} (the new size)")
+        if old_size in (0, new_size):
+            return []
+        nodes: list[bytes] = []
+        low, high = 0, new_size
+        old_tree_is_whole_subtree = True
+        while old_size != high:
+            middle = low + _split(high - low)
+            if old_size <= middle:
+                nodes.append(self.root(middle, high))
+                high = middle
+            else:
+                nodes.append(self.root(low, middle))
+                low = middle
+                old_tree_is_whole_subtree = False
+        # The verifier already holds the old root, so it is left out when the old tree
+        # is itself one of the subtrees; otherwise the subtree that ends it comes first.
+        if not old_tree_is_whole_subtree:
+            nodes.append(self.root(low, high))
+        nodes.reverse()
+        return nodes
 
 
 def _all_hashes(*hashes: bytes) -> bool:

@@ -66,7 +66,7 @@ from pydantic import (
 )
 
 from mspauto.evidence.checkpoints import Checkpoint, parse_checkpoint
-from mspauto.evidence.merkle import EMPTY_ROOT, node_hash, root, verify_consistency
+from mspauto.evidence.merkle import EMPTY_ROOT, Tree, verify_consistency
 from mspauto.evidence.schema import GENESIS
 from mspauto.evidence.store import EvidenceStore
 from mspauto.patching.facts import parse_time
@@ -356,7 +356,7 @@ def _chain_evidence(
                 f"one at #{end.size}: run 'mspauto evidence verify'"
             )
 
-    tree = _Tree(
+    tree = Tree(
         _stored_leaves(
             store,
             chain,
@@ -440,57 +440,6 @@ def _stored_leaves(
     return leaves
 
 
-class _Tree:
-    """A chain's Merkle tree over all its leaves, each RFC 6962 subtree root computed
-    once: the end root and every consistency proof to it share most of theirs, so all
-    of them together cost about one pass over the leaves, as each would alone."""
-
-    _DIRECT = 1024
-    """Subtrees of at most this many leaves are hashed straight from the leaves."""
-
-    def __init__(self, leaves: Sequence[bytes]) -> None:
-        self.leaves = leaves
-        self._roots: dict[tuple[int, int], bytes] = {}
-
-    def root(self, low: int, high: int) -> bytes:
-        """The RFC 6962 root of ``leaves[low:high]``."""
-        if high - low <= self._DIRECT:
-            return root(self.leaves[low:high])
-        known = self._roots.get((low, high))
-        if known is None:
-            middle = low + _split(high - low)
-            known = node_hash(self.root(low, middle), self.root(middle, high))
-            self._roots[(low, high)] = known
-        return known
-
-    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
-        """RFC 6962 ``PROOF(old_size, D[new_size])``, the nodes as
-        :func:`mspauto.evidence.merkle.consistency_proof` gives them."""
-        if old_size in (0, new_size):
-            return []
-        nodes: list[bytes] = []
-        low, high = 0, new_size
-        old_tree_is_whole_subtree = True
-        while old_size != high:
-            middle = low + _split(high - low)
-            if old_size <= middle:
-                nodes.append(self.root(middle, high))
-                high = middle
-            else:
-                nodes.append(self.root(low, middle))
-                low = middle
-                old_tree_is_whole_subtree = False
-        if not old_tree_is_whole_subtree:
-            nodes.append(self.root(low, high))
-        nodes.reverse()
-        return nodes
-
-
-def _split(count: int) -> int:
-    """The largest power of two smaller than ``count`` (``count >= 2``)."""
-    return 1 << ((count - 1).bit_length() - 1)
-
-
 def _signed_at(checkpoint: Checkpoint) -> datetime:
     try:
         return _aware(checkpoint.time)
@@ -567,7 +516,7 @@ def verify_report(
         proven = _check_chain(chain, evidence, manifest.period, public_key, result)
         if proven is not None:
             chains[chain] = proven
-    trees: dict[str, _Tree] = {}
+    trees: dict[str, Tree] = {}
     if store is not None:
         for chain, proven in sorted(chains.items()):
             tree = _check_store(store, chain, manifest, proven.end, result)
@@ -797,7 +746,7 @@ def _check_store(
     manifest: Manifest,
     end: Checkpoint,
     result: ReportVerification,
-) -> _Tree | None:
+) -> Tree | None:
     """The chain's counted records selected again from the store by the manifest's
     rule, each hash recomputed from the record's content, against what the manifest
     says of them; and the log up to the end checkpoint against its signed root; in one
@@ -844,7 +793,7 @@ def _check_store(
             f"covers #{size}"
         )
     else:
-        tree = _Tree(leaves)
+        tree = Tree(leaves)
         if tree.root(0, size) != end.root:
             if edited:
                 where = f"records {_spans(edited)} were edited (their content no longer "
@@ -932,7 +881,7 @@ def _check_previous(
     previous: Path,
     manifest: Manifest,
     chains: Mapping[str, _ChainProven],
-    trees: Mapping[str, _Tree],
+    trees: Mapping[str, Tree],
     key: PublicKey,
     result: ReportVerification,
 ) -> None:

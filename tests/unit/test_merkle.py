@@ -18,6 +18,7 @@ from mspauto.evidence.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
     Frontier,
+    Tree,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
@@ -729,3 +730,14 @@ def test_proofs_work_in_a_100000_leaf_tree(large_leaves: list[bytes]) -> None:
         assert verify_consistency(old_size, LARGE_SIZE, old_root, new_root, proof)
         tampered = [*proof[:-1], _with_byte_flipped(proof[-1], 7)]
         assert not verify_consistency(old_size, LARGE_SIZE, old_root, new_root, tampered)
+
+
+def test_one_tree_gives_every_consistency_proof_of_a_large_log() -> None:
+    """Above 1,024 leaves a Tree reuses the subtree roots it computed: each proof must
+    still be RFC 6962's, whatever was asked of the tree before."""
+    leaves = _record_leaves(5000, "tree")
+    tree = Tree(leaves)
+    assert tree.root(0, 5000) == _reference_root(leaves)
+    for old, new in [(1, 5000), (1024, 5000), (1025, 4097), (3333, 5000), (4999, 5000)]:
+        expected = _reference_subproof(old, leaves[:new], True)
+        assert tree.consistency_proof(old, new) == expected, (old, new)
