@@ -185,26 +185,14 @@ class Manifest(_Strict):
     evidence: dict[str, ChainEvidence]
 
 
-class _CountedRange(_Strict):
-    """One entry of ``report.json``'s ``evidence`` (an :class:`EvidenceRange`)."""
-
-    chain: str
-    kinds: tuple[str, ...]
-    count: int
-    first_seq: int
-    first_hash: str
-    last_seq: int
-    last_hash: str
-    sha256: str
-
-
 class _ReportJson(BaseModel):
     """What the manifest reads of ``report.json``: its ``evidence`` (the rest is the
     renderer's)."""
 
     model_config = ConfigDict(strict=True)
 
-    evidence: list[_CountedRange]
+    evidence: list[EvidenceRange]
+    """Validated strictly, as the dataclass's fields say (an unknown key is refused)."""
 
 
 @dataclass
@@ -993,10 +981,9 @@ def _report_json_ranges(path: Path) -> dict[str, EvidenceRange]:
             f"has no 'evidence' list of the records the report counted ({_first_error(exc)})"
         ) from None
     ranges: dict[str, EvidenceRange] = {}
-    for item in listed:
-        counted = EvidenceRange(**item.model_dump())
-        if ranges.setdefault(item.chain, counted) is not counted:
-            raise ValueError(f"its evidence lists {item.chain} twice")
+    for counted in listed:
+        if ranges.setdefault(counted.chain, counted) is not counted:
+            raise ValueError(f"its evidence lists {counted.chain} twice")
     return ranges
 
 
