@@ -39,6 +39,7 @@ from mspauto.sla.model import (
     BackupAsset,
     Band,
     BaselineHost,
+    Breach,
     CoverageHost,
     Drift,
     ExceptionItem,
@@ -106,15 +107,19 @@ FINDINGS_COLUMNS = (
     "last_drill",
     "drill_ok",
     "drill_due",
+    "breach_start",
+    "breach_end",
+    "hours",
     "hosts_affected",
     "approved_by",
     "approved_on",
     "expires",
     "reason",
 )
-"""``findings.csv``: one row per patch item, backup asset, failing baseline control,
-baseline drift and exception; ``area`` says which (``patch``, ``backup``,
-``baseline failure``, ``baseline drift``, ``exception``). Times are ISO 8601 in UTC."""
+"""``findings.csv``: one row per patch item, backup asset, RPO breach, failing baseline
+control, baseline drift and exception; ``area`` says which (``patch``, ``backup``,
+``backup breach``, ``baseline failure``, ``baseline drift``, ``exception``). Times are
+ISO 8601 in UTC."""
 
 _BAND_THRESHOLDS = (
     (Band.GOOD, "90 or more"),
@@ -488,6 +493,7 @@ class _ReportView:
     open_items: _Shown[PatchItem]
     open_total: int
     kev: _Shown[_KevRow]
+    breaches: _Shown[Breach]
     assets: list[_AssetRow]
     assets_hidden: int
     assets_more: int
@@ -535,6 +541,11 @@ def _view(report: MonthlyReport) -> _ReportView:
         open_items=_shown(open_items, _OPEN_ITEMS_SHOWN),
         open_total=len(open_items),
         kev=_shown([_kev_row(i, report) for i in patching.kev], _LIST_SHOWN),
+        # Ongoing first, then the longest: hourly checks of a big fleet find thousands.
+        breaches=_shown(
+            sorted(report.backups.breaches, key=lambda b: (b.end is not None, -b.hours)),
+            _LIST_SHOWN,
+        ),
         assets=assets,
         assets_hidden=assets_hidden,
         assets_more=assets_more,
@@ -953,6 +964,16 @@ def _finding_rows(report: MonthlyReport) -> Iterable[dict[str, object]]:
             "drill_ok": asset.drill_ok,
             "drill_due": asset.drill_due,
             "reason": asset.reason,
+        }
+    for breach in report.backups.breaches:
+        yield {
+            "area": "backup breach",
+            "host": breach.host,
+            "subject": breach.job,
+            "state": "ongoing" if breach.end is None else "ended",
+            "breach_start": breach.start,
+            "breach_end": breach.end,
+            "hours": breach.hours,
         }
     for failure in report.baseline.top_failing:
         yield {

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pypdfium2 as pdfium
@@ -34,6 +35,7 @@ from mspauto.report.render import (
 from mspauto.sla.model import (
     BackupAsset,
     BaselineHost,
+    Breach,
     ExceptionItem,
     Headline,
     MonthlyReport,
@@ -256,6 +258,7 @@ def test_csv_rows_match_the_report(files: list[Path], sample: MonthlyReport) -> 
     assert Counter(f["area"] for f in findings) == {
         "patch": len(sample.patching.items),
         "backup": len(sample.backups.assets),
+        "backup breach": len(sample.backups.breaches),
         "baseline failure": len(sample.baseline.top_failing),
         "baseline drift": len(sample.baseline.drift),
         "exception": len(sample.exceptions),
@@ -370,6 +373,39 @@ def test_large_fleet_keeps_the_pdf_bounded() -> None:
     assets = re.search(r'<table class="assets">.*?</table>', html, re.S)
     assert assets is not None
     assert re.findall(r'<td class="wrap">(web\d+)</td>', assets.group(0)) == ["web1"]
+
+
+def test_thousands_of_breaches_show_the_worst_and_the_csv_has_every_one(
+    sample: MonthlyReport, tmp_path: Path
+) -> None:
+    """Hourly checks of a large fleet find thousands of breaches; laying each out took
+    WeasyPrint 10 s. The page shows the ongoing and the longest; the CSV every one."""
+    start = sample.period.start
+    breaches = [
+        Breach(f"web{n}", "etc", start + timedelta(hours=n), start + timedelta(hours=n + 1), 1.0)
+        for n in range(1, 3000)
+    ]
+    breaches[1234] = Breach("web-long", "db", start, start + timedelta(days=3), 72.0)
+    breaches.append(Breach("web-now", "www", start, None, 90.5))
+    report = dataclasses.replace(
+        sample, backups=dataclasses.replace(sample.backups, breaches=breaches)
+    )
+    html = render_html(report)
+    table = re.search(r'<table class="breaches">.*?</table>', html, re.S)
+    assert table is not None
+    hosts = re.findall(r'<td class="wrap">([\w-]+)</td>\s*<td class="wrap">', table.group(0))
+    assert len(hosts) == 40
+    assert hosts[:2] == ["web-now", "web-long"]
+    assert "2960 more breaches are not shown here: every one is in findings.csv." in html
+    rows = [r for r in read_csv(write_csv(report, tmp_path)[1]) if r["area"] == "backup breach"]
+    assert len(rows) == 3000
+    ongoing = next(r for r in rows if r["host"] == "web-now")
+    assert (ongoing["subject"], ongoing["state"], ongoing["breach_end"], ongoing["hours"]) == (
+        "www",
+        "ongoing",
+        "",
+        "90.5",
+    )
 
 
 def test_hosts_missing_from_some_area_still_get_a_row(
