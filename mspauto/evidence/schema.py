@@ -41,6 +41,8 @@ __all__ = [
     "outputs",
     "present_guards",
     "records",
+    "schedule_jobs",
+    "schedule_runs",
 ]
 
 GENESIS = "0" * 64
@@ -104,6 +106,32 @@ batches = Table(
     Column("last_seq", Integer, nullable=False),
     Column("signature", Text, nullable=False),
     Index("evidence_batches_by_chain", "chain", "last_seq"),
+)
+
+# The control node's schedule (mspauto.schedule): coordination state, not evidence.
+# A tick's key is unique, so whichever scheduler stamps it first runs it; its row says
+# how it went. Each job's row says up to when its ticks were handled.
+schedule_runs = Table(
+    "schedule_runs",
+    metadata,
+    Column("key", String(400), primary_key=True),
+    Column("job", String(400), nullable=False),
+    Column("due", String(40), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("owner", String(300), nullable=False),
+    Column("started_at", String(40), nullable=False),
+    Column("heartbeat_at", String(40), nullable=False),
+    Column("finished_at", String(40)),
+    Column("exit_code", Integer),
+    Index("schedule_runs_by_job", "job", "due"),
+)
+
+schedule_jobs = Table(
+    "schedule_jobs",
+    metadata,
+    Column("job", String(400), primary_key=True),
+    Column("seen_until", String(40), nullable=False),
 )
 
 _APPEND_ONLY = (

@@ -61,6 +61,13 @@ class Schedule(StrictModel):
 
     cron: CronExpression
     timezone: ScheduleZone
+    catch_up: bool = Field(
+        default=True,
+        description=(
+            "a time missed while the control node was down runs once when it is back, "
+            "if the next time has not come yet (otherwise it is recorded as skipped)"
+        ),
+    )
 
 
 class MaintenanceWindow(StrictModel):
@@ -314,6 +321,10 @@ class Contract(_PolicyBase):
     restore_test_every: Duration = timedelta(days=90)
     baseline_score_floor: float = Field(default=80, ge=0, le=100)
     coverage_floor_percent: float = Field(default=95, ge=0, le=100)
+    report_schedule: Schedule = Field(
+        default_factory=lambda: Schedule(cron="0 6 1 * *", timezone="client"),
+        description="when the control node makes last month's report (default: the 1st, 06:00)",
+    )
 
     @field_validator("patch_deadlines")
     @classmethod

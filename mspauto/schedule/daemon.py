@@ -1,0 +1,259 @@
+"""The scheduler: each pass finds the ticks that came due, decides each, starts runs.
+
+Every tick that comes due is either run or recorded as skipped with the reason; none is
+lost silently, none runs twice:
+
+- A tick is stamped in the database (its key is unique) before its run starts.
+- A job runs once at a time: a tick that comes while the job's last run is still going
+  is skipped, saying which run it waited for.
+- Ticks missed while the control node was down: all but the newest are skipped; the
+  newest runs once if its job catches up (``catch_up: true``, the default) and, for a
+  patch install, its maintenance window is still open; otherwise it is skipped too.
+- A run whose scheduler died is marked interrupted by the next pass of any scheduler
+  (a process of this host that is gone, or one silent for longer than the lease).
+
+Each run is a child process running the same command a tech would type, so a crash of
+a run cannot take the scheduler with it, and SIGTERM reaches the run as it would at a
+terminal: it starts no more hosts, lets the running ones finish and records itself as
+interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Protocol
+
+from mspauto.patching.planner import window_state
+from mspauto.schedule.jobs import Job
+from mspauto.schedule.state import ScheduleState, TickState
+from mspauto.schedule.ticks import ticks_between
+
+__all__ = ["Clock", "Launch", "Launcher", "ProcessLauncher", "Scheduler", "SystemClock"]
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    def wait(self, seconds: float, stop: threading.Event) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def wait(self, seconds: float, stop: threading.Event) -> None:
+        stop.wait(seconds)
+
+
+class Launch(Protocol):
+    """A run started for a tick."""
+
+    def poll(self) -> int | None:
+        """Its exit code, or None while it runs."""
+        ...
+
+    def stop(self) -> None:
+        """Ask it to stop (it finishes the hosts it is on and records itself)."""
+        ...
+
+    def last_words(self) -> str:
+        """The last line it wrote to stderr (why it failed)."""
+        ...
+
+
+class Launcher(Protocol):
+    def start(self, job: Job, due: datetime) -> Launch: ...
+
+
+EXIT_STOPPED = 130
+"""What an mspauto command exits with when stopped by a signal."""
+
+
+@dataclass
+class Scheduler:
+    """Runs ``jobs`` on their schedules; :meth:`run_pass` is one look at the clock."""
+
+    jobs: Sequence[Job]
+    state: ScheduleState
+    launcher: Launcher
+    clock: Clock
+    grace: timedelta = timedelta(minutes=2)
+    """A tick found due this late is on time (a pass, a slow start); later, missed."""
+    lease: timedelta = timedelta(minutes=10)
+    """A running tick whose scheduler was silent this long is taken as interrupted."""
+    max_parallel: int = 4
+    """Runs at once; ticks beyond wait for a free slot, in order."""
+    running: dict[str, tuple[Job, Launch]] = field(default_factory=dict)
+    waiting: deque[tuple[Job, datetime]] = field(default_factory=deque)
+
+    def run_pass(self) -> None:
+        now = self.clock.now()
+        self.state.reap(now, self.lease)
+        self._collect(now)
+        for job in self.jobs:
+            seen = self.state.seen_until(job)
+            if seen is not None:
+                due = list(ticks_between(job.cron, job.zone, seen, now))
+                if due:
+                    self._decide(job, due, now)
+            # A job seen for the first time owes nothing from before.
+            self.state.mark_seen(job, now)
+        self._start_waiting()
+        self.state.beat(now)
+
+    def run_forever(self, stop: threading.Event, every: float = 15.0) -> None:
+        """Passes until ``stop`` is set, then :meth:`stop`."""
+        while not stop.is_set():
+            self.run_pass()
+            self.clock.wait(every, stop)
+        self.stop()
+
+    def stop(self, patience: float = 600.0) -> None:
+        """Stop every run (each finishes the hosts it is on) and record how each ended;
+        ticks still waiting are skipped."""
+        now = self.clock.now()
+        while self.waiting:
+            job, due = self.waiting.popleft()
+            self.state.finish(
+                job.run_key(due),
+                TickState.SKIPPED,
+                now,
+                "the scheduler was stopped before a slot was free",
+                None,
+            )
+        for _, launch in self.running.values():
+            launch.stop()
+        deadline = now + timedelta(seconds=patience)
+        while self.running and self.clock.now() < deadline:
+            self._collect(self.clock.now(), stopping=True)
+            if self.running:
+                self.clock.wait(0.2, threading.Event())
+        self._collect(self.clock.now(), stopping=True)
+
+    # --- inside a pass --------------------------------------------------------------
+
+    def _decide(self, job: Job, due: list[datetime], now: datetime) -> None:
+        newest = due[-1]
+        for tick in due[:-1]:
+            self.state.skip(
+                job,
+                tick,
+                now,
+                "missed while the control node was down or busy; a later time replaced it",
+            )
+        busy = self._busy(job)
+        if busy is not None:
+            self.state.skip(job, newest, now, f"the run of {busy} was still going")
+            return
+        if now - newest > self.grace:
+            why_not = self._no_catch_up(job, now)
+            if why_not:
+                self.state.skip(
+                    job, newest, now, f"missed while the control node was down; {why_not}"
+                )
+                return
+        if self.state.claim(job, newest, now):
+            self.waiting.append((job, newest))
+
+    def _no_catch_up(self, job: Job, now: datetime) -> str:
+        """Why a missed tick is not run late ('' when it is)."""
+        if not job.catch_up:
+            return "the schedule does not catch up (catch_up: false)"
+        if job.window is not None:
+            window = window_state(job.window, job.window_zone, now)
+            if not window.open:
+                return "its maintenance window has closed"
+        return ""
+
+    def _busy(self, job: Job) -> str | None:
+        """The tick this job is still running (or waiting to run), if any."""
+        for key, (running_job, _) in self.running.items():
+            if running_job.name == job.name:
+                return key
+        for waiting_job, due in self.waiting:
+            if waiting_job.name == job.name:
+                return waiting_job.run_key(due)
+        row = self.state.running(job)
+        return None if row is None else row.key
+
+    def _start_waiting(self) -> None:
+        while self.waiting and len(self.running) < self.max_parallel:
+            job, due = self.waiting.popleft()
+            self.running[job.run_key(due)] = (job, self.launcher.start(job, due))
+
+    def _collect(self, now: datetime, stopping: bool = False) -> None:
+        for key, (_, launch) in list(self.running.items()):
+            code = launch.poll()
+            if code is None:
+                continue
+            del self.running[key]
+            if code == 0:
+                self.state.finish(key, TickState.OK, now, "", code)
+            elif code == EXIT_STOPPED or stopping:
+                why = "the scheduler was stopped (SIGTERM): the run finished the hosts it was on"
+                self.state.finish(key, TickState.INTERRUPTED, now, why, code)
+            else:
+                self.state.finish(key, TickState.FAILED, now, launch.last_words(), code)
+
+
+class ProcessLauncher:
+    """Starts each run as ``python -m mspauto --project ROOT ...``, its output kept in
+    ``logs/`` (one file per tick) for a person to read."""
+
+    def __init__(self, project: Path, logs: Path) -> None:
+        self.project = project
+        self.logs = logs
+
+    def start(self, job: Job, due: datetime) -> Launch:
+        self.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = job.run_key(due).replace("/", "_").replace(":", "")
+        out = (self.logs / f"{name}.out").open("wb")
+        err = (self.logs / f"{name}.err").open("w+b")
+        argv = [sys.executable, "-m", "mspauto", "--project", str(self.project)]
+        process = subprocess.Popen(
+            [*argv, *job.command(due)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            preexec_fn=_stop_with_parent,  # noqa: PLW1509  (no threads start runs)
+        )
+        out.close()
+        return _ProcessLaunch(process, err)
+
+
+@dataclass
+class _ProcessLaunch:
+    process: subprocess.Popen[bytes]
+    err: IO[bytes]
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def last_words(self) -> str:
+        self.err.seek(0)
+        lines = [line.strip() for line in self.err.read().decode(errors="replace").splitlines()]
+        self.err.close()
+        return next((line for line in reversed(lines) if line), "")[:500]
+
+
+def _stop_with_parent() -> None:
+    """In the child: SIGTERM when the scheduler dies (even by SIGKILL), so no run goes
+    on unwatched; Linux's PR_SET_PDEATHSIG."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    os.setpgid(0, 0)  # its own group: a Ctrl-C at the scheduler's terminal is not its
