@@ -34,6 +34,7 @@ _COMMANDS = {
     "backups": "mspauto.cli.backups:backups",
     "keys": "mspauto.cli.keys:keys",
     "report": "mspauto.cli.report:report",
+    "scheduler": "mspauto.cli.scheduler:scheduler",
 }
 
 

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -92,12 +92,16 @@ class Scheduler:
     """A running tick whose scheduler was silent this long is taken as interrupted."""
     max_parallel: int = 4
     """Runs at once; ticks beyond wait for a free slot, in order."""
+    log: Callable[..., object] = field(default=lambda event, **fields: None)
+    """Called with an event name and its fields for every decision (the daemon's
+    structured log); nothing secret is ever among them."""
     running: dict[str, tuple[Job, Launch]] = field(default_factory=dict)
     waiting: deque[tuple[Job, datetime]] = field(default_factory=deque)
 
     def run_pass(self) -> None:
         now = self.clock.now()
-        self.state.reap(now, self.lease)
+        for row in self.state.reap(now, self.lease):
+            self.log("tick.interrupted", key=row.key, owner=row.owner)
         self._collect(now)
         for job in self.jobs:
             seen = self.state.seen_until(job)
@@ -123,13 +127,9 @@ class Scheduler:
         now = self.clock.now()
         while self.waiting:
             job, due = self.waiting.popleft()
-            self.state.finish(
-                job.run_key(due),
-                TickState.SKIPPED,
-                now,
-                "the scheduler was stopped before a slot was free",
-                None,
-            )
+            why = "the scheduler was stopped before a slot was free"
+            self.state.finish(job.run_key(due), TickState.SKIPPED, now, why, None)
+            self.log("tick.skipped", key=job.run_key(due), reason=why)
         for _, launch in self.running.values():
             launch.stop()
         deadline = now + timedelta(seconds=patience)
@@ -144,7 +144,7 @@ class Scheduler:
     def _decide(self, job: Job, due: list[datetime], now: datetime) -> None:
         newest = due[-1]
         for tick in due[:-1]:
-            self.state.skip(
+            self._skip(
                 job,
                 tick,
                 now,
@@ -152,17 +152,19 @@ class Scheduler:
             )
         busy = self._busy(job)
         if busy is not None:
-            self.state.skip(job, newest, now, f"the run of {busy} was still going")
+            self._skip(job, newest, now, f"the run of {busy} was still going")
             return
         if now - newest > self.grace:
             why_not = self._no_catch_up(job, now)
             if why_not:
-                self.state.skip(
-                    job, newest, now, f"missed while the control node was down; {why_not}"
-                )
+                self._skip(job, newest, now, f"missed while the control node was down; {why_not}")
                 return
         if self.state.claim(job, newest, now):
             self.waiting.append((job, newest))
+
+    def _skip(self, job: Job, due: datetime, now: datetime, reason: str) -> None:
+        if self.state.skip(job, due, now, reason):
+            self.log("tick.skipped", key=job.run_key(due), reason=reason)
 
     def _no_catch_up(self, job: Job, now: datetime) -> str:
         """Why a missed tick is not run late ('' when it is)."""
@@ -189,6 +191,7 @@ class Scheduler:
         while self.waiting and len(self.running) < self.max_parallel:
             job, due = self.waiting.popleft()
             self.running[job.run_key(due)] = (job, self.launcher.start(job, due))
+            self.log("tick.started", key=job.run_key(due), command=job.command(due)[0])
 
     def _collect(self, now: datetime, stopping: bool = False) -> None:
         for key, (_, launch) in list(self.running.items()):
@@ -197,12 +200,14 @@ class Scheduler:
                 continue
             del self.running[key]
             if code == 0:
-                self.state.finish(key, TickState.OK, now, "", code)
+                state, why = TickState.OK, ""
             elif code == EXIT_STOPPED or stopping:
+                state = TickState.INTERRUPTED
                 why = "the scheduler was stopped (SIGTERM): the run finished the hosts it was on"
-                self.state.finish(key, TickState.INTERRUPTED, now, why, code)
             else:
-                self.state.finish(key, TickState.FAILED, now, launch.last_words(), code)
+                state, why = TickState.FAILED, launch.last_words()
+            self.state.finish(key, state, now, why, code)
+            self.log("tick.finished", key=key, state=state.value, exit_code=code, reason=why)
 
 
 class ProcessLauncher:

@@ -1,0 +1,162 @@
+"""The control node's daemon around :class:`~mspauto.schedule.daemon.Scheduler`: the
+project re-read every pass (a policy edited is picked up without a restart; a project
+that stops validating keeps the last good jobs), JSON-lines logs, SIGTERM, systemd."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from mspauto.config import Settings
+from mspauto.project import load_project
+from mspauto.schedule.daemon import ProcessLauncher, Scheduler, SystemClock
+from mspauto.schedule.jobs import Job, jobs_of
+from mspauto.schedule.state import ScheduleState, TickRow
+from mspauto.schedule.ticks import next_tick
+
+__all__ = ["JobStatus", "job_status", "run_daemon", "systemd_unit"]
+
+
+def json_logger(stream: Any = None) -> Callable[..., object]:
+    """A structlog logger writing one JSON object per line (timestamp, level, event)."""
+    logger = structlog.wrap_logger(
+        structlog.PrintLogger(stream or sys.stderr),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(sort_keys=True),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
+    return logger.info  # type: ignore[no-any-return]
+
+
+def run_daemon(settings: Settings, *, every: float = 15.0, max_parallel: int = 4) -> None:
+    """Run the schedule until SIGTERM or SIGINT; then stop the runs cleanly."""
+    from mspauto.evidence.store import EvidenceStore
+
+    log = json_logger()
+    store = EvidenceStore(settings.evidence_url, writable=True)
+    state = ScheduleState(store.engine)
+    scheduler = Scheduler(
+        [],
+        state,
+        ProcessLauncher(settings.root, settings.state_dir / "schedule" / "logs"),
+        SystemClock(),
+        max_parallel=max_parallel,
+        log=log,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log("scheduler.stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    log("scheduler.started", owner=state.owner, project=str(settings.root))
+    try:
+        while not stop.is_set():
+            scheduler.jobs = _jobs(settings, scheduler.jobs, log)
+            scheduler.run_pass()
+            stop.wait(every)
+        scheduler.stop()
+    finally:
+        store.close()
+    log("scheduler.stopped")
+
+
+def _jobs(settings: Settings, current: Sequence[Job], log: Callable[..., object]) -> list[Job]:
+    project = load_project(settings)
+    if project.errors:
+        first = project.errors[0]
+        log("project.invalid", problems=len(project.errors), first=str(first), kept=len(current))
+        return list(current)
+    jobs = jobs_of(project)
+    if [j.name for j in jobs] != [j.name for j in current]:
+        log("jobs.loaded", jobs=len(jobs))
+    return jobs
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """One job as ``scheduler status`` shows it."""
+
+    job: Job
+    last: TickRow | None
+    next_due: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        last = self.last
+        return {
+            "client": self.job.client,
+            "policy": self.job.policy,
+            "action": self.job.action,
+            "cron": self.job.cron,
+            "timezone": self.job.zone,
+            "next": self.next_due.isoformat(),
+            "last": None
+            if last is None
+            else {
+                "due": last.due.isoformat(),
+                "state": last.state.value,
+                "reason": last.reason,
+                "exit_code": last.exit_code,
+                "finished": None if last.finished_at is None else last.finished_at.isoformat(),
+            },
+        }
+
+
+def job_status(jobs: Sequence[Job], state: ScheduleState | None, now: datetime) -> list[JobStatus]:
+    """Each job's last tick (None when never run, or no schedule state yet) and next."""
+    return [
+        JobStatus(job, state.last(job) if state else None, next_tick(job.cron, job.zone, now))
+        for job in jobs
+    ]
+
+
+def systemd_unit(settings: Settings, user: str | None = None) -> str:
+    """A systemd service running the scheduler for this project.
+
+    ``KillMode=mixed``: systemd's SIGTERM goes to the scheduler alone, which hands it
+    to each run and waits for them to finish the hosts they are on."""
+    # systemd reads % as a specifier: a path holding one is written as %%.
+    command = shlex.join(
+        [sys.executable, "-m", "mspauto", "--project", str(settings.root), "scheduler", "run"]
+    ).replace("%", "%%")
+    lines = [
+        "[Unit]",
+        "Description=mspauto control node: policies on their schedules",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"ExecStart={command}",
+        f"WorkingDirectory={str(settings.root).replace('%', '%%')}",
+        *([f"User={user}"] if user else []),
+        "Restart=on-failure",
+        "RestartSec=10",
+        "KillMode=mixed",
+        "TimeoutStopSec=15min",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def unit_path(name: str = "mspauto-scheduler.service") -> Path:
+    return Path("/etc/systemd/system") / name
