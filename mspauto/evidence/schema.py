@@ -38,6 +38,7 @@ __all__ = [
     "guard_names",
     "install_guards",
     "metadata",
+    "notifications",
     "outputs",
     "present_guards",
     "records",
@@ -132,6 +133,24 @@ schedule_jobs = Table(
     metadata,
     Column("job", String(400), primary_key=True),
     Column("seen_until", String(40), nullable=False),
+)
+
+# Each event once per channel: its key and the channel are the row's key, so an event
+# seen again (the next pass, another scheduler) is not sent twice; a failed delivery
+# is retried until it is sent or given up, and the row keeps the last error.
+notifications = Table(
+    "schedule_notifications",
+    metadata,
+    Column("event", String(500), primary_key=True),
+    Column("channel", String(300), primary_key=True),
+    Column("client", String(128), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_try", String(40), nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("sent_at", String(40)),
 )
 
 _APPEND_ONLY = (

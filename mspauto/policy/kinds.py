@@ -7,7 +7,13 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from mspauto.fields import format_duration
-from mspauto.policy.models import BackupPolicy, Contract, PatchPolicy, Waiver
+from mspauto.policy.models import (
+    BackupPolicy,
+    Contract,
+    NotificationPolicy,
+    PatchPolicy,
+    Waiver,
+)
 from mspauto.policy.registry import CheckContext, PolicyKind, register
 from mspauto.problems import Problem
 
@@ -63,6 +69,27 @@ def _waiver_dates(context: CheckContext) -> Iterator[Problem]:
                 f"({waiver.expires}); renew it or plan the fix",
                 severity="warning",
             )
+
+
+def _notification(policy: NotificationPolicy) -> str:
+    channels = [c for c in ("email", "webhook") if getattr(policy, c) is not None]
+    return f"{', '.join(policy.events)} for {', '.join(policy.clients)} by {' and '.join(channels)}"
+
+
+def _notification_clients(context: CheckContext) -> Iterator[Problem]:
+    """Every client a notification names exists (a typo would silence it)."""
+    known = set(context.inventory.clients) | set(context.broken_clients)
+    for loaded in context.policies:
+        policy = loaded.policy
+        if not isinstance(policy, NotificationPolicy):
+            continue
+        for index, name in enumerate(policy.clients):
+            if name != "*" and name not in known:
+                yield Problem(
+                    loaded.doc.location(("clients", index)),
+                    f"clients[{index}]",
+                    f"no client is named '{name}' (clients: {', '.join(sorted(known)) or 'none'})",
+                )
 
 
 def _rollout_rings(context: CheckContext) -> Iterator[Problem]:
@@ -130,4 +157,13 @@ register(PolicyKind("backup", BackupPolicy, _backup, help="verify backups agains
 register(PolicyKind("contract", Contract, _contract, help="the SLA a client bought"))
 register(
     PolicyKind("waiver", Waiver, _waiver, _waiver_dates, help="an approved, expiring exception")
+)
+register(
+    PolicyKind(
+        "notification",
+        NotificationPolicy,
+        _notification,
+        _notification_clients,
+        help="who hears about failed runs, SLA breaches, expiring waivers, reports",
+    )
 )

@@ -23,6 +23,7 @@ from mspauto.fields import (
     CronExpression,
     Duration,
     Name,
+    Port,
     ScheduleZone,
     SecretRef,
     StrictModel,
@@ -38,6 +39,7 @@ __all__ = [
     "BackupPolicy",
     "BaselinePolicy",
     "Contract",
+    "NotificationPolicy",
     "PatchPolicy",
     "RulePack",
     "Schedule",
@@ -382,3 +384,65 @@ class Waiver(_PolicyBase):
             if value:
                 return f"{field}:{value}"
         raise AssertionError("validated to have one subject")
+
+
+NotificationEvent = Literal["run-failed", "sla-breached", "waiver-expiring", "report-ready"]
+NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = (
+    "run-failed",
+    "sla-breached",
+    "waiver-expiring",
+    "report-ready",
+)
+_ADDRESS = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$")
+
+
+class EmailChannel(StrictModel):
+    """Email over SMTP (STARTTLS when asked; a login when a user is given)."""
+
+    to: list[str] = Field(min_length=1)
+    sender: str = Field(alias="from")
+    server: str = Field(min_length=1)
+    port: Port = 25
+    starttls: bool = False
+    username: str | None = None
+    password: SecretRef | None = None
+
+    @field_validator("to", "sender")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        for address in value if isinstance(value, list) else [value]:
+            if not _ADDRESS.match(address):
+                raise ValueError(f"'{address}' is not an email address (name@domain)")
+        return value
+
+
+class WebhookChannel(StrictModel):
+    """A JSON POST: ``{"text": ...}`` is what Slack and Teams incoming webhooks show;
+    the event's fields are under ``mspauto``."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+
+
+class NotificationPolicy(_PolicyBase):
+    """Who hears about which of the control node's events, for which clients. Each event
+    is sent once per channel (a failed delivery is retried, and recorded)."""
+
+    kind: Literal["notification"]
+    clients: list[str] = Field(min_length=1, description="client names, or '*' for every client")
+    events: list[NotificationEvent] = Field(
+        default_factory=lambda: list(NOTIFICATION_EVENTS), min_length=1
+    )
+    email: EmailChannel | None = None
+    webhook: WebhookChannel | None = None
+    waiver_warning: Duration = Field(
+        default=timedelta(days=14), description="how long before a waiver expires to say so"
+    )
+
+    @model_validator(mode="after")
+    def _a_channel(self) -> NotificationPolicy:
+        if self.email is None and self.webhook is None:
+            raise item_error("give 'email', 'webhook' or both: where to send", at=None)
+        return self
+
+    def covers(self, client: str) -> bool:
+        return "*" in self.clients or client in self.clients

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 from mspauto.patching.planner import window_state
 from mspauto.schedule.jobs import Job
@@ -69,6 +69,10 @@ class Launch(Protocol):
         """The last line it wrote to stderr (why it failed)."""
         ...
 
+    def output(self) -> str:
+        """What it wrote to stdout (its JSON result), once it ended."""
+        ...
+
 
 class Launcher(Protocol):
     def start(self, job: Job, due: datetime) -> Launch: ...
@@ -95,7 +99,9 @@ class Scheduler:
     log: Callable[..., object] = field(default=lambda event, **fields: None)
     """Called with an event name and its fields for every decision (the daemon's
     structured log); nothing secret is ever among them."""
-    running: dict[str, tuple[Job, Launch]] = field(default_factory=dict)
+    after_tick: Callable[[Job, datetime, TickState, int | None, str, str], None] | None = None
+    """Called when a run ends: job, due, state, exit code, reason, its stdout."""
+    running: dict[str, tuple[Job, datetime, Launch]] = field(default_factory=dict)
     waiting: deque[tuple[Job, datetime]] = field(default_factory=deque)
 
     def run_pass(self) -> None:
@@ -130,7 +136,7 @@ class Scheduler:
             why = "the scheduler was stopped before a slot was free"
             self.state.finish(job.run_key(due), TickState.SKIPPED, now, why, None)
             self.log("tick.skipped", key=job.run_key(due), reason=why)
-        for _, launch in self.running.values():
+        for _, _, launch in self.running.values():
             launch.stop()
         deadline = now + timedelta(seconds=patience)
         while self.running and self.clock.now() < deadline:
@@ -178,7 +184,7 @@ class Scheduler:
 
     def _busy(self, job: Job) -> str | None:
         """The tick this job is still running (or waiting to run), if any."""
-        for key, (running_job, _) in self.running.items():
+        for key, (running_job, _, _) in self.running.items():
             if running_job.name == job.name:
                 return key
         for waiting_job, due in self.waiting:
@@ -190,11 +196,11 @@ class Scheduler:
     def _start_waiting(self) -> None:
         while self.waiting and len(self.running) < self.max_parallel:
             job, due = self.waiting.popleft()
-            self.running[job.run_key(due)] = (job, self.launcher.start(job, due))
+            self.running[job.run_key(due)] = (job, due, self.launcher.start(job, due))
             self.log("tick.started", key=job.run_key(due), command=job.command(due)[0])
 
     def _collect(self, now: datetime, stopping: bool = False) -> None:
-        for key, (_, launch) in list(self.running.items()):
+        for key, (job, due, launch) in list(self.running.items()):
             code = launch.poll()
             if code is None:
                 continue
@@ -208,6 +214,8 @@ class Scheduler:
                 state, why = TickState.FAILED, launch.last_words()
             self.state.finish(key, state, now, why, code)
             self.log("tick.finished", key=key, state=state.value, exit_code=code, reason=why)
+            if self.after_tick is not None:
+                self.after_tick(job, due, state, code, why, launch.output())
 
 
 class ProcessLauncher:
@@ -221,8 +229,8 @@ class ProcessLauncher:
     def start(self, job: Job, due: datetime) -> Launch:
         self.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = job.run_key(due).replace("/", "_").replace(":", "")
-        out = (self.logs / f"{name}.out").open("wb")
-        err = (self.logs / f"{name}.err").open("w+b")
+        out_path, err_path = self.logs / f"{name}.out", self.logs / f"{name}.err"
+        out, err = out_path.open("wb"), err_path.open("wb")
         argv = [sys.executable, "-m", "mspauto", "--project", str(self.project)]
         process = subprocess.Popen(
             [*argv, *job.command(due)],
@@ -232,13 +240,15 @@ class ProcessLauncher:
             preexec_fn=_stop_with_parent,  # noqa: PLW1509  (no threads start runs)
         )
         out.close()
-        return _ProcessLaunch(process, err)
+        err.close()
+        return _ProcessLaunch(process, out_path, err_path)
 
 
 @dataclass
 class _ProcessLaunch:
     process: subprocess.Popen[bytes]
-    err: IO[bytes]
+    out: Path
+    err: Path
 
     def poll(self) -> int | None:
         return self.process.poll()
@@ -248,10 +258,19 @@ class _ProcessLaunch:
             self.process.send_signal(signal.SIGTERM)
 
     def last_words(self) -> str:
-        self.err.seek(0)
-        lines = [line.strip() for line in self.err.read().decode(errors="replace").splitlines()]
-        self.err.close()
-        return next((line for line in reversed(lines) if line), "")[:500]
+        lines = _read(self.err).splitlines()
+        return next((line.strip() for line in reversed(lines) if line.strip()), "")[:500]
+
+    def output(self) -> str:
+        return _read(self.out)
+
+
+def _read(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(1 << 20).decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _stop_with_parent() -> None:

@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -19,10 +19,12 @@ from typing import Any
 import structlog
 
 from mspauto.config import Settings
-from mspauto.project import load_project
+from mspauto.policy.models import NotificationPolicy
+from mspauto.project import Project, load_project
 from mspauto.schedule.daemon import ProcessLauncher, Scheduler, SystemClock
 from mspauto.schedule.jobs import Job, jobs_of
-from mspauto.schedule.state import ScheduleState, TickRow
+from mspauto.schedule.notify import Notifier, tick_events, waiver_events
+from mspauto.schedule.state import ScheduleState, TickRow, TickState
 from mspauto.schedule.ticks import next_tick
 
 __all__ = ["JobStatus", "job_status", "run_daemon", "systemd_unit"]
@@ -49,6 +51,14 @@ def run_daemon(settings: Settings, *, every: float = 15.0, max_parallel: int = 4
     log = json_logger()
     store = EvidenceStore(settings.evidence_url, writable=True)
     state = ScheduleState(store.engine)
+    notifier = Notifier(store.engine, settings.root, log=log)
+
+    def after_tick(*ended: Any) -> None:
+        job, due, tick_state, code, reason, output = ended
+        since = state.failing_since(job, due) if tick_state is TickState.FAILED else None
+        for event in tick_events(job, due, tick_state, code, reason, since, output):
+            notifier.notify(event, datetime.now(UTC))
+
     scheduler = Scheduler(
         [],
         state,
@@ -56,6 +66,7 @@ def run_daemon(settings: Settings, *, every: float = 15.0, max_parallel: int = 4
         SystemClock(),
         max_parallel=max_parallel,
         log=log,
+        after_tick=_safely(after_tick, log),
     )
     stop = threading.Event()
 
@@ -68,8 +79,17 @@ def run_daemon(settings: Settings, *, every: float = 15.0, max_parallel: int = 4
     log("scheduler.started", owner=state.owner, project=str(settings.root))
     try:
         while not stop.is_set():
-            scheduler.jobs = _jobs(settings, scheduler.jobs, log)
-            scheduler.run_pass()
+            project = _project(settings, log)
+            if project is not None:
+                scheduler.jobs = _jobs(project, scheduler.jobs, log)
+                notifier.policies = [
+                    p.policy for p in project.policies if isinstance(p.policy, NotificationPolicy)
+                ]
+            _safely(scheduler.run_pass, log)()
+            now = datetime.now(UTC)
+            if project is not None:
+                _safely(_waivers, log)(notifier, project, now)
+            _safely(notifier.deliver, log)(now)
             stop.wait(every)
         scheduler.stop()
     finally:
@@ -77,16 +97,38 @@ def run_daemon(settings: Settings, *, every: float = 15.0, max_parallel: int = 4
     log("scheduler.stopped")
 
 
-def _jobs(settings: Settings, current: Sequence[Job], log: Callable[..., object]) -> list[Job]:
+def _project(settings: Settings, log: Callable[..., object]) -> Project | None:
+    """The project as it is now; None (and a log line) when it does not validate."""
     project = load_project(settings)
     if project.errors:
-        first = project.errors[0]
-        log("project.invalid", problems=len(project.errors), first=str(first), kept=len(current))
-        return list(current)
+        log("project.invalid", problems=len(project.errors), first=str(project.errors[0]))
+        return None
+    return project
+
+
+def _jobs(project: Project, current: Sequence[Job], log: Callable[..., object]) -> list[Job]:
     jobs = jobs_of(project)
     if [j.name for j in jobs] != [j.name for j in current]:
         log("jobs.loaded", jobs=len(jobs))
     return jobs
+
+
+def _waivers(notifier: Notifier, project: Project, now: datetime) -> None:
+    for event in waiver_events(project, now.date()):
+        notifier.notify(event, now)
+
+
+def _safely(action: Callable[..., None], log: Callable[..., object]) -> Callable[..., None]:
+    """``action``, its failure logged instead of stopping the scheduler (a database or
+    mail server hiccup must not take the schedule down)."""
+
+    def guarded(*args: Any) -> None:
+        try:
+            action(*args)
+        except Exception as exc:
+            log("scheduler.error", action=action.__name__, error=f"{type(exc).__name__}: {exc}")
+
+    return guarded
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mspauto.evidence.schema import schedule_jobs, schedule_runs
 from mspauto.schedule.jobs import Job
 
-__all__ = ["ScheduleState", "TickRow", "TickState", "this_owner"]
+__all__ = ["ScheduleState", "TickRow", "TickState", "stamp", "this_owner"]
 
 
 class TickState(StrEnum):
@@ -77,14 +77,14 @@ class ScheduleState:
         with self.engine.begin() as conn:
             changed = conn.execute(
                 update(schedule_jobs)
-                .where(schedule_jobs.c.job == job.name, schedule_jobs.c.seen_until < _text(until))
-                .values(seen_until=_text(until))
+                .where(schedule_jobs.c.job == job.name, schedule_jobs.c.seen_until < stamp(until))
+                .values(seen_until=stamp(until))
             ).rowcount
             if not changed:
                 try:
                     with conn.begin_nested():
                         conn.execute(
-                            schedule_jobs.insert().values(job=job.name, seen_until=_text(until))
+                            schedule_jobs.insert().values(job=job.name, seen_until=stamp(until))
                         )
                 except IntegrityError:
                     pass  # seen later already (by another scheduler)
@@ -109,8 +109,8 @@ class ScheduleState:
                 .values(
                     state=state.value,
                     reason=reason,
-                    finished_at=_text(now),
-                    heartbeat_at=_text(now),
+                    finished_at=stamp(now),
+                    heartbeat_at=stamp(now),
                     exit_code=exit_code,
                 )
             )
@@ -124,7 +124,7 @@ class ScheduleState:
                     schedule_runs.c.owner == self.owner,
                     schedule_runs.c.state == TickState.RUNNING,
                 )
-                .values(heartbeat_at=_text(now))
+                .values(heartbeat_at=stamp(now))
             )
 
     def running(self, job: Job) -> TickRow | None:
@@ -162,6 +162,27 @@ class ScheduleState:
             reaped.append(row)
         return reaped
 
+    def failing_since(self, job: Job, due: datetime) -> datetime:
+        """When the job's run of ``due`` began failing: the due of its first failed tick
+        after its last ok one (``due`` itself when it is the first)."""
+        with self.engine.connect() as conn:
+            last_ok = conn.execute(
+                select(func.max(schedule_runs.c.due)).where(
+                    schedule_runs.c.job == job.name,
+                    schedule_runs.c.state == TickState.OK,
+                    schedule_runs.c.due < stamp(due),
+                )
+            ).scalar()
+            first = conn.execute(
+                select(func.min(schedule_runs.c.due)).where(
+                    schedule_runs.c.job == job.name,
+                    schedule_runs.c.state == TickState.FAILED,
+                    schedule_runs.c.due > (last_ok or ""),
+                    schedule_runs.c.due <= stamp(due),
+                )
+            ).scalar()
+        return due if first is None else _time(first)
+
     def last(self, job: Job) -> TickRow | None:
         """The job's latest tick, whatever became of it."""
         with self.engine.connect() as conn:
@@ -198,13 +219,13 @@ class ScheduleState:
                     schedule_runs.insert().values(
                         key=job.run_key(due),
                         job=job.name,
-                        due=_text(due),
+                        due=stamp(due),
                         state=state.value,
                         reason=reason,
                         owner=self.owner,
-                        started_at=_text(now),
-                        heartbeat_at=_text(now),
-                        finished_at=None if finished is None else _text(finished),
+                        started_at=stamp(now),
+                        heartbeat_at=stamp(now),
+                        finished_at=None if finished is None else stamp(finished),
                     )
                 )
         except IntegrityError:
@@ -212,7 +233,7 @@ class ScheduleState:
         return True
 
 
-def _text(at: datetime) -> str:
+def stamp(at: datetime) -> str:
     """A UTC time as stored: fixed width, so text order is time order."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

@@ -47,6 +47,9 @@ class FakeLaunch:
     def last_words(self) -> str:
         return self.words
 
+    def output(self) -> str:
+        return ""
+
 
 @dataclass
 class FakeLauncher:

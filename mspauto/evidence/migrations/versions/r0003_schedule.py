@@ -1,5 +1,6 @@
 """The control node's schedule: one row per tick (its unique key is the lock that makes
-two schedulers run it once) and, per job, up to when its ticks were handled.
+two schedulers run it once), per job up to when its ticks were handled, and each
+notification per channel (sent once, retried, its last error kept).
 
 Revision ID: 0003
 Revises: 0002
@@ -23,6 +24,20 @@ def upgrade() -> None:
     present = sa.inspect(op.get_bind()).get_table_names()
     if "schedule_runs" not in present:
         _create_runs()
+    if "schedule_notifications" not in present:
+        op.create_table(
+            "schedule_notifications",
+            sa.Column("event", sa.String(500), primary_key=True),
+            sa.Column("channel", sa.String(300), primary_key=True),
+            sa.Column("client", sa.String(128), nullable=False),
+            sa.Column("state", sa.String(16), nullable=False),
+            sa.Column("attempts", sa.Integer, nullable=False),
+            sa.Column("next_try", sa.String(40), nullable=False),
+            sa.Column("last_error", sa.Text, nullable=False),
+            sa.Column("message", sa.Text, nullable=False),
+            sa.Column("created_at", sa.String(40), nullable=False),
+            sa.Column("sent_at", sa.String(40)),
+        )
     if "schedule_jobs" not in present:
         op.create_table(
             "schedule_jobs",
