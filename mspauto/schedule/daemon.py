@@ -107,7 +107,10 @@ class Scheduler:
     def run_pass(self) -> None:
         now = self.clock.now()
         for row in self.state.reap(now, self.lease):
-            self.log("tick.interrupted", key=row.key, owner=row.owner)
+            self.log("tick.interrupted", key=row.key, owner=row.owner, reason=row.reason)
+            job = next((j for j in self.jobs if j.name == row.job), None)
+            if job is not None and self.after_tick is not None:
+                self.after_tick(job, row.due, row.state, None, row.reason, "")
         self._collect(now)
         for job in self.jobs:
             seen = self.state.seen_until(job)

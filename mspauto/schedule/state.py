@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -159,7 +159,7 @@ class ScheduleState:
             else:
                 continue
             self.finish(row.key, TickState.INTERRUPTED, now, why, None)
-            reaped.append(row)
+            reaped.append(replace(row, state=TickState.INTERRUPTED, reason=why))
         return reaped
 
     def failing_since(self, job: Job, due: datetime) -> datetime:

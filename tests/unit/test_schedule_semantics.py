@@ -184,8 +184,19 @@ def test_a_crash_mid_run_is_marked_interrupted_and_not_run_again(engine) -> None
     clock.at = T0 + timedelta(minutes=5)
     launcher = FakeLauncher()
     restarted = scheduler(engine, [hourly], clock, launcher)
+    ended: list[tuple[str, TickState, str]] = []
+    restarted.after_tick = lambda job, due, state, code, why, out: ended.append(
+        (job.run_key(due), state, why)
+    )
     restarted.run_pass()
     assert launcher.started == []  # 10:00 is not run a second time
+    assert ended == [
+        (
+            "acme/linux/backup@2026-12-03T10:00Z",
+            TickState.INTERRUPTED,
+            f"the scheduler running it ({gone}) stopped before it ended",
+        )
+    ]  # and people hear of it
     [row] = ScheduleState(engine).ticks(hourly)
     assert row.state is TickState.INTERRUPTED
     assert row.reason == f"the scheduler running it ({gone}) stopped before it ended"
