@@ -41,6 +41,7 @@ __all__ = [
     "notifications",
     "outputs",
     "present_guards",
+    "psa_tickets",
     "records",
     "schedule_jobs",
     "schedule_runs",
@@ -151,6 +152,27 @@ notifications = Table(
     Column("message", Text, nullable=False),
     Column("created_at", String(40), nullable=False),
     Column("sent_at", String(40)),
+)
+
+# One PSA ticket per SLA breach: the breach's key is the row's. A row is stamped before
+# the ticket is asked for, so a retry after a timeout first looks in the PSA for the
+# ticket the lost answer would have named (by the tag in its summary).
+psa_tickets = Table(
+    "schedule_psa_tickets",
+    metadata,
+    Column("breach", String(500), primary_key=True),
+    Column("client", String(128), nullable=False),
+    Column("system", String(32), nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("ticket", String(64)),
+    Column("summary", Text, nullable=False),
+    Column("pending_note", Text),
+    Column("pending_tick", String(500)),
+    Column("last_tick", String(500)),
+    Column("attempts", Integer, nullable=False),
+    Column("next_try", String(40), nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("updated_at", String(40), nullable=False),
 )
 
 _APPEND_ONLY = (

@@ -73,6 +73,8 @@ def _waiver_dates(context: CheckContext) -> Iterator[Problem]:
 
 def _notification(policy: NotificationPolicy) -> str:
     channels = [c for c in ("email", "webhook") if getattr(policy, c) is not None]
+    if policy.psa is not None:
+        channels.append(f"{policy.psa.system} tickets")
     return f"{', '.join(policy.events)} for {', '.join(policy.clients)} by {' and '.join(channels)}"
 
 

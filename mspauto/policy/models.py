@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -434,15 +434,70 @@ class NotificationPolicy(_PolicyBase):
     )
     email: EmailChannel | None = None
     webhook: WebhookChannel | None = None
+    psa: PsaChannel | None = Field(
+        default=None, description="a ticket per SLA breach in the MSP's PSA"
+    )
     waiver_warning: Duration = Field(
         default=timedelta(days=14), description="how long before a waiver expires to say so"
     )
 
     @model_validator(mode="after")
     def _a_channel(self) -> NotificationPolicy:
-        if self.email is None and self.webhook is None:
-            raise item_error("give 'email', 'webhook' or both: where to send", at=None)
+        if self.email is None and self.webhook is None and self.psa is None:
+            raise item_error("give 'email', 'webhook' or 'psa': where to send", at=None)
         return self
 
     def covers(self, client: str) -> bool:
         return "*" in self.clients or client in self.clients
+
+
+_API_URL = r"^https?://[^\s]+$"
+
+
+class _Psa(StrictModel):
+    url: str = Field(pattern=_API_URL, description="the API's base URL")
+    companies: dict[Name, str] = Field(
+        min_length=1, description="mspauto client -> the PSA's id of that company or client"
+    )
+    timeout: float = Field(default=30, gt=0, le=300, description="seconds per API call")
+
+
+class ConnectWisePsa(_Psa):
+    """ConnectWise Manage (PSA): ``POST {url}/service/tickets``, Basic auth
+    ``company+public_key:private_key`` and a ``clientId`` header."""
+
+    system: Literal["connectwise"]
+    company: str = Field(min_length=1, description="the login company id")
+    public_key: str = Field(min_length=1)
+    private_key: SecretRef
+    client_id: str = Field(min_length=1, description="the integration's clientId (a GUID)")
+    board: str = Field(min_length=1, description="the service board's name")
+
+
+class AutotaskPsa(_Psa):
+    """Autotask REST: ``POST {url}/Tickets`` with the ApiIntegrationCode, UserName and
+    Secret headers (``url`` is the zone's, e.g. .../atservicesrest/v1.0)."""
+
+    system: Literal["autotask"]
+    integration_code: SecretRef
+    username: str = Field(min_length=1)
+    secret: SecretRef
+    queue_id: int | None = None
+    priority: int = 2
+
+
+class HaloPsa(_Psa):
+    """HaloPSA: ``POST {url}/api/Tickets`` (a JSON array), OAuth2 client credentials
+    from ``auth_url`` (``.../auth/token``)."""
+
+    system: Literal["halopsa"]
+    auth_url: str = Field(pattern=_API_URL)
+    client_id: str = Field(min_length=1)
+    client_secret: SecretRef
+    ticket_type_id: int | None = None
+
+
+PsaChannel = Annotated[ConnectWisePsa | AutotaskPsa | HaloPsa, Field(discriminator="system")]
+
+
+NotificationPolicy.model_rebuild()

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -24,6 +25,7 @@ from mspauto.project import Project, load_project
 from mspauto.schedule.daemon import ProcessLauncher, Scheduler, SystemClock
 from mspauto.schedule.jobs import Job, jobs_of
 from mspauto.schedule.notify import Notifier, tick_events, waiver_events
+from mspauto.schedule.psa import PsaRoute, TicketDesk, psa_client
 from mspauto.schedule.state import ScheduleState, TickRow, TickState
 from mspauto.schedule.ticks import next_tick
 
@@ -52,12 +54,16 @@ def run_daemon(settings: Settings, *, every: float = 15.0, max_parallel: int = 4
     store = EvidenceStore(settings.evidence_url, writable=True)
     state = ScheduleState(store.engine)
     notifier = Notifier(store.engine, settings.root, log=log)
+    desk = TicketDesk(store.engine, lambda client: _psa_route(notifier, client, settings), log=log)
 
     def after_tick(*ended: Any) -> None:
         job, due, tick_state, code, reason, output = ended
         since = state.failing_since(job, due) if tick_state is TickState.FAILED else None
+        now = datetime.now(UTC)
         for event in tick_events(job, due, tick_state, code, reason, since, output):
-            notifier.notify(event, datetime.now(UTC))
+            notifier.notify(event, now)
+            if event.kind == "sla-breached":
+                desk.breach(event.key, job.client, event.subject, event.text, job.run_key(due), now)
 
     scheduler = Scheduler(
         [],
@@ -90,6 +96,7 @@ def run_daemon(settings: Settings, *, every: float = 15.0, max_parallel: int = 4
             if project is not None:
                 _safely(_waivers, log)(notifier, project, now)
             _safely(notifier.deliver, log)(now)
+            _safely(desk.work, log)(now)
             stop.wait(every)
         scheduler.stop()
     finally:
@@ -111,6 +118,20 @@ def _jobs(project: Project, current: Sequence[Job], log: Callable[..., object]) 
     if [j.name for j in jobs] != [j.name for j in current]:
         log("jobs.loaded", jobs=len(jobs))
     return jobs
+
+
+def _psa_route(notifier: Notifier, client: str, settings: Settings) -> PsaRoute | None:
+    """Where the client's breach tickets go: the first notification policy with a PSA
+    that covers the client, wants SLA breaches and names the client's company."""
+    for policy in notifier.policies:
+        psa = policy.psa
+        if psa is None or not policy.covers(client) or "sla-breached" not in policy.events:
+            continue
+        if client in psa.companies:
+            return PsaRoute(
+                psa.system, psa.companies[client], partial(psa_client, psa, settings.root)
+            )
+    return None
 
 
 def _waivers(notifier: Notifier, project: Project, now: datetime) -> None:

@@ -1,6 +1,7 @@
 """The control node's schedule: one row per tick (its unique key is the lock that makes
-two schedulers run it once), per job up to when its ticks were handled, and each
-notification per channel (sent once, retried, its last error kept).
+two schedulers run it once), per job up to when its ticks were handled, each
+notification per channel (sent once, retried, its last error kept), and one PSA ticket
+per SLA breach.
 
 Revision ID: 0003
 Revises: 0002
@@ -37,6 +38,23 @@ def upgrade() -> None:
             sa.Column("message", sa.Text, nullable=False),
             sa.Column("created_at", sa.String(40), nullable=False),
             sa.Column("sent_at", sa.String(40)),
+        )
+    if "schedule_psa_tickets" not in present:
+        op.create_table(
+            "schedule_psa_tickets",
+            sa.Column("breach", sa.String(500), primary_key=True),
+            sa.Column("client", sa.String(128), nullable=False),
+            sa.Column("system", sa.String(32), nullable=False),
+            sa.Column("generation", sa.Integer, nullable=False),
+            sa.Column("ticket", sa.String(64)),
+            sa.Column("summary", sa.Text, nullable=False),
+            sa.Column("pending_note", sa.Text),
+            sa.Column("pending_tick", sa.String(500)),
+            sa.Column("last_tick", sa.String(500)),
+            sa.Column("attempts", sa.Integer, nullable=False),
+            sa.Column("next_try", sa.String(40), nullable=False),
+            sa.Column("last_error", sa.Text, nullable=False),
+            sa.Column("updated_at", sa.String(40), nullable=False),
         )
     if "schedule_jobs" not in present:
         op.create_table(
