@@ -4,7 +4,7 @@ the example policies give (issue 13)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -91,3 +91,19 @@ def test_run_refuses_a_broken_project_in_one_line(project: Path) -> None:
     result = run(project, "scheduler", "run")
     assert result.exit_code != 0
     assert "Traceback" not in result.output
+
+
+def test_a_waiver_about_to_expire_is_said_once_per_client_and_expiry(project: Path) -> None:
+    from mspauto.schedule.notify import waiver_events
+
+    (project / "policies" / "notify.yaml").write_text(
+        "kind: notification\nname: ops\nclients: ['*']\nevents: [waiver-expiring]\n"
+        "waiver_warning: 30d\nwebhook: {url: 'http://127.0.0.1:9/hook'}\n"
+    )
+    loaded = load_project(Settings.load(project))
+    assert not loaded.errors, loaded.errors
+    assert waiver_events(loaded, date(2027, 2, 1)) == []  # 58 days before: too early
+    [event] = waiver_events(loaded, date(2027, 3, 10))
+    assert event.key == "waiver-expiring:acme:acme-legacy-ftp-root:2027-03-31"
+    assert event.client == "acme" and "expires in 21 days" in event.subject
+    assert waiver_events(loaded, date(2027, 4, 1)) == []  # expired: validate says so
