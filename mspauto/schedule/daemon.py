@@ -123,13 +123,6 @@ class Scheduler:
         self._start_waiting()
         self.state.beat(now)
 
-    def run_forever(self, stop: threading.Event, every: float = 15.0) -> None:
-        """Passes until ``stop`` is set, then :meth:`stop`."""
-        while not stop.is_set():
-            self.run_pass()
-            self.clock.wait(every, stop)
-        self.stop()
-
     def stop(self, patience: float = 600.0) -> None:
         """Stop every run (each finishes the hosts it is on) and record how each ended;
         ticks still waiting are skipped."""
@@ -199,8 +192,18 @@ class Scheduler:
     def _start_waiting(self) -> None:
         while self.waiting and len(self.running) < self.max_parallel:
             job, due = self.waiting.popleft()
-            self.running[job.run_key(due)] = (job, due, self.launcher.start(job, due))
-            self.log("tick.started", key=job.run_key(due), command=job.command(due)[0])
+            key = job.run_key(due)
+            try:
+                launch = self.launcher.start(job, due)
+            except OSError as exc:  # no process (fork, a full disk): the tick failed
+                why = f"the run could not be started: {exc}"
+                self.state.finish(key, TickState.FAILED, self.clock.now(), why, None)
+                self.log("tick.finished", key=key, state="failed", exit_code=None, reason=why)
+                if self.after_tick is not None:
+                    self.after_tick(job, due, TickState.FAILED, None, why, "")
+                continue
+            self.running[key] = (job, due, launch)
+            self.log("tick.started", key=key, command=job.command(due)[0])
 
     def _collect(self, now: datetime, stopping: bool = False) -> None:
         for key, (job, due, launch) in list(self.running.items()):

@@ -303,3 +303,25 @@ def test_a_failed_run_keeps_its_exit_code_and_last_words(engine) -> None:  # typ
         2,
         "error: web1: unreachable",
     )
+
+
+def test_a_run_that_cannot_be_started_fails_its_tick_and_frees_the_job(engine) -> None:  # type: ignore[no-untyped-def]
+    class NoProcesses(FakeLauncher):
+        def start(self, job: Job, due: datetime) -> FakeLaunch:
+            raise OSError(11, "Resource temporarily unavailable")
+
+    clock, hourly = FakeClock(T0), job()
+    s = scheduler(engine, [hourly], clock, NoProcesses())
+    s.run_pass()
+    clock.at = T0 + timedelta(minutes=1)
+    s.run_pass()
+    [row] = ScheduleState(engine).ticks(hourly)
+    assert (row.state, row.reason) == (
+        TickState.FAILED,
+        "the run could not be started: [Errno 11] Resource temporarily unavailable",
+    )
+    launcher = FakeLauncher()
+    s.launcher = launcher
+    clock.at = T0 + timedelta(hours=1, minutes=1)
+    s.run_pass()  # the job is not left busy
+    assert [due.strftime("%H:%M") for _, due in launcher.started] == ["11:00"]
