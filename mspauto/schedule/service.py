@@ -11,25 +11,26 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import structlog
+from sqlalchemy import Engine
 
 from mspauto.config import Settings
 from mspauto.policy.models import NotificationPolicy
 from mspauto.project import Project, load_project
-from mspauto.schedule.daemon import ProcessLauncher, Scheduler, SystemClock
+from mspauto.schedule.daemon import Clock, Launcher, ProcessLauncher, Scheduler, SystemClock
 from mspauto.schedule.jobs import Job, jobs_of
 from mspauto.schedule.notify import Notifier, tick_events, waiver_events
 from mspauto.schedule.psa import PsaRoute, TicketDesk, psa_client
 from mspauto.schedule.state import ScheduleState, TickRow, TickState
 from mspauto.schedule.ticks import next_tick
 
-__all__ = ["JobStatus", "job_status", "run_daemon", "systemd_unit"]
+__all__ = ["ControlNode", "JobStatus", "job_status", "run_daemon", "systemd_unit"]
 
 
 def json_logger(stream: Any = None) -> Callable[..., object]:
@@ -46,33 +47,94 @@ def json_logger(stream: Any = None) -> Callable[..., object]:
     return logger.info  # type: ignore[no-any-return]
 
 
+class ControlNode:
+    """The scheduler with what surrounds it: the project re-read each pass, people told
+    (notifications), breaches ticketed (PSA). :meth:`run_pass` is one pass."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        launcher: Launcher,
+        clock: Clock,
+        log: Callable[..., object],
+        max_parallel: int = 4,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.log = log
+        self.state = ScheduleState(engine)
+        self.notifier = Notifier(engine, settings.root, log=log)
+        self.desk = TicketDesk(engine, self._psa_route, log=log)
+        self.scheduler = Scheduler(
+            [],
+            self.state,
+            launcher,
+            clock,
+            max_parallel=max_parallel,
+            log=log,
+            after_tick=_safely(self._after_tick, log),
+        )
+
+    def run_pass(self) -> None:
+        project = _project(self.settings, self.log)
+        if project is not None:
+            self.scheduler.jobs = _jobs(project, self.scheduler.jobs, self.log)
+            self.notifier.policies = [
+                p.policy for p in project.policies if isinstance(p.policy, NotificationPolicy)
+            ]
+        _safely(self.scheduler.run_pass, self.log)()
+        now = self.clock.now()
+        if project is not None:
+            _safely(_waivers, self.log)(self.notifier, project, now)
+        _safely(self.notifier.deliver, self.log)(now)
+        _safely(self.desk.work, self.log)(now)
+
+    def _after_tick(
+        self,
+        job: Job,
+        due: datetime,
+        state: TickState,
+        code: int | None,
+        reason: str,
+        output: str,
+    ) -> None:
+        since = self.state.failing_since(job, due) if state is TickState.FAILED else None
+        now = self.clock.now()
+        for event in tick_events(job, due, state, code, reason, since, output):
+            self.notifier.notify(event, now)
+            if event.kind == "sla-breached":
+                self.desk.breach(
+                    event.key, job.client, event.subject, event.text, job.run_key(due), now
+                )
+
+    def _psa_route(self, client: str) -> PsaRoute | None:
+        """Where the client's breach tickets go: the first notification policy with a
+        PSA that covers the client, wants SLA breaches and names the client's company."""
+        for policy in self.notifier.policies:
+            psa = policy.psa
+            if psa is None or not policy.covers(client) or "sla-breached" not in policy.events:
+                continue
+            if client in psa.companies:
+                return PsaRoute(
+                    psa.system, psa.companies[client], partial(psa_client, psa, self.settings.root)
+                )
+        return None
+
+
 def run_daemon(settings: Settings, *, every: float = 15.0, max_parallel: int = 4) -> None:
     """Run the schedule until SIGTERM or SIGINT; then stop the runs cleanly."""
     from mspauto.evidence.store import EvidenceStore
 
     log = json_logger()
     store = EvidenceStore(settings.evidence_url, writable=True)
-    state = ScheduleState(store.engine)
-    notifier = Notifier(store.engine, settings.root, log=log)
-    desk = TicketDesk(store.engine, lambda client: _psa_route(notifier, client, settings), log=log)
-
-    def after_tick(*ended: Any) -> None:
-        job, due, tick_state, code, reason, output = ended
-        since = state.failing_since(job, due) if tick_state is TickState.FAILED else None
-        now = datetime.now(UTC)
-        for event in tick_events(job, due, tick_state, code, reason, since, output):
-            notifier.notify(event, now)
-            if event.kind == "sla-breached":
-                desk.breach(event.key, job.client, event.subject, event.text, job.run_key(due), now)
-
-    scheduler = Scheduler(
-        [],
-        state,
+    node = ControlNode(
+        settings,
+        store.engine,
         ProcessLauncher(settings.root, settings.state_dir / "schedule" / "logs"),
         SystemClock(),
-        max_parallel=max_parallel,
-        log=log,
-        after_tick=_safely(after_tick, log),
+        log,
+        max_parallel,
     )
     stop = threading.Event()
 
@@ -82,23 +144,12 @@ def run_daemon(settings: Settings, *, every: float = 15.0, max_parallel: int = 4
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    log("scheduler.started", owner=state.owner, project=str(settings.root))
+    log("scheduler.started", owner=node.state.owner, project=str(settings.root))
     try:
         while not stop.is_set():
-            project = _project(settings, log)
-            if project is not None:
-                scheduler.jobs = _jobs(project, scheduler.jobs, log)
-                notifier.policies = [
-                    p.policy for p in project.policies if isinstance(p.policy, NotificationPolicy)
-                ]
-            _safely(scheduler.run_pass, log)()
-            now = datetime.now(UTC)
-            if project is not None:
-                _safely(_waivers, log)(notifier, project, now)
-            _safely(notifier.deliver, log)(now)
-            _safely(desk.work, log)(now)
+            node.run_pass()
             stop.wait(every)
-        scheduler.stop()
+        node.scheduler.stop()
     finally:
         store.close()
     log("scheduler.stopped")
@@ -118,20 +169,6 @@ def _jobs(project: Project, current: Sequence[Job], log: Callable[..., object]) 
     if [j.name for j in jobs] != [j.name for j in current]:
         log("jobs.loaded", jobs=len(jobs))
     return jobs
-
-
-def _psa_route(notifier: Notifier, client: str, settings: Settings) -> PsaRoute | None:
-    """Where the client's breach tickets go: the first notification policy with a PSA
-    that covers the client, wants SLA breaches and names the client's company."""
-    for policy in notifier.policies:
-        psa = policy.psa
-        if psa is None or not policy.covers(client) or "sla-breached" not in policy.events:
-            continue
-        if client in psa.companies:
-            return PsaRoute(
-                psa.system, psa.companies[client], partial(psa_client, psa, settings.root)
-            )
-    return None
 
 
 def _waivers(notifier: Notifier, project: Project, now: datetime) -> None:

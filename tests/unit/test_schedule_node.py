@@ -1,0 +1,97 @@
+"""The control node as a whole (issue 13): a scheduled backup check that proves a job
+outside its RPO tells the webhook once per breach and opens one HaloPSA ticket, a note
+per later failing run, and a new ticket for a new breach. Runs are stand-ins (their
+exit codes are the backups command's); the project, database, webhook and PSA
+receivers are real."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from psa_receivers import HaloHandler, Psa, serve
+from test_schedule_notify import Receiver
+from test_schedule_semantics import FakeClock, FakeLauncher
+
+from mspauto.config import Settings
+from mspauto.evidence.store import EvidenceStore
+from mspauto.schedule.service import ControlNode
+
+
+@pytest.fixture
+def receivers() -> Iterator[tuple[type[Receiver], ThreadingHTTPServer, Psa]]:
+    hook = type("Hook", (Receiver,), {"received": [], "status": 200})
+    webhook = ThreadingHTTPServer(("127.0.0.1", 0), hook)
+    threading.Thread(target=webhook.serve_forever, daemon=True).start()
+    halo, psa = serve(HaloHandler)
+    hook.url = f"http://127.0.0.1:{webhook.server_address[1]}/hook"  # type: ignore[attr-defined]
+    try:
+        yield hook, halo, psa
+    finally:
+        for server in (webhook, halo):
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_breach_tells_people_once_and_tickets_it_in_the_psa(
+    example_project: Path,
+    receivers: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    hook, halo, psa = receivers
+    monkeypatch.setenv("TEST_HALO_SECRET", "HALO-SECRET")
+    monkeypatch.setenv("MSPAUTO_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("MSPAUTO_EVIDENCE_URL", raising=False)
+    base = f"http://127.0.0.1:{halo.server_address[1]}"
+    (example_project / "policies" / "notify.yaml").write_text(
+        "kind: notification\nname: ops\nclients: [acme]\n"
+        "events: [sla-breached, run-failed]\n"
+        f"webhook: {{url: '{hook.url}'}}\n"
+        "psa:\n  system: halopsa\n"
+        f"  url: '{base}'\n  auth_url: '{base}/auth/token'\n"
+        "  client_id: mspauto-app\n  client_secret: {env: TEST_HALO_SECRET}\n"
+        "  companies: {acme: '12'}\n"
+    )
+    settings = Settings.load(example_project)
+    store = EvidenceStore(settings.evidence_url)
+    clock, launcher = FakeClock(datetime(2026, 12, 1, 12, 29, tzinfo=UTC)), FakeLauncher()
+    logged: list[tuple[str, dict[str, Any]]] = []
+    node = ControlNode(
+        settings, store.engine, launcher, clock, lambda e, **f: logged.append((e, f))
+    )
+
+    def day(number: int, backups_exit: int) -> None:
+        """acme's backup check (07:30 New York = 12:30 UTC) on day ``number``."""
+        clock.at = datetime(2026, 12, number, 12, 31, tzinfo=UTC)
+        node.run_pass()  # the tick starts
+        for name, launch in zip((n for n, _ in launcher.started), launcher.launches, strict=True):
+            if launch.code is None:
+                launch.code = backups_exit if name == "acme/acme-backups/backup" else 0
+        clock.at += timedelta(minutes=1)
+        node.run_pass()  # it ended: people told, the PSA asked
+
+    try:
+        node.run_pass()  # first sight of every job
+        day(1, 2)
+        day(2, 2)
+        day(3, 0)
+        day(4, 2)
+    finally:
+        store.close()
+    breaches = [r["body"]["mspauto"] for r in hook.received]
+    assert [(b["event"], b["since"][:10]) for b in breaches] == [
+        ("sla-breached", "2026-12-01"),
+        ("sla-breached", "2026-12-04"),
+    ]
+    assert "backups not proven within their RPO" in hook.received[0]["body"]["text"]
+    first, second = sorted(psa.tickets)
+    assert psa.tickets[first]["company"] == "12"
+    assert len(psa.notes[first]) == 1 and "2026-12-02" in psa.notes[first][0]
+    assert psa.notes[second] == []
+    assert not [e for e, _ in logged if e in ("scheduler.error", "psa.failed")], logged
