@@ -161,6 +161,9 @@ printf 'x' >> "$out/tampered/report.pdf"
 "$bin/mspauto" report verify "$out/tampered" --public-key "$reports/msp.pub" \
   || echo "(exit code $?: the edited report is refused)"
 
+step "mspauto scheduler status: what the control node (mspauto scheduler run) runs when, in each client's zone"
+"$bin/mspauto" --project "$lab" scheduler status
+
 step "a changed host key is refused, never accepted: plain ssh agrees"
 ssh_to acme 127.0.60.16 true 2>&1 | grep -m1 "HOST IDENTIFICATION HAS CHANGED" || true
 
