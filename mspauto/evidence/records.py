@@ -318,7 +318,11 @@ class Finding:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Finding:
-        """Read the payload form back."""
+        """Read the payload form back (TypeError for a detail that is no mapping: a
+        record mspauto did not write)."""
+        detail = data.get("detail") or {}
+        if not isinstance(detail, Mapping):
+            raise TypeError("a finding's detail is a mapping")
         return cls(
             subject=str(data["subject"]),
             policy=str(data.get("policy", "")),
@@ -328,7 +332,7 @@ class Finding:
             reason=str(data.get("reason", "")),
             waiver=data.get("waiver"),
             weight=int(data.get("weight", 1)),
-            detail=data.get("detail") or {},
+            detail=detail,
         )
 
 

@@ -112,16 +112,33 @@ class Scheduler:
             if job is not None and self.after_tick is not None:
                 self.after_tick(job, row.due, row.state, None, row.reason, "")
         self._collect(now)
+        self._forget_lost(now)
         for job in self.jobs:
-            seen = self.state.seen_until(job)
-            if seen is not None:
-                due = list(ticks_between(job.cron, job.zone, seen, now))
-                if due:
-                    self._decide(job, due, now)
-            # A job seen for the first time owes nothing from before.
-            self.state.mark_seen(job, now)
+            try:
+                seen = self.state.seen_until(job)
+                if seen is not None:
+                    due = list(ticks_between(job.cron, job.zone, seen, now))
+                    if due:
+                        self._decide(job, due, now)
+                # A job seen for the first time owes nothing from before.
+                self.state.mark_seen(job, now)
+            except Exception as exc:  # one job's trouble (the database) is not all jobs'
+                self.log("scheduler.error", job=job.name, error=f"{type(exc).__name__}: {exc}")
         self._start_waiting()
         self.state.beat(now)
+
+    def _forget_lost(self, now: datetime) -> None:
+        """Rows this scheduler stamped as running but no longer tracks (an error came
+        between stamping and starting, or between ending and recording) would hold
+        their job busy for good: they are marked interrupted."""
+        tracked = set(self.running) | {job.run_key(due) for job, due in self.waiting}
+        for row in self.state.running_of(self.state.owner):
+            if row.key not in tracked:
+                why = (
+                    "the scheduler lost track of the run (an error while starting or recording it)"
+                )
+                self.state.finish(row.key, TickState.INTERRUPTED, now, why, None)
+                self.log("tick.interrupted", key=row.key, reason=why)
 
     def stop(self, patience: float = 600.0) -> None:
         """Stop every run (each finishes the hosts it is on) and record how each ended;
@@ -132,14 +149,14 @@ class Scheduler:
             why = "the scheduler was stopped before a slot was free"
             self.state.finish(job.run_key(due), TickState.SKIPPED, now, why, None)
             self.log("tick.skipped", key=job.run_key(due), reason=why)
+        self._collect(now)  # runs that ended before the stop keep their own outcome
         for _, _, launch in self.running.values():
             launch.stop()
         deadline = now + timedelta(seconds=patience)
         while self.running and self.clock.now() < deadline:
-            self._collect(self.clock.now(), stopping=True)
+            self._collect(self.clock.now())
             if self.running:
                 self.clock.wait(0.2, threading.Event())
-        self._collect(self.clock.now(), stopping=True)
 
     # --- inside a pass --------------------------------------------------------------
 
@@ -205,20 +222,22 @@ class Scheduler:
             self.running[key] = (job, due, launch)
             self.log("tick.started", key=key, command=job.command(due)[0])
 
-    def _collect(self, now: datetime, stopping: bool = False) -> None:
+    def _collect(self, now: datetime) -> None:
         for key, (job, due, launch) in list(self.running.items()):
             code = launch.poll()
             if code is None:
                 continue
-            del self.running[key]
             if code == 0:
                 state, why = TickState.OK, ""
-            elif code == EXIT_STOPPED or stopping:
+            elif code in (EXIT_STOPPED, -signal.SIGTERM):
                 state = TickState.INTERRUPTED
                 why = "the scheduler was stopped (SIGTERM): the run finished the hosts it was on"
             else:
                 state, why = TickState.FAILED, launch.last_words()
+            # Recorded before it is forgotten: if the database fails now, the next
+            # pass tries again rather than leaving the job looking busy for good.
             self.state.finish(key, state, now, why, code)
+            del self.running[key]
             self.log("tick.finished", key=key, state=state.value, exit_code=code, reason=why)
             if self.after_tick is not None:
                 self.after_tick(job, due, state, code, why, launch.output())

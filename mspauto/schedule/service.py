@@ -84,11 +84,20 @@ class ControlNode:
                 p.policy for p in project.policies if isinstance(p.policy, NotificationPolicy)
             ]
         _safely(self.scheduler.run_pass, self.log)()
-        now = self.clock.now()
         if project is not None:
-            _safely(_waivers, self.log)(self.notifier, project, now)
+            _safely(_waivers, self.log)(self.notifier, project, self.clock.now())
+
+    def deliver(self) -> None:
+        """Send what is due to people and the PSA (slow servers can take minutes, so
+        the daemon does this in a thread of its own, never holding up a pass)."""
+        now = self.clock.now()
         _safely(self.notifier.deliver, self.log)(now)
         _safely(self.desk.work, self.log)(now)
+
+    def deliver_until(self, stop: threading.Event, every: float) -> None:
+        while not stop.is_set():
+            self.deliver()
+            stop.wait(every)
 
     def _after_tick(
         self,
@@ -138,19 +147,27 @@ def run_daemon(settings: Settings, *, every: float = 15.0, max_parallel: int = 4
     )
     stop = threading.Event()
 
+    received: list[int] = []
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log("scheduler.stopping", signal=signal.Signals(signum).name)
+        # Nothing else here: the handler may run while this thread holds the log's
+        # lock, and logging from it would wait for that lock for ever.
+        received.append(signum)
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     log("scheduler.started", owner=node.state.owner, project=str(settings.root))
+    deliveries = threading.Thread(target=node.deliver_until, args=(stop, every), daemon=True)
+    deliveries.start()
     try:
         while not stop.is_set():
             node.run_pass()
             stop.wait(every)
+        log("scheduler.stopping", signal=signal.Signals(received[0]).name if received else "")
         node.scheduler.stop()
     finally:
+        deliveries.join(timeout=60)  # one delivery may be under way; the rest wait in the database
         store.close()
     log("scheduler.stopped")
 

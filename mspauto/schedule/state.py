@@ -138,6 +138,16 @@ class ScheduleState:
             ).first()
         return None if row is None else _row(row)
 
+    def running_of(self, owner: str) -> list[TickRow]:
+        """The ticks ``owner`` holds as running."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(schedule_runs).where(
+                    schedule_runs.c.owner == owner, schedule_runs.c.state == TickState.RUNNING
+                )
+            )
+            return [_row(r) for r in rows]
+
     def reap(self, now: datetime, lease: timedelta) -> list[TickRow]:
         """Mark running ticks interrupted whose owner is gone: a process of this host
         that no longer exists, or any owner silent for longer than ``lease``."""

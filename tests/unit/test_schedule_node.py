@@ -75,6 +75,7 @@ def test_a_breach_tells_people_once_and_tickets_it_in_the_psa(
                 launch.code = backups_exit if name == "acme/acme-backups/backup" else 0
         clock.at += timedelta(minutes=1)
         node.run_pass()  # it ended: people told, the PSA asked
+        node.deliver()
 
     try:
         node.run_pass()  # first sight of every job

@@ -325,3 +325,35 @@ def test_a_run_that_cannot_be_started_fails_its_tick_and_frees_the_job(engine) -
     clock.at = T0 + timedelta(hours=1, minutes=1)
     s.run_pass()  # the job is not left busy
     assert [due.strftime("%H:%M") for _, due in launcher.started] == ["11:00"]
+
+
+def test_a_run_that_failed_before_the_stop_keeps_its_outcome(engine) -> None:  # type: ignore[no-untyped-def]
+    clock, launcher, hourly = FakeClock(T0), FakeLauncher(), job()
+    s = scheduler(engine, [hourly], clock, launcher)
+    s.run_pass()
+    clock.at = T0 + timedelta(minutes=1)
+    s.run_pass()
+    launcher.launches[0].code = 2  # a breach found, between two passes; then SIGTERM
+    s.stop(patience=5)
+    [row] = ScheduleState(engine).ticks(hourly)
+    assert (row.state, row.exit_code) == (TickState.FAILED, 2)
+    assert not launcher.launches[0].stopped
+
+
+def test_a_database_hiccup_while_recording_never_leaves_the_job_busy(engine) -> None:  # type: ignore[no-untyped-def]
+    clock, launcher, hourly = FakeClock(T0), FakeLauncher(), job()
+    s = scheduler(engine, [hourly], clock, launcher)
+    s.run_pass()
+    clock.at = T0 + timedelta(minutes=1)
+    s.run_pass()
+    launcher.finish_all()
+    real_finish = s.state.finish
+    s.state.finish = lambda *a: (_ for _ in ()).throw(OSError("database is locked"))  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        s.run_pass()  # the daemon logs this and goes on
+    s.state.finish = real_finish  # type: ignore[method-assign]
+    s.run_pass()
+    assert ScheduleState(engine).ticks(hourly)[0].state is TickState.OK
+    clock.at = T0 + timedelta(hours=1, minutes=1)
+    s.run_pass()
+    assert [due.strftime("%H:%M") for _, due in launcher.started] == ["10:00", "11:00"]
