@@ -126,6 +126,7 @@ schedule_runs = Table(
     Column("heartbeat_at", String(40), nullable=False),
     Column("finished_at", String(40)),
     Column("exit_code", Integer),
+    Column("run_pid", Integer),
     Index("schedule_runs_by_job", "job", "due"),
 )
 

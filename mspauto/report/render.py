@@ -227,6 +227,16 @@ class PdfRenderer:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
+    def _check(self) -> None:
+        """A new process if this one died while idle (killed while the figures were
+        computed): a round trip that waits for the start-up imports anyway."""
+        assert self._pool is not None
+        try:
+            self._pool.submit(_nothing).result()
+        except BrokenProcessPool:
+            self._pool.shutdown()
+            self._start()
+
     @contextmanager
     def writing(self, html: str, path: Path) -> Iterator[None]:
         """Lay out ``html`` into ``path`` while the block runs; leaving the block waits
@@ -235,6 +245,7 @@ class PdfRenderer:
             yield
             _write_pdf(html, path)
             return
+        self._check()
         done = self._pool.submit(_write_pdf, html, path)
         try:
             yield
@@ -249,6 +260,10 @@ class PdfRenderer:
             raise RenderError(
                 f"the PDF renderer stopped before writing {path.name} (out of memory?): {exc}"
             ) from None
+
+
+def _nothing() -> None:
+    """A task that only proves the renderer's process is alive."""
 
 
 def _import_weasyprint() -> None:

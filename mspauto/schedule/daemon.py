@@ -20,6 +20,7 @@ interrupted.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -220,6 +221,9 @@ class Scheduler:
                     self.after_tick(job, due, TickState.FAILED, None, why, "")
                 continue
             self.running[key] = (job, due, launch)
+            pid = getattr(launch, "pid", None)
+            if pid is not None:
+                self.state.started(key, pid)
             self.log("tick.started", key=key, command=job.command(due)[0])
 
     def _collect(self, now: datetime) -> None:
@@ -252,20 +256,22 @@ class ProcessLauncher:
         self.logs = logs
 
     def start(self, job: Job, due: datetime) -> Launch:
-        self.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
-        name = job.run_key(due).replace("/", "_").replace(":", "")
-        out_path, err_path = self.logs / f"{name}.out", self.logs / f"{name}.err"
-        out, err = out_path.open("wb"), err_path.open("wb")
+        # One folder per client, and a separator names cannot hold: no two jobs share
+        # a file, so one client's output never reaches another's notifications.
+        folder = self.logs / job.client
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = f"{job.policy}+{job.action}+{due:%Y%m%dT%H%MZ}"
+        out_path, err_path = folder / f"{name}.out", folder / f"{name}.err"
         argv = [sys.executable, "-m", "mspauto", "--project", str(self.project)]
-        process = subprocess.Popen(
-            [*argv, *job.command(due)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            preexec_fn=_stop_with_parent,  # noqa: PLW1509  (no threads start runs)
-        )
-        out.close()
-        err.close()
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            process = subprocess.Popen(
+                [*argv, *job.command(due)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                process_group=0,  # a Ctrl-C at the scheduler's terminal is not the run's
+                preexec_fn=_stop_with(os.getpid()),  # noqa: PLW1509  (see _stop_with)
+            )
         return _ProcessLaunch(process, out_path, err_path)
 
 
@@ -274,6 +280,10 @@ class _ProcessLaunch:
     process: subprocess.Popen[bytes]
     out: Path
     err: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def poll(self) -> int | None:
         return self.process.poll()
@@ -298,11 +308,19 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _stop_with_parent() -> None:
-    """In the child: SIGTERM when the scheduler dies (even by SIGKILL), so no run goes
-    on unwatched; Linux's PR_SET_PDEATHSIG."""
-    import ctypes
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    os.setpgid(0, 0)  # its own group: a Ctrl-C at the scheduler's terminal is not its
+
+def _stop_with(parent: int) -> Callable[[], None]:
+    """What a run's child does between fork and exec: ask Linux for SIGTERM when the
+    scheduler dies (even by SIGKILL), so no run goes on unwatched, and stop at once if
+    it died already. Only a call into libc, loaded beforehand: the scheduler has other
+    threads, and a child must take no lock they might hold."""
+
+    def in_the_child() -> None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return in_the_child

@@ -40,6 +40,8 @@ _FIRST_PAUSE = timedelta(minutes=1)
 """The pause after the first failure; it doubles after each."""
 _TIMEOUT = 15.0
 """Seconds a mail server or webhook may take to answer."""
+_CLAIM = timedelta(minutes=10)
+"""How long a delivery taken by one scheduler is left to it."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,25 @@ class Notifier:
                 )
             ).all()
         for row in due:
-            self._deliver(row._mapping, now)
+            if self._claim(row._mapping, now):
+                self._deliver(row._mapping, now)
+
+    def _claim(self, row: Any, now: datetime) -> bool:
+        """Take the notification for this process: a second scheduler that read it
+        too finds it moved on and leaves it (after a crash mid-send it is due again
+        once ``_CLAIM`` has passed)."""
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(notifications)
+                .where(
+                    notifications.c.event == row["event"],
+                    notifications.c.channel == row["channel"],
+                    notifications.c.state == "pending",
+                    notifications.c.next_try == row["next_try"],
+                )
+                .values(next_try=stamp(now + _CLAIM))
+            ).rowcount
+        return bool(taken == 1)
 
     def _queue(self, event: Event, channel: str, now: datetime) -> None:
         message = {

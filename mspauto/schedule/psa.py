@@ -38,6 +38,8 @@ __all__ = ["PsaError", "PsaRoute", "TicketDesk", "psa_client"]
 
 ATTEMPTS = 5
 _FIRST_PAUSE = timedelta(minutes=1)
+_CLAIM = timedelta(minutes=10)
+"""How long work taken by one scheduler is left to it."""
 _SUMMARY = 100
 """ConnectWise's longest summary; the others take more, mspauto never needs it."""
 
@@ -114,7 +116,8 @@ class TicketDesk:
                         psa_tickets.c.breach == key,
                         (psa_tickets.c.last_tick.is_(None)) | (psa_tickets.c.last_tick != tick),
                     )
-                    .values(pending_note=text, pending_tick=tick, next_try=stamp(now))
+                    # a new failing run is a new chance, even after calls gave up
+                    .values(pending_note=text, pending_tick=tick, next_try=stamp(now), attempts=0)
                 )
 
     def work(self, now: datetime) -> None:
@@ -128,7 +131,23 @@ class TicketDesk:
                 )
             ).all()
         for row in rows:
-            self._work(row._mapping, now)
+            if self._claim(row._mapping, now):
+                self._work(row._mapping, now)
+
+    def _claim(self, row: Any, now: datetime) -> bool:
+        """Take the breach's pending work for this process (a second scheduler that
+        read it too leaves it; after a crash it is due again once ``_CLAIM`` passed)."""
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(psa_tickets)
+                .where(
+                    psa_tickets.c.breach == row["breach"],
+                    psa_tickets.c.next_try == row["next_try"],
+                    psa_tickets.c.attempts == row["attempts"],
+                )
+                .values(next_try=stamp(now + _CLAIM))
+            ).rowcount
+        return bool(taken == 1)
 
     def _work(self, row: Any, now: datetime) -> None:
         route = self.route(row["client"])

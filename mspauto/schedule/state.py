@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -48,6 +49,7 @@ class TickRow:
     heartbeat_at: datetime
     finished_at: datetime | None
     exit_code: int | None
+    run_pid: int | None = None
 
 
 def this_owner() -> str:
@@ -115,6 +117,13 @@ class ScheduleState:
                 )
             )
 
+    def started(self, key: str, pid: int) -> None:
+        """The tick's run is process ``pid`` (of this host)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(schedule_runs).where(schedule_runs.c.key == key).values(run_pid=pid)
+            )
+
     def beat(self, now: datetime) -> None:
         """Say this owner's running ticks are still running."""
         with self.engine.begin() as conn:
@@ -163,6 +172,8 @@ class ScheduleState:
             if row.owner == self.owner:
                 continue
             if _dead_here(row.owner):
+                if row.run_pid is not None and _run_alive(row.run_pid):
+                    continue  # its run finishes the hosts it is on (it got SIGTERM)
                 why = f"the scheduler running it ({row.owner}) stopped before it ended"
             elif now - row.heartbeat_at > lease:
                 why = f"the scheduler running it ({row.owner}) was silent for over {lease}"
@@ -265,6 +276,7 @@ def _row(row: object) -> TickRow:
         heartbeat_at=_time(r["heartbeat_at"]),
         finished_at=None if r["finished_at"] is None else _time(r["finished_at"]),
         exit_code=r["exit_code"],
+        run_pid=r["run_pid"],
     )
 
 
@@ -282,3 +294,11 @@ def _dead_here(owner: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def _run_alive(pid: int) -> bool:
+    """Whether an mspauto run with this process number still exists here."""
+    try:
+        return b"mspauto" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False

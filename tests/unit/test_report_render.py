@@ -138,7 +138,13 @@ def test_a_renderer_that_dies_fails_its_report_and_serves_the_next(
                 os.kill(child.pid or 0, signal.SIGKILL)
         assert not pdf.exists()
         files = write_all(sample, tmp_path / "next", renderer)
-    assert files[1].read_bytes().startswith(b"%PDF-")
+        assert files[1].read_bytes().startswith(b"%PDF-")
+        # Killed while idle (between two reports): the next report still gets its PDF.
+        for child in multiprocessing.active_children():
+            os.kill(child.pid or 0, signal.SIGKILL)
+            child.join()
+        again = write_all(sample, tmp_path / "again", renderer)
+    assert again[1].read_bytes().startswith(b"%PDF-")
 
 
 def test_pdf_first_page_is_a_rendered_page(files: list[Path]) -> None:

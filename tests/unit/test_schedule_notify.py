@@ -265,3 +265,20 @@ def test_a_failed_run_and_a_ready_report_say_what_happened() -> None:
     [ready] = tick_events(report, due, TickState.OK, 0, "", None, output)
     assert ready.kind == "report-ready" and "/srv/reports/acme/2026-11" in ready.text
     assert tick_events(backup_job(), due, TickState.OK, 0, "", None, "") == []
+
+
+def test_two_schedulers_delivering_at_once_send_once(
+    store: EvidenceStore, webhook: Any, tmp_path: Path
+) -> None:
+    ops = [policy(webhook={"url": webhook.url})]
+    first = Notifier(store.engine, tmp_path, ops)
+    second = Notifier(store.engine, tmp_path, ops)
+    for n in range(5):
+        first.notify(event(f"run-failed:acme/linux/backup@2026-12-03T0{n}:00Z"), NOW)
+    threads = [threading.Thread(target=n.deliver, args=(NOW,)) for n in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(webhook.received) == 5
+    assert {r["state"] for r in rows(store)} == {"sent"}

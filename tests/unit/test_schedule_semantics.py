@@ -357,3 +357,38 @@ def test_a_database_hiccup_while_recording_never_leaves_the_job_busy(engine) -> 
     clock.at = T0 + timedelta(hours=1, minutes=1)
     s.run_pass()
     assert [due.strftime("%H:%M") for _, due in launcher.started] == ["10:00", "11:00"]
+
+
+def test_a_run_left_by_a_crashed_scheduler_holds_its_job_until_it_ends(engine) -> None:  # type: ignore[no-untyped-def]
+    """The run got SIGTERM when its scheduler died and finishes the hosts it is on (a
+    patch, a reboot): the next tick must not start beside it."""
+    import socket
+    import subprocess
+    import sys
+
+    clock, hourly = FakeClock(T0), job()
+    gone = f"{socket.gethostname()}:999999999:deadbeef"
+    crashed = scheduler(engine, [hourly], clock, owner=gone)
+    crashed.run_pass()
+    clock.at = T0 + timedelta(minutes=1)
+    crashed.run_pass()
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "mspauto"])
+    try:
+        crashed.state.started(hourly.run_key(T0 + timedelta(seconds=30)), run.pid)
+        launcher = FakeLauncher()
+        restarted = scheduler(engine, [hourly], clock, launcher)
+        clock.at = T0 + timedelta(hours=1, minutes=1)
+        restarted.run_pass()
+        first, second = ScheduleState(engine).ticks(hourly)
+        assert first.state is TickState.RUNNING
+        assert (second.state, second.reason) == (
+            TickState.SKIPPED,
+            "the run of acme/linux/backup@2026-12-03T10:00Z was still going",
+        )
+    finally:
+        run.kill()
+        run.wait()
+    clock.at += timedelta(minutes=1)
+    restarted.run_pass()
+    assert ScheduleState(engine).ticks(hourly)[0].state is TickState.INTERRUPTED
+    assert launcher.started == []

@@ -77,6 +77,7 @@ def _create_runs() -> None:
         sa.Column("heartbeat_at", sa.String(40), nullable=False),
         sa.Column("finished_at", sa.String(40)),
         sa.Column("exit_code", sa.Integer),
+        sa.Column("run_pid", sa.Integer),
     )
     op.create_index("schedule_runs_by_job", "schedule_runs", ["job", "due"])
 
