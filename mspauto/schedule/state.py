@@ -174,7 +174,11 @@ class ScheduleState:
             if _dead_here(row.owner):
                 if row.run_pid is not None and _run_alive(row.run_pid):
                     continue  # its run finishes the hosts it is on (it got SIGTERM)
-                why = f"the scheduler running it ({row.owner}) stopped before it ended"
+                why = (
+                    f"the scheduler running it ({row.owner}) stopped before it ended"
+                    if row.run_pid is not None
+                    else f"the scheduler ({row.owner}) stopped before the run started"
+                )
             elif now - row.heartbeat_at > lease:
                 why = f"the scheduler running it ({row.owner}) was silent for over {lease}"
             else:

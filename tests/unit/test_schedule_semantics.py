@@ -34,6 +34,7 @@ class FakeClock:
 @dataclass
 class FakeLaunch:
     code: int | None = None
+    pid: int = 999_999_998  # no such process
     stopped: bool = False
     words: str = ""
 
