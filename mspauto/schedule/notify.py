@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -29,19 +29,13 @@ from mspauto.evidence.schema import notifications
 from mspauto.policy.models import EmailChannel, NotificationPolicy, Waiver, WebhookChannel
 from mspauto.project import Project
 from mspauto.schedule.jobs import Job
-from mspauto.schedule.state import TickState, stamp
+from mspauto.schedule.state import CLAIM, TickState, failure_text, retry_at, stamp
 from mspauto.secrets import SecretError, resolve_secret
 
 __all__ = ["Event", "Notifier", "tick_events", "waiver_events"]
 
-ATTEMPTS = 5
-"""Deliveries tried before a notification is kept as failed."""
-_FIRST_PAUSE = timedelta(minutes=1)
-"""The pause after the first failure; it doubles after each."""
 _TIMEOUT = 15.0
 """Seconds a mail server or webhook may take to answer."""
-_CLAIM = timedelta(minutes=10)
-"""How long a delivery taken by one scheduler is left to it."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +87,7 @@ class Notifier:
     def _claim(self, row: Any, now: datetime) -> bool:
         """Take the notification for this process: a second scheduler that read it
         too finds it moved on and leaves it (after a crash mid-send it is due again
-        once ``_CLAIM`` has passed)."""
+        once ``CLAIM`` has passed)."""
         with self.engine.begin() as conn:
             taken = conn.execute(
                 update(notifications)
@@ -103,7 +97,7 @@ class Notifier:
                     notifications.c.state == "pending",
                     notifications.c.next_try == row["next_try"],
                 )
-                .values(next_try=stamp(now + _CLAIM))
+                .values(next_try=stamp(now + CLAIM))
             ).rowcount
         return bool(taken == 1)
 
@@ -139,14 +133,13 @@ class Notifier:
         try:
             self._send(channel, message)
         except Exception as exc:  # a delivery never stops the scheduler; it is kept
-            error = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
-            gave_up = attempts >= ATTEMPTS
-            pause = _FIRST_PAUSE * (2 ** (attempts - 1))
+            error = failure_text(exc, DeliveryError)
+            retry = retry_at(attempts, now)
             self._update(
                 where,
-                state="failed" if gave_up else "pending",
+                state="failed" if retry is None else "pending",
                 attempts=attempts,
-                next_try=stamp(now + pause),
+                next_try=stamp(retry or now),
                 last_error=error,
             )
             self.log(
@@ -155,7 +148,7 @@ class Notifier:
                 channel=channel,
                 attempt=attempts,
                 error=error,
-                retry=None if gave_up else stamp(now + pause),
+                retry=None if retry is None else stamp(retry),
             )
             return
         self._update(where, state="sent", attempts=attempts, sent_at=stamp(now))

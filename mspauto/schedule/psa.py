@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,15 +31,11 @@ from sqlalchemy.exc import IntegrityError
 from mspauto.evidence.schema import psa_tickets
 from mspauto.fields import SecretRef
 from mspauto.policy.models import AutotaskPsa, ConnectWisePsa, HaloPsa
-from mspauto.schedule.state import stamp
+from mspauto.schedule.state import ATTEMPTS, CLAIM, failure_text, retry_at, stamp
 from mspauto.secrets import resolve_secret
 
 __all__ = ["PsaError", "PsaRoute", "TicketDesk", "psa_client"]
 
-ATTEMPTS = 5
-_FIRST_PAUSE = timedelta(minutes=1)
-_CLAIM = timedelta(minutes=10)
-"""How long work taken by one scheduler is left to it."""
 _SUMMARY = 100
 """ConnectWise's longest summary; the others take more, mspauto never needs it."""
 
@@ -136,7 +132,7 @@ class TicketDesk:
 
     def _claim(self, row: Any, now: datetime) -> bool:
         """Take the breach's pending work for this process (a second scheduler that
-        read it too leaves it; after a crash it is due again once ``_CLAIM`` passed)."""
+        read it too leaves it; after a crash it is due again once ``CLAIM`` passed)."""
         with self.engine.begin() as conn:
             taken = conn.execute(
                 update(psa_tickets)
@@ -145,7 +141,7 @@ class TicketDesk:
                     psa_tickets.c.next_try == row["next_try"],
                     psa_tickets.c.attempts == row["attempts"],
                 )
-                .values(next_try=stamp(now + _CLAIM))
+                .values(next_try=stamp(now + CLAIM))
             ).rowcount
         return bool(taken == 1)
 
@@ -196,21 +192,21 @@ class TicketDesk:
 
     def _failed(self, row: Any, now: datetime, exc: Exception) -> None:
         attempts = row["attempts"] + 1
-        error = str(exc) if isinstance(exc, PsaError) else f"{type(exc).__name__}: {exc}"
-        pause = _FIRST_PAUSE * (2 ** (attempts - 1))
+        error = failure_text(exc, PsaError)[:500]
+        retry = retry_at(attempts, now)
         self._set(
             row["breach"],
             attempts=attempts,
-            next_try=stamp(now + pause),
-            last_error=error[:500],
+            next_try=stamp(retry or now),
+            last_error=error,
             updated_at=stamp(now),
         )
         self.log(
             "psa.failed",
             breach=row["breach"],
             attempt=attempts,
-            error=error[:500],
-            retry=None if attempts >= ATTEMPTS else stamp(now + pause),
+            error=error,
+            retry=None if retry is None else stamp(retry),
         )
 
     def _set(self, breach: str, **values: object) -> None:

@@ -23,7 +23,17 @@ from sqlalchemy.exc import IntegrityError
 from mspauto.evidence.schema import schedule_jobs, schedule_runs
 from mspauto.schedule.jobs import Job
 
-__all__ = ["ScheduleState", "TickRow", "TickState", "stamp", "this_owner"]
+__all__ = [
+    "ATTEMPTS",
+    "CLAIM",
+    "ScheduleState",
+    "TickRow",
+    "TickState",
+    "failure_text",
+    "retry_at",
+    "stamp",
+    "this_owner",
+]
 
 
 class TickState(StrEnum):
@@ -256,6 +266,27 @@ class ScheduleState:
         except IntegrityError:
             return False
         return True
+
+
+ATTEMPTS = 5
+"""Tries of a delivery (a notification, a PSA call) before it is kept as given up."""
+CLAIM = timedelta(minutes=10)
+"""How long a delivery taken by one scheduler is left to it (after a crash mid-way it
+is due again then)."""
+
+
+def retry_at(attempts: int, now: datetime) -> datetime | None:
+    """When to try again after ``attempts`` failed tries: 1, 2, 4 and 8 minutes later;
+    None once :data:`ATTEMPTS` have failed."""
+    if attempts >= ATTEMPTS:
+        return None
+    return now + timedelta(minutes=2 ** (attempts - 1))
+
+
+def failure_text(exc: Exception, expected: type[Exception]) -> str:
+    """One line for a failed delivery: the message of an expected failure, else the
+    exception's type and message."""
+    return str(exc) if isinstance(exc, expected) else f"{type(exc).__name__}: {exc}"
 
 
 def stamp(at: datetime) -> str:

@@ -22,8 +22,8 @@ from mspauto.evidence.schema import notifications
 from mspauto.evidence.store import EvidenceStore
 from mspauto.policy.models import NotificationPolicy
 from mspauto.schedule.jobs import Job
-from mspauto.schedule.notify import ATTEMPTS, Event, Notifier, tick_events
-from mspauto.schedule.state import ScheduleState, TickState
+from mspauto.schedule.notify import Event, Notifier, tick_events
+from mspauto.schedule.state import ATTEMPTS, ScheduleState, TickState
 
 NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 

@@ -92,6 +92,20 @@ def psa(
         store.close()
 
 
+def desk_of(
+    store: EvidenceStore, settings: Any, company: str, root: Path
+) -> tuple[TicketDesk, list[tuple[str, dict[str, Any]]]]:
+    """A desk sending every client's tickets to ``company``, its secrets read at each
+    call; and its log."""
+    logged: list[tuple[str, dict[str, Any]]] = []
+    desk = TicketDesk(
+        store.engine,
+        lambda name: PsaRoute(settings.system, company, lambda: psa_client(settings, root)),
+        log=lambda event, **fields: logged.append((event, fields)),
+    )
+    return desk, logged
+
+
 def failing_run(desk: TicketDesk, day: int, at: datetime) -> None:
     desk.breach(
         BREACH,
@@ -158,14 +172,8 @@ def test_wrong_credentials_are_retried_and_logged_never_raised(
     monkeypatch.setenv("TEST_HALO_SECRET", "wrong")
     server, state = serve(HaloHandler)
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    settings = config("halopsa", base)
     store = EvidenceStore(f"sqlite:///{tmp_path / 'evidence.db'}")
-    logged: list[tuple[str, dict[str, Any]]] = []
-    desk = TicketDesk(
-        store.engine,
-        lambda name: PsaRoute("halopsa", "12", lambda: psa_client(settings, tmp_path)),
-        log=lambda event, **fields: logged.append((event, fields)),
-    )
+    desk, logged = desk_of(store, config("halopsa", base), "12", tmp_path)
     try:
         at = NOW
         failing_run(desk, 1, at)
@@ -193,14 +201,8 @@ def test_a_secret_that_cannot_be_read_is_a_logged_retry(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("TEST_CW_PRIVATE", raising=False)
-    settings = config("connectwise", "http://127.0.0.1:9")
     store = EvidenceStore(f"sqlite:///{tmp_path / 'evidence.db'}")
-    logged: list[tuple[str, dict[str, Any]]] = []
-    desk = TicketDesk(
-        store.engine,
-        lambda name: PsaRoute("connectwise", "AcmeCorp", lambda: psa_client(settings, tmp_path)),
-        log=lambda event, **fields: logged.append((event, fields)),
-    )
+    desk, logged = desk_of(store, config("connectwise", "http://127.0.0.1:9"), "AcmeCorp", tmp_path)
     try:
         failing_run(desk, 1, NOW)
     finally:
