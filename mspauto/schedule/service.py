@@ -1,6 +1,7 @@
 """The control node's daemon around :class:`~mspauto.schedule.daemon.Scheduler`: the
 project re-read every pass (a policy edited is picked up without a restart; a project
-that stops validating keeps the last good jobs), JSON-lines logs, SIGTERM, systemd."""
+that stops validating keeps the last good jobs), people told and breaches ticketed
+(in a thread of their own), JSON-lines logs, SIGTERM, systemd."""
 
 from __future__ import annotations
 
