@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from mspauto.backup import borg, restic
-from mspauto.backup.check import JobPlan, judge_job
+from mspauto.backup.check import JobPlan, job_key, judge_job
 from mspauto.backup.facts import JobFacts
 from mspauto.backup.probe import CAPTURE_FUNCTION, Captured, capture, read_captures
 from mspauto.checks.pipeline import Change, HostScope, Probe
 from mspauto.checks.secrets import secret_variable
 from mspauto.evidence.records import Finding, FindingStatus, HostFindings
 from mspauto.inventory.resolve import Host
+from mspauto.patching.facts import parse_time
 from mspauto.policy.models import BackupPolicy
 from mspauto.secrets import SecretError, resolve_secret
 from mspauto.transport.base import CommandResult
@@ -97,12 +98,21 @@ class DrillCheck:
 
     kind = "backup-drill"
 
-    def __init__(self, project_root: Path, *, now: datetime | None = None) -> None:
+    def __init__(
+        self,
+        project_root: Path,
+        *,
+        now: datetime | None = None,
+        last_drills: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.root = project_root
         self.now = now or datetime.now(UTC)
+        self.last_drills = last_drills
+        """Given: only jobs whose drill is due (no passing drill within ``every``)."""
 
     def plan(self, scope: HostScope) -> DrillPlan | None:
-        """Every job whose policy asks for restore tests; None when none does."""
+        """Every job whose policy asks for restore tests (and, with ``last_drills``,
+        whose drill is due); None when none does."""
         jobs, samples = [], []
         for loaded in scope.policies:
             policy = loaded.policy
@@ -110,6 +120,8 @@ class DrillCheck:
             if policy.restore_test is None:
                 continue
             for job in policy.jobs:
+                if not self._due(scope.host.name, policy, job.name):
+                    continue
                 problem = None
                 if job.provider not in ("restic", "borg") or scope.host.platform == "windows":
                     problem = f"restore drills from {job.provider} jobs are not built yet"
@@ -127,6 +139,15 @@ class DrillCheck:
             return None
         scratch = f"/var/tmp/mspauto-drill-{random.token_hex(8)}"
         return DrillPlan(tuple(jobs), tuple(samples), scratch)
+
+    def _due(self, host: str, policy: BackupPolicy, job: str) -> bool:
+        if self.last_drills is None or policy.restore_test is None:
+            return True
+        last = self.last_drills.get(job_key(host, policy.name, job))
+        if last is None or last["status"] != "pass":
+            return True  # never drilled, or the last drill failed: due now
+        done = parse_time(str(last["at"]))
+        return done is None or self.now - done >= policy.restore_test.every
 
     def probe(self, host: Host, plan: DrillPlan) -> Probe | None:
         """Restore, hash and clean up, job by job."""

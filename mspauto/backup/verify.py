@@ -223,13 +223,16 @@ def restore_drills(
     *,
     options: RunOptions | None = None,
     now: datetime | None = None,
+    due_only: bool = False,
 ) -> DrillReport:
     """Restore each drilled job's sample paths on ``hosts`` (one client) into a scratch
-    folder, compare, clean up; every drill recorded as evidence."""
+    folder, compare, clean up; every drill recorded as evidence. ``due_only``: only
+    jobs with no passing drill within their policy's ``restore_test.every``."""
     now = now or datetime.now(UTC)
     client = project.inventory.clients[client_name]
     scope = scope_client(project, client, hosts, "backup", now.date())
-    check = DrillCheck(project.settings.root, now=now)
+    last = last_drills(store, client_name, [h.name for h in hosts]) if due_only else None
+    check = DrillCheck(project.settings.root, now=now, last_drills=last)
     run = run_checks(check, scope, transport, store, options or RunOptions())
     return DrillReport(client_name, now, run)
 

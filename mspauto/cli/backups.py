@@ -136,6 +136,13 @@ def _print(app: Application, report: BackupReport) -> None:
 @backups.command("restore-test")
 @click.option("--client", "client_name", required=True, help="The client whose backups to drill.")
 @hosts_option()
+@click.option(
+    "--due",
+    "due_only",
+    is_flag=True,
+    help="Only jobs whose drill is due: no passing drill within the policy's "
+    "restore_test.every (what the control node runs every day).",
+)
 @timeout_option(1800.0, "each host's drills")
 @forks_option()
 @format_option("table", "json")
@@ -144,6 +151,7 @@ def restore_test(
     app: Application,
     client_name: str,
     patterns: tuple[str, ...],
+    due_only: bool,
     timeout: float,
     forks: int,
     output: str,
@@ -176,7 +184,14 @@ def restore_test(
             transport_for(client, project.settings.root),
             store,
             options=options,
+            due_only=due_only,
         )
+    if not report.run.plans and due_only:
+        if output == "json":
+            app.print_json(report.as_dict())
+        else:
+            click.echo(f"no restore drill of {client_name} is due")
+        return
     if not report.run.plans:
         app.abort(
             f"no backup policy with 'restore_test:' selects these hosts of {client_name} "

@@ -25,8 +25,9 @@ from mspauto.sla.period import previous_month
 
 __all__ = ["Job", "jobs_of"]
 
-ACTIONS = ("patch", "patch-scan", "backup", "baseline", "report")
-"""What a job does: install patches, scan for them, check backups, audit, report."""
+ACTIONS = ("patch", "patch-scan", "backup", "backup-drill", "baseline", "report")
+"""What a job does: install patches, scan for them, check backups, drill restores when
+due, audit, report."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class Job:
             return ["patch", *client, "--dry-run", *selection, *json]
         if self.action == "backup":
             return ["backups", *client, *selection, *json]
+        if self.action == "backup-drill":
+            return ["backups", "restore-test", *client, "--due", *selection, *json]
         if self.action == "baseline":
             remediate = ["--remediate"] if self.remediate else []
             return ["baseline", *client, *remediate, *selection, *json]
@@ -99,6 +102,9 @@ def jobs_of(project: Project) -> list[Job]:
             runs: list[tuple[str, Schedule]] = [(policy.kind, policy.schedule)]
             if isinstance(policy, PatchPolicy) and policy.scan_schedule is not None:
                 runs.append(("patch-scan", policy.scan_schedule))
+            if isinstance(policy, BackupPolicy) and policy.restore_test is not None:
+                # Looked at with each check; a drill runs when its 'every' has passed.
+                runs.append(("backup-drill", policy.schedule))
             for action, schedule in runs:
                 window = policy.window if isinstance(policy, PatchPolicy) else None
                 jobs.append(

@@ -215,6 +215,14 @@ def test_a_restore_drill_proves_an_intact_repository(backup_lab: Lab, tmp_path: 
     _, jobs = _backups(backup_lab, tmp_path, "--hosts", hosts[0].name)
     assert jobs[hosts[0].name]["restore_drill"]["status"] == "pass"
     assert jobs[hosts[0].name]["restore_drill_due"] is False
+    # What the control node runs with every check: nothing, until 'every' has passed.
+    again = mspauto_cli(
+        backup_lab.directory,
+        tmp_path,
+        *("backups", "restore-test", "--client", CLIENT, "--due"),
+        *(f"--hosts={h.name}" for h in hosts),
+    )
+    assert (again.returncode, again.stdout) == (0, f"no restore drill of {CLIENT} is due\n")
     verified = mspauto_cli(backup_lab.directory, tmp_path, "evidence", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
 

@@ -169,3 +169,32 @@ def test_own_backups_only_asks_for_this_hosts_snapshots_and_archives(tmp_path: P
     host = socket.gethostname()
     assert restic_argv[0] == f"--repo={repository}" and restic_argv[-1] == f"--host={host}"
     assert borg_argv[-3:] == [f"--glob-archives={host}-*", "--", repository]
+
+
+def test_with_the_drill_history_only_due_drills_are_planned(example_project: Path) -> None:
+    """`restore-test --due` (the control node's daily look): a job is drilled when it
+    never was, when its last drill failed, or when its last passing drill is older than
+    the policy's restore_test.every (90 days here)."""
+    from mspauto.backup.drill import DrillCheck
+    from mspauto.checks.pipeline import scope_client
+    from mspauto.config import Settings
+    from mspauto.project import load_project
+
+    project = load_project(Settings.load(example_project))
+    client = project.inventory.clients["acme"]
+    now = datetime(2026, 12, 3, 12, tzinfo=UTC)
+    [scope] = scope_client(project, client, [client.hosts["acme-db01"]], "backup", now.date()).hosts
+    key = "acme-db01/acme-backups/nightly"
+
+    def planned(history: dict[str, dict[str, str]] | None) -> list[str]:
+        plan = DrillCheck(example_project, now=now, last_drills=history).plan(scope)
+        return [] if plan is None else [item.job.name for item in plan.jobs]
+
+    def drilled(days_ago: int, status: str) -> dict[str, dict[str, str]]:
+        return {key: {"at": (now - timedelta(days=days_ago)).isoformat(), "status": status}}
+
+    assert planned(None) == ["nightly"]  # a drill by hand: every job
+    assert planned({}) == ["nightly"]  # never drilled
+    assert planned(drilled(30, "pass")) == []  # drilled a month ago: not due
+    assert planned(drilled(30, "fail")) == ["nightly"]  # failed: due again
+    assert planned(drilled(91, "pass")) == ["nightly"]  # older than 90 days
