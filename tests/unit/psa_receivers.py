@@ -16,20 +16,21 @@ import base64
 import json
 import re
 import threading
-import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
 class Psa:
-    """Tickets and notes as a PSA keeps them; ``slow_creates`` answers the next
-    creations late (after making the ticket), as a PSA whose answer is lost."""
+    """Tickets and notes as a PSA keeps them. ``hold_answer()`` makes the next creation
+    keep its answer (the ticket made) until ``release()``: a PSA whose answer is lost
+    to the client's timeout."""
 
     def __init__(self) -> None:
         self.tickets: dict[int, dict[str, Any]] = {}
         self.notes: dict[int, list[str]] = {}
-        self.slow_creates = 0
+        self._holding = False
+        self._released = threading.Event()
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
 
@@ -46,10 +47,16 @@ class Psa:
             self.notes[number] = []
             return number
 
+    def hold_answer(self) -> None:
+        self._holding, self._released = True, threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
     def pause_if_slow(self) -> None:
-        if self.slow_creates:
-            self.slow_creates -= 1
-            time.sleep(1.5)  # longer than the client's timeout in the tests
+        if self._holding:
+            self._holding = False
+            self._released.wait(60)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -51,7 +51,7 @@ def config(system: str, base: str, **changes: Any) -> Any:
     }
     settings = every[system]
     return TypeAdapter(PsaChannel).validate_python(
-        {"system": system, "timeout": 0.5, **settings, **changes}
+        {"system": system, "timeout": 2, **settings, **changes}
     )
 
 
@@ -152,8 +152,9 @@ def test_a_breach_that_goes_on_after_the_ticket_was_closed_opens_a_new_one(psa: 
 
 def test_a_retry_after_a_timeout_finds_the_ticket_instead_of_making_another(psa: Any) -> None:
     desk, state, logged = psa
-    state.slow_creates = 1  # the PSA makes the ticket but its answer comes too late
+    state.hold_answer()  # the PSA makes the ticket but its answer comes too late
     failing_run(desk, 1, NOW)
+    state.release()
     assert len(state.tickets) == 1
     [(event, fields)] = logged
     assert event == "psa.failed" and fields["attempt"] == 1 and fields["retry"]
