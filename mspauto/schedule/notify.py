@@ -29,7 +29,7 @@ from mspauto.evidence.schema import notifications
 from mspauto.policy.models import EmailChannel, NotificationPolicy, Waiver, WebhookChannel
 from mspauto.project import Project
 from mspauto.schedule.jobs import Job
-from mspauto.schedule.state import CLAIM, TickState, failure_text, retry_at, stamp
+from mspauto.schedule.state import TickState, claim, failure_text, retry_at, stamp
 from mspauto.secrets import SecretError, resolve_secret
 
 __all__ = ["Event", "Notifier", "tick_events", "waiver_events"]
@@ -81,25 +81,17 @@ class Notifier:
                 )
             ).all()
         for row in due:
-            if self._claim(row._mapping, now):
+            taken = claim(
+                self.engine,
+                notifications,
+                notifications.c.event == row.event,
+                notifications.c.channel == row.channel,
+                notifications.c.state == "pending",
+                notifications.c.next_try == row.next_try,
+                now=now,
+            )
+            if taken:
                 self._deliver(row._mapping, now)
-
-    def _claim(self, row: Any, now: datetime) -> bool:
-        """Take the notification for this process: a second scheduler that read it
-        too finds it moved on and leaves it (after a crash mid-send it is due again
-        once ``CLAIM`` has passed)."""
-        with self.engine.begin() as conn:
-            taken = conn.execute(
-                update(notifications)
-                .where(
-                    notifications.c.event == row["event"],
-                    notifications.c.channel == row["channel"],
-                    notifications.c.state == "pending",
-                    notifications.c.next_try == row["next_try"],
-                )
-                .values(next_try=stamp(now + CLAIM))
-            ).rowcount
-        return bool(taken == 1)
 
     def _queue(self, event: Event, channel: str, now: datetime) -> None:
         message = {

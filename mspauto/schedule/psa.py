@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from mspauto.evidence.schema import psa_tickets
 from mspauto.fields import SecretRef
 from mspauto.policy.models import AutotaskPsa, ConnectWisePsa, HaloPsa
-from mspauto.schedule.state import ATTEMPTS, CLAIM, failure_text, retry_at, stamp
+from mspauto.schedule.state import ATTEMPTS, claim, failure_text, retry_at, stamp
 from mspauto.secrets import resolve_secret
 
 __all__ = ["PsaError", "PsaRoute", "TicketDesk", "psa_client"]
@@ -127,23 +127,16 @@ class TicketDesk:
                 )
             ).all()
         for row in rows:
-            if self._claim(row._mapping, now):
+            taken = claim(
+                self.engine,
+                psa_tickets,
+                psa_tickets.c.breach == row.breach,
+                psa_tickets.c.next_try == row.next_try,
+                psa_tickets.c.attempts == row.attempts,
+                now=now,
+            )
+            if taken:
                 self._work(row._mapping, now)
-
-    def _claim(self, row: Any, now: datetime) -> bool:
-        """Take the breach's pending work for this process (a second scheduler that
-        read it too leaves it; after a crash it is due again once ``CLAIM`` passed)."""
-        with self.engine.begin() as conn:
-            taken = conn.execute(
-                update(psa_tickets)
-                .where(
-                    psa_tickets.c.breach == row["breach"],
-                    psa_tickets.c.next_try == row["next_try"],
-                    psa_tickets.c.attempts == row["attempts"],
-                )
-                .values(next_try=stamp(now + CLAIM))
-            ).rowcount
-        return bool(taken == 1)
 
     def _work(self, row: Any, now: datetime) -> None:
         route = self.route(row["client"])

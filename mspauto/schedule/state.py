@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import ColumnElement, Engine, Table, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mspauto.evidence.schema import schedule_jobs, schedule_runs
@@ -29,6 +29,7 @@ __all__ = [
     "ScheduleState",
     "TickRow",
     "TickState",
+    "claim",
     "failure_text",
     "retry_at",
     "stamp",
@@ -281,6 +282,17 @@ def retry_at(attempts: int, now: datetime) -> datetime | None:
     if attempts >= ATTEMPTS:
         return None
     return now + timedelta(minutes=2 ** (attempts - 1))
+
+
+def claim(engine: Engine, table: Table, *unchanged: ColumnElement[bool], now: datetime) -> bool:
+    """Take a row of pending work (a notification, a PSA call) for this process: its
+    ``next_try`` moves on by :data:`CLAIM` only if the row is still as this process read
+    it (``unchanged``), so a second scheduler that read it too finds it taken."""
+    with engine.begin() as conn:
+        taken = conn.execute(
+            update(table).where(*unchanged).values(next_try=stamp(now + CLAIM))
+        ).rowcount
+    return bool(taken == 1)
 
 
 def failure_text(exc: Exception, expected: type[Exception]) -> str:
