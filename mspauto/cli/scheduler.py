@@ -42,10 +42,11 @@ def run(app: Application, every: float, max_parallel: int) -> None:
     from mspauto.schedule.service import run_daemon
 
     app.usable_project()  # one clear line now, not a daemon that never runs anything
-    try:
-        run_daemon(app.settings, every=every, max_parallel=max_parallel)
-    except EvidenceError as exc:
-        app.abort(str(exc))
+    with app.evidence_store(writable=True) as store:
+        try:
+            run_daemon(app.settings, store, every=every, max_parallel=max_parallel)
+        except EvidenceError as exc:
+            app.abort(str(exc))
 
 
 @scheduler.command("status")

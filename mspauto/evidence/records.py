@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "FINDINGS_SCHEMA",
+    "SCHEDULED_STATES",
     "Attempt",
     "ChangeOutcome",
     "ChangeResult",
@@ -32,6 +33,7 @@ __all__ = [
     "RunFinished",
     "RunStarted",
     "RunStatus",
+    "ScheduledRun",
     "read_change_result",
     "read_host_findings",
 ]
@@ -53,6 +55,9 @@ class RecordKind(StrEnum):
     PATCH_ROLLOUT = "patch_rollout"
     """How one ring of a patch rollout went: its hosts, the failed ones, whether the
     rollout stopped there."""
+    SCHEDULED_RUN = "scheduled_run"
+    """One tick of the control node's schedule and how it ended: run (ok, failed,
+    interrupted) or skipped, with the reason."""
     LEGACY_BASELINE_RESULT = "baseline_result"
     """Written before findings existed; read as :class:`HostFindings`."""
     LEGACY_BASELINE_REMEDIATION = "baseline_remediation"
@@ -283,6 +288,53 @@ class RunFinished:
     def read(cls, payload: Mapping[str, Any]) -> RunFinished:
         """Read a stored payload."""
         return cls(RunStatus(payload["status"]), dict(payload.get("counts", {})))
+
+
+SCHEDULED_STATES = ("ok", "failed", "interrupted", "skipped")
+"""How a scheduled tick can end."""
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    """One tick of a scheduled job (``scheduled_run``): when it was due, how it ended
+    and why. A run it started leaves its own records too; a skipped tick has only this."""
+
+    key: str
+    """The tick's key (``client/policy/action@due``): a record read twice is one tick."""
+    policy: str
+    action: str
+    """``patch``, ``patch-scan``, ``backup``, ``backup-drill``, ``baseline`` or ``report``."""
+    due: str
+    """When the tick was due (ISO 8601, UTC)."""
+    state: str
+    """``ok``, ``failed``, ``interrupted`` or ``skipped``."""
+    reason: str
+    exit_code: int | None
+
+    def payload(self) -> dict[str, Any]:
+        """The ``scheduled_run`` payload."""
+        return {
+            "key": self.key,
+            "policy": self.policy,
+            "action": self.action,
+            "due": self.due,
+            "state": self.state,
+            "reason": self.reason,
+            "exit_code": self.exit_code,
+        }
+
+    @classmethod
+    def read(cls, payload: Mapping[str, Any]) -> ScheduledRun:
+        """Read a stored payload (KeyError or TypeError when mspauto did not write it)."""
+        text = {name: payload[name] for name in ("key", "policy", "action", "due", "state")}
+        reason, code = payload["reason"], payload["exit_code"]
+        if not all(isinstance(v, str) for v in (*text.values(), reason)):
+            raise TypeError("a scheduled run's fields are text")
+        if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
+            raise TypeError("a scheduled run's exit code is a number")
+        if text["state"] not in SCHEDULED_STATES:
+            raise ValueError(f"a scheduled run cannot end {text['state']!r}")
+        return cls(reason=reason, exit_code=code, **text)
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,8 @@ schedule_runs = Table(
     Column("finished_at", String(40)),
     Column("exit_code", Integer),
     Column("run_pid", Integer),
+    Column("in_evidence_at", String(40)),
+    # When its scheduled_run record was appended to the client's chain (NULL: not yet).
     Index("schedule_runs_by_job", "job", "due"),
 )
 

@@ -20,7 +20,6 @@ from pydantic import BaseModel
 
 from mspauto import __version__
 from mspauto.evidence.checkpoints import Checkpoint, Witness, parse_checkpoint
-from mspauto.evidence.records import RecordKind
 from mspauto.evidence.store import EvidenceStore, StoredRecord, canonical_json
 from mspauto.inventory.resolve import Client
 from mspauto.patching.check import MANAGER_OF_PLATFORM
@@ -30,7 +29,7 @@ from mspauto.project import Project
 from mspauto.signing import PublicKey, SigningError, SigningKey
 from mspauto.sla.model import MonthlyReport
 from mspauto.sla.period import month_period, previous_month
-from mspauto.sla.report import CHECK_KINDS, ReportScope, compute_report
+from mspauto.sla.report import CHECK_KINDS, READ_KINDS, ReportScope, compute_report
 
 if TYPE_CHECKING:
     from mspauto.report.render import PdfRenderer
@@ -44,12 +43,6 @@ __all__ = [
     "report_scope",
     "write_report",
 ]
-
-_READ_KINDS = (
-    RecordKind.FINDINGS,
-    RecordKind.CHANGE_RESULT,
-    RecordKind.LEGACY_BASELINE_RESULT,
-)
 
 
 class ReportError(Exception):
@@ -107,9 +100,9 @@ def _as_json(policy: PolicyDocument) -> str:
 
 
 def client_evidence(store: EvidenceStore, client: str) -> Iterator[StoredRecord]:
-    """The client's findings and change results, in chain order."""
+    """The client's records a report reads (:data:`READ_KINDS`), in chain order."""
     return heapq.merge(
-        *(store.records(chain=client, kind=kind) for kind in _READ_KINDS),
+        *(store.records(chain=client, kind=kind) for kind in READ_KINDS),
         key=lambda record: record.seq,
     )
 

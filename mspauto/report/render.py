@@ -47,6 +47,7 @@ from mspauto.sla.model import (
     MonthlyReport,
     PatchHost,
     PatchItem,
+    ScheduledItem,
     band_of,
 )
 
@@ -114,12 +115,13 @@ FINDINGS_COLUMNS = (
     "approved_by",
     "approved_on",
     "expires",
+    "due",
     "reason",
 )
 """``findings.csv``: one row per patch item, backup asset, RPO breach, failing baseline
-control, baseline drift and exception; ``area`` says which (``patch``, ``backup``,
-``backup breach``, ``baseline failure``, ``baseline drift``, ``exception``). Times are
-ISO 8601 in UTC."""
+control, baseline drift, exception and scheduled run that did not end well; ``area``
+says which (``patch``, ``backup``, ``backup breach``, ``baseline failure``, ``baseline
+drift``, ``exception``, ``scheduled run``). Times are ISO 8601 in UTC."""
 
 _BAND_THRESHOLDS = (
     (Band.GOOD, "90 or more"),
@@ -517,6 +519,8 @@ class _ReportView:
     drift: _Shown[Drift]
     unchecked: _Shown[_UncheckedRow]
     exceptions: _Shown[_ExceptionRow]
+    scheduled: _Shown[ScheduledItem]
+    """Scheduled runs skipped, interrupted or failed, the newest first."""
     listing: _Listing
     evidence_chains: tuple[str, ...]
     evidence_count: int
@@ -571,6 +575,7 @@ def _view(report: MonthlyReport) -> _ReportView:
             _LIST_SHOWN,
         ),
         exceptions=_shown([_exception_row(e) for e in report.exceptions], _LIST_SHOWN),
+        scheduled=_shown(report.schedule.problems[::-1], _LIST_SHOWN),
         listing=_listing(_host_rows(report), report.baseline.floor),
         evidence_chains=tuple(sorted({e.chain for e in report.evidence})),
         evidence_count=sum(e.count for e in report.evidence),
@@ -695,9 +700,26 @@ def _coverage_verdict(report: MonthlyReport) -> _Verdict:
         return _Verdict(
             "Coverage",
             "not met",
-            f"Contract not met: {checked}, under the {_pct(coverage.floor)} floor.",
+            f"Contract not met: {checked}, under the {_pct(coverage.floor)} floor."
+            + _schedule_note(report),
         )
-    return _Verdict("Coverage", "met", f"Contract met: {checked}, floor {_pct(coverage.floor)}.")
+    return _Verdict(
+        "Coverage",
+        "met",
+        f"Contract met: {checked}, floor {_pct(coverage.floor)}." + _schedule_note(report),
+    )
+
+
+def _schedule_note(report: MonthlyReport) -> str:
+    """Scheduled runs that did not run fully, in a sentence ('' when none)."""
+    schedule = report.schedule
+    missed = schedule.skipped + schedule.interrupted
+    if not missed:
+        return ""
+    return (
+        f" {missed} of {_n(schedule.total, 'scheduled run', 'scheduled runs')} did not run "
+        f"fully ({schedule.skipped} skipped, {schedule.interrupted} interrupted)."
+    )
 
 
 def _deadlines(report: MonthlyReport) -> dict[str, float]:
@@ -1019,4 +1041,12 @@ def _finding_rows(report: MonthlyReport) -> Iterable[dict[str, object]]:
             "approved_on": exception.approved_on,
             "expires": exception.expires,
             "reason": exception.reason,
+        }
+    for tick in report.schedule.problems:
+        yield {
+            "area": "scheduled run",
+            "subject": f"{tick.policy}/{tick.action}",
+            "state": tick.state,
+            "due": tick.due,
+            "reason": tick.reason,
         }

@@ -23,7 +23,7 @@ from mspauto.policy.models import (
 from mspauto.project import Project
 from mspauto.sla.period import previous_month
 
-__all__ = ["Job", "jobs_of"]
+__all__ = ["Job", "job_client", "job_parts", "jobs_of"]
 
 ACTIONS = ("patch", "patch-scan", "backup", "backup-drill", "baseline", "report")
 """What a job does: install patches, scan for them, check backups, drill restores when
@@ -79,6 +79,17 @@ class Job:
         # The report of the month that ended before the tick, where the client is.
         month = previous_month(due.astimezone(ZoneInfo(self.zone)).strftime("%Y-%m"))
         return ["report", *client, "--month", month, *json]
+
+
+def job_parts(name: str) -> tuple[str, str, str]:
+    """A :attr:`Job.name`'s client, policy and action (names never hold '/')."""
+    client, policy, action = name.split("/", 2)
+    return client, policy, action
+
+
+def job_client(name: str) -> str:
+    """Whose job a :attr:`Job.name` is."""
+    return job_parts(name)[0]
 
 
 def jobs_of(project: Project) -> list[Job]:

@@ -19,16 +19,17 @@ from types import FrameType
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine
 
 from mspauto.config import Settings
+from mspauto.evidence.records import RecordKind
+from mspauto.evidence.store import EvidenceStore, NewRecord
 from mspauto.policy.models import NotificationPolicy
 from mspauto.project import Project, load_project
 from mspauto.schedule.daemon import Clock, Launcher, ProcessLauncher, Scheduler, SystemClock
-from mspauto.schedule.jobs import Job, jobs_of
+from mspauto.schedule.jobs import Job, job_client, jobs_of
 from mspauto.schedule.notify import Notifier, tick_events, waiver_events
 from mspauto.schedule.psa import PsaRoute, TicketDesk, psa_client
-from mspauto.schedule.state import ScheduleState, TickRow, TickState
+from mspauto.schedule.state import ScheduleState, TickRow, TickState, scheduled_run
 from mspauto.schedule.ticks import next_tick
 
 __all__ = ["ControlNode", "JobStatus", "job_status", "run_daemon", "systemd_unit"]
@@ -55,15 +56,17 @@ class ControlNode:
     def __init__(
         self,
         settings: Settings,
-        engine: Engine,
+        store: EvidenceStore,
         launcher: Launcher,
         clock: Clock,
         log: Callable[..., object],
         max_parallel: int = 4,
     ) -> None:
         self.settings = settings
+        self.store = store
         self.clock = clock
         self.log = log
+        engine = store.engine
         self.state = ScheduleState(engine)
         self.notifier = Notifier(engine, settings.root, log=log)
         self.desk = TicketDesk(engine, self._psa_route, log=log)
@@ -85,8 +88,42 @@ class ControlNode:
                 p.policy for p in project.policies if isinstance(p.policy, NotificationPolicy)
             ]
         _safely(self.scheduler.run_pass, self.log)()
+        _safely(self.record_ticks, self.log)()
         if project is not None:
             _safely(_waivers, self.log)(self.notifier, project, self.clock.now())
+
+    def record_ticks(self) -> None:
+        """Append each ended tick to its client's evidence chain (``scheduled_run``) and
+        sign it, so a skipped window is in the signed record and the monthly report, not
+        only in the scheduler's own table. A tick whose append failed (the store, a
+        crash) is appended on a later pass; one appended twice (a crash between the
+        append and its mark) is one tick to readers, who go by its key."""
+        ended = self.state.not_in_evidence()
+        by_client: dict[str, list[TickRow]] = {}
+        for row in ended:
+            by_client.setdefault(job_client(row.job), []).append(row)
+        for client, rows in by_client.items():
+            now = self.clock.now()
+            self.store.append(
+                [
+                    NewRecord(
+                        chain=client,
+                        kind=RecordKind.SCHEDULED_RUN,
+                        run_id="",
+                        recorded_at=now,
+                        payload=scheduled_run(row).payload(),
+                    )
+                    for row in rows
+                ]
+            )
+            self.state.in_evidence([row.key for row in rows], now)
+            self.log("ticks.recorded", client=client, ticks=len(rows))
+            if self.store.notary is not None:
+                outcome = self.store.checkpoint(client)
+                self.store.checkpoint_outcomes.clear()  # a daemon's would grow for ever
+                problem = outcome.warning or (None if outcome.nothing_new else outcome.skipped)
+                if problem:
+                    self.log("evidence.unsigned", client=client, reason=problem)
 
     def deliver(self) -> None:
         """Send what is due to people and the PSA (slow servers can take minutes, so
@@ -132,15 +169,15 @@ class ControlNode:
         return None
 
 
-def run_daemon(settings: Settings, *, every: float = 15.0, max_parallel: int = 4) -> None:
-    """Run the schedule until SIGTERM or SIGINT; then stop the runs cleanly."""
-    from mspauto.evidence.store import EvidenceStore
-
+def run_daemon(
+    settings: Settings, store: EvidenceStore, *, every: float = 15.0, max_parallel: int = 4
+) -> None:
+    """Run the schedule until SIGTERM or SIGINT; then stop the runs cleanly. ``store``
+    is open for writing (with the MSP's key, if it has one, to sign what it records)."""
     log = json_logger()
-    store = EvidenceStore(settings.evidence_url, writable=True)
     node = ControlNode(
         settings,
-        store.engine,
+        store,
         ProcessLauncher(settings.root, settings.state_dir / "schedule" / "logs"),
         SystemClock(),
         log,
@@ -167,9 +204,9 @@ def run_daemon(settings: Settings, *, every: float = 15.0, max_parallel: int = 4
             stop.wait(every)
         log("scheduler.stopping", signal=signal.Signals(received[0]).name if received else "")
         node.scheduler.stop()
+        _safely(node.record_ticks, log)()
     finally:
         deliveries.join(timeout=60)  # one delivery may be under way; the rest wait in the database
-        store.close()
     log("scheduler.stopped")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -20,8 +21,9 @@ from pathlib import Path
 from sqlalchemy import ColumnElement, Engine, Table, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from mspauto.evidence.records import ScheduledRun
 from mspauto.evidence.schema import schedule_jobs, schedule_runs
-from mspauto.schedule.jobs import Job
+from mspauto.schedule.jobs import Job, job_parts
 
 __all__ = [
     "ATTEMPTS",
@@ -32,6 +34,7 @@ __all__ = [
     "claim",
     "failure_text",
     "retry_at",
+    "scheduled_run",
     "stamp",
     "this_owner",
 ]
@@ -61,6 +64,20 @@ class TickRow:
     finished_at: datetime | None
     exit_code: int | None
     run_pid: int | None = None
+
+
+def scheduled_run(row: TickRow) -> ScheduledRun:
+    """The evidence record of an ended tick."""
+    _client, policy, action = job_parts(row.job)
+    return ScheduledRun(
+        key=row.key,
+        policy=policy,
+        action=action,
+        due=row.due.isoformat(),
+        state=row.state.value,
+        reason=row.reason,
+        exit_code=row.exit_code,
+    )
 
 
 def this_owner() -> str:
@@ -239,6 +256,31 @@ class ScheduleState:
                 .order_by(schedule_runs.c.due)
             )
             return [_row(r) for r in rows]
+
+    def not_in_evidence(self, limit: int = 1000) -> list[TickRow]:
+        """Ended ticks whose ``scheduled_run`` record is not in the evidence yet, oldest
+        first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(schedule_runs)
+                .where(
+                    schedule_runs.c.state != TickState.RUNNING,
+                    schedule_runs.c.in_evidence_at.is_(None),
+                )
+                .order_by(schedule_runs.c.due)
+                .limit(limit)
+            )
+            return [_row(r) for r in rows]
+
+    def in_evidence(self, keys: Sequence[str], now: datetime) -> None:
+        """The ticks' records were appended to the evidence."""
+        with self.engine.begin() as conn:
+            for chunk in range(0, len(keys), 500):
+                conn.execute(
+                    update(schedule_runs)
+                    .where(schedule_runs.c.key.in_(keys[chunk : chunk + 500]))
+                    .values(in_evidence_at=stamp(now))
+                )
 
     def _insert(
         self,

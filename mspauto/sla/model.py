@@ -36,6 +36,8 @@ __all__ = [
     "PatchSla",
     "Period",
     "PlatformScore",
+    "ScheduledItem",
+    "ScheduledRuns",
     "band_of",
     "to_jsonable",
 ]
@@ -375,6 +377,36 @@ class ExceptionItem:
 
 
 @dataclass(frozen=True)
+class ScheduledItem:
+    """A scheduled run of the month that did not end well: skipped (never run),
+    interrupted or failed."""
+
+    due: datetime
+    policy: str
+    action: str
+    state: str
+    reason: str
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class ScheduledRuns:
+    """What the control node's schedule did in the month: each tick recorded as run
+    (ok, failed, interrupted) or skipped, from its ``scheduled_run`` records."""
+
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    """Runs that ended with an error or found problems (the areas above say which)."""
+    interrupted: int = 0
+    skipped: int = 0
+    """Ticks never run: missed while the control node was down, or their job's previous
+    run was still going."""
+    problems: list[ScheduledItem] = field(default_factory=list)
+    """The skipped, interrupted and failed ones, oldest first."""
+
+
+@dataclass(frozen=True)
 class MonthlyReport:
     """Everything one client's monthly report shows, and the evidence it rests on."""
 
@@ -397,6 +429,8 @@ class MonthlyReport:
     """What the month lacks, in words (``no patch scan in the month``...)."""
     evidence: list[EvidenceRange] = field(default_factory=list)
     """Per chain, the records counted (normally just the client's own chain)."""
+    schedule: ScheduledRuns = field(default_factory=ScheduledRuns)
+    """The control node's scheduled runs of the month (none when nothing is scheduled)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (datetimes ISO 8601, enums as their values)."""

@@ -18,6 +18,7 @@ from mspauto.evidence.records import (
     ChangeResult,
     HostFindings,
     RecordKind,
+    ScheduledRun,
     read_change_result,
     read_host_findings,
 )
@@ -41,6 +42,7 @@ from mspauto.sla.model import (
 )
 from mspauto.sla.patching import PatchMonth
 from mspauto.sla.period import month_period, previous_month
+from mspauto.sla.schedule import ScheduleMonth
 
 __all__ = ["CHECK_KINDS", "READ_KINDS", "ReportScope", "compute_report", "contract_terms"]
 
@@ -50,6 +52,7 @@ READ_KINDS = (
     RecordKind.FINDINGS.value,
     RecordKind.CHANGE_RESULT.value,
     RecordKind.LEGACY_BASELINE_RESULT.value,
+    RecordKind.SCHEDULED_RUN.value,
 )
 """The record kinds a report reads; every one of them recorded in the month is counted
 (a record of another check kind too: the month's evidence is bound whole)."""
@@ -74,6 +77,7 @@ class _Areas:
     patch: PatchMonth
     backup: BackupMonth
     baseline: BaselineMonth
+    schedule: ScheduleMonth
     checked: dict[str, set[str]]
     """Per check kind, the hosts it reached in the period."""
     seen: set[str]
@@ -133,6 +137,7 @@ def compute_report(
         exceptions=_exceptions(scope, period, patching),
         missing_data=_unfinished(period, now) + _missing(_targeted(scope), month),
         evidence=month.counted.ranges(),
+        schedule=month.schedule.result(),
     )
 
 
@@ -204,6 +209,14 @@ def _feed_all(
                 _count(areas, record, at, None)
                 if read.check == "patch":
                     areas.patch.change(at, read)
+            elif isinstance(read, ScheduledRun):
+                _count(areas, record, at, None)
+                if at < areas.patch.period.start:
+                    continue
+                try:
+                    areas.schedule.tick(read)
+                except _NOT_MSPAUTOS:
+                    areas.unreadable.append(record.seq)
             else:
                 header, findings = read
                 _count(areas, record, at, header)
@@ -224,10 +237,16 @@ _UNREADABLE_AUDIT = "its evidence record could not be read"
 
 def _read(
     record: StoredRecord,
-) -> ChangeResult | tuple[tuple[str, str, bool], HostFindings | Callable[[], HostFindings]]:
-    """A change result, or a findings record's header and findings."""
+) -> (
+    ChangeResult
+    | ScheduledRun
+    | tuple[tuple[str, str, bool], HostFindings | Callable[[], HostFindings]]
+):
+    """A change result, a scheduled run, or a findings record's header and findings."""
     if record.kind == RecordKind.CHANGE_RESULT:
         return read_change_result(record.kind, record.payload)
+    if record.kind == RecordKind.SCHEDULED_RUN:
+        return ScheduledRun.read(record.payload)
     check, host, unchecked = _header(record)
     # Baseline audits are parsed only for the audits judged (each host's last):
     # 44 findings each, for every host and day, are most of a month's evidence.
@@ -250,6 +269,7 @@ def _areas(period: Period, as_of: datetime) -> _Areas:
         PatchMonth(period, as_of),
         BackupMonth(period, as_of),
         BaselineMonth(period, before.start),
+        ScheduleMonth(),
         {k: set() for k in CHECK_KINDS},
         set(),
         EvidenceDigest(READ_KINDS),

@@ -29,6 +29,8 @@ from mspauto.sla.model import (
     PatchSla,
     Period,
     PlatformScore,
+    ScheduledItem,
+    ScheduledRuns,
 )
 
 START = datetime(2026, 11, 1, 4, 0, tzinfo=UTC)  # 2026-11-01 00:00 America/New_York
@@ -220,6 +222,32 @@ def sample_report(*, hosts: int = 3) -> MonthlyReport:
                 "acme", ("findings", "change_result"), 5, 1, f"{1:064x}", 5, f"{5:064x}", "ab" * 32
             )
         ],
+        schedule=ScheduledRuns(
+            total=62,
+            ok=59,
+            failed=1,
+            interrupted=1,
+            skipped=1,
+            problems=[
+                ScheduledItem(
+                    datetime(2026, 11, 7, 12, 30, tzinfo=UTC),
+                    "nightly",
+                    "backup",
+                    "skipped",
+                    "missed while the control node was down; its maintenance window has closed",
+                ),
+                ScheduledItem(
+                    datetime(2026, 11, 9, 10, 0, tzinfo=UTC),
+                    "lab-cis",
+                    "baseline",
+                    "interrupted",
+                    "the scheduler was stopped (SIGTERM): the run finished the hosts it was on",
+                ),
+                ScheduledItem(
+                    datetime(2026, 11, 12, 12, 30, tzinfo=UTC), "nightly", "backup", "failed", "", 2
+                ),
+            ],
+        ),
     )
 
 

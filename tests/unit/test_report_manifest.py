@@ -261,7 +261,7 @@ def test_the_manifest_lists_files_records_and_the_month_s_checkpoints(
     acme = data["evidence"]["acme"]
     # October's findings: #4, #5, #7 and #8 (#6 and #9 are host results).
     hashes = {r.seq: r.hash for r in history.store.records(chain="acme")}
-    assert acme["kinds"] == ["findings", "change_result", "baseline_result"]
+    assert acme["kinds"] == ["findings", "change_result", "baseline_result", "scheduled_run"]
     assert (acme["records"], acme["first"], acme["last"]) == (
         4,
         {"seq": 4, "hash": hashes[4]},
@@ -446,8 +446,8 @@ def test_an_untouched_report_verifies_with_the_store_and_last_month(
         f"(signed 2026-10-10T10:05:00.000000+00:00): checkpoints signed by key {fingerprint}, "
         "consistency proven",
         "acme: the 4 records the report counted are the ones in the evidence store of kinds "
-        "findings, change_result, baseline_result dated in the month, their hashes "
-        "recomputed from their content, included in the log signed at #15",
+        "findings, change_result, baseline_result, scheduled_run dated in the month, their "
+        "hashes recomputed from their content, included in the log signed at #15",
         f"{tmp_path / '2026-10' / MANIFEST}: signed by key {fingerprint} (acme, 2026-10)",
         "acme: the previous month's end checkpoint (#9) is this month's handover checkpoint: "
         "the log continues it",

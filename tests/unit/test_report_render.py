@@ -191,6 +191,10 @@ def test_html_shows_the_reports_figures(files: list[Path]) -> None:
     assert "2027-03-31" in html
     # The open item says which clock its deadline counts from.
     assert "at release" in html
+    # Scheduled runs that did not run fully: in the summary and listed, newest first.
+    assert "2 of 62 scheduled runs did not run fully (1 skipped, 1 interrupted)" in html
+    listed = html.index(f"2026-11-12 07:30{NBSP}EST")
+    assert listed < html.index(f"2026-11-09 05:00{NBSP}EST") < html.index("its maintenance")
 
 
 def test_trend_arrows_follow_higher_is_better(sample: MonthlyReport) -> None:
@@ -268,7 +272,15 @@ def test_csv_rows_match_the_report(files: list[Path], sample: MonthlyReport) -> 
         "baseline failure": len(sample.baseline.top_failing),
         "baseline drift": len(sample.baseline.drift),
         "exception": len(sample.exceptions),
+        "scheduled run": len(sample.schedule.problems),
     }
+    skipped = next(f for f in findings if f["area"] == "scheduled run")
+    assert (skipped["subject"], skipped["state"], skipped["due"]) == (
+        "nightly/backup",
+        "skipped",
+        "2026-11-07T12:30:00+00:00",
+    )
+    assert skipped["reason"].startswith("missed while the control node was down")
     curl = next(f for f in findings if f["subject"] == "curl")
     assert (curl["host"], curl["state"], curl["severity"], curl["clock"]) == (
         "web3",

@@ -19,8 +19,11 @@ from test_schedule_notify import Receiver
 from test_schedule_semantics import FakeClock, FakeLauncher
 
 from mspauto.config import Settings
+from mspauto.evidence.checkpoints import Notary, Witness
+from mspauto.evidence.records import RecordKind, ScheduledRun
 from mspauto.evidence.store import EvidenceStore
 from mspauto.schedule.service import ControlNode
+from mspauto.signing import SigningKey, generate_key
 
 
 @pytest.fixture
@@ -62,9 +65,7 @@ def test_a_breach_tells_people_once_and_tickets_it_in_the_psa(
     store = EvidenceStore(settings.evidence_url)
     clock, launcher = FakeClock(datetime(2026, 12, 1, 12, 29, tzinfo=UTC)), FakeLauncher()
     logged: list[tuple[str, dict[str, Any]]] = []
-    node = ControlNode(
-        settings, store.engine, launcher, clock, lambda e, **f: logged.append((e, f))
-    )
+    node = ControlNode(settings, store, launcher, clock, lambda e, **f: logged.append((e, f)))
 
     def day(number: int, backups_exit: int) -> None:
         """acme's backup check (07:30 New York = 12:30 UTC) on day ``number``."""
@@ -96,3 +97,67 @@ def test_a_breach_tells_people_once_and_tickets_it_in_the_psa(
     assert len(psa.notes[first]) == 1 and "2026-12-02" in psa.notes[first][0]
     assert psa.notes[second] == []
     assert not [e for e, _ in logged if e in ("scheduler.error", "psa.failed")], logged
+
+
+def test_every_ended_tick_is_signed_evidence_in_its_clients_chain(
+    example_project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Runs and skipped ticks alike become ``scheduled_run`` records in the client's
+    chain, under a signed checkpoint; a store that fails loses none of them (they are
+    appended on the next pass) and none is appended twice."""
+    monkeypatch.setenv("MSPAUTO_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("MSPAUTO_EVIDENCE_URL", raising=False)
+    public = generate_key(tmp_path / "key", tmp_path / "key.pub", comment="test")
+    witness = Witness(tmp_path / "witness")
+    witness.create()
+    settings = Settings.load(example_project)
+    store = EvidenceStore(
+        settings.evidence_url, notary=Notary(SigningKey.load(tmp_path / "key"), witness)
+    )
+    clock, launcher = FakeClock(datetime(2026, 12, 1, 12, 29, tzinfo=UTC)), FakeLauncher()
+    logged: list[tuple[str, dict[str, Any]]] = []
+    node = ControlNode(settings, store, launcher, clock, lambda e, **f: logged.append((e, f)))
+    try:
+        node.run_pass()  # first sight of every job
+        # Two days later: acme's backup check of 2 December was missed (the one of
+        # 3 December, 12:30 UTC, replaces it), and so were other daily jobs.
+        clock.at = datetime(2026, 12, 3, 12, 31, tzinfo=UTC)
+        node.run_pass()
+        started = [name for name, _ in launcher.started]
+        assert "acme/acme-backups/backup" in started
+        launcher.finish_all(2)  # every run found a problem
+        clock.at += timedelta(minutes=1)
+        failing = store.append
+
+        def full_disk(*_: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(store, "append", full_disk)
+        node.run_pass()  # the runs end, but the store takes nothing
+        assert (
+            "scheduler.error",
+            {"action": "record_ticks", "error": "OSError: [Errno 28] No space left on device"},
+        ) in logged
+        monkeypatch.setattr(store, "append", failing)
+        clock.at += timedelta(minutes=1)
+        node.run_pass()  # now they are appended
+        node.run_pass()  # and never again
+    finally:
+        store.close()
+
+    reader = EvidenceStore(settings.evidence_url)
+    try:
+        records = list(reader.records(chain="acme", kind=RecordKind.SCHEDULED_RUN))
+        verified = reader.verify(key=public, witness=witness)
+    finally:
+        reader.close()
+    ticks = {r.payload["key"]: ScheduledRun.read(r.payload) for r in records}
+    assert len(ticks) == len(records)  # none twice
+    backup = {t.due[:10]: t for t in ticks.values() if t.policy == "acme-backups"}
+    assert backup["2026-12-02"].state == "skipped"
+    assert "missed while the control node was down" in backup["2026-12-02"].reason
+    assert (backup["2026-12-03"].state, backup["2026-12-03"].exit_code) == ("failed", 2)
+    ran = [t for t in ticks.values() if t.state != "skipped"]
+    assert len(ran) == len([n for n in started if n.startswith("acme/")])
+    assert not verified.problems, verified.problems
+    assert not [w for w in verified.warnings if "no checkpoint" in w], verified.warnings

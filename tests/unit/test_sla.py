@@ -16,6 +16,7 @@ from mspauto.evidence.records import (
     FindingStatus,
     HostFindings,
     RecordKind,
+    ScheduledRun,
 )
 from mspauto.evidence.store import StoredRecord
 from mspauto.policy.models import Contract, Waiver
@@ -540,3 +541,39 @@ def test_the_summary_averages_the_areas_and_counts_its_evidence() -> None:
     assert counted.sha256 == hashlib.sha256(lines.encode()).hexdigest()
     assert "findings" in counted.kinds and "change_result" in counted.kinds
     assert report.as_dict()["period"]["month"] == "2026-11"
+
+
+def scheduled(key: str, due: datetime, state: str, reason: str = "") -> dict[str, Any]:
+    policy, action = key.split("/")[1:3]
+    return ScheduledRun(
+        f"{key}@{due:%Y-%m-%dT%H:%MZ}", policy, action, due.isoformat(), state, reason, None
+    ).payload()
+
+
+def test_scheduled_runs_are_counted_once_each_and_the_missed_ones_named() -> None:
+    chain = Chain()
+    backup = "acme/nightly/backup"
+    chain.add(day(5, 10), RecordKind.SCHEDULED_RUN, scheduled(backup, day(5, 10), "skipped"))
+    chain.add(day(2), RecordKind.SCHEDULED_RUN, scheduled(backup, day(2), "ok"))
+    missed = scheduled(backup, day(3), "skipped", "missed while the control node was down")
+    chain.add(day(4), RecordKind.SCHEDULED_RUN, missed)
+    chain.add(day(4), RecordKind.SCHEDULED_RUN, missed)  # appended twice: one tick
+    stopped = scheduled("acme/audit/baseline", day(4), "interrupted", "SIGTERM")
+    chain.add(day(4), RecordKind.SCHEDULED_RUN, stopped)
+    chain.add(day(5), RecordKind.SCHEDULED_RUN, scheduled(backup, day(5), "failed", "exit 2"))
+    chain.add(day(6), RecordKind.SCHEDULED_RUN, {**missed, "state": "lost"})  # not mspauto's
+    report = compute_report(chain, scope({"web1": ["backup"]}), NOV, OCT, now=day(40))
+    schedule = report.schedule
+    counts = (schedule.total, schedule.ok, schedule.failed, schedule.interrupted)
+    assert counts == (4, 1, 1, 1) and schedule.skipped == 1
+    assert [(t.due, t.policy, t.action, t.state) for t in schedule.problems] == [
+        (day(3), "nightly", "backup", "skipped"),
+        (day(4), "audit", "baseline", "interrupted"),
+        (day(5), "nightly", "backup", "failed"),
+    ]
+    assert schedule.problems[0].reason == "missed while the control node was down"
+    assert any(
+        "1 evidence records of the month could not be read" in m for m in report.missing_data
+    )
+    [counted] = report.evidence
+    assert counted.count == 6  # every November record, the unreadable one too
