@@ -281,8 +281,8 @@ _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # ansible_become_pass, ansible_sudo_pass, ansible_enable_pass, and anything *_password,
 # *_token, ...): a value there would be a secret in plain text.
 _SECRET_VAR = re.compile(
-    r"(^|_)(pass|password|passwd|pwd|passphrase|secret|token|api_?key|private_key|"
-    r"secret_?key|access_?key|secret_access_key)$",
+    r"(^|_)(pass|password|passwd|pwd|passphrase|secret|token|api_?key|"
+    r"private_?key(_data|_content|_pem)?|secret_?key|access_?key|secret_access_key)$",
     re.IGNORECASE,
 )
 # A URL with a password in it (rest:https://user:pw@host/, postgresql://u:pw@db/).

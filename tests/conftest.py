@@ -17,6 +17,22 @@ from mspauto.lab.testing import lab_unavailable, running_lab
 
 REPO = Path(__file__).resolve().parent.parent
 
+NO_SKIPS = os.environ.get("MSPAUTO_TEST_NO_SKIPS") == "1"
+"""Set by tox (``make test``, CI): a test skipped there (the lab, PostgreSQL, minisign or
+setpriv missing) is a test that could not fail, so it fails instead. A developer's
+quick ``pytest`` may still skip what their machine lacks."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if NO_SKIPS and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped where every test must run (MSPAUTO_TEST_NO_SKIPS=1): {report.longrepr}"
+        )
+
 
 @pytest.fixture
 def example_project(tmp_path: Path) -> Path:

@@ -7,6 +7,8 @@ from datetime import datetime
 import click
 
 from mspauto.cli.application import Application, format_option, pass_app
+from mspauto.config import Settings
+from mspauto.problems import Location, Problem
 
 __all__ = ["validate"]
 
@@ -29,14 +31,17 @@ def validate(app: Application, output: str, strict: bool, as_of: datetime | None
     """
     project = app.load_project(today=as_of.date() if as_of else None)
     summaries = [project.client_summary(name) for name in project.inventory.clients]
-    failed = bool(project.errors) or (strict and bool(project.warnings))
+    problems = [*_settings_problems(app.settings), *project.problems]
+    errors = [p for p in problems if p.severity == "error"]
+    warnings = [p for p in problems if p.severity == "warning"]
+    failed = bool(errors) or (strict and bool(warnings))
     if output == "json":
         app.print_json(
             {
                 "ok": not failed,
                 "clients": summaries,
                 "policies": len(project.policies),
-                "problems": [p.as_dict() for p in project.problems],
+                "problems": [p.as_dict() for p in problems],
             }
         )
     else:
@@ -48,19 +53,29 @@ def validate(app: Application, output: str, strict: bool, as_of: datetime | None
                 f"{summary['hosts']:>3} hosts ({platforms or 'none'}), "
                 f"{summary['sites']} sites, {summary['policies']} policies"
             )
-        for problem in project.problems:
+        for problem in problems:
             click.echo(str(problem), err=True)
-        errors, warnings = len(project.errors), len(project.warnings)
         verdict = "FAILED" if failed else "OK"
         click.echo(
             f"{verdict}: {_count(len(summaries), 'client')}, "
             f"{_count(sum(s['hosts'] for s in summaries), 'host')}, "
             f"{_count(len(project.policies), 'policy', 'policies')}; "
-            f"{_count(errors, 'error')}, {_count(warnings, 'warning')}",
+            f"{_count(len(errors), 'error')}, {_count(len(warnings), 'warning')}",
             err=failed,
         )
     if failed:
         raise click.exceptions.Exit(1)
+
+
+def _settings_problems(settings: Settings) -> list[Problem]:
+    """What is wrong in the settings that come from the environment, checked now rather
+    than by the first command that needs them."""
+    from mspauto.evidence.store import evidence_url_problem
+
+    unusable = evidence_url_problem(settings.evidence_url)
+    if unusable is None:
+        return []
+    return [Problem(Location("$MSPAUTO_EVIDENCE_URL"), "", unusable)]
 
 
 def _count(number: int, singular: str, plural: str | None = None) -> str:

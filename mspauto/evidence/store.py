@@ -46,7 +46,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from mspauto.evidence import migrate
 from mspauto.evidence.checkpoints import (
@@ -84,6 +85,7 @@ __all__ = [
     "Verification",
     "VerifyProblem",
     "canonical_json",
+    "evidence_url_problem",
 ]
 
 OUTPUT_CAP = 256 * 1024
@@ -279,6 +281,9 @@ class EvidenceStore:
         self._written: dict[str, dict[int, str]] = {}
         """Per chain, the records this store object appended and has not yet signed
         (seq -> hash): a checkpoint signs only what its own process wrote."""
+        unusable = evidence_url_problem(url)
+        if unusable:
+            raise EvidenceError(f"cannot open the evidence store: {unusable}")
         path = _sqlite_path(url)
         if not writable and path is not None and not path.exists():
             raise NoEvidenceYet(f"no evidence recorded yet in {path}")
@@ -293,11 +298,6 @@ class EvidenceStore:
         except SQLAlchemyError as exc:
             raise EvidenceError(
                 f"cannot open the evidence store {_safe(url)}: {_first_line(exc)}"
-            ) from None
-        except ImportError as exc:  # a URL for a database whose driver is not installed
-            raise EvidenceError(
-                f"cannot open the evidence store {_safe(url)}: no driver for it is installed "
-                f"({exc.name or exc}); use sqlite:///PATH or postgresql+psycopg://..."
             ) from None
         except migrate.LegacyStore:
             raise EvidenceError(
@@ -1438,8 +1438,40 @@ def _switch_to_wal(cursor: Any, patience: float = 30.0) -> None:
             time.sleep(0.01)
 
 
+_HOW_TO_NAME_A_STORE = "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DATABASE"
+
+
+def evidence_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an evidence store, in words (None when it can): not a
+    database URL, a database without mspauto's guards (SQLite and PostgreSQL have them),
+    or one whose driver is not installed. Nothing is contacted."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return f"'{_safe(url)}' is not a database URL; {_HOW_TO_NAME_A_STORE}"
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        return (
+            f"{_safe(url)}: evidence is kept only in SQLite or PostgreSQL, whose triggers "
+            f"guard its chains; {_HOW_TO_NAME_A_STORE}"
+        )
+    try:
+        parsed.get_dialect().import_dbapi()
+    except ImportError as exc:  # a driver SQLAlchemy knows but nobody installed
+        return (
+            f"{_safe(url)}: no driver for it is installed ({exc.name or exc}); "
+            f"{_HOW_TO_NAME_A_STORE}"
+        )
+    except Exception as exc:  # e.g. an unknown driver name after '+'
+        return f"{_safe(url)}: {_first_line(exc)}; {_HOW_TO_NAME_A_STORE}"
+    return None
+
+
 def _safe(url: str) -> str:
-    """The URL without a password, for messages."""
+    """The URL without its password (if it has one), for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        pass
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         credentials, host = rest.rsplit("@", 1)

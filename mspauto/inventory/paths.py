@@ -2,9 +2,10 @@
 and the file behind every ``file:`` or ``vault:`` secret of its credentials.
 
 Each must resolve (links followed) inside the project and must not be another client's:
-a client's folder (``inventory/<name>/``), its file (``inventory/<name>.yaml``) or its
-known_hosts. Otherwise one client's inventory, edited by its tech or imported from the
-client, could name any file the control node's user can read (``/etc/shadow``,
+a client's folder (``inventory/<name>/``), its file (``inventory/<name>.yaml``), its
+known_hosts, or a file named for it (``keys/<name>.<field>``, ``keys/<name>_ed25519``).
+Otherwise one client's inventory, edited by its tech or imported from the client, could
+name any file the control node's user can read (``/etc/shadow``,
 ``~/.ssh/id_ed25519``) or another client's key or vault, and mspauto would read it and
 send it to that client's hosts as a password or a key; or a client could trust (and
 ``hosts trust`` write into) another client's host keys.
@@ -83,20 +84,34 @@ def client_path_problems(
 
 
 class _Owners:
-    """Which client each path belongs to; a path inside an owned folder is its client's."""
+    """Which client each path belongs to: a path inside an owned folder is its client's,
+    and so is a file named for a client (``keys/acme.password``, ``keys/acme_ed25519``:
+    the names validate suggests), wherever it is."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: Iterable[str]) -> None:
         self._by_path: dict[Path, list[_Owned]] = {}
+        # Longest first: keys/acme_east.password is acme_east's, not acme's.
+        self._names = sorted(names, key=len, reverse=True)
 
     def add(self, owned: _Owned) -> None:
         self._by_path.setdefault(owned.path, []).append(owned)
 
-    def other_than(self, client: str, real: Path) -> _Owned | None:
-        """A client other than ``client`` that owns the resolved path ``real``."""
+    def other_than(self, client: str, path: Path, real: Path) -> _Owned | None:
+        """A client other than ``client`` that owns ``path`` (``real`` where it leads)."""
         for candidate in (real, *real.parents):
             for owned in self._by_path.get(candidate, ()):
                 if owned.client != client:
                     return owned
+        for name in (path.name, real.name):
+            owner = self._named_for(name)
+            if owner is not None and owner != client:
+                return _Owned(owner, path, f"a file named for it, as keys/{owner}.<field> is")
+        return None
+
+    def _named_for(self, file_name: str) -> str | None:
+        for name in self._names:
+            if file_name == name or file_name.startswith((f"{name}.", f"{name}_")):
+                return name
         return None
 
 
@@ -112,12 +127,12 @@ def _owners(tree: ProjectTree, inventory_dir: Path, names: list[str]) -> _Owners
         for suffix in (".yaml", ".yml"):
             file = inventory_dir / f"{name}{suffix}"
             slots.append(_Owned(name, file, f"its file {tree.show(file)}"))
-    owners = _Owners()
+    owners = _Owners(names)
     for slot in slots:
         owners.add(_Owned(slot.client, real_path(slot.path.parent) / slot.path.name, slot.what))
     for slot in slots:
         real = real_path(slot.path)
-        if owners.other_than(slot.client, real) is None:
+        if owners.other_than(slot.client, slot.path, real) is None:
             owners.add(_Owned(slot.client, real, slot.what))
     return owners
 
@@ -147,7 +162,7 @@ def _placement(
             f"{shown} is outside the project; a client's {what} stays inside the project "
             f"folder ({hint})"
         )
-    other = owners.other_than(client, real)
+    other = owners.other_than(client, path, real)
     if other is not None:
         return (
             f"{shown} belongs to client '{other.client}' ({other.what}); a client uses "

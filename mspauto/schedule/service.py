@@ -31,6 +31,7 @@ from mspauto.schedule.notify import Notifier, tick_events, waiver_events
 from mspauto.schedule.psa import PsaRoute, TicketDesk, psa_client
 from mspauto.schedule.state import ScheduleState, TickRow, TickState, scheduled_run
 from mspauto.schedule.ticks import next_tick
+from mspauto.transport.local import keep_control_process_private
 
 __all__ = ["ControlNode", "JobStatus", "job_status", "run_daemon", "systemd_unit"]
 
@@ -195,6 +196,13 @@ def run_daemon(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    # Its environment holds every client's env: secrets for as long as it runs (its runs
+    # inherit them): no other process of its user may read it (docs/engine.md). Should
+    # the kernel refuse, its runs refuse local commands for the same reason.
+    try:
+        keep_control_process_private()
+    except OSError as exc:
+        log("scheduler.not_private", error=exc.strerror)
     log("scheduler.started", owner=node.state.owner, project=str(settings.root))
     deliveries = threading.Thread(target=node.deliver_until, args=(stop, every), daemon=True)
     deliveries.start()

@@ -72,6 +72,25 @@ def test_validate_the_examples(example_project: Path) -> None:
     assert "OK: 2 clients, 15 hosts, 12 policies; 0 errors, 0 warnings" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("mysql://u@127.0.0.1/e", "mysql://u@127.0.0.1/e: evidence is kept only in SQLite or"),
+        ("postgresql+nosuch://u:pw@127.0.0.1/e", "postgresql+nosuch://u:***@127.0.0.1/e: "),
+        ("not a url", "'not a url' is not a database URL; use sqlite:///PATH or"),
+    ],
+)
+def test_validate_refuses_an_evidence_store_no_command_could_open(
+    example_project: Path, monkeypatch: pytest.MonkeyPatch, url: str, why: str
+) -> None:
+    monkeypatch.setenv("MSPAUTO_EVIDENCE_URL", url)
+    result = run(example_project, "validate")
+    assert result.exit_code == 1
+    [line] = [line for line in result.stderr.splitlines() if "MSPAUTO_EVIDENCE_URL" in line]
+    assert line.startswith(f"$MSPAUTO_EVIDENCE_URL: {why}"), line
+    assert "1 error" in result.stderr
+
+
 def test_validate_json(example_project: Path) -> None:
     data = json.loads(run(example_project, "validate", "--format", "json").stdout)
     assert data["ok"] is True

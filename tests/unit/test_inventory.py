@@ -193,6 +193,9 @@ def test_addresses_are_normalised(empty_project: Path) -> None:
         ("secret_key", "x9", ()),
         ("aws_secret_access_key", "wJalrXUtnFEMI", ()),
         ("admin_pwd", "x9", ()),
+        ("private_key_data", "-----BEGIN OPENSSH PRIVATE KEY-----", ()),
+        ("tls_privatekey_pem", "-----BEGIN PRIVATE KEY-----", ()),
+        ("private_key_file", "keys/acme_ed25519", None),  # a path, not the key
         ("db", {"host": "db1", "password": "x9"}, ("password",)),
         ("users", [{"name": "a"}, {"name": "b", "token": "t0k"}], (1, "token")),
         ("repository", "rest:https://backup:s3cr3t@backup.example/", ()),

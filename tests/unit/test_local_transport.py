@@ -204,3 +204,49 @@ def test_running_a_local_command_makes_the_process_non_dumpable(tmp_path: Path) 
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path
     )
     assert done.stdout.split() == ["True", "True", "False"]
+
+
+def test_the_scheduler_daemon_keeps_its_secrets_from_processes_of_its_user(
+    unprivileged: list[str], shared_project: Path
+) -> None:
+    """The control node's daemon holds every client's env: secrets for its whole life
+    (its runs inherit them): a process of the same user cannot read its environ."""
+    daemon = subprocess.Popen(
+        [
+            *unprivileged,
+            sys.executable,
+            "-m",
+            "mspauto",
+            "--project",
+            str(shared_project),
+            "scheduler",
+            "run",
+            "--every",
+            "1",
+        ],
+        env=_environment(shared_project),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=shared_project,
+    )
+    try:
+        assert daemon.stderr is not None
+        first = json.loads(daemon.stderr.readline())  # written once it is private
+        assert first["event"] == "scheduler.started", first
+        reader = (
+            "import sys\ntry:\n    open(f'/proc/{sys.argv[1]}/environ', 'rb').read()\n"
+            "    print('read')\nexcept OSError as exc:\n    print('refused', exc.strerror)\n"
+        )
+        python = subprocess.run(
+            [*unprivileged, sys.executable, "-c", reader, str(daemon.pid)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert python.stdout.strip() == "refused Permission denied"
+    finally:
+        daemon.terminate()
+        daemon.communicate(timeout=60)
+    assert daemon.returncode == 0
