@@ -1110,8 +1110,9 @@ def _check_unsigned_tail(
             )
         )
     if len(unsigned) < len(tail):
+        writer_signed = [seq for seq in tail if _within(seq, ranges)]
         result.warnings.append(
-            f"{chain}: records #{covered + 1}..#{count} are signed by their writer but no "
+            f"{chain}: records {_spans(writer_signed)} are signed by their writer but no "
             "checkpoint covers them yet (a run in progress, or cut short): the next run "
             "of this client, or 'mspauto evidence checkpoint', signs them"
         )

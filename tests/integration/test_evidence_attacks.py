@@ -299,6 +299,16 @@ def test_junk_row(evidence: Evidence) -> None:
     problems = evidence.problems()
     assert any(p.startswith("acme #9: records #9 are signed neither") for p in problems)
     assert any(p.startswith("acme #9: does not follow the record before it") for p in problems)
+    # The next run still records (#10..#13, signed by its writer): the warning names those
+    # records only, never the junk row the problem above names.
+    evidence.store.append(_run("acme"))
+    verified = evidence.verify()
+    assert any(p.message.startswith("records #9 are signed neither") for p in verified.problems)
+    assert [w for w in verified.warnings if "signed by their writer" in w] == [
+        "acme: records #10..#13 are signed by their writer but no checkpoint covers them "
+        "yet (a run in progress, or cut short): the next run of this client, or 'mspauto "
+        "evidence checkpoint', signs them"
+    ]
 
 
 def _forge_run(evidence: Evidence, chain: str, head: int) -> list[str]:
