@@ -174,6 +174,10 @@ class _Context:
         if self.cancel.is_set():
             return _not_started(host, self.spec.command_for(host))
         with self.slots:
+            # Asked again: a host that waited here for one of its client's max_parallel
+            # slots while a stop came must not start once it gets one.
+            if self.cancel.is_set():
+                return _not_started(host, self.spec.command_for(host))
             with self._lock:
                 self.working.add(host.name)
             attempt = 1

@@ -247,12 +247,23 @@ def test_sigkill_mid_run_keeps_finished_hosts(lab: Lab, state: Path) -> None:
     assert verified.returncode == 0 and "warning" not in verified.stderr, verified.stderr
 
 
-def test_ctrl_c_finishes_running_hosts_and_records_the_rest(lab: Lab, state: Path) -> None:
+@pytest.mark.parametrize("one_at_a_time", ["--forks 1", "the client's max_parallel: 1"])
+def test_ctrl_c_finishes_running_hosts_and_records_the_rest(
+    lab: Lab, state: Path, tmp_path: Path, one_at_a_time: str
+) -> None:
     hosts = healthy(lab, "globex")
+    command = ["exec", "--client", "globex", "--tags", "lab", "--", "sleep", "2"]
+    if one_at_a_time == "--forks 1":
+        args = _command(lab, *command[:-3], "--forks", "1", *command[-3:])
+    else:  # hosts waiting for one of their client's slots must not start after the stop
+        project = copy_project(lab, tmp_path / "project")
+        inventory = project / "inventory" / "globex.yaml"
+        text = inventory.read_text()
+        assert text.count("client:\n") == 1
+        inventory.write_text(text.replace("client:\n", "client:\n  max_parallel: 1\n"))
+        args = [sys.executable, "-m", "mspauto", "--project", str(project), *command]
     process = subprocess.Popen(
-        _command(
-            lab, "exec", "--client", "globex", "--tags", "lab", "--forks", "1", "--", "sleep", "2"
-        ),
+        args,
         env=_env(state),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
