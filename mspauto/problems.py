@@ -1,7 +1,9 @@
 """Problems found in a user's files, each pointing at a file, a line and a key path.
 
 Every configuration error the user can make ends up as one :class:`Problem`, printed
-as one line: ``inventory/acme.yaml:14 hosts.web01.port: must be 1..65535``.
+as one line: ``inventory/acme.yaml:14 hosts.web01.port: must be 1..65535``. Control
+characters in it (a newline in a file name or key) are printed escaped, so one problem
+is always one line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ __all__ = [
     "Severity",
     "display_path",
     "format_key_path",
+    "one_line",
 ]
 
 Severity = Literal["error", "warning"]
@@ -46,9 +49,14 @@ class Problem:
 
     def __str__(self) -> str:
         message = self.message if self.severity == "error" else f"warning: {self.message}"
-        if self.key_path:
-            return f"{self.location} {self.key_path}: {message}"
-        return f"{self.location}: {message}"
+        line = (
+            f"{self.location} {self.key_path}: {message}"
+            if self.key_path
+            else f"{self.location}: {message}"
+        )
+        # File names, keys and the values quoted in messages are whoever wrote the files':
+        # a line break or terminal control in them must not print as a second, forged line.
+        return one_line(line)
 
     def as_dict(self) -> dict[str, object]:
         """Machine-readable form for ``--format json``."""
@@ -94,3 +102,10 @@ def display_path(root: Path, path: Path) -> PurePosixPath:
     if folder.is_relative_to(real_root):
         return PurePosixPath(folder.relative_to(real_root).as_posix())
     return PurePosixPath(written.as_posix())
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character a terminal would act on (line breaks, escapes,
+    bidirectional controls) written as its escape sequence: text from the user's files
+    or the evidence never prints as a second, forged line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)

@@ -15,7 +15,7 @@ from mspauto.inventory.paths import client_path_problems
 from mspauto.inventory.resolve import Host, Inventory
 from mspauto.inventory.selectors import Selector, is_pattern
 from mspauto.policy.kinds import WAIVER_WARNING_DAYS
-from mspauto.policy.loader import LoadedPolicy, load_policies
+from mspauto.policy.loader import LoadedPolicies, LoadedPolicy, load_policies
 from mspauto.policy.models import Contract
 from mspauto.policy.registry import CheckContext, policy_kinds
 from mspauto.problems import Problem
@@ -82,10 +82,9 @@ def load_project(settings: Settings, today: date | None = None) -> Project:
     policies = loaded.policies
     problems += loaded.problems
     problems += _duplicate_policy_names(policies)
-    if not loaded.unread:  # an unread file may hold the contract: its own error says so
-        problems += _contract_references(inventory, policies)
+    problems += _contract_references(inventory, loaded)
     problems += _target_problems(inventory, policies, broken_clients)
-    context = CheckContext(policies, inventory, today, frozenset(broken_clients))
+    context = CheckContext(policies, inventory, today, frozenset(broken_clients), loaded.may_define)
     for kind in policy_kinds().values():
         problems += kind.cross_checks(context)
     problems += client_path_problems(tree, settings.inventory_dir, inventory, broken_clients)
@@ -109,10 +108,14 @@ def _duplicate_policy_names(policies: list[LoadedPolicy]) -> Iterator[Problem]:
             first[key] = loaded
 
 
-def _contract_references(inventory: Inventory, policies: list[LoadedPolicy]) -> Iterator[Problem]:
-    contracts = [p.policy.name for p in policies if isinstance(p.policy, Contract)]
+def _contract_references(inventory: Inventory, loaded: LoadedPolicies) -> Iterator[Problem]:
+    """Every client's contract is defined. One that may be in a file that was unreadable
+    or invalid is not called unknown: that file's own problems say what to fix."""
+    contracts = [p.policy.name for p in loaded.policies if isinstance(p.policy, Contract)]
     for client in inventory.clients.values():
-        if client.spec.contract not in contracts:
+        if client.spec.contract not in contracts and not loaded.may_define(
+            "contract", client.spec.contract
+        ):
             close = get_close_matches(client.spec.contract, contracts, n=1)
             hint = (
                 f" (did you mean '{close[0]}'?)"

@@ -37,6 +37,8 @@ def _references(context: CheckContext) -> Iterator[Problem]:
         owner: dict[str, str] = {}
         for index, name in enumerate(policy.packs):
             pack = packs.get(name)
+            if pack is None and context.may_define("rulepack", name):
+                continue  # its own file's problems say what to fix
             if pack is None:
                 close = get_close_matches(name, list(packs), n=1)
                 hint = (

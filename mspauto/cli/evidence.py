@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mspauto.cli.application import Application, format_option, pass_app
+from mspauto.problems import one_line
 
 if TYPE_CHECKING:
     from mspauto.evidence.store import CheckpointOutcome, EvidenceStore
@@ -107,9 +108,9 @@ def verify(
     else:
         # Record fields are the attacker's text: one problem stays one printed line.
         for line in problems:
-            click.echo(_one_line(line), err=True)
+            click.echo(one_line(line), err=True)
         for line in result.warnings:
-            click.echo(f"warning: {_one_line(line)}", err=True)
+            click.echo(f"warning: {one_line(line)}", err=True)
     if problems:
         if output == "json":
             raise click.exceptions.Exit(1)
@@ -123,11 +124,6 @@ def verify(
             f"{result.checkpoints} checkpoints signed by {key.fingerprint() if key else '?'} "
             f"{witnessed}"
         )
-
-
-def _one_line(text: str) -> str:
-    """``text`` with control characters shown escaped, so it cannot fake more lines."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @evidence.command("checkpoint")

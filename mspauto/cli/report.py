@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from mspauto.cli.application import Application, format_option
+from mspauto.problems import one_line
 
 if TYPE_CHECKING:
     from mspauto.evidence.store import EvidenceStore
@@ -283,19 +284,13 @@ def verify(
         # Lines can hold names from the folder or the manifest: attacker text, printed
         # escaped so it can neither forge a line nor hide one on a terminal.
         for line in result.checked:
-            click.echo(f"ok: {_printable(line)}")
+            click.echo(f"ok: {one_line(line)}")
         for warning in result.warnings:
-            click.echo(f"warning: {_printable(warning)}")
+            click.echo(f"warning: {one_line(warning)}")
         for problem in result.problems:
-            click.echo(f"FAILED: {_printable(problem)}")
+            click.echo(f"FAILED: {one_line(problem)}")
         if result.client is not None:
-            click.echo(f"signed as: {_printable(result.client)}'s report for {result.month}")
+            click.echo(f"signed as: {one_line(result.client)}'s report for {result.month}")
         click.echo("report verified" if result.ok else "report NOT verified")
     if not result.ok:
         raise click.exceptions.Exit(1)
-
-
-def _printable(text: str) -> str:
-    """``text`` with every character a terminal would act on (line breaks, escapes,
-    bidirectional controls) written as its escape sequence."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)

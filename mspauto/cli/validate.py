@@ -8,7 +8,7 @@ import click
 
 from mspauto.cli.application import Application, format_option, pass_app
 from mspauto.config import Settings
-from mspauto.problems import Location, Problem
+from mspauto.problems import Location, Problem, one_line
 
 __all__ = ["validate"]
 
@@ -48,7 +48,7 @@ def validate(app: Application, output: str, strict: bool, as_of: datetime | None
         for summary in summaries:
             platforms = ", ".join(f"{n} {p}" for p, n in summary["platforms"].items())
             click.echo(
-                f"{summary['client']:<12} {summary['display_name']:<28} "
+                f"{summary['client']:<12} {one_line(summary['display_name']):<28} "
                 f"{summary['timezone']:<20} contract={summary['contract']:<10} "
                 f"{summary['hosts']:>3} hosts ({platforms or 'none'}), "
                 f"{summary['sites']} sites, {summary['policies']} policies"

@@ -12,7 +12,7 @@ from mspauto.projectfiles import ProjectTree, yaml_files
 from mspauto.validation import validate_document
 from mspauto.yamlsource import YamlDocument, load_yaml_documents
 
-__all__ = ["BUILTIN_PACKS", "LoadedPolicies", "LoadedPolicy", "load_policies"]
+__all__ = ["BUILTIN_PACKS", "InvalidPolicy", "LoadedPolicies", "LoadedPolicy", "load_policies"]
 
 BUILTIN_PACKS = Path(__file__).resolve().parent.parent / "baseline" / "packs"
 """Rule packs shipped with mspauto (``debian-cis``, ``windows-cis``)."""
@@ -32,14 +32,36 @@ class LoadedPolicy:
 
 
 @dataclass(frozen=True)
+class InvalidPolicy:
+    """A policy document that was read but did not validate, known only by what it
+    says it is: its ``kind:`` if that is a known kind, its ``name:`` if that is text."""
+
+    kind: str | None
+    name: str | None
+
+    def may_define(self, kind: str, name: str) -> bool:
+        """Whether this document may be the one defining ``kind`` ``name``."""
+        return self.kind in (None, kind) and self.name in (None, name)
+
+
+@dataclass(frozen=True)
 class LoadedPolicies:
-    """Every policy that validated, every problem, and the files that could not be read."""
+    """Every policy that validated, every problem, and the files and documents that
+    could not be used."""
 
     policies: list[LoadedPolicy]
     problems: list[Problem]
     unread: list[str] = field(default_factory=list)
     """The project's policy files (or links, or folders) that could not be read at all:
     whatever they define is unknown, so a reference to it cannot be called wrong."""
+    invalid: list[InvalidPolicy] = field(default_factory=list)
+    """The project's documents that were read but did not validate."""
+
+    def may_define(self, kind: str, name: str) -> bool:
+        """Whether a file or document that could not be used may define ``kind``
+        ``name``: a reference to it is then not unknown, only broken where it is
+        defined, and that file's own problems say how."""
+        return bool(self.unread) or any(doc.may_define(kind, name) for doc in self.invalid)
 
 
 def load_policies(tree: ProjectTree, policies_dir: Path) -> LoadedPolicies:
@@ -64,13 +86,16 @@ def load_policies(tree: ProjectTree, policies_dir: Path) -> LoadedPolicies:
     # A project's own pack replaces the shipped pack of the same name.
     loaded = [p for p in shipped.policies if p.policy.name not in defined] + own.policies
     unread = [p.location.file for p in found.problems if p.severity == "error"] + own.unread
-    return LoadedPolicies(loaded, shipped.problems + found.problems + own.problems, unread)
+    return LoadedPolicies(
+        loaded, shipped.problems + found.problems + own.problems, unread, own.invalid
+    )
 
 
 def _load_files(tree: ProjectTree, files: list[Path], prefix: str = "") -> LoadedPolicies:
     loaded: list[LoadedPolicy] = []
     problems: list[Problem] = []
     unread: list[str] = []
+    invalid: list[InvalidPolicy] = []
     for path in files:
         shown = prefix + tree.show(path)
         try:
@@ -95,7 +120,19 @@ def _load_files(tree: ProjectTree, files: list[Path], prefix: str = "") -> Loade
             problems.extend(doc_problems)
             if policy is not None:
                 loaded.append(LoadedPolicy(policy, doc))
-    return LoadedPolicies(loaded, problems, unread)
+            else:
+                invalid.append(_claimed(doc))
+    return LoadedPolicies(loaded, problems, unread, invalid)
+
+
+def _claimed(doc: YamlDocument) -> InvalidPolicy:
+    """What a document that did not validate says it is, as far as that can be trusted."""
+    data = doc.data if isinstance(doc.data, dict) else {}
+    kind, name = data.get("kind"), data.get("name")
+    return InvalidPolicy(
+        kind if isinstance(kind, str) and kind in policy_kinds() else None,
+        name if isinstance(name, str) else None,
+    )
 
 
 def _validate(doc: YamlDocument) -> tuple[PolicyDocument | None, list[Problem]]:

@@ -55,14 +55,19 @@ class PolicyDocument(Protocol):
 
 @dataclass(frozen=True)
 class CheckContext:
-    """What a kind's cross-checks see: every loaded policy, the inventory, today, and
-    the clients whose files did not load (their hosts are missing from the inventory,
-    so a check about hosts must not blame the policy for them)."""
+    """What a kind's cross-checks see: every loaded policy, the inventory, today, the
+    clients whose files did not load (their hosts are missing from the inventory, so a
+    check about hosts must not blame the policy for them) and what broken policy files
+    may define."""
 
     policies: Sequence[LoadedPolicy]
     inventory: Inventory
     today: date
     broken_clients: frozenset[str] = frozenset()
+    may_define: Callable[[str, str], bool] = lambda _kind, _name: False
+    """Whether a policy file that could not be read or did not validate may define
+    ``kind`` ``name``: a reference to it is then not unknown (that file's own problems
+    say what to fix)."""
 
 
 CrossCheck = Callable[[CheckContext], Iterable["Problem"]]

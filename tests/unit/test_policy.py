@@ -84,6 +84,32 @@ def test_contract_needs_a_deadline_for_every_severity() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            ("  critical: 14d", "  critical: 0d"),
+            "policies/contracts/standard.yaml:7 patch_deadlines.critical: a deadline of 0 "
+            "makes every update late the moment it is released; give the time the contract "
+            "allows (e.g. 14d)",
+        ),
+        (
+            ("backup_success_percent:", "backup_success_percentage:"),
+            "policies/contracts/standard.yaml:14 backup_success_percentage: unknown key "
+            "(did you mean 'backup_success_percent'?)",
+        ),
+    ],
+    ids=["bad-value", "unknown-key"],
+)
+def test_an_invalid_contract_is_one_error_not_also_unknown_to_its_clients(
+    example_project: Path, edit: tuple[str, str], expected: str
+) -> None:
+    standard = example_project / "policies" / "contracts" / "standard.yaml"
+    standard.write_text(standard.read_text().replace(*edit))
+    project = load_project(Settings.load(example_project), today=date(2026, 12, 1))
+    assert [str(p) for p in project.errors] == [expected]
+
+
 def test_every_example_document_matches_the_published_schema() -> None:
     validator = jsonschema.Draft202012Validator(policy_schema())
     documents = [

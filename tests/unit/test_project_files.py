@@ -165,6 +165,16 @@ def test_an_unreadable_policy_file_hides_no_contract_behind_a_second_error(
     assert [p.location.file for p in _load(project).errors] == ["policies/contract.yaml"]
 
 
+def test_an_invalid_contract_of_another_name_hides_no_unknown_contract(project: Path) -> None:
+    (project / "policies" / "gold.yaml").write_text("kind: contract\nname: gold\nrpo: 0h\n")
+    _write(project / "inventory" / "acme.yaml", _client("acme", contract="silver"))
+    assert _lines(_load(project)) == [
+        "inventory/acme.yaml:5 client.contract: unknown contract 'silver'; define it in "
+        "policies/ with 'kind: contract'",
+        "policies/gold.yaml:3 rpo: must be longer than 0 (e.g. 24h)",
+    ]
+
+
 # --- links ------------------------------------------------------------------------
 
 
@@ -391,3 +401,60 @@ def test_import_never_writes_through_a_link(project: Path) -> None:
         f"error: {project / 'inventory' / 'initech.yaml'} is a link; remove it, then import again\n"
     )
     assert not outside.exists()
+
+
+# --- one problem, one line --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("character", "shown"),
+    [
+        pytest.param("\n", "\\n", id="newline"),
+        pytest.param("\r", "\\r", id="carriage-return"),
+        pytest.param("\x1b", "\\x1b", id="escape"),
+        pytest.param("\x85", "\\x85", id="next-line"),
+        pytest.param("\u2028", "\\u2028", id="line-separator"),
+        pytest.param("\u202e", "\\u202e", id="bidi-override"),
+    ],
+)
+@pytest.mark.parametrize("command", ["validate", "backups --client acme"])
+def test_a_file_name_with_a_control_character_prints_as_one_escaped_line(
+    project: Path, command: str, character: str, shown: str
+) -> None:
+    """A name must not print a second, forged line (nor move or reverse the terminal's
+    text): validate and every command refusing a broken project print one line each."""
+    _write(project / "inventory" / f"evil{character}FAKE: 0 errors.yaml", _client("initech"))
+    result = _run(project, *command.split())
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 2  # the problem, then the verdict
+    assert result.stderr.splitlines()[0] == (
+        f"inventory/evil{shown}FAKE: 0 errors.yaml:2 client.name: 'initech' must match its "
+        f"file or folder name 'evil{shown}FAKE: 0 errors'"
+    )
+
+
+def test_a_display_name_with_a_line_break_prints_as_one_summary_line(project: Path) -> None:
+    _write(project / "inventory" / "acme.yaml", _client("acme", display_name="Acme\nFAKE OK"))
+    result = _run(project, "validate")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].startswith("acme         Acme\\nFAKE OK ")
+    assert len(result.stdout.splitlines()) == 3  # two clients and the verdict
+
+
+# --- files named for another client -----------------------------------------------
+
+
+def test_a_secret_file_named_for_another_client_is_that_clients(project: Path) -> None:
+    """keys/<client>.<field> is the name validate suggests for a client's secret file:
+    another client naming it would be sent that client's secret."""
+    document = _client("acme")
+    document["client"]["credentials"]["admin"]["become_password"] = {
+        "file": "keys/globex.become_password"
+    }
+    _write(project / "inventory" / "acme.yaml", document)
+    assert _lines(_load(project)) == [
+        "inventory/acme.yaml:14 client.credentials.admin.become_password.file: "
+        "keys/globex.become_password belongs to client 'globex' (a file named for it, as "
+        "keys/globex.<field> is); a client uses only its own files: give acme a secret "
+        "file of its own"
+    ]
