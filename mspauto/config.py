@@ -6,7 +6,11 @@ Each folder can be moved with an environment variable (``MSPAUTO_INVENTORY``,
 evidence store with ``MSPAUTO_EVIDENCE_URL`` (e.g. ``postgresql+psycopg://...``), the
 evidence signing key with ``MSPAUTO_SIGNING_KEY`` and the witness folder with
 ``MSPAUTO_WITNESS_DIR``. The defaults keep both in the state folder, beside the store:
-that works, but a witness proves most on another disk or host (docs/evidence.md).
+that works, but a witness proves most on another disk or host (docs/evidence.md). The
+witness can also send each checkpoint to ``MSPAUTO_WITNESS_WEBHOOK`` (an http(s) URL;
+its bearer token, if any, in the file ``MSPAUTO_WITNESS_WEBHOOK_TOKEN_FILE``, never in a
+setting) and ``MSPAUTO_WITNESS_SYSLOG`` (``unix:/dev/log``, ``udp:HOST[:PORT]`` or
+``tcp:HOST[:PORT]``); they are checked when a command writes evidence.
 
 Severity sources for apt updates are offline files the MSP downloads (none by default):
 ``MSPAUTO_DEBIAN_TRACKER``, a copy of the Debian security tracker's JSON, and
@@ -46,6 +50,14 @@ class Settings:
     kev_catalog: Path | None = None
     """Offline copy of CISA's Known Exploited Vulnerabilities catalogue JSON
     (``$MSPAUTO_KEV_CATALOG``); None: no update is marked known-exploited."""
+    witness_webhook: str | None = None
+    """URL every witnessed checkpoint is also POSTed to (``$MSPAUTO_WITNESS_WEBHOOK``)."""
+    witness_webhook_token_file: Path | None = None
+    """File holding the webhook's bearer token, read at each send
+    (``$MSPAUTO_WITNESS_WEBHOOK_TOKEN_FILE``)."""
+    witness_syslog: str | None = None
+    """Syslog every witnessed checkpoint is also sent to (``$MSPAUTO_WITNESS_SYSLOG``:
+    ``unix:PATH``, ``udp:HOST[:PORT]`` or ``tcp:HOST[:PORT]``)."""
 
     @property
     def public_key(self) -> Path:
@@ -79,6 +91,11 @@ class Settings:
             kev_catalog=base / env["MSPAUTO_KEV_CATALOG"]
             if env.get("MSPAUTO_KEV_CATALOG")
             else None,
+            witness_webhook=env.get("MSPAUTO_WITNESS_WEBHOOK") or None,
+            witness_webhook_token_file=base / env["MSPAUTO_WITNESS_WEBHOOK_TOKEN_FILE"]
+            if env.get("MSPAUTO_WITNESS_WEBHOOK_TOKEN_FILE")
+            else None,
+            witness_syslog=env.get("MSPAUTO_WITNESS_SYSLOG") or None,
         )
 
 

@@ -130,17 +130,28 @@ class Application:
             store.close()
 
     def _notary(self) -> Notary | None:
-        """The signer of checkpoints, if the MSP has made its key (``keys init``)."""
+        """The signer of checkpoints, if the MSP has made its key (``keys init``), with
+        the witness and the copies of it the settings name (a wrong one is one line)."""
         from mspauto.evidence.checkpoints import Notary, Witness
+        from mspauto.evidence.copies import WitnessSettingError, witness_copies
         from mspauto.signing import SigningError, SigningKey
 
-        if not self.settings.signing_key.exists():
+        settings = self.settings
+        try:
+            copies = witness_copies(
+                settings.witness_webhook,
+                settings.witness_webhook_token_file,
+                settings.witness_syslog,
+            )
+        except WitnessSettingError as exc:
+            self.abort(str(exc))
+        if not settings.signing_key.exists():
             return None
         try:
-            key = SigningKey.load(self.settings.signing_key)
+            key = SigningKey.load(settings.signing_key)
         except SigningError as exc:
             self.abort(str(exc))
-        return Notary(key, Witness(self.settings.witness_dir))
+        return Notary(key, Witness(settings.witness_dir, copies))
 
     def _after_opening(self, store: EvidenceStore) -> None:
         """Say in one line what opening for writing changed or found amiss; make the

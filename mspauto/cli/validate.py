@@ -70,12 +70,20 @@ def validate(app: Application, output: str, strict: bool, as_of: datetime | None
 def _settings_problems(settings: Settings) -> list[Problem]:
     """What is wrong in the settings that come from the environment, checked now rather
     than by the first command that needs them."""
+    from mspauto.evidence.copies import WitnessSettingError, witness_copies
     from mspauto.evidence.store import evidence_url_problem
 
+    problems = []
     unusable = evidence_url_problem(settings.evidence_url)
-    if unusable is None:
-        return []
-    return [Problem(Location("$MSPAUTO_EVIDENCE_URL"), "", unusable)]
+    if unusable is not None:
+        problems.append(Problem(Location("$MSPAUTO_EVIDENCE_URL"), "", unusable))
+    try:
+        witness_copies(
+            settings.witness_webhook, settings.witness_webhook_token_file, settings.witness_syslog
+        )
+    except WitnessSettingError as exc:
+        problems.append(Problem(Location(f"${exc.variable}"), "", exc.message))
+    return problems
 
 
 def _count(number: int, singular: str, plural: str | None = None) -> str:

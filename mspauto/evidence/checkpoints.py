@@ -16,20 +16,28 @@ Whoever lacks the signing key cannot forge a record and sign over it, and a rewr
 that recomputes every hash no longer matches the signed roots. Each checkpoint is also
 appended to a witness (a log file in a folder the settings name, meant for another
 disk), so a store cut back, rolled back to an older copy or missing a chain no longer
-matches the newest witnessed checkpoint. docs/evidence.md says what remains possible.
+matches the newest witnessed checkpoint. The witness can also send each entry, as the
+very line it appends, to copies elsewhere (a webhook, syslog) that someone else keeps:
+verify reads only the log, an auditor compares it with them. docs/evidence.md says what
+remains possible.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+import threading
+import time as clock
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mspauto.evidence.copies import COPY_PAUSES, COPY_REST, COPY_TRIES, CopyFailed, WitnessCopy
 from mspauto.signing import PublicKey, SigningError, SigningKey, open_note, sign_note
 
 __all__ = [
@@ -37,6 +45,7 @@ __all__ = [
     "Checkpoint",
     "Notary",
     "Witness",
+    "WitnessCopyError",
     "WitnessEntry",
     "batch_message",
     "checkpoint_body",
@@ -97,6 +106,18 @@ def parse_checkpoint(note: str, key: PublicKey) -> Checkpoint:
     return Checkpoint(chain, size, root, time_line[5:], note, head)
 
 
+class WitnessCopyError(OSError):
+    """The witness log has the checkpoint, but a copy of it was not delivered."""
+
+    def __init__(self, failures: Sequence[str]) -> None:
+        self.failures = list(failures)
+        """One phrase per copy that failed, naming it."""
+        super().__init__(errno.EIO, f"the entry is in that log, but {'; and '.join(self.failures)}")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 @dataclass(frozen=True)
 class WitnessEntry:
     """One line of the witness log: its line number and the note it holds."""
@@ -111,11 +132,19 @@ class Witness:
     The file is only ever opened for appending, and each entry is flushed to disk
     before the run goes on. Put the folder on another disk or host (an NFS mount, or a
     file system with ``chattr +a``) so whoever can replace the database cannot also
-    rewrite this."""
+    rewrite this.
 
-    def __init__(self, folder: Path) -> None:
+    ``copies`` (a webhook, syslog) are sent each entry too, as the same line, after the
+    log has it: for a record kept by someone else, so that rolling back both the
+    database and this folder still shows elsewhere. The log is what verify reads."""
+
+    def __init__(self, folder: Path, copies: Sequence[WitnessCopy] = ()) -> None:
         self.folder = folder
         self.path = folder / WITNESS_LOG
+        self.copies = tuple(copies)
+        self._failed: dict[str, tuple[float, str]] = {}
+        """Per copy that failed every try: when (monotonic) and why."""
+        self._lock = threading.Lock()
 
     def create(self) -> None:
         """Make the (empty) log if there is none, before anything is signed: from then
@@ -126,12 +155,24 @@ class Witness:
         os.close(os.open(self.path, flags, 0o600))
 
     def append(self, checkpoint: Checkpoint) -> None:
-        """Add a checkpoint; raises OSError when the witness cannot be written."""
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Add a checkpoint, then send it to each copy. Raises OSError when the log
+        cannot be written (the copies are sent all the same), else
+        :class:`WitnessCopyError` when the log has it but a copy was not delivered."""
         line = json.dumps(
             {"chain": checkpoint.chain, "size": checkpoint.size, "note": checkpoint.note},
             ensure_ascii=False,
         )
+        try:
+            self._write(line)
+        except OSError:
+            self._send_copies(line)  # the checkpoint is then at least somewhere else
+            raise
+        failures = self._send_copies(line)
+        if failures:
+            raise WitnessCopyError(failures)
+
+    def _write(self, line: str) -> None:
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.path.exists() and not self.path.is_file():
             raise OSError(f"{self.path} is not a file")
         descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -140,6 +181,43 @@ class Witness:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
+
+    def _send_copies(self, line: str) -> list[str]:
+        """Send ``line`` to every copy, all at once (a slow one does not hold up the
+        others); what went wrong, one phrase per failed copy."""
+        if len(self.copies) < 2:
+            problems = [self._send(copy, line) for copy in self.copies]
+        else:
+            with ThreadPoolExecutor(len(self.copies)) as pool:
+                problems = list(pool.map(lambda copy: self._send(copy, line), self.copies))
+        return [problem for problem in problems if problem]
+
+    def _send(self, copy: WitnessCopy, line: str) -> str | None:
+        """Send ``line`` to one copy: up to ``COPY_TRIES`` tries, pausing between them,
+        while what went wrong may pass. A copy that failed every try is not tried again
+        for ``COPY_REST`` seconds (a run signing a chain per client would otherwise wait
+        on a dead receiver once per client); each checkpoint it misses is reported."""
+        with self._lock:
+            failed = self._failed.get(copy.name)
+        if failed is not None and clock.monotonic() - failed[0] < COPY_REST:
+            ago = round(clock.monotonic() - failed[0])
+            return f"{copy.name} was not sent a copy: it failed {ago} s ago ({failed[1]})"
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                copy.send(line)
+            except CopyFailed as exc:
+                if exc.lasting or tries >= COPY_TRIES:
+                    with self._lock:
+                        self._failed[copy.name] = (clock.monotonic(), str(exc))
+                    after = f" after {tries} tries" if tries > 1 else ""
+                    return f"{copy.name} did not take its copy{after} ({exc})"
+                clock.sleep(COPY_PAUSES[min(tries, len(COPY_PAUSES)) - 1])
+            else:
+                with self._lock:
+                    self._failed.pop(copy.name, None)
+                return None
 
     def exists(self) -> bool:
         """Whether there is a log (something else at its path counts: reading it then

@@ -54,6 +54,7 @@ from mspauto.evidence.checkpoints import (
     Checkpoint,
     Notary,
     Witness,
+    WitnessCopyError,
     batch_message,
     parse_checkpoint,
 )
@@ -490,6 +491,14 @@ class EvidenceStore:
         if notary.witness is not None:
             try:
                 notary.witness.append(signed)
+            except WitnessCopyError as exc:  # the log has it; a copy elsewhere does not
+                return CheckpointOutcome(
+                    chain,
+                    signed,
+                    None,
+                    f"the checkpoint at #{signed.size} is witnessed, but "
+                    f"{'; and '.join(exc.failures)}",
+                )
             except OSError as exc:
                 return CheckpointOutcome(
                     chain,

@@ -124,7 +124,7 @@ class ControlNode:
                 self.store.checkpoint_outcomes.clear()  # a daemon's would grow for ever
                 problem = outcome.warning or (None if outcome.nothing_new else outcome.skipped)
                 if problem:
-                    self.log("evidence.unsigned", client=client, reason=problem)
+                    self.log("evidence.warning", client=client, reason=problem)
 
     def deliver(self) -> None:
         """Send what is due to people and the PSA (slow servers can take minutes, so

@@ -194,3 +194,14 @@ def test_runs_and_verify_before_any_run(example_project: Path) -> None:
     assert not (example_project / ".state" / "evidence.db").exists()  # reading creates nothing
     unknown = run(example_project, "runs", "show", "abc")
     assert unknown.exit_code == 1 and unknown.stderr == "error: no run 'abc'\n"
+
+
+def test_validate_names_a_witness_copy_setting_no_command_could_use(
+    example_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MSPAUTO_WITNESS_SYSLOG", "bogus")
+    result = run(example_project, "validate")
+    assert result.exit_code == 1
+    assert (
+        "$MSPAUTO_WITNESS_SYSLOG: 'bogus' is not unix:PATH, udp:HOST[:PORT] or tcp:HOST[:PORT]"
+    ) in result.stderr.splitlines()
