@@ -279,6 +279,7 @@ class EvidenceStore:
         self.guards_restored: list[str] = []
         """Guards found missing on opening for writing, recorded and then restored."""
         self._write_lock = threading.Lock()
+        self._unsigned_appends = False
         self._written: dict[str, dict[int, str]] = {}
         """Per chain, the records this store object appended and has not yet signed
         (seq -> hash): a checkpoint signs only what its own process wrote."""
@@ -334,7 +335,7 @@ class EvidenceStore:
     @property
     def wrote_records(self) -> bool:
         """Whether this store object appended records that are not yet signed."""
-        return any(self._written.values())
+        return self._unsigned_appends or any(self._written.values())
 
     def latest_checkpoint(self, chain: str, key: PublicKey) -> Checkpoint | None:
         """The chain's largest checkpoint signed by ``key``, if any."""
@@ -437,8 +438,11 @@ class EvidenceStore:
                     .where(chain_heads.c.chain == chain, chain_heads.c.seq <= seq)
                     .values(seq=seq, hash=digest)
                 )
-        for written in stored:
-            self._written.setdefault(written.chain, {})[written.seq] = written.hash
+        if self.notary is None:
+            self._unsigned_appends = True  # and nothing will sign them: keep no list
+        else:  # what a checkpoint signs (and then forgets)
+            for written in stored:
+                self._written.setdefault(written.chain, {})[written.seq] = written.hash
         return stored
 
     def _batch_signatures(
@@ -1479,9 +1483,12 @@ def evidence_url_problem(url: str) -> str | None:
 def _safe(url: str) -> str:
     """The URL without its password (if it has one), for messages."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except ArgumentError:
         pass
+    else:
+        hidden = {k: "***" for k in parsed.query if "password" in k.lower()}
+        return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         credentials, host = rest.rsplit("@", 1)

@@ -85,10 +85,10 @@ def client_path_problems(
 
 class _Owners:
     """Which client each path belongs to: a path inside an owned folder is its client's,
-    and so is a file named for a client (``keys/acme.password``, ``keys/acme_ed25519``:
-    the names validate suggests), wherever it is."""
+    and so is a path named for a client (see :meth:`_named_for`)."""
 
-    def __init__(self, names: Iterable[str]) -> None:
+    def __init__(self, root: Path, names: Iterable[str]) -> None:
+        self._root = real_path(root)
         self._by_path: dict[Path, list[_Owned]] = {}
         # Longest first: keys/acme_east.password is acme_east's, not acme's.
         self._names = sorted(names, key=len, reverse=True)
@@ -102,15 +102,28 @@ class _Owners:
             for owned in self._by_path.get(candidate, ()):
                 if owned.client != client:
                     return owned
-        for name in (path.name, real.name):
-            owner = self._named_for(name)
+        for candidate in (path, real):
+            owner = self._named_for(candidate)
             if owner is not None and owner != client:
-                return _Owned(owner, path, f"a file named for it, as keys/{owner}.<field> is")
+                return _Owned(owner, path, f"named for it, as keys/{owner}.<field> is")
         return None
 
-    def _named_for(self, file_name: str) -> str | None:
+    def _named_for(self, path: Path) -> str | None:
+        """The client a path is named for: a folder on the way named exactly like a
+        client (``keys/acme/``), or a file in a form validate suggests for a client's
+        own (``acme``, ``acme.<field>``, ``acme_ed25519``). Other names that merely start
+        with a client's name (``keys/msp_shared_key``) belong to nobody."""
+        names = set(self._names)
+        try:  # folders inside the project only: the project may sit in /srv/acme/
+            inside = real_path(path.parent).relative_to(self._root).parts
+        except ValueError:
+            inside = ()
+        for folder in inside:
+            if folder in names:
+                return folder
         for name in self._names:
-            if file_name == name or file_name.startswith((f"{name}.", f"{name}_")):
+            own = {name, f"{name}_ed25519", *(f"{name}.{field}" for field in SECRET_FIELDS)}
+            if path.name in own:
                 return name
         return None
 
@@ -127,7 +140,7 @@ def _owners(tree: ProjectTree, inventory_dir: Path, names: list[str]) -> _Owners
         for suffix in (".yaml", ".yml"):
             file = inventory_dir / f"{name}{suffix}"
             slots.append(_Owned(name, file, f"its file {tree.show(file)}"))
-    owners = _Owners(names)
+    owners = _Owners(tree.root, names)
     for slot in slots:
         owners.add(_Owned(slot.client, real_path(slot.path.parent) / slot.path.name, slot.what))
     for slot in slots:

@@ -40,7 +40,11 @@ class InvalidPolicy:
     name: str | None
 
     def may_define(self, kind: str, name: str) -> bool:
-        """Whether this document may be the one defining ``kind`` ``name``."""
+        """Whether this document may be the one defining ``kind`` ``name`` (one that
+        says neither what nor which it is is taken for neither: it would otherwise
+        hide every misspelled reference)."""
+        if self.kind is None and self.name is None:
+            return False
         return self.kind in (None, kind) and self.name in (None, name)
 
 

@@ -521,6 +521,8 @@ class _ReportView:
     exceptions: _Shown[_ExceptionRow]
     scheduled: _Shown[ScheduledItem]
     """Scheduled runs skipped, interrupted or failed, the newest first."""
+    scheduled_earlier: _Shown[ScheduledItem]
+    """Scheduled runs due in an earlier month, recorded in this one."""
     listing: _Listing
     evidence_chains: tuple[str, ...]
     evidence_count: int
@@ -576,6 +578,7 @@ def _view(report: MonthlyReport) -> _ReportView:
         ),
         exceptions=_shown([_exception_row(e) for e in report.exceptions], _LIST_SHOWN),
         scheduled=_shown(report.schedule.problems[::-1], _LIST_SHOWN),
+        scheduled_earlier=_shown(report.schedule.earlier[::-1], _LIST_SHOWN),
         listing=_listing(_host_rows(report), report.baseline.floor),
         evidence_chains=tuple(sorted({e.chain for e in report.evidence})),
         evidence_count=sum(e.count for e in report.evidence),
@@ -1042,7 +1045,7 @@ def _finding_rows(report: MonthlyReport) -> Iterable[dict[str, object]]:
             "expires": exception.expires,
             "reason": exception.reason,
         }
-    for tick in report.schedule.problems:
+    for tick in [*report.schedule.earlier, *report.schedule.problems]:
         yield {
             "area": "scheduled run",
             "subject": f"{tick.policy}/{tick.action}",

@@ -99,32 +99,38 @@ class ControlNode:
         only in the scheduler's own table. A tick whose append failed (the store, a
         crash) is appended on a later pass; one appended twice (a crash between the
         append and its mark) is one tick to readers, who go by its key."""
-        ended = self.state.not_in_evidence()
         by_client: dict[str, list[TickRow]] = {}
-        for row in ended:
-            by_client.setdefault(job_client(row.job), []).append(row)
+        for row in self.state.not_in_evidence():
+            try:
+                by_client.setdefault(job_client(row.job), []).append(row)
+            except ValueError:  # a row mspauto did not write: set aside, never blocking
+                self.state.unrecordable(row.key)
+                self.log("tick.unrecordable", key=row.key, job=row.job)
         for client, rows in by_client.items():
-            now = self.clock.now()
-            self.store.append(
-                [
-                    NewRecord(
-                        chain=client,
-                        kind=RecordKind.SCHEDULED_RUN,
-                        run_id="",
-                        recorded_at=now,
-                        payload=scheduled_run(row).payload(),
-                    )
-                    for row in rows
-                ]
-            )
-            self.state.in_evidence([row.key for row in rows], now)
-            self.log("ticks.recorded", client=client, ticks=len(rows))
-            if self.store.notary is not None:
-                outcome = self.store.checkpoint(client)
-                self.store.checkpoint_outcomes.clear()  # a daemon's would grow for ever
-                problem = outcome.warning or (None if outcome.nothing_new else outcome.skipped)
-                if problem:
-                    self.log("evidence.warning", client=client, reason=problem)
+            _safely(self._record_client_ticks, self.log)(client, rows)
+
+    def _record_client_ticks(self, client: str, rows: Sequence[TickRow]) -> None:
+        now = self.clock.now()
+        self.store.append(
+            [
+                NewRecord(
+                    chain=client,
+                    kind=RecordKind.SCHEDULED_RUN,
+                    run_id="",
+                    recorded_at=now,
+                    payload=scheduled_run(row).payload(),
+                )
+                for row in rows
+            ]
+        )
+        self.state.in_evidence([row.key for row in rows], now)
+        self.log("ticks.recorded", client=client, ticks=len(rows))
+        if self.store.notary is not None:
+            outcome = self.store.checkpoint(client)
+            self.store.checkpoint_outcomes.clear()  # a daemon's would grow for ever
+            problem = outcome.warning or (None if outcome.nothing_new else outcome.skipped)
+            if problem:
+                self.log("evidence.warning", client=client, reason=problem)
 
     def deliver(self) -> None:
         """Send what is due to people and the PSA (slow servers can take minutes, so

@@ -282,6 +282,16 @@ class ScheduleState:
                     .values(in_evidence_at=stamp(now))
                 )
 
+    def unrecordable(self, key: str) -> None:
+        """A row that cannot become a record (its job is not one mspauto names): set
+        aside, so it never holds up the ticks behind it."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(schedule_runs)
+                .where(schedule_runs.c.key == key)
+                .values(in_evidence_at="unrecordable")
+            )
+
     def _insert(
         self,
         job: Job,

@@ -404,6 +404,10 @@ class ScheduledRuns:
     run was still going."""
     problems: list[ScheduledItem] = field(default_factory=list)
     """The skipped, interrupted and failed ones, oldest first."""
+    earlier: list[ScheduledItem] = field(default_factory=list)
+    """Ticks due in an earlier month but recorded in this one (the control node was
+    down across the month's end, and recorded them when it came back): listed, not
+    counted above."""
 
 
 @dataclass(frozen=True)

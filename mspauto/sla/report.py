@@ -269,7 +269,7 @@ def _areas(period: Period, as_of: datetime) -> _Areas:
         PatchMonth(period, as_of),
         BackupMonth(period, as_of),
         BaselineMonth(period, before.start),
-        ScheduleMonth(),
+        ScheduleMonth(period.start),
         {k: set() for k in CHECK_KINDS},
         set(),
         EvidenceDigest(READ_KINDS),

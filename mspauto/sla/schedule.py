@@ -14,9 +14,12 @@ __all__ = ["ScheduleMonth"]
 
 
 class ScheduleMonth:
-    """Fed every ``scheduled_run`` record of the month, in record order."""
+    """Fed every ``scheduled_run`` record of the month, in record order. Ticks are
+    counted in the month they were due; one recorded in this month but due earlier
+    (the control node found it missed when it came back) is listed apart."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: datetime) -> None:
+        self.start = start
         self._ticks: dict[str, tuple[datetime, ScheduledRun]] = {}
 
     def tick(self, run: ScheduledRun) -> None:
@@ -28,7 +31,8 @@ class ScheduleMonth:
         self._ticks[run.key] = (due, run)
 
     def result(self) -> ScheduledRuns:
-        ticks = sorted(self._ticks.values(), key=lambda tick: (tick[0], tick[1].key))
+        everything = sorted(self._ticks.values(), key=lambda tick: (tick[0], tick[1].key))
+        ticks = [(due, run) for due, run in everything if due >= self.start]
         states = Counter(run.state for _, run in ticks)
         return ScheduledRuns(
             total=len(ticks),
@@ -40,5 +44,10 @@ class ScheduleMonth:
                 ScheduledItem(due, run.policy, run.action, run.state, run.reason, run.exit_code)
                 for due, run in ticks
                 if run.state != "ok"
+            ],
+            earlier=[
+                ScheduledItem(due, run.policy, run.action, run.state, run.reason, run.exit_code)
+                for due, run in everything
+                if due < self.start
             ],
         )

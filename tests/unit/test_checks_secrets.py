@@ -11,7 +11,8 @@ import pytest
 from mspauto.checks.secrets import MARK, secret_input, secret_variable
 
 SHOW = (
-    'printf "[%s]\\n" "$MSPAUTO_SECRET_1" "$MSPAUTO_SECRET_2"; cat; env | grep -c MSPAUTO || true'
+    'printf "[%s]\\n" "$MSPAUTO_SECRET_1" "$MSPAUTO_SECRET_2"; cat; '
+    "env | grep -c MSPAUTO_SECRET || true"
 )
 
 

@@ -454,7 +454,23 @@ def test_a_secret_file_named_for_another_client_is_that_clients(project: Path) -
     _write(project / "inventory" / "acme.yaml", document)
     assert _lines(_load(project)) == [
         "inventory/acme.yaml:14 client.credentials.admin.become_password.file: "
-        "keys/globex.become_password belongs to client 'globex' (a file named for it, as "
+        "keys/globex.become_password belongs to client 'globex' (named for it, as "
         "keys/globex.<field> is); a client uses only its own files: give acme a secret "
         "file of its own"
+    ]
+
+
+def test_a_folder_named_for_another_client_is_that_clients_and_a_mere_prefix_is_nobodys(
+    project: Path,
+) -> None:
+    document = _client("acme")
+    document["client"]["credentials"]["admin"]["private_key"] = {"file": "keys/globex/id"}
+    document["client"]["credentials"]["admin"]["become_password"] = {
+        "file": "keys/globex_shared_sudo"  # starts with a client's name; not named for it
+    }
+    _write(project / "inventory" / "acme.yaml", document)
+    assert _lines(_load(project)) == [
+        "inventory/acme.yaml:12 client.credentials.admin.private_key.file: keys/globex/id "
+        "belongs to client 'globex' (named for it, as keys/globex.<field> is); a client "
+        "uses only its own files: give acme a key of its own"
     ]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from psa_receivers import HaloHandler, Psa, serve
+from sqlalchemy import text
 from test_schedule_notify import Receiver
 from test_schedule_semantics import FakeClock, FakeLauncher
 
@@ -22,6 +23,7 @@ from mspauto.config import Settings
 from mspauto.evidence.checkpoints import Notary, Witness
 from mspauto.evidence.records import RecordKind, ScheduledRun
 from mspauto.evidence.store import EvidenceStore
+from mspauto.schedule.jobs import Job
 from mspauto.schedule.service import ControlNode
 from mspauto.signing import SigningKey, generate_key
 
@@ -136,7 +138,10 @@ def test_every_ended_tick_is_signed_evidence_in_its_clients_chain(
         node.run_pass()  # the runs end, but the store takes nothing
         assert (
             "scheduler.error",
-            {"action": "record_ticks", "error": "OSError: [Errno 28] No space left on device"},
+            {
+                "action": "_record_client_ticks",
+                "error": "OSError: [Errno 28] No space left on device",
+            },
         ) in logged
         monkeypatch.setattr(store, "append", failing)
         clock.at += timedelta(minutes=1)
@@ -161,3 +166,29 @@ def test_every_ended_tick_is_signed_evidence_in_its_clients_chain(
     assert len(ran) == len([n for n in started if n.startswith("acme/")])
     assert not verified.problems, verified.problems
     assert not [w for w in verified.warnings if "no checkpoint" in w], verified.warnings
+
+
+def test_a_row_mspauto_did_not_write_never_holds_up_the_ticks_behind_it(
+    example_project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MSPAUTO_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("MSPAUTO_EVIDENCE_URL", raising=False)
+    settings = Settings.load(example_project)
+    store = EvidenceStore(settings.evidence_url)
+    logged: list[tuple[str, dict[str, Any]]] = []
+    clock = FakeClock(datetime(2026, 12, 1, 12, 29, tzinfo=UTC))
+    node = ControlNode(settings, store, FakeLauncher(), clock, lambda e, **f: logged.append((e, f)))
+    try:
+        planted = Job("legacy-job", "x", "y", "* * * * *", "UTC", True)  # no client/policy/action
+        node.state.skip(planted, datetime(2026, 11, 1, tzinfo=UTC), clock.now(), "planted")
+        with store.engine.begin() as conn:  # a name mspauto never writes
+            conn.execute(text("UPDATE schedule_runs SET job = 'legacy-job'"))
+        real = Job("acme", "acme-backups", "backup", "30 12 * * *", "UTC", True)
+        node.state.skip(real, datetime(2026, 11, 2, tzinfo=UTC), clock.now(), "missed")
+        node.record_ticks()
+        node.record_ticks()
+        records = list(store.records(chain="acme", kind=RecordKind.SCHEDULED_RUN))
+    finally:
+        store.close()
+    assert [r.payload["policy"] for r in records] == ["acme-backups"]
+    assert [e for e, _ in logged].count("tick.unrecordable") == 1, logged

@@ -562,6 +562,9 @@ def test_scheduled_runs_are_counted_once_each_and_the_missed_ones_named() -> Non
     chain.add(day(4), RecordKind.SCHEDULED_RUN, stopped)
     chain.add(day(5), RecordKind.SCHEDULED_RUN, scheduled(backup, day(5), "failed", "exit 2"))
     chain.add(day(6), RecordKind.SCHEDULED_RUN, {**missed, "state": "lost"})  # not mspauto's
+    # Due on 31 October, found missed when the node came back on 2 November.
+    late = scheduled(backup, day(31, 10), "skipped", "missed while the control node was down")
+    chain.add(day(2), RecordKind.SCHEDULED_RUN, late)
     report = compute_report(chain, scope({"web1": ["backup"]}), NOV, OCT, now=day(40))
     schedule = report.schedule
     counts = (schedule.total, schedule.ok, schedule.failed, schedule.interrupted)
@@ -575,5 +578,6 @@ def test_scheduled_runs_are_counted_once_each_and_the_missed_ones_named() -> Non
     assert any(
         "1 evidence records of the month could not be read" in m for m in report.missing_data
     )
+    assert [(t.due, t.state) for t in schedule.earlier] == [(day(31, 10), "skipped")]
     [counted] = report.evidence
-    assert counted.count == 6  # every November record, the unreadable one too
+    assert counted.count == 7  # every November record, the unreadable one too
