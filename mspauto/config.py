@@ -58,6 +58,14 @@ class Settings:
     witness_syslog: str | None = None
     """Syslog every witnessed checkpoint is also sent to (``$MSPAUTO_WITNESS_SYSLOG``:
     ``unix:PATH``, ``udp:HOST[:PORT]`` or ``tcp:HOST[:PORT]``)."""
+    broker_url: str | None = None
+    """The Celery broker workers take batches from (``$MSPAUTO_BROKER_URL``, e.g.
+    ``amqp://mspauto@broker.msp.example//``); None: every run is in-process."""
+    distributed: bool = False
+    """Send runs' batches to the workers (``$MSPAUTO_DISTRIBUTED=1``, or ``--distributed``)."""
+    queue_wait: float = 600.0
+    """Seconds a batch may wait for a worker beyond the time its hosts may take
+    (``$MSPAUTO_QUEUE_WAIT``); then its hosts are recorded as not run."""
 
     @property
     def public_key(self) -> Path:
@@ -96,9 +104,21 @@ class Settings:
             if env.get("MSPAUTO_WITNESS_WEBHOOK_TOKEN_FILE")
             else None,
             witness_syslog=env.get("MSPAUTO_WITNESS_SYSLOG") or None,
+            broker_url=env.get("MSPAUTO_BROKER_URL") or None,
+            distributed=env.get("MSPAUTO_DISTRIBUTED", "") in ("1", "true", "yes"),
+            queue_wait=_seconds(env, "MSPAUTO_QUEUE_WAIT", 600.0),
         )
 
 
 def _path_setting(env: Mapping[str, str], variable: str, base: Path, default: Path) -> Path:
     """``$variable`` relative to the project root (or absolute), else ``default``."""
     return base / env[variable] if env.get(variable) else default
+
+
+def _seconds(env: Mapping[str, str], variable: str, default: float) -> float:
+    """``$variable`` as seconds (a number over 0); ``default`` when unset or not one."""
+    try:
+        value = float(env.get(variable, ""))
+    except ValueError:
+        return default
+    return value if value > 0 else default

@@ -27,7 +27,7 @@ from datetime import date
 from typing import Any, Generic, Protocol, TypeVar
 
 from mspauto.checks.secrets import secret_input
-from mspauto.engine import RunOutcome, RunSpec, run_command
+from mspauto.engine import Executor, RunOutcome, RunSpec, run_command
 from mspauto.engine.progress import Progress
 from mspauto.evidence.records import (
     ChangeOutcome,
@@ -36,6 +36,7 @@ from mspauto.evidence.records import (
     HostFindings,
     RecordKind,
     RunStatus,
+    read_host_findings,
 )
 from mspauto.evidence.store import EvidenceStore, NewRecord
 from mspauto.inventory.resolve import Client, Host
@@ -169,11 +170,14 @@ class Check(Protocol[PlanT]):
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How a check or change run goes: per-host time limit, parallel hosts, progress."""
+    """How a check or change run goes: per-host time limit, parallel hosts, progress,
+    and who runs the probes (in this process, or workers: :mod:`mspauto.distributed`)."""
 
     timeout: float = 120.0
     forks: int = 50
     progress: Progress | None = None
+    executor: Executor | None = None
+    """None: :func:`~mspauto.engine.run_command`, here."""
 
 
 @dataclass
@@ -246,12 +250,17 @@ def run_checks(
             forks=options.forks,
             kind=check.kind,
         )
-        outcome = run_command(spec, transport, store, options.progress, on_result=on_result)
+        execute = options.executor or run_command
+        outcome = execute(spec, transport, store, options.progress, on_result)
         run.run_id, run.status, run.evidence_error = (
             outcome.run_id,
             outcome.status,
             outcome.evidence_error,
         )
+        if outcome.remote and store is not None:
+            # Workers judged each host and recorded its findings: those are the truth.
+            for record in store.records(run_id=outcome.run_id, kind=RecordKind.FINDINGS):
+                judged[record.host] = read_host_findings(record.kind, record.payload)
     for host_scope in scope.hosts:
         name = host_scope.host.name
         if name in judged:

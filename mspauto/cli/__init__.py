@@ -35,6 +35,7 @@ _COMMANDS = {
     "keys": "mspauto.cli.keys:keys",
     "report": "mspauto.cli.report:report",
     "scheduler": "mspauto.cli.scheduler:scheduler",
+    "worker": "mspauto.cli.worker:worker",
 }
 
 

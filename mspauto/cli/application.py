@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 from functools import cached_property
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from mspauto.config import Settings
+    from mspauto.engine import Executor
     from mspauto.evidence.checkpoints import Notary
     from mspauto.evidence.records import RunStatus
     from mspauto.evidence.store import EvidenceStore
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Application",
+    "distributed_option",
     "exit_if_stopped",
     "forks_option",
     "format_option",
@@ -201,6 +203,21 @@ class Application:
             if problem:
                 click.echo(f"warning: {outcome.chain}: {problem}", err=True)
 
+    def executor(
+        self, project: Project, job: Mapping[str, Any], distributed: bool
+    ) -> Executor | None:
+        """Who carries out a run: workers when asked (``--distributed`` or the setting),
+        else None (this process). A missing broker or shared store is one line."""
+        if not (distributed or self.settings.distributed):
+            return None
+        from mspauto.distributed.dispatch import DistributedExecutor
+        from mspauto.engine import EngineError
+
+        try:
+            return DistributedExecutor(self.settings, project, job)
+        except EngineError as exc:
+            self.abort(str(exc))
+
     def abort(self, message: str, code: int = 1) -> NoReturn:
         """Stop with one clear line on stderr."""
         click.echo(f"error: {message}", err=True)
@@ -289,6 +306,16 @@ def forks_option() -> Callable[[FC], FC]:
         default=50,
         show_default=True,
         help="Hosts worked on at once (the client's max_parallel caps it further).",
+    )
+
+
+def distributed_option() -> Callable[[FC], FC]:
+    """``--distributed``: the run's hosts go in batches to the workers."""
+    return click.option(
+        "--distributed",
+        is_flag=True,
+        help="Send the hosts in batches to the workers ('mspauto worker') through the "
+        "broker (MSPAUTO_BROKER_URL); MSPAUTO_DISTRIBUTED=1 makes it the default.",
     )
 
 

@@ -10,6 +10,7 @@ import click
 
 from mspauto.cli.application import (
     Application,
+    distributed_option,
     exit_if_stopped,
     forks_option,
     format_option,
@@ -53,6 +54,7 @@ _ORDER = {"fail": 0, "error": 1, "waived": 2, "pass": 3, "not_applicable": 4}
     help="With --remediate: show exactly what would change (Ansible check mode "
     "with diffs); change nothing.",
 )
+@distributed_option()
 @format_option("table", "json")
 @pass_app
 def baseline(
@@ -65,6 +67,7 @@ def baseline(
     as_of: datetime | None,
     remediate: bool,
     dry_run: bool,
+    distributed: bool,
     output: str,
 ) -> None:
     """Audit a client's hosts against the rule packs of its baseline policies.
@@ -89,10 +92,23 @@ def baseline(
             f"no baseline policy selects these hosts of {client_name}; add a "
             "'kind: baseline' policy naming a rule pack (e.g. debian-cis)"
         )
+    if remediate and (distributed or app.settings.distributed):
+        app.abort(
+            "--remediate runs in this process for now: run it without --distributed "
+            "(and with MSPAUTO_DISTRIBUTED unset)"
+        )
+    job = {
+        "kind": "check",
+        "check": "baseline",
+        "timeout": timeout,
+        "forks": forks,
+        "today": today.isoformat(),
+    }
     options = RunOptions(
         timeout=timeout,
         forks=forks,
         progress=SilentProgress() if output == "json" else progress_for(),
+        executor=app.executor(project, job, distributed),
     )
     root = project.settings.root
     remediation: RemediationReport | None = None

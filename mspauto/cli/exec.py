@@ -12,6 +12,7 @@ import click
 
 from mspauto.cli.application import (
     Application,
+    distributed_option,
     forks_option,
     format_option,
     hosts_option,
@@ -105,6 +106,7 @@ def _command_line(argv: Sequence[str], shell: str | None) -> str:
     help="Run STRING as written by the host's shell (pipes, ;, &&, globs), instead of "
     "a COMMAND given as words.",
 )
+@distributed_option()
 @format_option("text", "json")
 @click.argument("command", nargs=-1, metavar="[--] [COMMAND [ARG]...]")
 @pass_app
@@ -120,6 +122,7 @@ def exec_command(
     forks: int,
     via: str,
     shell: str | None,
+    distributed: bool,
     output: str,
     command: tuple[str, ...],
 ) -> None:
@@ -155,10 +158,21 @@ def exec_command(
         retries=retries,
         forks=forks,
     )
+    job = {
+        "kind": "exec",
+        "command": line,
+        "sudo": sudo,
+        "timeout": timeout,
+        "retries": retries,
+        "forks": forks,
+        "via": via,
+        "connect_timeout": connect_timeout,
+    }
+    execute = app.executor(project, job, distributed) or run_command
     started = time.monotonic()
     with app.evidence_store(writable=True) as store:
         try:
-            outcome = run_command(
+            outcome = execute(
                 spec,
                 transport_for(
                     client,
@@ -169,6 +183,7 @@ def exec_command(
                 ),
                 store,
                 SilentProgress() if output == "json" else progress_for(),
+                None,
             )
         except EngineError as exc:
             app.abort(str(exc))

@@ -1,5 +1,23 @@
 """The run engine: run one command across a client's hosts and record it as evidence."""
 
-from mspauto.engine.run import EngineError, RunOutcome, RunSpec, run_command
+from mspauto.engine.run import (
+    Claim,
+    ClaimHost,
+    EngineError,
+    Executor,
+    RunOutcome,
+    RunSpec,
+    run_command,
+    run_hosts,
+)
 
-__all__ = ["EngineError", "RunOutcome", "RunSpec", "run_command"]
+__all__ = [
+    "Claim",
+    "ClaimHost",
+    "EngineError",
+    "Executor",
+    "RunOutcome",
+    "RunSpec",
+    "run_command",
+    "run_hosts",
+]

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from types import FrameType
 from typing import Any
 
@@ -46,11 +47,46 @@ from mspauto.transport.base import (
     utcnow,
 )
 
-__all__ = ["EngineError", "ResultHook", "RunOutcome", "RunSpec", "run_command"]
+__all__ = [
+    "Claim",
+    "ClaimHost",
+    "EngineError",
+    "Executor",
+    "ResultHook",
+    "RunOutcome",
+    "RunSpec",
+    "host_record",
+    "run_command",
+    "run_finished_record",
+    "run_hosts",
+    "run_started_record",
+]
 
 ResultHook = Callable[[str, Host, CommandResult], Sequence[NewRecord]]
 """Called with the run id and each host's result as it arrives (from worker threads);
 the records it returns are written right after the host's own, before the run ends."""
+
+
+class Claim(Enum):
+    """What taking a host of a distributed run found (see :func:`run_hosts`)."""
+
+    MINE = "mine"
+    """Nobody had it: run it."""
+    DONE = "done"
+    """Its outcome is recorded already (a batch delivered again): nothing to do."""
+    LOST = "lost"
+    """A worker took it and was lost before recording its outcome: it may have run, so
+    it is recorded as interrupted, never run a second time."""
+
+
+ClaimHost = Callable[[Host], Claim]
+"""Takes a host for this process before anything runs on it (a unique row in the
+database): the idempotence of a batch Celery may deliver more than once."""
+
+LOST_HOST = (
+    "a worker took this host and was lost before recording its outcome; it is not run "
+    "again (it may have run: the outcome is unknown)"
+)
 
 RETRY_BACKOFF = 0.5
 """Seconds before the first retry of an unreachable host; doubles each time (max 5 s)."""
@@ -105,6 +141,8 @@ class RunOutcome:
     results: list[CommandResult] = field(default_factory=list)
     evidence_error: str | None = None
     """Why the evidence store could not record everything (the results are still here)."""
+    remote: bool = False
+    """Carried out by workers (whose records, findings included, are in the store)."""
 
     @property
     def ok(self) -> bool:
@@ -137,6 +175,8 @@ class _Context:
         progress: Progress,
         run_id: str,
         on_result: ResultHook | None,
+        claim: ClaimHost | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.spec = spec
         self.transport = transport
@@ -144,8 +184,11 @@ class _Context:
         self.progress = progress
         self.run_id = run_id
         self.on_result = on_result
+        self.claim = claim
         self.tries: dict[str, list[Attempt]] = {}
-        self.cancel = threading.Event()
+        self.cancel = cancel or threading.Event()
+        self.done_elsewhere: set[str] = set()
+        """Hosts whose outcome another delivery of this batch recorded already."""
         cap = spec.client.spec.max_parallel or spec.forks
         self.slots = threading.BoundedSemaphore(max(1, min(cap, spec.forks)))
         self.hosts = {host.name: host for host in spec.hosts}
@@ -167,8 +210,24 @@ class _Context:
                 ErrorKind.INTERNAL,
                 f"{type(exc).__name__}: {exc}",
             )
-        self.record(host, result)
+        if host.name not in self.done_elsewhere:
+            self.record(host, result)
         return result
+
+    def taken(self, host: Host) -> CommandResult | None:
+        """None when this process may run ``host`` (no claims, or it took it); else the
+        host's result here: recorded elsewhere already, or lost by another worker."""
+        if self.claim is None:
+            return None
+        claim = self.claim(host)
+        if claim is Claim.MINE:
+            return None
+        command = self.spec.command_for(host)
+        if claim is Claim.DONE:
+            with self._lock:
+                self.done_elsewhere.add(host.name)
+            return CommandResult.failure(host.name, command, ErrorKind.INTERRUPTED, "")
+        return CommandResult.failure(host.name, command, ErrorKind.INTERRUPTED, LOST_HOST)
 
     def _attempts(self, host: Host) -> CommandResult:
         if self.cancel.is_set():
@@ -178,6 +237,9 @@ class _Context:
             # slots while a stop came must not start once it gets one.
             if self.cancel.is_set():
                 return _not_started(host, self.spec.command_for(host))
+            elsewhere = self.taken(host)
+            if elsewhere is not None:
+                return elsewhere
             with self._lock:
                 self.working.add(host.name)
             attempt = 1
@@ -290,7 +352,13 @@ def _run_batches(ctx: _Context, transport: BatchTransport) -> None:
 
 def _batches(ctx: _Context, transport: BatchTransport) -> None:
     spec = ctx.spec
-    pending, attempt = list(spec.hosts), 1
+    pending, attempt = [], 1
+    for host in spec.hosts:
+        elsewhere = ctx.taken(host)
+        if elsewhere is None:
+            pending.append(host)
+        elif host.name not in ctx.done_elsewhere:
+            ctx.record(host, elsewhere)
     while pending and not ctx.cancel.is_set():
         ctx.working_on(pending)
         if spec.play is not None:
@@ -414,6 +482,61 @@ def run_command(
                 evidence_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
         transport.close()
     return RunOutcome(run_id, spec.client.name, status, results, evidence_error)
+
+
+def run_hosts(
+    spec: RunSpec,
+    transport: Transport,
+    store: EvidenceStore | None,
+    run_id: str,
+    *,
+    on_result: ResultHook | None = None,
+    claim: ClaimHost | None = None,
+    cancel: threading.Event | None = None,
+) -> dict[str, CommandResult]:
+    """Run ``spec.hosts`` as part of run ``run_id``, whose start and end another process
+    records (a batch of a distributed run, on a worker): each host's records are written
+    as it ends. ``claim`` takes each host before anything runs on it; ``cancel`` set
+    means start no more hosts. The results of the hosts recorded here, by name (a host
+    another delivery of the batch recorded already is left out)."""
+    writer = EvidenceWriter(store) if store is not None else None
+    ctx = _Context(spec, transport, writer, SilentProgress(), run_id, on_result, claim, cancel)
+    try:
+        _fan_out(ctx, transport)
+    finally:
+        for host in spec.hosts:
+            if host.name not in ctx.results and host.name not in ctx.done_elsewhere:
+                ctx.record(host, _not_started(host, spec.command_for(host)), final=True)
+        try:
+            if writer is not None:
+                writer.close()
+        finally:
+            transport.close()
+    return dict(ctx.results)
+
+
+def run_started_record(spec: RunSpec, run_id: str) -> NewRecord:
+    """The record that opens run ``run_id`` (a distributed run's control node writes it)."""
+    return _run_started(spec, run_id)
+
+
+def host_record(spec: RunSpec, run_id: str, host: Host, result: CommandResult) -> NewRecord:
+    """A host's record, written by whoever decided its outcome."""
+    return _host_record(spec, run_id, host, result, ())
+
+
+def run_finished_record(
+    spec: RunSpec, run_id: str, status: RunStatus, results: list[CommandResult]
+) -> NewRecord:
+    """The record that closes run ``run_id``."""
+    return _run_finished(spec, run_id, status, results)
+
+
+Executor = Callable[
+    [RunSpec, Transport, EvidenceStore | None, Progress | None, ResultHook | None], RunOutcome
+]
+"""How a run is carried out: :func:`run_command` (here), or by workers
+(:mod:`mspauto.distributed`); both record the same evidence."""
 
 
 def _fan_out(ctx: _Context, transport: Transport) -> None:

@@ -139,6 +139,18 @@ schedule_jobs = Table(
     Column("seen_until", String(40), nullable=False),
 )
 
+# A distributed run's hosts (mspauto.distributed): a worker takes each host (a unique
+# row) before anything runs on it, so a batch Celery delivers again never runs a host
+# twice; the control node takes the hosts no worker took when it stops or gives up.
+run_host_claims = Table(
+    "run_host_claims",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("host", String(255), primary_key=True),
+    Column("owner", String(300), nullable=False),
+    Column("claimed_at", String(40), nullable=False),
+)
+
 # Each event once per channel: its key and the channel are the row's key, so an event
 # seen again (the next pass, another scheduler) is not sent twice; a failed delivery
 # is retried until it is sent or given up, and the row keeps the last error.

@@ -1,0 +1,150 @@
+"""The Celery side: one app, one task (``mspauto.run_batch``), a queue per client and
+per client site, and the worker process.
+
+Delivery is at least once whatever the settings; these make it as tight as Celery
+allows: a batch is acknowledged only when it ended (``acks_late``), given back when its
+worker dies (``task_reject_on_worker_lost``), and a worker takes one at a time
+(prefetch 1). Queues are RabbitMQ quorum queues with a delivery limit, so a batch that
+kills every worker it reaches is dropped after ``DELIVERY_LIMIT`` tries instead of
+circling for ever (the control node then records its hosts as not run, with why).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Exchange, Queue
+
+from mspauto.config import Settings
+from mspauto.distributed.jobs import Batch, run_batch
+from mspauto.evidence.store import EvidenceStore
+from mspauto.inventory.resolve import Host
+from mspauto.project import Project, load_project
+
+__all__ = [
+    "DELIVERY_LIMIT",
+    "TASK",
+    "WorkerScope",
+    "celery_app",
+    "queue_for",
+    "queue_named",
+    "start_worker",
+]
+
+TASK = "mspauto.run_batch"
+DELIVERY_LIMIT = 10
+"""Deliveries of one batch before RabbitMQ drops it (its quorum queues' default is 20
+on RabbitMQ 4 and unlimited before)."""
+_EXCHANGE = Exchange("mspauto", type="direct", durable=True)
+
+
+def queue_for(host: Host) -> str:
+    """The queue a host's batches go to: its site's, else its client's. ':' is in no
+    client or site name, so names never collide."""
+    return f"mspauto:{host.client}:{host.site}" if host.site else f"mspauto:{host.client}"
+
+
+def queue_named(name: str) -> Queue:
+    """The quorum queue ``name``, declared the same way by the control node and every
+    worker (RabbitMQ refuses a queue declared twice with other arguments)."""
+    return Queue(
+        name,
+        _EXCHANGE,
+        routing_key=name,
+        durable=True,
+        queue_arguments={"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT},
+    )
+
+
+def celery_app(broker_url: str, queues: Sequence[str] = ()) -> Celery:
+    """The app for ``broker_url``; a worker's consumes ``queues``."""
+    app = Celery("mspauto", broker=broker_url, backend="rpc://", set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_queues=[queue_named(q) for q in queues],
+        task_default_queue_type="quorum",
+        worker_detect_quorum_queues=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        task_track_started=True,
+        result_expires=24 * 3600,
+        worker_send_task_events=True,
+    )
+    app.task(name=TASK)(_run_batch_task)
+    return app
+
+
+@dataclass(frozen=True)
+class WorkerScope:
+    """What one worker serves: the clients (all of the project's when empty) and, for a
+    worker inside a client's network, that client's site."""
+
+    clients: tuple[str, ...] = ()
+    site: str | None = None
+
+    def queues(self, project: Project) -> list[str]:
+        names: set[str] = set()
+        for client in project.inventory.clients.values():
+            if self.clients and client.name not in self.clients:
+                continue
+            for host in client.hosts.values():
+                if self.site is None or host.site == self.site:
+                    names.add(queue_for(host))
+            if self.site is None:
+                names.add(f"mspauto:{client.name}")
+        return sorted(names)
+
+    def allows(self, client: str) -> bool:
+        return not self.clients or client in self.clients
+
+
+class _Worker:
+    """The worker process's own state (the task runs in its threads)."""
+
+    settings: Settings
+    scope: WorkerScope
+    store: EvidenceStore
+
+
+_running: list[_Worker] = []
+"""This process's worker (none in other processes): what its task runs with."""
+
+
+def _run_batch_task(message: Mapping[str, Any]) -> dict[str, Any]:
+    if not _running:
+        raise RuntimeError("mspauto.run_batch runs only in 'mspauto worker'")
+    worker = _running[0]
+    project = load_project(worker.settings)  # each batch sees the project as it is now
+    return run_batch(Batch.read(message), project, worker.store, worker.scope.allows)
+
+
+def start_worker(
+    settings: Settings, store: EvidenceStore, scope: WorkerScope, queues: Iterable[str]
+) -> None:
+    """Run a worker in this process until it is stopped (SIGTERM: it finishes its batch)."""
+    state = _Worker()
+    state.settings, state.scope, state.store = settings, scope, store
+    _running[:] = [state]
+    assert settings.broker_url is not None
+    names = list(queues)
+    app = celery_app(settings.broker_url, names)
+    worker = app.Worker(
+        queues=names,
+        pool="threads",  # the broker's heartbeats go on while a batch runs
+        concurrency=1,
+        # Unique per process: two workers of one name cannot share the broker's pidbox.
+        hostname=f"mspauto-{'-'.join(scope.clients) or 'all'}-{os.getpid()}@{socket.gethostname()}",
+        loglevel="INFO",
+        without_mingle=True,
+    )
+    worker.start()

@@ -1,0 +1,366 @@
+"""The control node's side of a distributed run (:class:`DistributedExecutor`).
+
+It records the run's start, sends the hosts in batches to their queues, and follows
+the workers through the evidence store: each host's record, as a worker writes it, is
+the host's result (and shows in the progress). A batch a worker refused (another
+project, another client) has its hosts taken back and recorded with the worker's
+reason. Nothing waits for ever: hosts no worker took by the deadline (no worker serves
+the queue, or the broker dropped the batch after its delivery limit) are taken back
+and recorded as not run, with why. The first Ctrl-C takes back every host no worker
+took yet (workers running a host finish it); the run's end is then recorded as on a
+single node.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from sqlalchemy import select
+
+from mspauto.config import Settings
+from mspauto.distributed.app import TASK, celery_app, queue_for, queue_named
+from mspauto.distributed.claims import CONTROL, HostClaims
+from mspauto.distributed.jobs import Batch, client_digest
+from mspauto.engine import EngineError, RunOutcome, RunSpec
+from mspauto.engine.progress import Progress, SilentProgress
+from mspauto.engine.run import (
+    ResultHook,
+    host_record,
+    run_finished_record,
+    run_started_record,
+)
+from mspauto.evidence.records import HostResult, RecordKind, RunStatus
+from mspauto.evidence.schema import records
+from mspauto.evidence.store import EvidenceStore
+from mspauto.evidence.writer import EvidenceWriter
+from mspauto.inventory.resolve import Host
+from mspauto.project import Project
+from mspauto.transport.base import CommandResult, ErrorKind, Transport
+
+__all__ = ["BATCH_SIZE", "DistributedExecutor"]
+
+BATCH_SIZE = 200
+"""Hosts per batch (one Celery task): enough to keep a worker's forks busy, few enough
+that a lost worker costs little."""
+POLL = 0.5
+"""Seconds between looks at the store while workers run."""
+
+
+@dataclass
+class _Sent:
+    batch: Batch
+    queue: str
+    result: Any
+    """Celery's AsyncResult."""
+    failed: str | None = None
+
+
+class DistributedExecutor:
+    """Carries out a run by workers (an :data:`~mspauto.engine.Executor`); ``job`` is
+    what they run (see :class:`~mspauto.distributed.jobs.Batch`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        project: Project,
+        job: Mapping[str, Any],
+        *,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        if not settings.broker_url:
+            raise EngineError(
+                "a distributed run needs the broker: set MSPAUTO_BROKER_URL (e.g. "
+                "amqp://mspauto@127.0.0.1//), or run without --distributed"
+            )
+        self.app = celery_app(settings.broker_url)
+        self.project = project
+        self.job = dict(job)
+        self.batch_size = batch_size
+        self.queue_wait = settings.queue_wait
+
+    def __call__(
+        self,
+        spec: RunSpec,
+        transport: Transport,
+        store: EvidenceStore | None,
+        progress: Progress | None,
+        on_result: ResultHook | None,
+    ) -> RunOutcome:
+        del on_result  # the workers judge; their records are read back
+        transport.close()  # this node connects to no host
+        if store is None:
+            raise EngineError("a distributed run needs the evidence store: workers record there")
+        if store.engine.dialect.name == "sqlite":
+            raise EngineError(
+                "a distributed run needs an evidence store the workers share: set "
+                "MSPAUTO_EVIDENCE_URL to PostgreSQL (postgresql+psycopg://...)"
+            )
+        progress = progress or SilentProgress()
+        run_id = str(uuid.uuid4())
+        digest = client_digest(self.project, spec.client)
+        writer = EvidenceWriter(store)
+        writer.submit(run_started_record(spec, run_id))
+        follow = _Follow(spec, run_id, store, writer, progress)
+        status, evidence_error = RunStatus.INTERRUPTED, None
+        progress.started(len(spec.hosts))
+        try:
+            sent = self._send(spec, run_id, digest)
+            with _first_stop(follow.stop):
+                follow.until_done(sent, self._deadline(spec, sent), self.queue_wait)
+            status = RunStatus.INTERRUPTED if follow.stop.is_set() else RunStatus.COMPLETED
+        except KeyboardInterrupt:  # the second Ctrl-C: stop waiting, take back the rest
+            status = RunStatus.ABORTED
+        finally:
+            follow.take_back_the_rest(
+                "stopped", ErrorKind.NOT_STARTED, "the run was stopped before this host's turn"
+            )
+            progress.finished()
+            results = follow.results_in_order()
+            writer.submit(run_finished_record(spec, run_id, status, results))
+            try:
+                writer.close()
+                if store.notary is not None:
+                    store.checkpoint(spec.client.name)  # takes in the workers' signed appends
+            except Exception as exc:
+                evidence_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+        return RunOutcome(run_id, spec.client.name, status, results, evidence_error, remote=True)
+
+    def _send(self, spec: RunSpec, run_id: str, digest: str) -> list[_Sent]:
+        by_queue: dict[str, list[Host]] = {}
+        for host in spec.hosts:
+            by_queue.setdefault(queue_for(host), []).append(host)
+        sent = []
+        for queue, hosts in sorted(by_queue.items()):
+            for start in range(0, len(hosts), self.batch_size):
+                names = tuple(h.name for h in hosts[start : start + self.batch_size])
+                batch = Batch(run_id, spec.client.name, names, self.job, digest)
+                result = self.app.send_task(
+                    TASK, args=[batch.message()], queue=queue_named(queue), routing_key=queue
+                )
+                sent.append(_Sent(batch, queue, result))
+        return sent
+
+    def _deadline(self, spec: RunSpec, sent: Sequence[_Sent]) -> float:
+        """When hosts no worker took are given up: each queue's batches one after
+        another, every host as slow as its time limit allows, plus the queue wait."""
+        per_host = spec.timeout * (spec.retries + 1)
+        longest = 0.0
+        for queue in {s.queue for s in sent}:
+            batches = [s.batch for s in sent if s.queue == queue]
+            rounds = sum(math.ceil(len(b.hosts) / max(1, spec.forks)) for b in batches)
+            longest = max(longest, rounds * per_host)
+        return time.monotonic() + longest + self.queue_wait
+
+
+class _Stalled:
+    """Queues no worker has taken a host from for ``wait`` seconds, while hosts of
+    theirs wait (a queue makes progress while some worker takes its hosts, however
+    many batches are ahead of the last)."""
+
+    def __init__(self, sent: Sequence[_Sent], wait: float) -> None:
+        self.wait = wait
+        self.hosts: dict[str, list[str]] = {}
+        for item in sent:
+            self.hosts.setdefault(item.queue, []).extend(item.batch.hosts)
+        now = time.monotonic()
+        self.progress = dict.fromkeys(self.hosts, (0, now))
+
+    def queues(self, taken: Mapping[str, str], recorded: Mapping[str, object]) -> list[list[str]]:
+        """For each queue that stalled, its hosts nobody took or recorded."""
+        now, stalled = time.monotonic(), []
+        for queue, hosts in self.hosts.items():
+            count = sum(1 for h in hosts if h in taken)
+            seen, since = self.progress[queue]
+            if count > seen:
+                self.progress[queue] = (count, now)
+                continue
+            waiting = [h for h in hosts if h not in taken and h not in recorded]
+            if waiting and now - since > self.wait:
+                stalled.append(waiting)
+        return stalled
+
+
+class _Follow:
+    """The control node's view of a distributed run while workers carry it out."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        run_id: str,
+        store: EvidenceStore,
+        writer: EvidenceWriter,
+        progress: Progress,
+    ) -> None:
+        self.spec, self.run_id, self.store = spec, run_id, store
+        self.writer, self.progress = writer, progress
+        self.hosts = {h.name: h for h in spec.hosts}
+        self.results: dict[str, CommandResult] = {}
+        self.claims = HostClaims(store.engine, run_id, CONTROL)
+        self.stop = threading.Event()
+        self.per_host = spec.timeout * (spec.retries + 1)
+        self._after = 0
+
+    def until_done(self, sent: Sequence[_Sent], deadline: float, queue_wait: float) -> None:
+        last_call: float | None = None
+        stalled = _Stalled(sent, queue_wait)
+        while len(self.results) < len(self.hosts):
+            self.read_recorded()
+            for hosts in stalled.queues(self.claims.taken(), self.results):
+                self.take_back(
+                    hosts,
+                    "no-worker",
+                    ErrorKind.NOT_STARTED,
+                    f"no worker took a host from this host's queue for {queue_wait:g} s: no "
+                    "worker serves it, or the broker dropped the batch after its delivery "
+                    "limit",
+                )
+            if self.stop.is_set():
+                self.take_back_the_rest(
+                    "stopped", ErrorKind.NOT_STARTED, "the run was stopped before this host's turn"
+                )
+            for item in sent:
+                if item.failed is None and item.result.failed():
+                    item.failed = _why(item.result)
+                    self.take_back(
+                        item.batch.hosts,
+                        "refused",
+                        ErrorKind.CONFIG,
+                        f"the worker refused its batch: {item.failed}",
+                    )
+            if time.monotonic() > deadline:
+                if last_call is None:
+                    self.take_back_the_rest(
+                        "no-worker",
+                        ErrorKind.NOT_STARTED,
+                        "no worker ran this host's batch in time: no worker serves its "
+                        "queue, or the broker dropped the batch after its delivery limit",
+                    )
+                    # Hosts a worker took may still end within their time limit.
+                    last_call = time.monotonic() + self.per_host + POLL * 10
+                elif time.monotonic() > last_call:
+                    return  # their worker was lost with its batch: see results_in_order
+            if len(self.results) < len(self.hosts):
+                time.sleep(POLL)
+        self.read_recorded()
+
+    def read_recorded(self) -> None:
+        """Take in the host records written since the last look."""
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                select(records.c.seq, records.c.host, records.c.payload)
+                .where(
+                    records.c.chain == self.spec.client.name,
+                    records.c.run_id == self.run_id,
+                    records.c.kind == RecordKind.HOST_RESULT,
+                    records.c.seq > self._after,
+                )
+                .order_by(records.c.seq)
+            ).all()
+        for row in rows:
+            self._after = max(self._after, row.seq)
+            if row.host in self.hosts and row.host not in self.results:
+                result = _result_of(self.store, _loads(row.payload))
+                self.results[row.host] = result
+                self.progress.host_done(result)
+
+    def take_back(self, names: Sequence[str], why: str, error: ErrorKind, message: str) -> None:
+        """Record the hosts among ``names`` no worker took, with ``message``."""
+        for name in self.claims.take_the_rest(list(names), why):
+            host = self.hosts[name]
+            result = CommandResult.failure(name, self.spec.command_for(host), error, message)
+            self.results[name] = result
+            self.writer.submit(host_record(self.spec, self.run_id, host, result))
+            self.progress.host_done(result)
+
+    def take_back_the_rest(self, why: str, error: ErrorKind, message: str) -> None:
+        pending = [name for name in self.hosts if name not in self.results]
+        taken = self.claims.taken()
+        self.take_back([n for n in pending if n not in taken], why, error, message)
+
+    def results_in_order(self) -> list[CommandResult]:
+        self.read_recorded()
+        return [
+            self.results.get(name)
+            or CommandResult.failure(
+                name,
+                self.spec.command_for(host),
+                ErrorKind.INTERRUPTED,
+                "a worker took this host and its outcome was not recorded before the run "
+                "ended: it may still be running there",
+            )
+            for name, host in self.hosts.items()
+        ]
+
+
+def _result_of(store: EvidenceStore, payload: Mapping[str, Any]) -> CommandResult:
+    """A host's result as a worker recorded it (its outputs read back)."""
+    recorded = HostResult.read(payload)
+
+    def text(sha256: str) -> str:
+        data = store.output(sha256)
+        return "" if data is None else data.decode("utf-8", "replace")
+
+    return CommandResult(
+        recorded.host,
+        recorded.command,
+        recorded.rc,
+        text(recorded.stdout.sha256),
+        text(recorded.stderr.sha256),
+        _time(recorded.started),
+        _time(recorded.finished),
+        ErrorKind(recorded.error) if recorded.error else None,
+        recorded.message,
+        recorded.attempts,
+        recorded.stdout.bytes,
+        recorded.stderr.bytes,
+    )
+
+
+def _time(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:  # not in the form mspauto writes: the record itself says so
+        return datetime.now(UTC)
+
+
+def _loads(payload: Any) -> Mapping[str, Any]:
+    return json.loads(payload) if isinstance(payload, str) else dict(payload)
+
+
+def _why(result: Any) -> str:
+    """A failed batch's reason in one line (the worker's exception message)."""
+    raised = result.result
+    text = str(raised) if raised is not None else "the task failed"
+    return text.strip().splitlines()[0] if text.strip() else type(raised).__name__
+
+
+@contextmanager
+def _first_stop(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl-C/SIGTERM: set ``stop`` (no more hosts start); a second Ctrl-C raises
+    KeyboardInterrupt (stop waiting)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,187 @@
+"""What a batch message holds, and how a worker carries it out.
+
+A message names things and never holds a secret: the run, the client, its hosts, what
+to run (an ad-hoc command, or a check kind with its options) and a digest of the
+client's part of the project. The worker rebuilds everything else from its own copy of
+the project (the hosts, their credentials from references, the check's plans and
+scripts), refuses a batch whose digest differs (it would run or judge something else
+than the control node planned), and runs it through the same engine and pipeline as
+an in-process run, taking each host before running it (:mod:`mspauto.distributed.claims`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from datetime import date
+from typing import Any
+
+from mspauto.checks.pipeline import RunOptions, run_checks, scope_client
+from mspauto.distributed.claims import HostClaims, worker_name
+from mspauto.engine import RunOutcome, RunSpec, run_hosts
+from mspauto.engine.progress import Progress
+from mspauto.engine.run import ResultHook
+from mspauto.evidence.records import RunStatus
+from mspauto.evidence.store import EvidenceStore, canonical_json
+from mspauto.inventory.resolve import Client
+from mspauto.project import Project
+from mspauto.transport import transport_for
+from mspauto.transport.base import Transport
+
+__all__ = ["MESSAGE_VERSION", "Batch", "BatchRefused", "client_digest", "run_batch"]
+
+MESSAGE_VERSION = 1
+
+
+class BatchRefused(Exception):
+    """The worker will not run this batch (one line saying why, for the control node)."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One Celery task: some hosts of one client's run, and what they run."""
+
+    run_id: str
+    client: str
+    hosts: tuple[str, ...]
+    job: Mapping[str, Any]
+    """``{"kind": "exec", "command", "sudo", "timeout", "retries", "forks", "via",
+    "connect_timeout"}`` or ``{"kind": "check", "check", "timeout", "forks", "today"}``."""
+    digest: str
+    """:func:`client_digest` of the control node's project."""
+
+    def message(self) -> dict[str, Any]:
+        """The task's argument (JSON)."""
+        return {"version": MESSAGE_VERSION, **asdict(self), "hosts": list(self.hosts)}
+
+    @classmethod
+    def read(cls, message: Mapping[str, Any]) -> Batch:
+        if message.get("version") != MESSAGE_VERSION:
+            raise BatchRefused(
+                f"a batch message of version {message.get('version')!r}: this worker runs "
+                f"version {MESSAGE_VERSION} (run the same mspauto on workers and control node)"
+            )
+        try:
+            return cls(
+                str(message["run_id"]),
+                str(message["client"]),
+                tuple(str(h) for h in message["hosts"]),
+                dict(message["job"]),
+                str(message["digest"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BatchRefused(f"a malformed batch message ({exc})") from None
+
+
+def client_digest(project: Project, client: Client) -> str:
+    """SHA-256 over what a worker rebuilds a batch of ``client`` from: its hosts as
+    resolved (addresses, credentials by reference, variables) and every policy. Another
+    client's files do not count: a worker inside one client's network may hold only
+    that client's inventory."""
+    hosts = [
+        {f.name: getattr(h, f.name) for f in fields(h) if f.name != "location"}
+        for h in sorted(client.hosts.values(), key=lambda h: h.name)
+    ]  # where each is written does not change what it is
+    policies = sorted(
+        canonical_json(p.policy.model_dump(mode="json"))  # type: ignore[attr-defined]
+        for p in project.policies
+    )
+    material = {
+        "client": client.spec.model_dump(mode="json"),
+        "hosts": json.loads(json.dumps(hosts, default=_plain)),
+        "policies": policies,
+    }
+    return hashlib.sha256(canonical_json(material).encode()).hexdigest()
+
+
+def _plain(value: object) -> object:
+    """JSON for what a resolved host holds beyond JSON's types."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    return str(value)
+
+
+CheckFactory = Callable[[Project], Any]
+"""Builds a check kind's :class:`~mspauto.checks.pipeline.Check` from the project."""
+
+
+def _check_factories() -> dict[str, CheckFactory]:
+    from mspauto.baseline.check import BaselineCheck
+
+    return {"baseline": BaselineCheck.for_project}
+
+
+def run_batch(
+    batch: Batch, project: Project, store: EvidenceStore, allowed: Callable[[str], bool]
+) -> dict[str, Any]:
+    """Run ``batch`` here (a worker): its hosts' records go to ``store``. What it did, in
+    a few counts (the evidence holds the rest); :class:`BatchRefused` when it may not."""
+    if not allowed(batch.client):
+        raise BatchRefused(f"this worker does not serve client {batch.client!r}")
+    client = project.inventory.clients.get(batch.client)
+    if client is None:
+        raise BatchRefused(f"client {batch.client!r} is not in this worker's project")
+    if client_digest(project, client) != batch.digest:
+        raise BatchRefused(
+            f"this worker's project differs from the control node's for client "
+            f"{batch.client!r} (inventory or policies): deploy the same project to both"
+        )
+    unknown = [name for name in batch.hosts if name not in client.hosts]
+    if unknown:
+        raise BatchRefused(f"hosts not in client {batch.client!r}: {', '.join(unknown)}")
+    hosts = [client.hosts[name] for name in batch.hosts]
+    claims = HostClaims(store.engine, batch.run_id, worker_name())
+    job = batch.job
+    kind = job.get("kind")
+    results: dict[str, Any] = {}
+
+    def executor(
+        spec: RunSpec,
+        transport: Transport,
+        store: EvidenceStore | None,
+        _progress: Progress | None,
+        on_result: ResultHook | None,
+    ) -> RunOutcome:
+        done = run_hosts(
+            spec, transport, store, batch.run_id, on_result=on_result, claim=claims.take
+        )
+        results.update(done)
+        return RunOutcome(batch.run_id, batch.client, RunStatus.COMPLETED, list(done.values()))
+
+    if kind == "exec":
+        spec = RunSpec(
+            client=client,
+            hosts=hosts,
+            command=str(job["command"]),
+            sudo=bool(job["sudo"]),
+            timeout=float(job["timeout"]),
+            retries=int(job["retries"]),
+            forks=int(job["forks"]),
+        )
+        transport = transport_for(
+            client,
+            project.settings.root,
+            via="ansible" if job.get("via") == "ansible" else "direct",
+            connect_timeout=float(job.get("connect_timeout", 10.0)),
+            forks=int(job["forks"]),
+        )
+        executor(spec, transport, store, None, None)
+    elif kind == "check":
+        factory = _check_factories().get(str(job.get("check")))
+        if factory is None:
+            raise BatchRefused(f"this worker cannot run checks of kind {job.get('check')!r}")
+        today = date.fromisoformat(str(job["today"]))
+        scope = scope_client(project, client, hosts, str(job["check"]), today)
+        options = RunOptions(
+            timeout=float(job["timeout"]), forks=int(job["forks"]), executor=executor
+        )
+        run_checks(
+            factory(project), scope, transport_for(client, project.settings.root), store, options
+        )
+    else:
+        raise BatchRefused(f"this worker cannot run jobs of kind {kind!r}")
+    return {"hosts": sorted(results), "ok": sum(1 for r in results.values() if r.ok)}

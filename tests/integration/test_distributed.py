@@ -1,0 +1,296 @@
+"""Distributed runs (issue 14) against the machine's real RabbitMQ (127.0.0.1:5672) and
+PostgreSQL (127.0.0.1:5432): workers are real ``mspauto worker`` processes, each test
+on a RabbitMQ virtual host and a database of its own. Hosts are ``connection: local``
+(the commands run here), which is all these tests need: what is under test is who runs
+which host, how often, and what is recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from mspauto.evidence.records import HostResult, RecordKind
+from mspauto.evidence.store import EvidenceStore
+
+pytestmark = pytest.mark.integration
+
+SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+MSPAUTO = (sys.executable, "-m", "mspauto")
+ONE_AT_A_TIME = ("--client", "acme", "--forks", "1", "--distributed", "--format", "json")
+CLIENT = (
+    "client:\n  name: {name}\n  display_name: {name}\n  timezone: UTC\n  contract: std\n"
+    "  platform: debian\n  connection: local\nhosts:\n{hosts}"
+)
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    admin = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    name = f"mspauto_dist_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    except OperationalError as exc:
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 unavailable: {str(exc).splitlines()[0]}")
+    try:
+        yield f"{SERVER}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.fixture
+def broker() -> Iterator[str]:
+    """A RabbitMQ virtual host of this test's own: queues named by client never meet
+    another test run's."""
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None:
+        pytest.skip("RabbitMQ unavailable: rabbitmqctl is not installed")
+    vhost = f"mspauto-test-{uuid.uuid4().hex[:10]}"
+    made = subprocess.run(
+        [rabbitmqctl, "add_vhost", vhost], capture_output=True, text=True, check=False
+    )
+    if made.returncode != 0:
+        pytest.skip(f"RabbitMQ unavailable: {made.stderr.strip()[-200:]}")
+    subprocess.run(
+        [rabbitmqctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+        capture_output=True,
+        check=True,
+    )
+    try:
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        subprocess.run([rabbitmqctl, "delete_vhost", vhost], capture_output=True, check=False)
+
+
+class Node:
+    """One project and its environment: the control node's commands and its workers."""
+
+    def __init__(self, root: Path, database: str, broker: str) -> None:
+        self.root = root
+        self.env = {
+            **os.environ,
+            "MSPAUTO_STATE_DIR": str(root.parent / "state"),
+            "MSPAUTO_EVIDENCE_URL": database,
+            "MSPAUTO_BROKER_URL": broker,
+        }
+        self.workers: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def mspauto(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mspauto", "--project", str(self.root), *args],
+            env={**self.env, **env},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    def worker(self, *args: str, project: Path | None = None) -> subprocess.Popen[bytes]:
+        log = self.root.parent / f"worker-{len(self.workers)}.log"
+        process = subprocess.Popen(
+            [*MSPAUTO, "--project", str(project or self.root), "worker", *args],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        self.workers.append((process, log))
+        _wait(lambda: " ready." in log.read_text(errors="replace"), 60, f"worker {args} ready")
+        return process
+
+    def log_of(self, process: subprocess.Popen[bytes]) -> str:
+        return next(log for p, log in self.workers if p is process).read_text(errors="replace")
+
+    def stop(self) -> None:
+        for process, _ in self.workers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process, _ in self.workers:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def store(self) -> EvidenceStore:
+        return EvidenceStore(self.env["MSPAUTO_EVIDENCE_URL"], writable=False)
+
+
+@pytest.fixture
+def node(tmp_path: Path, database: str, broker: str) -> Iterator[Node]:
+    """Clients acme (three hosts) and globex (one host), all local; the MSP's key."""
+    root = tmp_path / "project"
+    write_project(root)
+    made = Node(root, database, broker)
+    assert made.mspauto("keys", "init").returncode == 0
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+def write_project(root: Path) -> None:
+    (root / "inventory").mkdir(parents=True)
+    (root / "policies").mkdir()
+    (root / "policies" / "contract.yaml").write_text("kind: contract\nname: std\n")
+    for name, hosts in (("acme", ["a1", "a2", "a3"]), ("globex", ["g1"])):
+        listed = "".join(f"  {host}: {{}}\n" for host in hosts)
+        (root / "inventory" / f"{name}.yaml").write_text(CLIENT.format(name=name, hosts=listed))
+
+
+def host_results(node: Node, run_id: str) -> dict[str, list[HostResult]]:
+    store = node.store()
+    try:
+        found: dict[str, list[HostResult]] = {}
+        for record in store.records(run_id=run_id, kind=RecordKind.HOST_RESULT):
+            found.setdefault(record.host, []).append(HostResult.read(record.payload))
+        return found
+    finally:
+        store.close()
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not reached in {timeout:g}s: {what}"
+        time.sleep(0.2)
+
+
+def _json(done: subprocess.CompletedProcess[str]) -> Any:
+    assert done.stdout, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_two_workers_give_the_same_results_as_a_run_in_this_process(node: Node) -> None:
+    node.worker("--client", "acme")
+    node.worker("--client", "acme")
+    command = ["exec", "--client", "acme", "--format", "json"]
+    here = _json(node.mspauto(*command, "--", "echo", "hello"))
+    there = _json(node.mspauto(*command, "--distributed", "--", "echo", "hello"))
+    assert there["status"] == here["status"] == "completed"
+    key = ("host", "rc", "stdout", "error")
+    assert [{k: r[k] for k in key} for r in there["results"]] == [
+        {k: r[k] for k in key} for r in here["results"]
+    ]
+    recorded = host_results(node, there["run_id"])
+    assert sorted(recorded) == ["a1", "a2", "a3"]
+    assert all(len(results) == 1 for results in recorded.values())
+    verified = node.mspauto("evidence", "verify")
+    assert verified.returncode == 0, verified.stderr
+    assert "warning" not in verified.stderr, verified.stderr
+
+
+def test_a_worker_killed_mid_batch_loses_no_host_and_runs_none_twice(
+    node: Node, tmp_path: Path
+) -> None:
+    """Hosts run one at a time, each appending a line before it sleeps. The first
+    worker is killed (SIGKILL) while the second host runs; the broker gives the batch to
+    the second worker. The first host is recorded once, the second is interrupted (it
+    may have run: it is never run again), the third runs: three lines, not four."""
+    ran = tmp_path / "ran"
+    first = node.worker("--client", "acme")
+    command = f"echo x >> {ran}; sleep 3"
+    run = subprocess.Popen(
+        [*MSPAUTO, "--project", str(node.root), "exec", *ONE_AT_A_TIME, "--shell", command],
+        env=node.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait(lambda: ran.exists() and len(ran.read_text().splitlines()) == 2, 60, "host 2")
+        first.kill()
+        first.wait()
+        node.worker("--client", "acme")
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    outcome = json.loads(stdout)
+    results = {r["host"]: r for r in outcome["results"]}
+    assert len(ran.read_text().splitlines()) == 3, "a host ran twice"
+    lost = [h for h, r in results.items() if r["error"] == "interrupted"]
+    assert len(lost) == 1, results
+    assert "not run again" in results[lost[0]]["message"]
+    assert sorted(h for h, r in results.items() if r["rc"] == 0) == sorted(set(results) - set(lost))
+    recorded = host_results(node, outcome["run_id"])
+    assert sorted(recorded) == ["a1", "a2", "a3"] and all(len(r) == 1 for r in recorded.values())
+    assert node.mspauto("evidence", "verify").returncode == 0, stderr
+
+
+def test_a_worker_for_one_client_never_receives_another_clients_work(node: Node) -> None:
+    acme = node.worker("--client", "acme")
+    done = node.mspauto(
+        "exec",
+        "--client",
+        "globex",
+        "--distributed",
+        "--format",
+        "json",
+        "--",
+        "true",
+        MSPAUTO_QUEUE_WAIT="3",
+    )
+    outcome = _json(done)
+    (result,) = outcome["results"]
+    assert result["error"] == "not_started"
+    assert "no worker took a host from this host's queue for 3 s" in result["message"]
+    assert "Task mspauto.run_batch" not in node.log_of(acme)
+    # A globex worker started later finds the batch, but runs nothing: its host was
+    # taken back and recorded by the control node.
+    globex = node.worker("--client", "globex")
+    _wait(lambda: "Task mspauto.run_batch" in node.log_of(globex), 60, "late batch taken")
+    _wait(lambda: "succeeded" in node.log_of(globex), 60, "late batch done")
+    assert len(host_results(node, outcome["run_id"])["g1"]) == 1
+
+
+def test_a_worker_refuses_a_batch_planned_on_another_project(node: Node, tmp_path: Path) -> None:
+    other = tmp_path / "worker-project"
+    write_project(other)
+    (other / "inventory" / "acme.yaml").write_text(
+        (other / "inventory" / "acme.yaml").read_text().replace("a3: {}", "a3: {port: 2222}")
+    )
+    node.worker("--client", "acme", project=other)
+    outcome = _json(
+        node.mspauto("exec", "--client", "acme", "--distributed", "--format", "json", "--", "true")
+    )
+    assert {r["error"] for r in outcome["results"]} == {"config"}
+    assert all(
+        "project differs from the control node's for client 'acme'" in r["message"]
+        for r in outcome["results"]
+    )
+
+
+def test_without_a_broker_or_a_shared_store_distributed_runs_say_so(node: Node) -> None:
+    no_broker = node.mspauto(
+        "exec", "--client", "acme", "--distributed", "--", "true", MSPAUTO_BROKER_URL=""
+    )
+    assert no_broker.returncode == 1
+    assert no_broker.stderr.startswith("error: a distributed run needs the broker")
+    sqlite = node.mspauto(
+        "exec",
+        "--client",
+        "acme",
+        "--distributed",
+        "--",
+        "true",
+        MSPAUTO_EVIDENCE_URL=f"sqlite:///{node.root.parent / 'local.db'}",
+    )
+    assert sqlite.returncode == 1
+    assert "needs an evidence store the workers share" in sqlite.stderr
