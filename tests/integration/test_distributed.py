@@ -24,6 +24,8 @@ from sqlalchemy.exc import OperationalError
 
 from mspauto.evidence.records import HostResult, RecordKind
 from mspauto.evidence.store import EvidenceStore
+from mspauto.lab.fleet import Lab
+from mspauto.lab.testing import copy_project
 
 pytestmark = pytest.mark.integration
 
@@ -294,3 +296,40 @@ def test_without_a_broker_or_a_shared_store_distributed_runs_say_so(node: Node) 
     )
     assert sqlite.returncode == 1
     assert "needs an evidence store the workers share" in sqlite.stderr
+
+
+def test_a_baseline_audit_across_two_workers_finds_what_one_process_finds(
+    lab: Lab, tmp_path: Path, database: str, broker: str
+) -> None:
+    """The lab's acme hosts (planted compliant, drifted and faulty ones) audited here and
+    by two workers: the same verdict for every rule of every host, each host recorded
+    once."""
+    project = copy_project(lab, tmp_path / "project")
+    node = Node(project, database, broker)
+    assert node.mspauto("keys", "init").returncode == 0
+    try:
+        workers = [node.worker("--client", "acme"), node.worker("--client", "acme")]
+        audit = ["baseline", "--client", "acme", "--timeout", "60", "--format", "json"]
+        here, there = node.mspauto(*audit), node.mspauto(*audit, "--distributed")
+        assert any("Task mspauto.run_batch" in node.log_of(w) for w in workers)
+    finally:
+        node.stop()
+    assert there.returncode == here.returncode, (here.stderr, there.stderr)
+
+    def verdicts(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+        report = _json(done)
+        return {
+            host["host"]: (
+                host["unaudited"],
+                sorted((r["rule_id"], r["status"]) for r in host["results"]),
+            )
+            for host in report["hosts"]
+        }
+
+    expected = verdicts(here)
+    assert {status for _, rules in expected.values() for _, status in rules} >= {"pass", "fail"}
+    assert verdicts(there) == expected
+    run_id = _json(there)["run_id"]
+    recorded = host_results(node, run_id)
+    assert all(len(results) == 1 for results in recorded.values())
+    assert node.mspauto("evidence", "verify").returncode == 0
