@@ -36,6 +36,7 @@ _COMMANDS = {
     "report": "mspauto.cli.report:report",
     "scheduler": "mspauto.cli.scheduler:scheduler",
     "worker": "mspauto.cli.worker:worker",
+    "workers": "mspauto.cli.workers:workers",
 }
 
 

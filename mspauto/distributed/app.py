@@ -29,8 +29,10 @@ from mspauto.project import Project, load_project
 __all__ = [
     "DELIVERY_LIMIT",
     "TASK",
+    "LiveWorker",
     "WorkerScope",
     "celery_app",
+    "live_workers",
     "queue_for",
     "queue_named",
     "start_worker",
@@ -148,3 +150,41 @@ def start_worker(
         without_mingle=True,
     )
     worker.start()
+
+
+@dataclass(frozen=True)
+class LiveWorker:
+    """A worker that answered: its name, the queues it serves and the batches it runs."""
+
+    name: str
+    queues: tuple[str, ...]
+    running: tuple[Mapping[str, Any], ...]
+    """Per batch: run id, client, hosts, and when it started (Unix time)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "queues": list(self.queues), "running": list(self.running)}
+
+
+def live_workers(broker_url: str, timeout: float = 2.0) -> list[LiveWorker]:
+    """Every worker that answers the broker within ``timeout`` seconds."""
+    inspect = celery_app(broker_url).control.inspect(timeout=timeout)
+    queues = inspect.active_queues() or {}
+    active = inspect.active() or {}
+    workers = []
+    for name in sorted(set(queues) | set(active)):
+        running = []
+        for task in active.get(name, []):
+            message = (task.get("args") or [{}])[0]
+            if not isinstance(message, Mapping):
+                continue
+            running.append(
+                {
+                    "run_id": message.get("run_id"),
+                    "client": message.get("client"),
+                    "hosts": len(message.get("hosts") or ()),
+                    "started": task.get("time_start"),
+                }
+            )
+        served = tuple(sorted(str(q.get("name")) for q in queues.get(name, [])))
+        workers.append(LiveWorker(name, served, tuple(running)))
+    return workers

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
+from kombu.exceptions import OperationalError
 from sqlalchemy import select
 
 from mspauto.config import Settings
@@ -84,6 +85,11 @@ class DistributedExecutor:
                 "amqp://mspauto@127.0.0.1//), or run without --distributed"
             )
         self.app = celery_app(settings.broker_url)
+        try:  # now, in one line, rather than after the run's start is recorded
+            with self.app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1)
+        except (OSError, OperationalError) as exc:
+            raise EngineError(f"cannot reach the broker: {exc}") from None
         self.project = project
         self.job = dict(job)
         self.batch_size = batch_size

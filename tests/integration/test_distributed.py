@@ -333,3 +333,14 @@ def test_a_baseline_audit_across_two_workers_finds_what_one_process_finds(
     recorded = host_results(node, run_id)
     assert all(len(results) == 1 for results in recorded.values())
     assert node.mspauto("evidence", "verify").returncode == 0
+
+
+def test_workers_lists_the_live_workers_and_their_queues(node: Node) -> None:
+    node.worker("--client", "acme")
+    node.worker("--client", "globex")
+    listed = _json(node.mspauto("workers", "--format", "json"))
+    assert sorted(tuple(w["queues"]) for w in listed) == [("mspauto:acme",), ("mspauto:globex",)]
+    assert all(w["running"] == [] for w in listed)
+    down = node.mspauto("workers", MSPAUTO_BROKER_URL="amqp://guest:guest@127.0.0.1:1//")
+    assert down.returncode == 1
+    assert down.stderr.startswith("error: cannot reach the broker: ")
