@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
 
 from mspauto.cli.application import (
     Application,
+    distributed_option,
     exit_if_stopped,
     forks_option,
     format_option,
@@ -34,6 +35,7 @@ __all__ = ["backups"]
 )
 @timeout_option(600.0, "each host's checks (an integrity check reads the repository)")
 @forks_option()
+@distributed_option()
 @format_option("table", "json")
 @click.pass_context
 def backups(
@@ -43,6 +45,7 @@ def backups(
     check_integrity: bool,
     timeout: float,
     forks: int,
+    distributed: bool,
     output: str,
 ) -> None:
     """Check every backup job of a client's hosts: the last good backup against the
@@ -66,10 +69,21 @@ def backups(
 
     project = app.usable_project()
     client, hosts = app.client_hosts(project, client_name, patterns)
+    now = datetime.now(UTC)  # one "now" for every host, on workers too
+    job = {
+        "kind": "check",
+        "check": "backup",
+        "timeout": timeout,
+        "forks": forks,
+        "today": now.date().isoformat(),
+        "now": now.isoformat(),
+        "check_integrity": check_integrity,
+    }
     options = RunOptions(
         timeout=timeout,
         forks=forks,
         progress=SilentProgress() if output == "json" else progress_for(),
+        executor=app.executor(project, job, distributed),
     )
     with app.evidence_store(writable=True) as store:
         report = check_backups(
@@ -79,6 +93,7 @@ def backups(
             transport_for(client, project.settings.root),
             store,
             options=options,
+            now=now,
             check_integrity=check_integrity,
         )
     if not report.run.plans:

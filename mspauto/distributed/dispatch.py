@@ -52,8 +52,11 @@ from mspauto.transport.base import CommandResult, ErrorKind, Transport
 __all__ = ["BATCH_SIZE", "DistributedExecutor"]
 
 BATCH_SIZE = 200
-"""Hosts per batch (one Celery task): enough to keep a worker's forks busy, few enough
-that a lost worker costs little."""
+"""Most hosts per batch (one Celery task): enough to keep a worker's forks busy, few
+enough that a lost worker costs little."""
+SPREAD = 8
+"""A queue's hosts go out in at least this many batches when there are enough of them,
+so that the workers serving it share a run (200 hosts: 8 batches of 25)."""
 POLL = 0.5
 """Seconds between looks at the store while workers run."""
 
@@ -148,8 +151,9 @@ class DistributedExecutor:
             by_queue.setdefault(queue_for(host), []).append(host)
         sent = []
         for queue, hosts in sorted(by_queue.items()):
-            for start in range(0, len(hosts), self.batch_size):
-                names = tuple(h.name for h in hosts[start : start + self.batch_size])
+            size = min(self.batch_size, max(1, math.ceil(len(hosts) / SPREAD)))
+            for start in range(0, len(hosts), size):
+                names = tuple(h.name for h in hosts[start : start + size])
                 batch = Batch(run_id, spec.client.name, names, self.job, digest)
                 result = self.app.send_task(
                     TASK, args=[batch.message()], queue=queue_named(queue), routing_key=queue

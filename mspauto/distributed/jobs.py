@@ -15,7 +15,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from mspauto.checks.pipeline import RunOptions, run_checks, scope_client
@@ -105,14 +105,31 @@ def _plain(value: object) -> object:
     return str(value)
 
 
-CheckFactory = Callable[[Project], Any]
-"""Builds a check kind's :class:`~mspauto.checks.pipeline.Check` from the project."""
+CheckFactory = Callable[[Project, EvidenceStore, "Batch"], Any]
+"""Builds a check kind's :class:`~mspauto.checks.pipeline.Check` for a batch, as the
+control node built it (its options are in the batch's job)."""
+
+
+def _baseline(project: Project, _store: EvidenceStore, _batch: Batch) -> Any:
+    from mspauto.baseline.check import BaselineCheck
+
+    return BaselineCheck.for_project(project)
+
+
+def _backup(project: Project, store: EvidenceStore, batch: Batch) -> Any:
+    from mspauto.backup.check import BackupCheck
+    from mspauto.backup.verify import last_integrity_checks
+
+    return BackupCheck(
+        project.settings.root,
+        now=datetime.fromisoformat(str(batch.job["now"])),  # the control node's "now"
+        last_integrity=last_integrity_checks(store, batch.client, list(batch.hosts)),
+        check_integrity=bool(batch.job.get("check_integrity", False)),
+    )
 
 
 def _check_factories() -> dict[str, CheckFactory]:
-    from mspauto.baseline.check import BaselineCheck
-
-    return {"baseline": BaselineCheck.for_project}
+    return {"baseline": _baseline, "backup": _backup}
 
 
 def run_batch(
@@ -179,9 +196,8 @@ def run_batch(
         options = RunOptions(
             timeout=float(job["timeout"]), forks=int(job["forks"]), executor=executor
         )
-        run_checks(
-            factory(project), scope, transport_for(client, project.settings.root), store, options
-        )
+        transport = transport_for(client, project.settings.root)
+        run_checks(factory(project, store, batch), scope, transport, store, options)
     else:
         raise BatchRefused(f"this worker cannot run jobs of kind {kind!r}")
     return {"hosts": sorted(results), "ok": sum(1 for r in results.values() if r.ok)}

@@ -344,3 +344,31 @@ def test_workers_lists_the_live_workers_and_their_queues(node: Node) -> None:
     down = node.mspauto("workers", MSPAUTO_BROKER_URL="amqp://guest:guest@127.0.0.1:1//")
     assert down.returncode == 1
     assert down.stderr.startswith("error: cannot reach the broker: ")
+
+
+def test_a_backup_check_by_a_worker_judges_every_job_as_this_process_does(
+    lab: Lab, tmp_path: Path, database: str, broker: str
+) -> None:
+    """The lab's planted repositories (fresh, stale, failing, missing, wrong password):
+    the same state and reason for every job, the repository passwords resolved on the
+    worker from the project's secrets folder."""
+    project = copy_project(lab, tmp_path / "project")
+    shutil.copytree(lab.directory / "secrets", project / "secrets")
+    node = Node(project, database, broker)
+    assert node.mspauto("keys", "init").returncode == 0
+    try:
+        node.worker("--client", "acme")
+        check = ["backups", "--client", "acme", "--format", "json"]
+        here, there = node.mspauto(*check), node.mspauto(*check, "--distributed")
+    finally:
+        node.stop()
+    assert there.returncode == here.returncode, (here.stderr, there.stderr)
+
+    def states(done: subprocess.CompletedProcess[str]) -> list[tuple[str, str, str, str]]:
+        # Reasons hold ages ("4 h old"), which the two runs see seconds apart.
+        return sorted((j["host"], j["job"], j["state"], j["status"]) for j in _json(done)["jobs"])
+
+    expected = states(here)
+    assert {state for _, _, state, _ in expected} >= {"ok", "stale", "missing"}
+    assert states(there) == expected
+    assert node.mspauto("evidence", "verify").returncode == 0
