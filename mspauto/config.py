@@ -116,7 +116,8 @@ def _path_setting(env: Mapping[str, str], variable: str, base: Path, default: Pa
 
 
 def _seconds(env: Mapping[str, str], variable: str, default: float) -> float:
-    """``$variable`` as seconds (a number over 0); ``default`` when unset or not one."""
+    """``$variable`` as seconds (a number over 0); ``default`` when unset or not one
+    (``validate`` names a value that is not one)."""
     try:
         value = float(env.get(variable, ""))
     except ValueError:

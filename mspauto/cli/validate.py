@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 import click
@@ -83,7 +84,23 @@ def _settings_problems(settings: Settings) -> list[Problem]:
         )
     except WitnessSettingError as exc:
         problems.append(Problem(Location(f"${exc.variable}"), "", exc.message))
+    wait = os.environ.get("MSPAUTO_QUEUE_WAIT", "")
+    if wait and not _positive(wait):
+        problems.append(
+            Problem(
+                Location("$MSPAUTO_QUEUE_WAIT"),
+                "",
+                f"'{wait}' is not a number of seconds over 0 (e.g. 600)",
+            )
+        )
     return problems
+
+
+def _positive(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
 
 
 def _count(number: int, singular: str, plural: str | None = None) -> str:

@@ -205,3 +205,14 @@ def test_validate_names_a_witness_copy_setting_no_command_could_use(
     assert (
         "$MSPAUTO_WITNESS_SYSLOG: 'bogus' is not unix:PATH, udp:HOST[:PORT] or tcp:HOST[:PORT]"
     ) in result.stderr.splitlines()
+
+
+def test_validate_names_a_queue_wait_that_is_not_seconds(
+    example_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MSPAUTO_QUEUE_WAIT", "ten minutes")
+    result = run(example_project, "validate")
+    assert result.exit_code == 1
+    assert (
+        "$MSPAUTO_QUEUE_WAIT: 'ten minutes' is not a number of seconds over 0 (e.g. 600)"
+    ) in result.stderr.splitlines()
