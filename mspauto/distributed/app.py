@@ -21,9 +21,9 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 
 from mspauto.config import Settings
-from mspauto.distributed.jobs import Batch, run_batch
+from mspauto.distributed.jobs import Batch, client_digest, run_batch
 from mspauto.evidence.store import EvidenceStore
-from mspauto.inventory.resolve import Host
+from mspauto.inventory.resolve import Client, Host
 from mspauto.project import Project, load_project
 
 __all__ = [
@@ -111,11 +111,40 @@ class WorkerScope:
 
 
 class _Worker:
-    """The worker process's own state (the task runs in its threads)."""
+    """The worker process's own state (the task runs in its threads).
 
-    settings: Settings
-    scope: WorkerScope
-    store: EvidenceStore
+    The project is read again only when one of its files changed: each batch sees the
+    project as it is now, without paying a parse of every file per batch."""
+
+    def __init__(self, settings: Settings, scope: WorkerScope, store: EvidenceStore) -> None:
+        self.settings, self.scope, self.store = settings, scope, store
+        self._stamp: tuple[tuple[str, int, int], ...] | None = None
+        self._project: Project | None = None
+        self._digests: dict[str, str] = {}
+
+    def project(self) -> Project:
+        stamp = _files_stamp(self.settings)
+        if self._project is None or stamp != self._stamp:
+            self._project, self._stamp, self._digests = load_project(self.settings), stamp, {}
+        return self._project
+
+    def digest(self, project: Project, client: Client) -> str:
+        if client.name not in self._digests:
+            self._digests[client.name] = client_digest(project, client)
+        return self._digests[client.name]
+
+
+def _files_stamp(settings: Settings) -> tuple[tuple[str, int, int], ...]:
+    """Every project file's path, modification time and size."""
+    found = []
+    for folder in (settings.inventory_dir, settings.policies_dir):
+        for path in sorted(folder.rglob("*")):
+            try:
+                info = path.stat()
+            except OSError:
+                continue  # a dangling link: loading the project says what is wrong
+            found.append((str(path), info.st_mtime_ns, info.st_size))
+    return tuple(found)
 
 
 _running: list[_Worker] = []
@@ -126,17 +155,16 @@ def _run_batch_task(message: Mapping[str, Any]) -> dict[str, Any]:
     if not _running:
         raise RuntimeError("mspauto.run_batch runs only in 'mspauto worker'")
     worker = _running[0]
-    project = load_project(worker.settings)  # each batch sees the project as it is now
-    return run_batch(Batch.read(message), project, worker.store, worker.scope.allows)
+    return run_batch(
+        Batch.read(message), worker.project(), worker.store, worker.scope.allows, worker.digest
+    )
 
 
 def start_worker(
     settings: Settings, store: EvidenceStore, scope: WorkerScope, queues: Iterable[str]
 ) -> None:
     """Run a worker in this process until it is stopped (SIGTERM: it finishes its batch)."""
-    state = _Worker()
-    state.settings, state.scope, state.store = settings, scope, store
-    _running[:] = [state]
+    _running[:] = [_Worker(settings, scope, store)]
     assert settings.broker_url is not None
     names = list(queues)
     app = celery_app(settings.broker_url, names)

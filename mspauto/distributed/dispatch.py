@@ -57,7 +57,7 @@ enough that a lost worker costs little."""
 SPREAD = 8
 """A queue's hosts go out in at least this many batches when there are enough of them,
 so that the workers serving it share a run (200 hosts: 8 batches of 25)."""
-POLL = 0.5
+POLL = 0.2
 """Seconds between looks at the store while workers run."""
 
 
@@ -277,12 +277,18 @@ class _Follow:
                 )
                 .order_by(records.c.seq)
             ).all()
+        new = []
         for row in rows:
             self._after = max(self._after, row.seq)
             if row.host in self.hosts and row.host not in self.results:
-                result = _result_of(self.store, _loads(row.payload))
-                self.results[row.host] = result
-                self.progress.host_done(result)
+                new.append((row.host, HostResult.read(_loads(row.payload))))
+        texts = self.store.outputs(
+            ref.sha256 for _, recorded in new for ref in (recorded.stdout, recorded.stderr)
+        )
+        for host, recorded in new:
+            result = _result_of(recorded, texts)
+            self.results[host] = result
+            self.progress.host_done(result)
 
     def take_back(self, names: Sequence[str], why: str, error: ErrorKind, message: str) -> None:
         """Record the hosts among ``names`` no worker took, with ``message``."""
@@ -313,13 +319,11 @@ class _Follow:
         ]
 
 
-def _result_of(store: EvidenceStore, payload: Mapping[str, Any]) -> CommandResult:
-    """A host's result as a worker recorded it (its outputs read back)."""
-    recorded = HostResult.read(payload)
+def _result_of(recorded: HostResult, texts: Mapping[str, bytes]) -> CommandResult:
+    """A host's result as a worker recorded it, with its outputs (``texts`` by hash)."""
 
     def text(sha256: str) -> str:
-        data = store.output(sha256)
-        return "" if data is None else data.decode("utf-8", "replace")
+        return texts.get(sha256, b"").decode("utf-8", "replace")
 
     return CommandResult(
         recorded.host,

@@ -133,7 +133,11 @@ def _check_factories() -> dict[str, CheckFactory]:
 
 
 def run_batch(
-    batch: Batch, project: Project, store: EvidenceStore, allowed: Callable[[str], bool]
+    batch: Batch,
+    project: Project,
+    store: EvidenceStore,
+    allowed: Callable[[str], bool],
+    digest: Callable[[Project, Client], str] = client_digest,
 ) -> dict[str, Any]:
     """Run ``batch`` here (a worker): its hosts' records go to ``store``. What it did, in
     a few counts (the evidence holds the rest); :class:`BatchRefused` when it may not."""
@@ -142,7 +146,7 @@ def run_batch(
     client = project.inventory.clients.get(batch.client)
     if client is None:
         raise BatchRefused(f"client {batch.client!r} is not in this worker's project")
-    if client_digest(project, client) != batch.digest:
+    if digest(project, client) != batch.digest:
         raise BatchRefused(
             f"this worker's project differs from the control node's for client "
             f"{batch.client!r} (inventory or policies): deploy the same project to both"
