@@ -71,12 +71,16 @@ def main() -> None:
                 }
                 run(lab, env, "keys", "init")
                 times: dict[str, list[float]] = {"here": [], "one": [], "two": []}
+                cpu: dict[str, list[tuple[float, float]]] = {"one": [], "two": []}
                 for _ in range(args.rounds):
                     times["here"].append(audit(lab, env, distributed=False))
                     for label, cores in (("one", ["0"]), ("two", ["0", "1"])):
                         workers = [worker(lab, env, core, work) for core in cores]
                         try:
+                            busy, own = machine_busy(), [cpu_of(w.pid) for w in workers]
                             times[label].append(audit(lab, env, distributed=True))
+                            used = [cpu_of(w.pid) - o for w, o in zip(workers, own, strict=True)]
+                            cpu[label].append((sum(used), machine_busy() - busy))
                         finally:
                             for process in workers:
                                 process.send_signal(signal.SIGTERM)
@@ -98,7 +102,27 @@ def main() -> None:
     ):
         print(f"{label:<34}{seconds:7.2f} s  ({args.hosts / seconds * 60:6.0f} hosts/min)")
     print(f"two workers / one worker:         {one / two:7.2f}x throughput (target >= 1.7x)")
+    for label in ("one", "two"):
+        workers_cpu = statistics.median(c[0] for c in cpu[label])
+        machine_cpu = statistics.median(c[1] for c in cpu[label])
+        print(
+            f"{label} worker(s): workers used {workers_cpu:5.1f} CPU s, the whole machine "
+            f"{machine_cpu:5.1f} CPU s (lab hosts, PostgreSQL, RabbitMQ, control node)"
+        )
     print(f"rounds: {times}")
+
+
+def cpu_of(pid: int) -> float:
+    """User + system seconds process ``pid`` (and its threads) used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> float:
+    """CPU seconds every core spent busy since boot (all but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    return (sum(values) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def run(lab: Lab, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

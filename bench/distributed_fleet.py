@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ def services() -> Iterator[tuple[str, str]]:
         admin.dispose()
 
 
-def measure(root: Path, env: dict[str, str], args: argparse.Namespace) -> tuple[float, float]:
+def measure(root: Path, env: dict[str, str], args: argparse.Namespace) -> Measured:
     """Seconds in-process, then through the broker to ``args.workers`` workers."""
     os.environ.update(env)
     from mspauto.config import Settings
@@ -123,9 +124,10 @@ def measure(root: Path, env: dict[str, str], args: argparse.Namespace) -> tuple[
         forks=args.forks,
     )
     store = EvidenceStore(settings.evidence_url)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     here = run_command(spec, FakeTransport(delay=args.delay), store)
     here_s = time.perf_counter() - start
+    cpu_here = time.process_time() - cpu
     assert here.ok, here.counts()
     context = multiprocessing.get_context("spawn")
     processes = [
@@ -146,9 +148,12 @@ def measure(root: Path, env: dict[str, str], args: argparse.Namespace) -> tuple[
             "via": "direct",
         }
         executor = DistributedExecutor(settings, project, job)
-        start = time.perf_counter()
+        idle = _children_cpu(processes)  # starting up, before the run
+        start, cpu = time.perf_counter(), time.process_time()
         there = executor(spec, FakeTransport(), store, None, None)
         there_s = time.perf_counter() - start
+        cpu_control = time.process_time() - cpu
+        cpu_workers = _children_cpu(processes) - idle
         assert there.ok, there.counts()
     finally:
         for process in processes:
@@ -157,7 +162,25 @@ def measure(root: Path, env: dict[str, str], args: argparse.Namespace) -> tuple[
         for process in processes:
             process.join(60)
         store.close()
-    return here_s, there_s
+    return Measured(here_s, there_s, cpu_here, cpu_control, cpu_workers)
+
+
+@dataclass(frozen=True)
+class Measured:
+    here: float
+    there: float
+    cpu_here: float
+    cpu_control: float
+    cpu_workers: float
+
+
+def _children_cpu(processes: list[multiprocessing.process.BaseProcess]) -> float:
+    """User + system seconds the worker processes (and their threads) have used."""
+    total = 0.0
+    for process in processes:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def main() -> None:
@@ -177,16 +200,23 @@ def main() -> None:
             "MSPAUTO_EVIDENCE_URL": database,
             "MSPAUTO_BROKER_URL": broker,
         }
-        here_s, there_s = measure(root, env, args)
+        m = measure(root, env, args)
     n = args.hosts
     print(f"{n} simulated hosts, {args.delay * 1000:.0f} ms each, forks {args.forks}")
-    print(f"in-process (one node, PostgreSQL):  {here_s:7.2f} s  {n / here_s * 60:8.0f} hosts/min")
+    print(f"in-process (one node, PostgreSQL):  {m.here:7.2f} s  {n / m.here * 60:8.0f} hosts/min")
     print(
-        f"distributed ({args.workers} workers):         {there_s:7.2f} s  "
-        f"{n / there_s * 60:8.0f} hosts/min"
+        f"distributed ({args.workers} workers):         {m.there:7.2f} s  "
+        f"{n / m.there * 60:8.0f} hosts/min"
     )
-    added = (there_s - here_s / args.workers) * args.workers / n * 1000
-    print(f"broker + database path per host per worker: {added:6.2f} ms (target < 2 ms)")
+    added = (m.there - m.here / args.workers) * args.workers / n * 1000
+    print(f"wall time the path adds per host per worker: {added:6.2f} ms")
+    print(
+        f"CPU per host: in-process {m.cpu_here / n * 1000:.2f} ms; distributed "
+        f"{(m.cpu_control + m.cpu_workers) / n * 1000:.2f} ms (control "
+        f"{m.cpu_control / n * 1000:.2f}, workers {m.cpu_workers / n * 1000:.2f}); "
+        f"the broker and database path adds "
+        f"{(m.cpu_control + m.cpu_workers - m.cpu_here) / n * 1000:.2f} ms (target < 2 ms)"
+    )
 
 
 if __name__ == "__main__":
