@@ -372,3 +372,40 @@ def test_a_backup_check_by_a_worker_judges_every_job_as_this_process_does(
     assert {state for _, _, state, _ in expected} >= {"ok", "stale", "missing"}
     assert states(there) == expected
     assert node.mspauto("evidence", "verify").returncode == 0
+
+
+def test_concurrent_runs_keep_every_chain_whole_and_signed(node: Node) -> None:
+    """Two distributed runs of acme, one of globex and one in-process run of acme, all at
+    once: workers and control nodes append to the same chains concurrently; every run's
+    hosts are recorded once and 'evidence verify' finds every chain intact and signed."""
+    node.worker()
+    node.worker()
+    commands = [
+        ["exec", "--client", "acme", "--distributed", "--format", "json", "--", "echo", "1"],
+        ["exec", "--client", "acme", "--distributed", "--format", "json", "--", "echo", "2"],
+        ["exec", "--client", "globex", "--distributed", "--format", "json", "--", "echo", "3"],
+        ["exec", "--client", "acme", "--format", "json", "--", "echo", "4"],
+    ]
+    runs = [
+        subprocess.Popen(
+            [*MSPAUTO, "--project", str(node.root), *command],
+            env=node.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in commands
+    ]
+    outcomes = []
+    for run in runs:
+        stdout, stderr = run.communicate(timeout=180)
+        assert run.returncode == 0, stderr
+        outcomes.append(json.loads(stdout))
+    for outcome in outcomes:
+        recorded = host_results(node, outcome["run_id"])
+        assert sorted(recorded) == sorted(r["host"] for r in outcome["results"])
+        assert all(len(results) == 1 for results in recorded.values())
+    verified = node.mspauto("evidence", "verify")
+    assert verified.returncode == 0, verified.stderr
+    assert "warning" not in verified.stderr, verified.stderr
