@@ -160,6 +160,7 @@ def _print(app: Application, report: BackupReport) -> None:
 )
 @timeout_option(1800.0, "each host's drills")
 @forks_option()
+@distributed_option()
 @format_option("table", "json")
 @click.pass_obj
 def restore_test(
@@ -169,6 +170,7 @@ def restore_test(
     due_only: bool,
     timeout: float,
     forks: int,
+    distributed: bool,
     output: str,
 ) -> None:
     """Prove backups restore: for every job whose policy has ``restore_test:``, restore
@@ -186,10 +188,22 @@ def restore_test(
 
     project = app.usable_project()
     client, hosts = app.client_hosts(project, client_name, patterns)
+    now = datetime.now(UTC)  # one "now" for every host, on workers too
+    job = {
+        "kind": "check",
+        "check": "backup-drill",
+        "policies": "backup",
+        "timeout": timeout,
+        "forks": forks,
+        "today": now.date().isoformat(),
+        "now": now.isoformat(),
+        "due_only": due_only,
+    }
     options = RunOptions(
         timeout=timeout,
         forks=forks,
         progress=SilentProgress() if output == "json" else progress_for(),
+        executor=app.executor(project, job, distributed),
     )
     with app.evidence_store(writable=True) as store:
         report = restore_drills(
@@ -199,6 +213,7 @@ def restore_test(
             transport_for(client, project.settings.root),
             store,
             options=options,
+            now=now,
             due_only=due_only,
         )
     if not report.run.plans and due_only:

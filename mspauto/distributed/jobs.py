@@ -48,7 +48,9 @@ class Batch:
     hosts: tuple[str, ...]
     job: Mapping[str, Any]
     """``{"kind": "exec", "command", "sudo", "timeout", "retries", "forks", "via",
-    "connect_timeout"}`` or ``{"kind": "check", "check", "timeout", "forks", "today"}``."""
+    "connect_timeout"}`` or ``{"kind": "check", "check", "timeout", "forks", "today"}``
+    (with what the check kind needs besides: ``now``, ``check_integrity``, ``due_only``,
+    and ``policies`` when it reads policies of another kind)."""
     digest: str
     """:func:`client_digest` of the control node's project."""
 
@@ -128,8 +130,20 @@ def _backup(project: Project, store: EvidenceStore, batch: Batch) -> Any:
     )
 
 
+def _drill(project: Project, store: EvidenceStore, batch: Batch) -> Any:
+    from mspauto.backup.drill import DrillCheck
+    from mspauto.backup.verify import last_drills
+
+    due_only = bool(batch.job.get("due_only", False))
+    return DrillCheck(
+        project.settings.root,
+        now=datetime.fromisoformat(str(batch.job["now"])),
+        last_drills=last_drills(store, batch.client, list(batch.hosts)) if due_only else None,
+    )
+
+
 def _check_factories() -> dict[str, CheckFactory]:
-    return {"baseline": _baseline, "backup": _backup}
+    return {"baseline": _baseline, "backup": _backup, "backup-drill": _drill}
 
 
 def run_batch(
@@ -196,7 +210,9 @@ def run_batch(
         if factory is None:
             raise BatchRefused(f"this worker cannot run checks of kind {job.get('check')!r}")
         today = date.fromisoformat(str(job["today"]))
-        scope = scope_client(project, client, hosts, str(job["check"]), today)
+        # The policies a check reads are of its kind (a restore drill reads backup ones).
+        policies = str(job.get("policies", job["check"]))
+        scope = scope_client(project, client, hosts, policies, today)
         options = RunOptions(
             timeout=float(job["timeout"]), forks=int(job["forks"]), executor=executor
         )

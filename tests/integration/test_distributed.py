@@ -346,7 +346,7 @@ def test_workers_lists_the_live_workers_and_their_queues(node: Node) -> None:
     assert down.stderr.startswith("error: cannot reach the broker: ")
 
 
-def test_a_backup_check_by_a_worker_judges_every_job_as_this_process_does(
+def test_backup_checks_and_drills_by_a_worker_judge_every_job_as_this_process_does(
     lab: Lab, tmp_path: Path, database: str, broker: str
 ) -> None:
     """The lab's planted repositories (fresh, stale, failing, missing, wrong password):
@@ -360,9 +360,19 @@ def test_a_backup_check_by_a_worker_judges_every_job_as_this_process_does(
         node.worker("--client", "acme")
         check = ["backups", "--client", "acme", "--format", "json"]
         here, there = node.mspauto(*check), node.mspauto(*check, "--distributed")
+        drill = ["backups", "restore-test", "--client", "acme", "--format", "json"]
+        drilled_here, drilled_there = node.mspauto(*drill), node.mspauto(*drill, "--distributed")
     finally:
         node.stop()
     assert there.returncode == here.returncode, (here.stderr, there.stderr)
+    assert drilled_there.returncode == drilled_here.returncode, drilled_there.stderr
+
+    def drills(done: subprocess.CompletedProcess[str]) -> list[tuple[str, str, str]]:
+        hosts = _json(done)["hosts"]
+        return sorted((h["host"], d["subject"], d["status"]) for h in hosts for d in h["drills"])
+
+    assert drills(drilled_here), "the lab has restore drills"
+    assert drills(drilled_there) == drills(drilled_here)
 
     def states(done: subprocess.CompletedProcess[str]) -> list[tuple[str, str, str, str]]:
         # Reasons hold ages ("4 h old"), which the two runs see seconds apart.
