@@ -216,3 +216,11 @@ def test_validate_names_a_queue_wait_that_is_not_seconds(
     assert (
         "$MSPAUTO_QUEUE_WAIT: 'ten minutes' is not a number of seconds over 0 (e.g. 600)"
     ) in result.stderr.splitlines()
+
+
+def test_remediation_is_not_distributed_yet_and_says_so(example_project: Path) -> None:
+    result = run(example_project, "baseline", "--client", "acme", "--remediate", "--distributed")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: --remediate runs in this process for now: run it without --distributed\n"
+    )
