@@ -59,7 +59,9 @@ class Batch:
         return {"version": MESSAGE_VERSION, **asdict(self), "hosts": list(self.hosts)}
 
     @classmethod
-    def read(cls, message: Mapping[str, Any]) -> Batch:
+    def read(cls, message: object) -> Batch:
+        if not isinstance(message, Mapping):
+            raise BatchRefused("a malformed batch message (not a mapping)")
         if message.get("version") != MESSAGE_VERSION:
             raise BatchRefused(
                 f"a batch message of version {message.get('version')!r}: this worker runs "
@@ -146,6 +148,43 @@ def _check_factories() -> dict[str, CheckFactory]:
     return {"baseline": _baseline, "backup": _backup, "backup-drill": _drill}
 
 
+@dataclass(frozen=True)
+class _Limits:
+    timeout: float
+    retries: int
+    forks: int
+    connect_timeout: float
+
+
+def _limits(job: Mapping[str, Any]) -> _Limits:
+    """A job's time limits and parallelism, each checked (a message is data from the
+    broker: whoever can publish there could send anything)."""
+
+    def number(name: str, default: float, low: float, high: float) -> float:
+        value = job.get(name, default)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
+            raise BatchRefused(f"a malformed batch message ({name} {value!r})")
+        return float(value)
+
+    return _Limits(
+        timeout=number("timeout", 60.0, 0.1, 86400.0),
+        retries=int(number("retries", 2, 0, 10)),
+        forks=int(number("forks", 50, 1, 1000)),
+        connect_timeout=number("connect_timeout", 10.0, 0.1, 3600.0),
+    )
+
+
+def _text(job: Mapping[str, Any], name: str) -> str:
+    value = job.get(name)
+    if not isinstance(value, str):
+        raise BatchRefused(f"a malformed batch message ({name} is not text)")
+    return value
+
+
 def run_batch(
     batch: Batch,
     project: Project,
@@ -187,37 +226,40 @@ def run_batch(
         results.update(done)
         return RunOutcome(batch.run_id, batch.client, RunStatus.COMPLETED, list(done.values()))
 
+    limits = _limits(job)
     if kind == "exec":
         spec = RunSpec(
             client=client,
             hosts=hosts,
-            command=str(job["command"]),
-            sudo=bool(job["sudo"]),
-            timeout=float(job["timeout"]),
-            retries=int(job["retries"]),
-            forks=int(job["forks"]),
+            command=_text(job, "command"),
+            sudo=job.get("sudo") is True,
+            timeout=limits.timeout,
+            retries=limits.retries,
+            forks=limits.forks,
         )
         transport = transport_for(
             client,
             project.settings.root,
             via="ansible" if job.get("via") == "ansible" else "direct",
-            connect_timeout=float(job.get("connect_timeout", 10.0)),
-            forks=int(job["forks"]),
+            connect_timeout=limits.connect_timeout,
+            forks=limits.forks,
         )
         executor(spec, transport, store, None, None)
     elif kind == "check":
         factory = _check_factories().get(str(job.get("check")))
         if factory is None:
             raise BatchRefused(f"this worker cannot run checks of kind {job.get('check')!r}")
-        today = date.fromisoformat(str(job["today"]))
+        try:
+            today = date.fromisoformat(_text(job, "today"))
+            check = factory(project, store, batch)
+        except ValueError as exc:
+            raise BatchRefused(f"a malformed batch message ({exc})") from None
         # The policies a check reads are of its kind (a restore drill reads backup ones).
         policies = str(job.get("policies", job["check"]))
         scope = scope_client(project, client, hosts, policies, today)
-        options = RunOptions(
-            timeout=float(job["timeout"]), forks=int(job["forks"]), executor=executor
-        )
+        options = RunOptions(timeout=limits.timeout, forks=limits.forks, executor=executor)
         transport = transport_for(client, project.settings.root)
-        run_checks(factory(project, store, batch), scope, transport, store, options)
+        run_checks(check, scope, transport, store, options)
     else:
         raise BatchRefused(f"this worker cannot run jobs of kind {kind!r}")
     return {"hosts": sorted(results), "ok": sum(1 for r in results.values() if r.ok)}

@@ -1,0 +1,61 @@
+"""What a worker does with a batch message before anything runs: a message is data from
+the broker, and whoever can publish there could send anything (issue 14)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mspauto.config import Settings
+from mspauto.distributed.jobs import Batch, BatchRefused, client_digest, run_batch
+from mspauto.evidence.store import EvidenceStore
+from mspauto.project import load_project
+
+EXEC = {"kind": "exec", "command": "true", "sudo": False, "timeout": 5, "retries": 0, "forks": 5}
+
+
+def _refusal(example_project: Path, tmp_path: Path, **changes: Any) -> str:
+    project = load_project(Settings.load(example_project))
+    acme = project.inventory.clients["acme"]
+    message = Batch(
+        "run-1", "acme", (sorted(acme.hosts)[0],), EXEC, client_digest(project, acme)
+    ).message()
+    message.update(changes)
+    store = EvidenceStore(f"sqlite:///{tmp_path / 'evidence.db'}")
+    try:
+        with pytest.raises(BatchRefused) as refused:
+            run_batch(Batch.read(message), project, store, lambda client: client == "acme")
+    finally:
+        store.close()
+    return str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"version": 99}, "a batch message of version 99"),
+        ({"hosts": 5}, "a malformed batch message"),
+        ({"client": "globex"}, "this worker does not serve client 'globex'"),
+        ({"digest": "0" * 64}, "this worker's project differs from the control node's"),
+        ({"hosts": ["globex-web01"]}, "hosts not in client 'acme': globex-web01"),
+        ({"job": {**EXEC, "kind": "shell"}}, "this worker cannot run jobs of kind 'shell'"),
+        ({"job": {**EXEC, "timeout": "60; rm -rf /"}}, "a malformed batch message (timeout"),
+        ({"job": {**EXEC, "forks": True}}, "a malformed batch message (forks True)"),
+        ({"job": {**EXEC, "command": ["rm", "-rf"]}}, "(command is not text)"),
+        (
+            {"job": {"kind": "check", "check": "patch", "timeout": 5, "forks": 5}},
+            "this worker cannot run checks of kind 'patch'",
+        ),
+    ],
+)
+def test_a_batch_the_worker_may_not_run_is_refused_in_one_line(
+    example_project: Path, tmp_path: Path, changes: dict[str, Any], why: str
+) -> None:
+    assert why in _refusal(example_project, tmp_path, **changes)
+
+
+def test_a_message_that_is_not_a_mapping_is_refused() -> None:
+    with pytest.raises(BatchRefused, match="not a mapping"):
+        Batch.read(["run-1", "acme"])
