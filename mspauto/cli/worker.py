@@ -23,8 +23,15 @@ __all__ = ["worker"]
     help="With one --client: serve only that client's hosts at this site (a worker "
     "inside the client's network).",
 )
+@click.option(
+    "--unsigned",
+    is_flag=True,
+    help="Run without the MSP's signing key: the records this worker writes are then "
+    "signed by no one, and each client chain it writes to stays unsigned until a person "
+    "reviews them ('mspauto evidence checkpoint').",
+)
 @pass_app
-def worker(app: Application, clients: tuple[str, ...], site: str | None) -> None:
+def worker(app: Application, clients: tuple[str, ...], site: str | None, unsigned: bool) -> None:
     """Run batches of distributed runs ('--distributed') until SIGTERM.
 
     The worker takes batches from the queues of the clients (and site) it serves, from
@@ -41,6 +48,12 @@ def worker(app: Application, clients: tuple[str, ...], site: str | None) -> None
         app.abort(
             "a worker records into the evidence store the control node reads: set "
             "MSPAUTO_EVIDENCE_URL to the shared PostgreSQL (postgresql+psycopg://...)"
+        )
+    if not settings.signing_key.exists() and not unsigned:
+        app.abort(
+            f"no signing key at {settings.signing_key}: records this worker wrote would "
+            "stop every later checkpoint of their client's chain; give the worker the key "
+            "(MSPAUTO_SIGNING_KEY), or start it with --unsigned knowingly"
         )
     if site is not None and len(clients) != 1:
         app.abort("--site needs exactly one --client (the client whose site it is)")

@@ -29,11 +29,12 @@ def workers(app: Application, wait: float, output: str) -> None:
     broker = app.settings.broker_url
     if not broker:
         app.abort("no broker: set MSPAUTO_BROKER_URL (e.g. amqp://mspauto@HOST//)")
+    from amqp.exceptions import AMQPError
     from kombu.exceptions import OperationalError
 
     try:
         found = live_workers(broker, wait)
-    except (OSError, OperationalError) as exc:
+    except (OSError, OperationalError, AMQPError) as exc:  # refused, login, vhost
         app.abort(f"cannot reach the broker: {exc}")
     if output == "json":
         app.print_json([w.as_dict() for w in found])

@@ -21,7 +21,7 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 
 from mspauto.config import Settings
-from mspauto.distributed.jobs import Batch, client_digest, run_batch
+from mspauto.distributed.jobs import Batch, BatchRefused, client_digest, run_batch
 from mspauto.evidence.store import EvidenceStore
 from mspauto.inventory.resolve import Client, Host
 from mspauto.project import Project, load_project
@@ -82,7 +82,8 @@ def celery_app(broker_url: str, queues: Sequence[str] = ()) -> Celery:
         result_expires=24 * 3600,
         worker_send_task_events=True,
     )
-    app.task(name=TASK)(_run_batch_task)
+    # A refusal is an answer (the control node records it), not an error to log loudly.
+    app.task(name=TASK, throws=(BatchRefused,))(_run_batch_task)
     return app
 
 
@@ -106,8 +107,11 @@ class WorkerScope:
                 names.add(f"mspauto:{client.name}")
         return sorted(names)
 
-    def allows(self, client: str) -> bool:
-        return not self.clients or client in self.clients
+    def allows(self, client: str, site: str | None) -> bool:
+        """Whether a host of ``client`` at ``site`` is this worker's to run."""
+        if self.clients and client not in self.clients:
+            return False
+        return self.site is None or site == self.site
 
 
 class _Worker:
@@ -178,6 +182,8 @@ def start_worker(
         without_mingle=True,
     )
     worker.start()
+    if worker.exitcode:  # e.g. the broker refused its login: not a clean stop
+        raise SystemExit(worker.exitcode)
 
 
 @dataclass(frozen=True)

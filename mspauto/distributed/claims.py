@@ -1,21 +1,27 @@
 """Taking the hosts of a distributed run (``run_host_claims``), so that none runs twice.
 
-A worker takes each host (a unique row) before anything runs on it. A batch delivered
-again (its worker died, the broker restarted) then finds its hosts taken: one whose
-outcome is recorded is left alone, one whose worker was lost before recording it is
-recorded as interrupted (it may have run) and never run again. The control node takes
-every host no worker took yet when it stops a run or gives up waiting, and records them
-itself: a batch that arrives later runs none of them.
+A worker takes each host (a unique row) before anything runs on it, and renews its
+claims while it works on the run (:meth:`HostClaims.keep_alive`). A batch delivered
+again (its worker died, the broker restarted, a batch outlived the broker's consumer
+timeout) then finds its hosts taken: one whose outcome is recorded is left alone; one
+whose owner still renews its claim is left to that owner; one whose owner stopped
+renewing for :data:`CLAIM_LEASE` was lost with its worker, and is recorded as
+interrupted (it may have run) and never run again. The control node takes every host no
+worker took yet when it stops a run or gives up waiting, and records them itself: a
+batch that arrives later runs none of them.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, and_, exists, select
+from sqlalchemy import Engine, and_, exists, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -25,15 +31,20 @@ from mspauto.evidence.records import RecordKind
 from mspauto.evidence.schema import records, run_host_claims
 from mspauto.inventory.resolve import Host
 
-__all__ = ["CONTROL", "HostClaims", "worker_name"]
+__all__ = ["CLAIM_LEASE", "CONTROL", "HostClaims", "worker_name"]
 
 CONTROL = "control:"
 """Owner prefix of hosts the control node took (it records their outcome itself)."""
+CLAIM_LEASE = timedelta(seconds=30)
+"""A claim its owner has not renewed for this long is a lost worker's."""
+RENEW_EVERY = 5.0
+"""Seconds between an owner's renewals of its claims."""
 
 
 def worker_name() -> str:
-    """This worker process, as a claim's owner: host and process."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This worker process, as a claim's owner: host, process and a token of this
+    batch (a redelivery to the same process is another owner)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
 
 
 class HostClaims:
@@ -49,22 +60,36 @@ class HostClaims:
         try:
             with self.engine.begin() as conn:
                 # Straight to the driver: a claim is taken before every host, and the
-                # ORM-free Core statement still cost a third of a millisecond more.
+                # Core statement cost a third of a millisecond more.
                 marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+                now = _stamp()
                 conn.exec_driver_sql(
-                    f"INSERT INTO {run_host_claims.name} (run_id, host, owner, claimed_at) "
-                    f"VALUES ({', '.join([marker] * 4)})",
-                    (self.run_id, host.name, self.owner, _now()),
+                    f"INSERT INTO {run_host_claims.name} (run_id, host, owner, claimed_at, "
+                    f"alive_at) VALUES ({', '.join([marker] * 5)})",
+                    (self.run_id, host.name, self.owner, now, now),
                 )
             return Claim.MINE
         except IntegrityError:
             pass
+        # Taken already. While its owner renews the claim, the host is its owner's to
+        # record: wait for the record (a batch delivered twice at once), or for the
+        # lease to run out (the owner was lost with the host's outcome).
+        while True:
+            recorded, owner, alive_at = self._state(host)
+            if recorded or owner is None or owner.startswith(CONTROL):
+                return Claim.DONE  # recorded, or the control node records it
+            if alive_at <= _stamp(datetime.now(UTC) - CLAIM_LEASE):
+                return Claim.LOST
+            time.sleep(1.0)
+
+    def _state(self, host: Host) -> tuple[bool, str | None, str]:
+        """Whether the host's outcome is recorded, its claim's owner and last renewal."""
         with self.engine.connect() as conn:
-            owner = conn.execute(
-                select(run_host_claims.c.owner).where(
+            claim = conn.execute(
+                select(run_host_claims.c.owner, run_host_claims.c.alive_at).where(
                     run_host_claims.c.run_id == self.run_id, run_host_claims.c.host == host.name
                 )
-            ).scalar()
+            ).first()
             recorded = conn.execute(
                 select(
                     exists().where(
@@ -76,25 +101,52 @@ class HostClaims:
                     )
                 )
             ).scalar()
-        if recorded or str(owner).startswith(CONTROL):
-            return Claim.DONE  # recorded, or the control node records it
-        return Claim.LOST
+        if claim is None:
+            return bool(recorded), None, ""
+        return bool(recorded), str(claim.owner), str(claim.alive_at)
+
+    @contextmanager
+    def keep_alive(self) -> Iterator[None]:
+        """Renew this owner's claims every :data:`RENEW_EVERY` seconds while inside."""
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(RENEW_EVERY):
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(
+                            update(run_host_claims)
+                            .where(
+                                run_host_claims.c.run_id == self.run_id,
+                                run_host_claims.c.owner == self.owner,
+                            )
+                            .values(alive_at=_stamp())
+                        )
+                except Exception:  # the database is away: the next renewal tries again
+                    continue
+
+        thread = threading.Thread(target=renew, name="claims-renewal", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def take_the_rest(self, hosts: Sequence[str], why: str) -> list[str]:
         """For the control node: take every host of ``hosts`` no worker took yet (a
         stop, or no worker came); those it took, which it must record itself."""
-        table, rows = (
-            run_host_claims,
-            [
-                {
-                    "run_id": self.run_id,
-                    "host": name,
-                    "owner": f"{CONTROL}{why}",
-                    "claimed_at": _now(),
-                }
-                for name in hosts
-            ],
-        )
+        table, now = run_host_claims, _stamp()
+        rows = [
+            {
+                "run_id": self.run_id,
+                "host": name,
+                "owner": f"{CONTROL}{why}",
+                "claimed_at": now,
+                "alive_at": now,
+            }
+            for name in hosts
+        ]
         if not rows:
             return []
         insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
@@ -118,5 +170,6 @@ class HostClaims:
             return {row.host: row.owner for row in rows}
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+def _stamp(at: datetime | None = None) -> str:
+    """A UTC time as stored: fixed width, so text order is time order."""
+    return (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

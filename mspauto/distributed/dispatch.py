@@ -19,15 +19,16 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
 from kombu.exceptions import OperationalError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from mspauto.config import Settings
 from mspauto.distributed.app import TASK, celery_app, queue_for, queue_named
@@ -59,6 +60,8 @@ SPREAD = 8
 so that the workers serving it share a run (200 hosts: 8 batches of 25)."""
 POLL = 0.2
 """Seconds between looks at the store while workers run."""
+STORE_TRIES = 30
+"""Looks at a store that fails (2 s apart) before the control node gives up following."""
 
 
 @dataclass
@@ -88,10 +91,11 @@ class DistributedExecutor:
                 "amqp://mspauto@127.0.0.1//), or run without --distributed"
             )
         self.app = celery_app(settings.broker_url)
+        connection = self.app.connection_for_write()
         try:  # now, in one line, rather than after the run's start is recorded
-            with self.app.connection_for_write() as connection:
+            with connection:
                 connection.ensure_connection(max_retries=1)
-        except (OSError, OperationalError) as exc:
+        except (OSError, OperationalError, *connection.connection_errors) as exc:
             raise EngineError(f"cannot reach the broker: {exc}") from None
         self.project = project
         self.job = dict(job)
@@ -106,7 +110,6 @@ class DistributedExecutor:
         progress: Progress | None,
         on_result: ResultHook | None,
     ) -> RunOutcome:
-        del on_result  # the workers judge; their records are read back
         transport.close()  # this node connects to no host
         if store is None:
             raise EngineError("a distributed run needs the evidence store: workers record there")
@@ -120,7 +123,9 @@ class DistributedExecutor:
         digest = client_digest(self.project, spec.client)
         writer = EvidenceWriter(store)
         writer.submit(run_started_record(spec, run_id))
-        follow = _Follow(spec, run_id, store, writer, progress)
+        # The workers judge each host; ``on_result`` here only judges the hosts this
+        # node takes back (not run: unchecked), as an in-process run would.
+        follow = _Follow(spec, run_id, store, writer, progress, on_result, self._consumers)
         status, evidence_error = RunStatus.INTERRUPTED, None
         progress.started(len(spec.hosts))
         try:
@@ -145,7 +150,22 @@ class DistributedExecutor:
                 evidence_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
         return RunOutcome(run_id, spec.client.name, status, results, evidence_error, remote=True)
 
+    def _consumers(self, queue: str) -> int | None:
+        """How many workers consume ``queue`` now, as the broker says (None: it cannot)."""
+        try:
+            with self.app.connection_for_write() as connection, connection.channel() as channel:
+                declared = channel.queue_declare(queue=queue, passive=True)
+            return int(declared.consumer_count)
+        except Exception:  # the broker is away or the queue gone: nothing to tell
+            return None
+
     def _send(self, spec: RunSpec, run_id: str, digest: str) -> list[_Sent]:
+        # Every host one after another, as slow as its limits allow, plus the queue
+        # wait: a bound no batch of this run can still be useful after.
+        per_host = spec.timeout * (spec.retries + 1) + 5.0 * spec.retries
+        expires = datetime.now(UTC) + timedelta(
+            seconds=per_host * len(spec.hosts) + self.queue_wait
+        )
         by_queue: dict[str, list[Host]] = {}
         for host in spec.hosts:
             by_queue.setdefault(queue_for(host), []).append(host)
@@ -156,7 +176,11 @@ class DistributedExecutor:
                 names = tuple(h.name for h in hosts[start : start + size])
                 batch = Batch(run_id, spec.client.name, names, self.job, digest)
                 result = self.app.send_task(
-                    TASK, args=[batch.message()], queue=queue_named(queue), routing_key=queue
+                    TASK,
+                    args=[batch.message()],
+                    queue=queue_named(queue),
+                    routing_key=queue,
+                    expires=expires,  # a batch nobody took by then is not run late
                 )
                 sent.append(_Sent(batch, queue, result))
         return sent
@@ -164,11 +188,12 @@ class DistributedExecutor:
     def _deadline(self, spec: RunSpec, sent: Sequence[_Sent]) -> float:
         """When hosts no worker took are given up: each queue's batches one after
         another, every host as slow as its time limit allows, plus the queue wait."""
-        per_host = spec.timeout * (spec.retries + 1)
+        per_host = spec.timeout * (spec.retries + 1) + 5.0 * spec.retries  # and backoff
+        parallel = max(1, min(spec.forks, spec.client.spec.max_parallel or spec.forks))
         longest = 0.0
         for queue in {s.queue for s in sent}:
             batches = [s.batch for s in sent if s.queue == queue]
-            rounds = sum(math.ceil(len(b.hosts) / max(1, spec.forks)) for b in batches)
+            rounds = sum(math.ceil(len(b.hosts) / parallel) for b in batches)
             longest = max(longest, rounds * per_host)
         return time.monotonic() + longest + self.queue_wait
 
@@ -178,8 +203,12 @@ class _Stalled:
     theirs wait (a queue makes progress while some worker takes its hosts, however
     many batches are ahead of the last)."""
 
-    def __init__(self, sent: Sequence[_Sent], wait: float) -> None:
+    def __init__(
+        self, sent: Sequence[_Sent], wait: float, consumers: Callable[[str], int | None]
+    ) -> None:
         self.wait = wait
+        self.consumers = consumers
+        """How many workers consume a queue now (None: the broker cannot say)."""
         self.hosts: dict[str, list[str]] = {}
         for item in sent:
             self.hosts.setdefault(item.queue, []).extend(item.batch.hosts)
@@ -196,8 +225,12 @@ class _Stalled:
                 self.progress[queue] = (count, now)
                 continue
             waiting = [h for h in hosts if h not in taken and h not in recorded]
-            if waiting and now - since > self.wait:
-                stalled.append(waiting)
+            if not waiting or now - since <= self.wait:
+                continue
+            if self.consumers(queue):  # a worker serves it, busy with batches ahead
+                self.progress[queue] = (seen, now)
+                continue
+            stalled.append(waiting)
         return stalled
 
 
@@ -211,9 +244,12 @@ class _Follow:
         store: EvidenceStore,
         writer: EvidenceWriter,
         progress: Progress,
+        on_result: ResultHook | None,
+        consumers: Callable[[str], int | None],
     ) -> None:
         self.spec, self.run_id, self.store = spec, run_id, store
-        self.writer, self.progress = writer, progress
+        self.writer, self.progress, self.on_result = writer, progress, on_result
+        self.consumers = consumers
         self.hosts = {h.name: h for h in spec.hosts}
         self.results: dict[str, CommandResult] = {}
         self.claims = HostClaims(store.engine, run_id, CONTROL)
@@ -223,7 +259,7 @@ class _Follow:
 
     def until_done(self, sent: Sequence[_Sent], deadline: float, queue_wait: float) -> None:
         last_call: float | None = None
-        stalled = _Stalled(sent, queue_wait)
+        stalled = _Stalled(sent, queue_wait, self.consumers)
         while len(self.results) < len(self.hosts):
             self.read_recorded()
             for hosts in stalled.queues(self.claims.taken(), self.results):
@@ -240,7 +276,7 @@ class _Follow:
                     "stopped", ErrorKind.NOT_STARTED, "the run was stopped before this host's turn"
                 )
             for item in sent:
-                if item.failed is None and item.result.failed():
+                if item.failed is None and _failed(item.result):
                     item.failed = _why(item.result)
                     self.take_back(
                         item.batch.hosts,
@@ -265,7 +301,21 @@ class _Follow:
         self.read_recorded()
 
     def read_recorded(self) -> None:
-        """Take in the host records written since the last look."""
+        """Take in the host records written since the last look; a store away for a
+        while is waited for (the workers keep recording), then one line."""
+        for attempt in range(STORE_TRIES):
+            try:
+                return self._read_recorded()
+            except (OSError, SQLAlchemyError) as exc:
+                if attempt == STORE_TRIES - 1:
+                    raise EngineError(
+                        f"lost the evidence store while following run {self.run_id[:8]}: "
+                        f"{str(exc).strip().splitlines()[0]}; the workers record its hosts "
+                        f"('mspauto runs show {self.run_id[:8]}' once it is back)"
+                    ) from None
+                time.sleep(2.0)
+
+    def _read_recorded(self) -> None:
         with self.store.engine.connect() as conn:
             rows = conn.execute(
                 select(records.c.seq, records.c.host, records.c.payload)
@@ -297,6 +347,8 @@ class _Follow:
             result = CommandResult.failure(name, self.spec.command_for(host), error, message)
             self.results[name] = result
             self.writer.submit(host_record(self.spec, self.run_id, host, result))
+            for record in self.on_result(self.run_id, host, result) if self.on_result else ():
+                self.writer.submit(record)
             self.progress.host_done(result)
 
     def take_back_the_rest(self, why: str, error: ErrorKind, message: str) -> None:
@@ -350,6 +402,15 @@ def _time(text: str) -> datetime:
 
 def _loads(payload: Any) -> Mapping[str, Any]:
     return json.loads(payload) if isinstance(payload, str) else dict(payload)
+
+
+def _failed(result: Any) -> bool:
+    """Whether a batch's task failed (a worker refused it). The run is followed through
+    the store, so a broker that went away only hides refusals: never an error here."""
+    try:
+        return bool(result.failed())
+    except Exception:
+        return False
 
 
 def _why(result: Any) -> str:

@@ -144,6 +144,11 @@ def _drill(project: Project, store: EvidenceStore, batch: Batch) -> Any:
     )
 
 
+def _sites(project: Project, client: str) -> set[str | None]:
+    known = project.inventory.clients.get(client)
+    return set() if known is None else {h.site for h in known.hosts.values()}
+
+
 def _check_factories() -> dict[str, CheckFactory]:
     return {"baseline": _baseline, "backup": _backup, "backup-drill": _drill}
 
@@ -189,12 +194,14 @@ def run_batch(
     batch: Batch,
     project: Project,
     store: EvidenceStore,
-    allowed: Callable[[str], bool],
+    allowed: Callable[[str, str | None], bool],
     digest: Callable[[Project, Client], str] = client_digest,
 ) -> dict[str, Any]:
     """Run ``batch`` here (a worker): its hosts' records go to ``store``. What it did, in
     a few counts (the evidence holds the rest); :class:`BatchRefused` when it may not."""
-    if not allowed(batch.client):
+    if not allowed(batch.client, None) and not any(
+        allowed(batch.client, site) for site in _sites(project, batch.client)
+    ):
         raise BatchRefused(f"this worker does not serve client {batch.client!r}")
     client = project.inventory.clients.get(batch.client)
     if client is None:
@@ -208,6 +215,9 @@ def run_batch(
     if unknown:
         raise BatchRefused(f"hosts not in client {batch.client!r}: {', '.join(unknown)}")
     hosts = [client.hosts[name] for name in batch.hosts]
+    elsewhere = [h.name for h in hosts if not allowed(batch.client, h.site)]
+    if elsewhere:
+        raise BatchRefused(f"hosts at a site this worker does not serve: {', '.join(elsewhere)}")
     claims = HostClaims(store.engine, batch.run_id, worker_name())
     job = batch.job
     kind = job.get("kind")
@@ -220,9 +230,10 @@ def run_batch(
         _progress: Progress | None,
         on_result: ResultHook | None,
     ) -> RunOutcome:
-        done = run_hosts(
-            spec, transport, store, batch.run_id, on_result=on_result, claim=claims.take
-        )
+        with claims.keep_alive():
+            done = run_hosts(
+                spec, transport, store, batch.run_id, on_result=on_result, claim=claims.take
+            )
         results.update(done)
         return RunOutcome(batch.run_id, batch.client, RunStatus.COMPLETED, list(done.values()))
 

@@ -149,6 +149,9 @@ run_host_claims = Table(
     Column("host", String(255), primary_key=True),
     Column("owner", String(300), nullable=False),
     Column("claimed_at", String(40), nullable=False),
+    Column("alive_at", String(40), nullable=False),
+    # Its owner renews this while it works on the run: a claim not renewed for
+    # CLAIM_LEASE is a lost worker's.
 )
 
 # Each event once per channel: its key and the channel are the row's key, so an event

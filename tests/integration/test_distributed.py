@@ -419,3 +419,13 @@ def test_concurrent_runs_keep_every_chain_whole_and_signed(node: Node) -> None:
     verified = node.mspauto("evidence", "verify")
     assert verified.returncode == 0, verified.stderr
     assert "warning" not in verified.stderr, verified.stderr
+
+
+def test_a_busy_worker_is_not_taken_for_a_missing_one(node: Node) -> None:
+    """One worker, hosts one at a time, each slower than the queue wait: the queue makes
+    no progress for longer than MSPAUTO_QUEUE_WAIT, but a worker consumes it, so no
+    host is taken back."""
+    node.worker("--client", "acme")
+    done = node.mspauto("exec", *ONE_AT_A_TIME, "--shell", "sleep 3", MSPAUTO_QUEUE_WAIT="1")
+    outcome = _json(done)
+    assert [r["error"] for r in outcome["results"]] == [None, None, None], outcome

@@ -224,3 +224,15 @@ def test_remediation_is_not_distributed_yet_and_says_so(example_project: Path) -
     assert result.stderr == (
         "error: --remediate runs in this process for now: run it without --distributed\n"
     )
+
+
+def test_a_worker_without_the_signing_key_starts_only_when_told(
+    example_project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MSPAUTO_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("MSPAUTO_BROKER_URL", "amqp://guest:guest@127.0.0.1:1//")
+    monkeypatch.setenv("MSPAUTO_EVIDENCE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/x")
+    result = run(example_project, "worker")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: no signing key at ")
+    assert "start it with --unsigned knowingly" in result.stderr

@@ -3,6 +3,8 @@ the broker, and whoever can publish there could send anything (issue 14)."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ def _refusal(example_project: Path, tmp_path: Path, **changes: Any) -> str:
     store = EvidenceStore(f"sqlite:///{tmp_path / 'evidence.db'}")
     try:
         with pytest.raises(BatchRefused) as refused:
-            run_batch(Batch.read(message), project, store, lambda client: client == "acme")
+            run_batch(Batch.read(message), project, store, lambda client, _site: client == "acme")
     finally:
         store.close()
     return str(refused.value)
@@ -59,3 +61,38 @@ def test_a_batch_the_worker_may_not_run_is_refused_in_one_line(
 def test_a_message_that_is_not_a_mapping_is_refused() -> None:
     with pytest.raises(BatchRefused, match="not a mapping"):
         Batch.read(["run-1", "acme"])
+
+
+def test_a_host_another_delivery_is_running_is_left_to_it_until_its_lease_runs_out(
+    example_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch delivered twice at once (a broker that lost a live worker's connection):
+    the second delivery never records a host the first is still running; it waits for
+    the first's record, and calls the host lost only once its lease ran out."""
+    from datetime import UTC, datetime, timedelta
+
+    from mspauto.distributed import claims
+    from mspauto.distributed.claims import HostClaims
+    from mspauto.engine import Claim
+    from mspauto.evidence.store import NewRecord
+
+    monkeypatch.setattr(claims, "CLAIM_LEASE", timedelta(seconds=2))
+    project = load_project(Settings.load(example_project))
+    web1, web2 = sorted(project.inventory.clients["acme"].hosts.values(), key=lambda h: h.name)[:2]
+    store = EvidenceStore(f"sqlite:///{tmp_path / 'evidence.db'}")
+    try:
+        first, second = (HostClaims(store.engine, "run-1", owner) for owner in ("a", "b"))
+        assert first.take(web1) is Claim.MINE and first.take(web2) is Claim.MINE
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(second.take, web1)
+            time.sleep(0.5)
+            assert not waiting.done()  # the first delivery's lease holds
+            store.append(
+                [NewRecord("acme", "host_result", "run-1", datetime.now(UTC), {}, host=web1.name)]
+            )
+            assert waiting.result(timeout=10) is Claim.DONE  # its record came: left alone
+        started = time.monotonic()
+        assert second.take(web2) is Claim.LOST  # never recorded, lease expired
+        assert time.monotonic() - started >= 1.0
+    finally:
+        store.close()

@@ -28,6 +28,7 @@ def upgrade() -> None:
             sa.Column("host", sa.String(255), primary_key=True),
             sa.Column("owner", sa.String(300), nullable=False),
             sa.Column("claimed_at", sa.String(40), nullable=False),
+            sa.Column("alive_at", sa.String(40), nullable=False),
         )
 
 
