@@ -267,9 +267,8 @@ class _Follow:
                     hosts,
                     "no-worker",
                     ErrorKind.NOT_STARTED,
-                    f"no worker took a host from this host's queue for {queue_wait:g} s: no "
-                    "worker serves it, or the broker dropped the batch after its delivery "
-                    "limit",
+                    f"no worker serves this host's queue: none consumed it, and no host "
+                    f"was taken from it for {queue_wait:g} s",
                 )
             if self.stop.is_set():
                 self.take_back_the_rest(

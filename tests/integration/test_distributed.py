@@ -252,7 +252,10 @@ def test_a_worker_for_one_client_never_receives_another_clients_work(node: Node)
     outcome = _json(done)
     (result,) = outcome["results"]
     assert result["error"] == "not_started"
-    assert "no worker took a host from this host's queue for 3 s" in result["message"]
+    assert result["message"] == (
+        "no worker serves this host's queue: none consumed it, and no host was taken from "
+        "it for 3 s"
+    )
     assert "Task mspauto.run_batch" not in node.log_of(acme)
     # A globex worker started later finds the batch, but runs nothing: its host was
     # taken back and recorded by the control node.
