@@ -63,6 +63,10 @@ class Settings:
     ``amqp://mspauto@broker.msp.example//``); None: every run is in-process."""
     distributed: bool = False
     """Send runs' batches to the workers (``$MSPAUTO_DISTRIBUTED=1``, or ``--distributed``)."""
+    claim_lease: float = 30.0
+    """Seconds a worker's claim on a host holds without being renewed
+    (``$MSPAUTO_CLAIM_LEASE``): after that its worker counts as lost. The same on every
+    worker."""
     queue_wait: float = 600.0
     """Seconds a batch may wait for a worker beyond the time its hosts may take
     (``$MSPAUTO_QUEUE_WAIT``); then its hosts are recorded as not run."""
@@ -107,6 +111,7 @@ class Settings:
             broker_url=env.get("MSPAUTO_BROKER_URL") or None,
             distributed=env.get("MSPAUTO_DISTRIBUTED", "") in ("1", "true", "yes"),
             queue_wait=_seconds(env, "MSPAUTO_QUEUE_WAIT", 600.0),
+            claim_lease=_seconds(env, "MSPAUTO_CLAIM_LEASE", 30.0),
         )
 
 

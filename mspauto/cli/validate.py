@@ -84,15 +84,16 @@ def _settings_problems(settings: Settings) -> list[Problem]:
         )
     except WitnessSettingError as exc:
         problems.append(Problem(Location(f"${exc.variable}"), "", exc.message))
-    wait = os.environ.get("MSPAUTO_QUEUE_WAIT", "")
-    if wait and not _positive(wait):
-        problems.append(
-            Problem(
-                Location("$MSPAUTO_QUEUE_WAIT"),
-                "",
-                f"'{wait}' is not a number of seconds over 0 (e.g. 600)",
+    for variable, example in (("MSPAUTO_QUEUE_WAIT", 600), ("MSPAUTO_CLAIM_LEASE", 30)):
+        value = os.environ.get(variable, "")
+        if value and not _positive(value):
+            problems.append(
+                Problem(
+                    Location(f"${variable}"),
+                    "",
+                    f"'{value}' is not a number of seconds over 0 (e.g. {example})",
+                )
             )
-        )
     return problems
 
 

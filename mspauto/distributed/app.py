@@ -15,6 +15,7 @@ import os
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
@@ -159,8 +160,14 @@ def _run_batch_task(message: Mapping[str, Any]) -> dict[str, Any]:
     if not _running:
         raise RuntimeError("mspauto.run_batch runs only in 'mspauto worker'")
     worker = _running[0]
+    lease = timedelta(seconds=worker.settings.claim_lease)
     return run_batch(
-        Batch.read(message), worker.project(), worker.store, worker.scope.allows, worker.digest
+        Batch.read(message),
+        worker.project(),
+        worker.store,
+        worker.scope.allows,
+        worker.digest,
+        lease,
     )
 
 

@@ -5,7 +5,7 @@ claims while it works on the run (:meth:`HostClaims.keep_alive`). A batch delive
 again (its worker died, the broker restarted, a batch outlived the broker's consumer
 timeout) then finds its hosts taken: one whose outcome is recorded is left alone; one
 whose owner still renews its claim is left to that owner; one whose owner stopped
-renewing for :data:`CLAIM_LEASE` was lost with its worker, and is recorded as
+renewing for its lease (:data:`CLAIM_LEASE`) was lost with its worker, and is recorded as
 interrupted (it may have run) and never run again. The control node takes every host no
 worker took yet when it stops a run or gives up waiting, and records them itself: a
 batch that arrives later runs none of them.
@@ -36,9 +36,8 @@ __all__ = ["CLAIM_LEASE", "CONTROL", "HostClaims", "worker_name"]
 CONTROL = "control:"
 """Owner prefix of hosts the control node took (it records their outcome itself)."""
 CLAIM_LEASE = timedelta(seconds=30)
-"""A claim its owner has not renewed for this long is a lost worker's."""
-RENEW_EVERY = 5.0
-"""Seconds between an owner's renewals of its claims."""
+"""A claim its owner has not renewed for this long is a lost worker's (the default of
+``MSPAUTO_CLAIM_LEASE``); owners renew theirs six times per lease."""
 
 
 def worker_name() -> str:
@@ -50,10 +49,13 @@ def worker_name() -> str:
 class HostClaims:
     """The claims of one run, in the database behind ``engine``."""
 
-    def __init__(self, engine: Engine, run_id: str, owner: str) -> None:
+    def __init__(
+        self, engine: Engine, run_id: str, owner: str, lease: timedelta = CLAIM_LEASE
+    ) -> None:
         self.engine = engine
         self.run_id = run_id
         self.owner = owner
+        self.lease = lease
 
     def take(self, host: Host) -> Claim:
         """Take ``host`` for this worker, or say what became of it."""
@@ -78,7 +80,7 @@ class HostClaims:
             recorded, owner, alive_at = self._state(host)
             if recorded or owner is None or owner.startswith(CONTROL):
                 return Claim.DONE  # recorded, or the control node records it
-            if alive_at <= _stamp(datetime.now(UTC) - CLAIM_LEASE):
+            if alive_at <= _stamp(datetime.now(UTC) - self.lease):
                 return Claim.LOST
             time.sleep(1.0)
 
@@ -107,11 +109,11 @@ class HostClaims:
 
     @contextmanager
     def keep_alive(self) -> Iterator[None]:
-        """Renew this owner's claims every :data:`RENEW_EVERY` seconds while inside."""
+        """Renew this owner's claims six times per lease while inside."""
         stop = threading.Event()
 
         def renew() -> None:
-            while not stop.wait(RENEW_EVERY):
+            while not stop.wait(self.lease.total_seconds() / 6):
                 try:
                     with self.engine.begin() as conn:
                         conn.execute(

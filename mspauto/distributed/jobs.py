@@ -15,11 +15,11 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from mspauto.checks.pipeline import RunOptions, run_checks, scope_client
-from mspauto.distributed.claims import HostClaims, worker_name
+from mspauto.distributed.claims import CLAIM_LEASE, HostClaims, worker_name
 from mspauto.engine import RunOutcome, RunSpec, run_hosts
 from mspauto.engine.progress import Progress
 from mspauto.engine.run import ResultHook
@@ -196,6 +196,7 @@ def run_batch(
     store: EvidenceStore,
     allowed: Callable[[str, str | None], bool],
     digest: Callable[[Project, Client], str] = client_digest,
+    lease: timedelta = CLAIM_LEASE,
 ) -> dict[str, Any]:
     """Run ``batch`` here (a worker): its hosts' records go to ``store``. What it did, in
     a few counts (the evidence holds the rest); :class:`BatchRefused` when it may not."""
@@ -218,7 +219,7 @@ def run_batch(
     elsewhere = [h.name for h in hosts if not allowed(batch.client, h.site)]
     if elsewhere:
         raise BatchRefused(f"hosts at a site this worker does not serve: {', '.join(elsewhere)}")
-    claims = HostClaims(store.engine, batch.run_id, worker_name())
+    claims = HostClaims(store.engine, batch.run_id, worker_name(), lease)
     job = batch.job
     kind = job.get("kind")
     results: dict[str, Any] = {}

@@ -64,24 +64,24 @@ def test_a_message_that_is_not_a_mapping_is_refused() -> None:
 
 
 def test_a_host_another_delivery_is_running_is_left_to_it_until_its_lease_runs_out(
-    example_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    example_project: Path, tmp_path: Path
 ) -> None:
     """A batch delivered twice at once (a broker that lost a live worker's connection):
     the second delivery never records a host the first is still running; it waits for
     the first's record, and calls the host lost only once its lease ran out."""
     from datetime import UTC, datetime, timedelta
 
-    from mspauto.distributed import claims
     from mspauto.distributed.claims import HostClaims
     from mspauto.engine import Claim
     from mspauto.evidence.store import NewRecord
 
-    monkeypatch.setattr(claims, "CLAIM_LEASE", timedelta(seconds=2))
     project = load_project(Settings.load(example_project))
     web1, web2 = sorted(project.inventory.clients["acme"].hosts.values(), key=lambda h: h.name)[:2]
     store = EvidenceStore(f"sqlite:///{tmp_path / 'evidence.db'}")
     try:
-        first, second = (HostClaims(store.engine, "run-1", owner) for owner in ("a", "b"))
+        first, second = (
+            HostClaims(store.engine, "run-1", owner, timedelta(seconds=2)) for owner in "ab"
+        )
         assert first.take(web1) is Claim.MINE and first.take(web2) is Claim.MINE
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(second.take, web1)
