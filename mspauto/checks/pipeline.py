@@ -259,8 +259,13 @@ def run_checks(
         )
         if outcome.remote and store is not None:
             # Workers judged each host and recorded its findings: those are the truth.
+            # (Hosts this node took back were judged here, their records written.)
+            here = set(judged)
             for record in store.records(run_id=outcome.run_id, kind=RecordKind.FINDINGS):
                 judged[record.host] = read_host_findings(record.kind, record.payload)
+            remote = {name: f for name, f in judged.items() if name not in here}
+            if also_record is not None and not run.evidence_error:
+                run.evidence_error = _record_also(store, scope, outcome.run_id, remote, also_record)
     for host_scope in scope.hosts:
         name = host_scope.host.name
         if name in judged:
@@ -283,6 +288,35 @@ def _judge_safely(
         return replace(check.judge(host, plan, failed), unchecked=f"internal_error: {why}")
     except Exception:
         return HostFindings(check.kind, host.name, (), f"internal_error: {why}")
+
+
+def _record_also(
+    store: EvidenceStore,
+    scope: ClientScope,
+    run_id: str,
+    judged: Mapping[str, HostFindings],
+    also_record: ExtraRecords,
+) -> str | None:
+    """Write what this node adds to the findings workers recorded (``also_record``),
+    signed at once; the store's error in one line, or None."""
+    by_name = {s.host.name: s.host for s in scope.hosts}
+    added = [
+        record
+        for name, findings in judged.items()
+        if name in by_name
+        for record in _records(scope.client.name, run_id, by_name[name], findings, also_record)
+        if record.kind == RecordKind.CHANGE_RESULT
+    ]
+    if not added:
+        return None
+    try:
+        store.append(added)
+        if store.notary is not None:
+            store.checkpoint(scope.client.name)
+    except Exception as exc:  # the store failed: say so, keep the results (as the engine)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"{type(exc).__name__}: {first}"
+    return None
 
 
 def _records(

@@ -218,6 +218,22 @@ class Application:
         except EngineError as exc:
             self.abort(str(exc))
 
+    def dispatcher(
+        self, project: Project, distributed: bool
+    ) -> Callable[[Mapping[str, Any]], Executor] | None:
+        """For commands made of several runs (``patch``): who carries out each, given
+        its job; None: this process. Checked at once (a missing broker is one line)."""
+        if not (distributed or self.settings.distributed):
+            return None
+        self.executor(project, {}, distributed)
+
+        def dispatch(job: Mapping[str, Any]) -> Executor:
+            executor = self.executor(project, job, distributed)
+            assert executor is not None
+            return executor
+
+        return dispatch
+
     def abort(self, message: str, code: int = 1) -> NoReturn:
         """Stop with one clear line on stderr."""
         click.echo(f"error: {message}", err=True)

@@ -10,6 +10,7 @@ import click
 
 from mspauto.cli.application import (
     Application,
+    distributed_option,
     exit_if_stopped,
     forks_option,
     format_option,
@@ -69,6 +70,7 @@ _ACTION_ORDER = {
 )
 @timeout_option(600.0, "the scan or the install")
 @forks_option()
+@distributed_option()
 @format_option("table", "json")
 @click.pass_context
 def patch(
@@ -82,6 +84,7 @@ def patch(
     lock_timeout: int,
     timeout: float,
     forks: int,
+    distributed: bool,
     output: str,
 ) -> None:
     """Scan a client's hosts for pending updates, decide each by its patch policy
@@ -129,6 +132,7 @@ def patch(
     for warning in sources.stale(datetime.now(UTC), timedelta(days=SOURCE_MAX_AGE_DAYS)):
         click.echo(f"warning: {warning}", err=True)
     root = project.settings.root
+    dispatch = app.dispatcher(project, distributed)
     with app.evidence_store(writable=True) as store:
         if dry_run:
             report = scan_client(
@@ -140,6 +144,7 @@ def patch(
                 options=options,
                 lock_timeout=lock_timeout,
                 sources=sources,
+                dispatch=dispatch,
             )
         else:
             report = patch_client(
@@ -154,6 +159,7 @@ def patch(
                 lock_timeout=lock_timeout,
                 sources=sources,
                 resume=reason.strip() if resume_rollout and reason else None,
+                dispatch=dispatch,
             )
     if output == "json":
         app.print_json(report.as_dict())

@@ -166,6 +166,9 @@ class DistributedExecutor:
         expires = datetime.now(UTC) + timedelta(
             seconds=per_host * len(spec.hosts) + self.queue_wait
         )
+        # The run's own limits: the caller's job may not know them (a reboot's time
+        # limit is the policy's reconnect wait).
+        job = {**self.job, "timeout": spec.timeout, "retries": spec.retries, "forks": spec.forks}
         by_queue: dict[str, list[Host]] = {}
         for host in spec.hosts:
             by_queue.setdefault(queue_for(host), []).append(host)
@@ -174,7 +177,7 @@ class DistributedExecutor:
             size = min(self.batch_size, max(1, math.ceil(len(hosts) / SPREAD)))
             for start in range(0, len(hosts), size):
                 names = tuple(h.name for h in hosts[start : start + size])
-                batch = Batch(run_id, spec.client.name, names, self.job, digest)
+                batch = Batch(run_id, spec.client.name, names, job, digest)
                 result = self.app.send_task(
                     TASK,
                     args=[batch.message()],

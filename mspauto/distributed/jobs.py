@@ -25,7 +25,7 @@ from mspauto.engine.progress import Progress
 from mspauto.engine.run import ResultHook
 from mspauto.evidence.records import RunStatus
 from mspauto.evidence.store import EvidenceStore, canonical_json
-from mspauto.inventory.resolve import Client
+from mspauto.inventory.resolve import Client, Host
 from mspauto.project import Project
 from mspauto.transport import transport_for
 from mspauto.transport.base import Transport
@@ -144,13 +144,69 @@ def _drill(project: Project, store: EvidenceStore, batch: Batch) -> Any:
     )
 
 
+def _patch(project: Project, store: EvidenceStore, batch: Batch) -> Any:
+    from mspauto.patching.apply import patch_check
+    from mspauto.patching.severity import SeveritySourceError
+
+    job = batch.job
+    try:
+        sources = _severity_sources(project)
+    except SeveritySourceError as exc:
+        raise BatchRefused(f"this worker's severity sources cannot be used: {exc}") from None
+    mine = sorted(s.sha256 for s in sources.snapshots)
+    if mine != sorted(str(h) for h in job.get("sources", ())):
+        raise BatchRefused(
+            "this worker's severity sources differ from the control node's (the Debian "
+            "tracker or KEV copy): give both the same files"
+        )
+    phase = job.get("phase", "pre")
+    lock_timeout = job.get("lock_timeout", 120)
+    if phase not in ("pre", "post") or not _whole(lock_timeout, 0, 3600):
+        raise BatchRefused(f"a malformed batch message (phase {phase!r}, lock {lock_timeout!r})")
+    client = project.inventory.clients[batch.client]
+    return patch_check(
+        store,
+        batch.client,
+        batch.hosts,
+        contract=project.contracts().get(client.spec.contract),
+        now=datetime.fromisoformat(str(job["now"])),
+        sources=sources,
+        lock_timeout=lock_timeout,
+        phase=phase,
+    )
+
+
+def _whole(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+_SOURCES: dict[tuple[object, ...], Any] = {}
+
+
+def _severity_sources(project: Project) -> Any:
+    """The severity sources this worker's settings name, read again only when a file
+    changed (the Debian tracker's copy is tens of megabytes)."""
+    from mspauto.patching.severity import SeveritySources
+
+    settings = project.settings
+    stamp = tuple(
+        (str(path), path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else path
+        for path in (settings.debian_tracker, settings.kev_catalog)
+        if path is not None
+    )
+    if stamp not in _SOURCES:
+        _SOURCES.clear()
+        _SOURCES[stamp] = SeveritySources.from_settings(settings)
+    return _SOURCES[stamp]
+
+
 def _sites(project: Project, client: str) -> set[str | None]:
     known = project.inventory.clients.get(client)
     return set() if known is None else {h.site for h in known.hosts.values()}
 
 
 def _check_factories() -> dict[str, CheckFactory]:
-    return {"baseline": _baseline, "backup": _backup, "backup-drill": _drill}
+    return {"baseline": _baseline, "backup": _backup, "backup-drill": _drill, "patch": _patch}
 
 
 @dataclass(frozen=True)
@@ -188,6 +244,55 @@ def _text(job: Mapping[str, Any], name: str) -> str:
     if not isinstance(value, str):
         raise BatchRefused(f"a malformed batch message ({name} is not text)")
     return value
+
+
+def _run_of(
+    kind: str,
+    project: Project,
+    store: EvidenceStore,
+    client: Client,
+    hosts: list[Host],
+    job: Mapping[str, Any],
+    limits: _Limits,
+) -> tuple[RunSpec, Transport]:
+    """The run of an ad-hoc command, or of a patch install or reboot (its play built
+    here, from the scan the control node recorded), and the transport it goes by."""
+    root = project.settings.root
+    if kind == "exec":
+        spec = RunSpec(
+            client=client,
+            hosts=hosts,
+            command=_text(job, "command"),
+            sudo=job.get("sudo") is True,
+            timeout=limits.timeout,
+            retries=limits.retries,
+            forks=limits.forks,
+        )
+        return spec, transport_for(
+            client,
+            root,
+            via="ansible" if job.get("via") == "ansible" else "direct",
+            connect_timeout=limits.connect_timeout,
+            forks=limits.forks,
+        )
+    from mspauto.patching.apply import worker_play
+
+    try:
+        play = worker_play(project, store, client, hosts, job)
+    except ValueError as exc:
+        raise BatchRefused(f"a {kind} batch this worker cannot build: {exc}") from None
+    spec = RunSpec(
+        client=client,
+        hosts=hosts,
+        command=_text(job, "command"),
+        play=play,
+        sudo=True,
+        retries=0,  # a lost connection may hide an install or a reboot that happened
+        timeout=limits.timeout,
+        forks=limits.forks,
+        kind="patch-reboot" if kind == "patch-reboot" else "patch-change",
+    )
+    return spec, transport_for(client, root, via="ansible", forks=limits.forks)
 
 
 def run_batch(
@@ -239,25 +344,7 @@ def run_batch(
         return RunOutcome(batch.run_id, batch.client, RunStatus.COMPLETED, list(done.values()))
 
     limits = _limits(job)
-    if kind == "exec":
-        spec = RunSpec(
-            client=client,
-            hosts=hosts,
-            command=_text(job, "command"),
-            sudo=job.get("sudo") is True,
-            timeout=limits.timeout,
-            retries=limits.retries,
-            forks=limits.forks,
-        )
-        transport = transport_for(
-            client,
-            project.settings.root,
-            via="ansible" if job.get("via") == "ansible" else "direct",
-            connect_timeout=limits.connect_timeout,
-            forks=limits.forks,
-        )
-        executor(spec, transport, store, None, None)
-    elif kind == "check":
+    if kind == "check":
         factory = _check_factories().get(str(job.get("check")))
         if factory is None:
             raise BatchRefused(f"this worker cannot run checks of kind {job.get('check')!r}")
@@ -272,6 +359,9 @@ def run_batch(
         options = RunOptions(timeout=limits.timeout, forks=limits.forks, executor=executor)
         transport = transport_for(client, project.settings.root)
         run_checks(check, scope, transport, store, options)
+    elif kind in ("exec", "patch-install", "patch-reboot"):
+        spec, transport = _run_of(str(kind), project, store, client, hosts, job, limits)
+        executor(spec, transport, store, None, None)
     else:
         raise BatchRefused(f"this worker cannot run jobs of kind {kind!r}")
     return {"hosts": sorted(results), "ok": sum(1 for r in results.values() if r.ok)}

@@ -26,9 +26,9 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mspauto.checks.pipeline import (
     CheckRun,
@@ -37,7 +37,7 @@ from mspauto.checks.pipeline import (
     run_checks,
     scope_client,
 )
-from mspauto.engine import RunOutcome, RunSpec, run_command
+from mspauto.engine import Executor, RunOutcome, RunSpec, run_command
 from mspauto.evidence.records import (
     ChangeOutcome,
     ChangeResult,
@@ -64,12 +64,13 @@ from mspauto.patching.check import (
 from mspauto.patching.facts import PendingUpdate, parse_time
 from mspauto.patching.planner import WindowState, window_state
 from mspauto.patching.severity import SeveritySources
-from mspauto.policy.models import PatchPolicy, RolloutStage
+from mspauto.policy.models import Contract, PatchPolicy, RolloutStage
 from mspauto.project import Project
 from mspauto.transport.ansible import TaskOutcome, task_outcomes
 from mspauto.transport.base import Transport
 
 __all__ = [
+    "Dispatch",
     "PatchReport",
     "first_detections",
     "has_patch_policy",
@@ -78,7 +79,12 @@ __all__ = [
     "patched_hosts",
     "reboot_play",
     "scan_client",
+    "worker_play",
 ]
+
+Dispatch = Callable[[Mapping[str, Any]], Executor]
+"""Who carries out each run of a patch run, given what the run is (a job of
+:mod:`mspauto.distributed.jobs`): workers, for ``--distributed``."""
 
 APT_ENVIRONMENT = {
     "DEBIAN_FRONTEND": "noninteractive",
@@ -154,6 +160,8 @@ class PatchReport:
     """Per host: each approved update and whether it is installed now."""
     latest: dict[str, HostFindings] = field(default_factory=dict)
     """Per host: its latest scan (after its last install, else the first scan)."""
+    latest_run: dict[str, str] = field(default_factory=dict)
+    """Per host: the run that recorded its latest scan (a worker installs from it)."""
     unsupported: dict[str, str] = field(default_factory=dict)
     """Hosts with approved updates that mspauto cannot install yet, and why."""
     reboots: dict[str, str] = field(default_factory=dict)
@@ -170,6 +178,7 @@ class PatchReport:
     def __post_init__(self) -> None:
         for findings in self.scan.hosts:
             self.latest.setdefault(findings.host, findings)
+            self.latest_run.setdefault(findings.host, self.scan.run_id or "")
 
     def approved(self, host: str) -> list[PendingUpdate]:
         """The updates the policy approves on ``host`` at its latest scan."""
@@ -336,16 +345,62 @@ def _check(
     sources: SeveritySources | None,
     lock_timeout: int,
 ) -> PatchCheck:
-    detected, released = _history(store, scope.client.name, (s.host.name for s in scope.hosts))
+    return patch_check(
+        store,
+        scope.client.name,
+        [s.host.name for s in scope.hosts],
+        contract=scope.contract,
+        now=now,
+        sources=sources,
+        lock_timeout=lock_timeout,
+    )
+
+
+def patch_check(
+    store: EvidenceStore | None,
+    client: str,
+    hosts: Iterable[str],
+    *,
+    contract: Contract | None,
+    now: datetime,
+    sources: SeveritySources | None,
+    lock_timeout: int,
+    phase: Literal["pre", "post"] = "pre",
+) -> PatchCheck:
+    """The patch check of ``client``'s ``hosts`` at ``now``, carrying forward what their
+    earlier scans saw (a worker builds it the same way, from the same store)."""
+    detected, released = _history(store, client, hosts)
     return PatchCheck(
         now=now,
-        contract=scope.contract,
+        contract=contract,
         first_detected=detected,
         first_released=released,
         rate=sources.apply if sources else None,
         lock_timeout=lock_timeout,
         sources=[s.as_dict() for s in sources.snapshots] if sources else (),
+        phase=phase,
     )
+
+
+def scan_job(
+    now: datetime,
+    lock_timeout: int,
+    sources: SeveritySources | None,
+    phase: str = "pre",
+    today: date | None = None,
+) -> dict[str, Any]:
+    """What a worker needs to scan as this node would (:func:`patch_check`): the time
+    decisions are made at, and which severity sources rate the updates (their hashes:
+    a worker whose copies differ refuses)."""
+    return {
+        "kind": "check",
+        "check": "patch",
+        "today": (today or now.date()).isoformat(),
+        "now": now.isoformat(),
+        "phase": phase,
+        "lock_timeout": lock_timeout,
+        "sources": [s.sha256 for s in sources.snapshots] if sources else [],
+    }
 
 
 def scan_client(
@@ -359,13 +414,18 @@ def scan_client(
     now: datetime | None = None,
     sources: SeveritySources | None = None,
     lock_timeout: int = 120,
+    dispatch: Dispatch | None = None,
 ) -> PatchReport:
-    """Scan ``hosts`` of one client: every pending update and its decision, recorded."""
+    """Scan ``hosts`` of one client: every pending update and its decision, recorded.
+    With ``dispatch``, workers scan (:func:`scan_job`)."""
     now = now or datetime.now(UTC)
+    options = options or RunOptions()
+    if dispatch is not None:
+        options = replace(options, executor=dispatch(scan_job(now, lock_timeout, sources)))
     client = project.inventory.clients[client_name]
     scope = scope_client(project, client, hosts, "patch", now.date())
     check = _check(scope, store, now, sources, lock_timeout)
-    scan = run_checks(check, scope, transport, store, options or RunOptions())
+    scan = run_checks(check, scope, transport, store, options)
     report = PatchReport(client_name, now, scan)
     for name, plan in scan.plans.items():
         zone = client.timezone_of(client.hosts[name])
@@ -387,6 +447,7 @@ def patch_client(
     sources: SeveritySources | None = None,
     lock_timeout: int = 120,
     resume: str | None = None,
+    dispatch: Dispatch | None = None,
 ) -> PatchReport:
     """Scan, then install what each host's policy approves, ring by ring: hosts whose
     window is open (or all, with ``force_window``, the recorded reason), that passed
@@ -395,7 +456,8 @@ def patch_client(
     A ring whose failed share passes its threshold stops its policy's rollout
     (recorded), and stays stopped in later runs until ``resume`` (a person's recorded
     reason) lets it go on; a ring's ``wait`` holds the next ring back, and the report
-    says until when."""
+    says until when. With ``dispatch``, workers carry out every run (scans, installs,
+    reboots); the rollout's decisions stay here."""
     options = options or RunOptions()
     report = scan_client(
         project,
@@ -407,6 +469,7 @@ def patch_client(
         now=now,
         sources=sources,
         lock_timeout=lock_timeout,
+        dispatch=dispatch,
     )
     report.dry_run = False
     report.forced = force_window
@@ -428,6 +491,7 @@ def patch_client(
         options,
         sources,
         lock_timeout,
+        dispatch,
     )
     by_policy: dict[str, tuple[PatchPolicy, list[Host]]] = {}
     for host in hosts:
@@ -470,6 +534,7 @@ class _Rollout:
     options: RunOptions
     sources: SeveritySources | None
     lock_timeout: int
+    dispatch: Dispatch | None
 
     def policy(
         self,
@@ -633,7 +698,12 @@ class _Rollout:
             hosts,
             description,
             install_play(report, hosts, self.lock_timeout, one_by_one=attempt > 1),
-            "patch-change",
+            {
+                "kind": "patch-install",
+                "scans": {h.name: report.latest_run[h.name] for h in hosts},
+                "one_by_one": attempt > 1,
+                "lock_timeout": self.lock_timeout,
+            },
         )
         round_ = InstallRound(ring, attempt, install)
         round_.outcomes = {r.host: task_outcomes(r.stdout) for r in install.results}
@@ -707,7 +777,7 @@ class _Rollout:
             f"patch reboot: {len(wanted)} hosts ({settings.policy}), waiting up to "
             f"{format_duration(settings.reconnect_wait)} for each to answer",
             reboot_play(report, wanted, timeout),
-            "patch-reboot",
+            {"kind": "patch-reboot", "reboot_timeout": timeout},
             timeout=timeout + 120,
         )
         report.reboot_runs.append(run)
@@ -729,28 +799,29 @@ class _Rollout:
         hosts: Sequence[Host],
         description: str,
         play: list[dict[str, Any]],
-        kind: str,
+        job: Mapping[str, Any],
         *,
         timeout: float | None = None,
     ) -> RunOutcome:
         """One Ansible run through the engine, recorded, never retried: a connection
-        lost mid-run may hide an install or a reboot that already happened."""
-        return run_command(
-            RunSpec(
-                client=self.client,
-                hosts=list(hosts),
-                command=description,
-                play=play,
-                sudo=True,
-                retries=0,
-                timeout=timeout or self.options.timeout,
-                forks=self.options.forks,
-                kind=kind,
-            ),
-            self.install_transport,
-            self.store,
-            self.options.progress,
+        lost mid-run may hide an install or a reboot that already happened. ``job`` says
+        what the run is for workers, which build the same ``play`` (:func:`worker_play`)."""
+        kind = "patch-reboot" if job["kind"] == "patch-reboot" else "patch-change"
+        spec = RunSpec(
+            client=self.client,
+            hosts=list(hosts),
+            command=description,
+            play=play,
+            sudo=True,
+            retries=0,
+            timeout=timeout or self.options.timeout,
+            forks=self.options.forks,
+            kind=kind,
         )
+        if self.dispatch is None:
+            return run_command(spec, self.install_transport, self.store, self.options.progress)
+        execute = self.dispatch({**job, "command": description})
+        return execute(spec, self.install_transport, self.store, self.options.progress, None)
 
     def scan_after(
         self,
@@ -758,14 +829,18 @@ class _Rollout:
         record: Callable[[Host, HostFindings], Sequence[Mapping[str, Any]]] | None = None,
     ) -> CheckRun[PatchPlan]:
         """Scan ``hosts`` again with their post-checks; it becomes their latest scan."""
+        now = datetime.now(UTC)
+        options = self.options
+        if self.dispatch is not None:
+            job = scan_job(now, self.lock_timeout, self.sources, "post", self.report.now.date())
+            options = replace(options, executor=self.dispatch(job))
         scope = scope_client(self.project, self.client, hosts, "patch", self.report.now.date())
-        check = _check(scope, self.store, datetime.now(UTC), self.sources, self.lock_timeout)
+        check = _check(scope, self.store, now, self.sources, self.lock_timeout)
         check.phase = "post"
-        after = run_checks(
-            check, scope, self.transport, self.store, self.options, also_record=record
-        )
+        after = run_checks(check, scope, self.transport, self.store, options, also_record=record)
         for findings in after.hosts:
             self.report.latest[findings.host] = findings
+            self.report.latest_run[findings.host] = after.run_id or ""
         return after
 
     def last_install(self, hosts: Sequence[Host]) -> datetime | None:
@@ -817,6 +892,56 @@ class _Rollout:
             report.scan.evidence_error = report.scan.evidence_error or (
                 f"{type(exc).__name__}: {first}"
             )
+
+
+def worker_play(
+    project: Project,
+    store: EvidenceStore,
+    client: Client,
+    hosts: Sequence[Host],
+    job: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """The play of a ``patch-install`` or ``patch-reboot`` job, built on a worker as
+    the control node built it: the updates each host installs are those its latest scan
+    approved, read from that scan's recorded findings (the run ``job["scans"]`` names),
+    never from the message. ValueError when the job or the record will not do."""
+    today = datetime.now(UTC)
+    scope = scope_client(project, client, hosts, "patch", today.date())
+    planner = PatchCheck(now=today, contract=None, first_detected={})
+    plans = {s.host.name: plan for s in scope.hosts if (plan := planner.plan(s)) is not None}
+    unplanned = [h.name for h in hosts if h.name not in plans]
+    if unplanned:
+        raise ValueError(f"no patch policy selects {', '.join(unplanned)} here")
+    if job.get("kind") == "patch-reboot":
+        timeout = job.get("reboot_timeout")
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 < timeout <= 86400:
+            raise ValueError(f"reboot_timeout {timeout!r}")
+        report = PatchReport(
+            client.name,
+            today,
+            CheckRun("patch", client.name, None, RunStatus.COMPLETED, plans=plans),
+        )
+        return reboot_play(report, hosts, timeout)
+    scans, lock_timeout = job.get("scans"), job.get("lock_timeout")
+    if not isinstance(scans, Mapping) or not all(isinstance(v, str) for v in scans.values()):
+        raise ValueError("scans is not a mapping of hosts to runs")
+    if (
+        isinstance(lock_timeout, bool)
+        or not isinstance(lock_timeout, int)
+        or not 0 <= lock_timeout <= 3600
+    ):
+        raise ValueError(f"lock_timeout {lock_timeout!r}")
+    found: dict[str, HostFindings] = {}
+    for run_id in sorted({scans.get(h.name, "") for h in hosts}):
+        for record in store.records(chain=client.name, run_id=run_id, kind=RecordKind.FINDINGS):
+            if record.payload.get("check") == "patch" and scans.get(record.host or "") == run_id:
+                found[record.host or ""] = read_host_findings(record.kind, record.payload)
+    missing = [h.name for h in hosts if h.name not in found]
+    if missing:
+        raise ValueError(f"no recorded patch scan of {', '.join(missing)} in the run it names")
+    scan = CheckRun("patch", client.name, None, RunStatus.COMPLETED, list(found.values()), plans)
+    report = PatchReport(client.name, today, scan)
+    return install_play(report, hosts, lock_timeout, one_by_one=job.get("one_by_one") is True)
 
 
 def _has_ansible_windows() -> bool:

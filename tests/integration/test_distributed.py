@@ -25,7 +25,8 @@ from sqlalchemy.exc import OperationalError
 from mspauto.evidence.records import HostResult, RecordKind
 from mspauto.evidence.store import EvidenceStore
 from mspauto.lab.fleet import Lab
-from mspauto.lab.testing import copy_project
+from mspauto.lab.packages import LAB_PACKAGES
+from mspauto.lab.testing import copy_project, lab_unavailable, running_lab, ssh
 
 pytestmark = pytest.mark.integration
 
@@ -430,3 +431,101 @@ def test_a_busy_worker_is_not_taken_for_a_missing_one(node: Node) -> None:
     done = node.mspauto("exec", *ONE_AT_A_TIME, "--shell", "sleep 2", MSPAUTO_QUEUE_WAIT="1")
     outcome = _json(done)
     assert [r["error"] for r in outcome["results"]] == [None, None, None], outcome
+
+
+PATCH_CLIENT = "umbrella"
+PATCH_POLICY = """\
+kind: patch
+name: umbrella-patch
+targets: {{clients: [umbrella]}}
+schedule: {{cron: '0 1 * * *', timezone: client}}
+window: {{days: [{day}], start: '03:00', duration: 1h}}
+approvals:
+  - match: {{classifications: [security]}}
+    action: auto
+  - match: {{names: ['^lab-editor$']}}
+    action: defer
+    defer: 14d
+  - action: manual
+holds: [lab-tools]
+reboot: {{policy: never}}
+"""
+
+
+def test_a_patch_run_by_workers_decides_as_this_process_and_installs_once(
+    tmp_path: Path, database: str, broker: str, address_block: Callable[[int], str]
+) -> None:
+    """Two lab hosts, patched by two workers (forced outside the window): the scan's
+    decisions are this process's, each host installs exactly the approved updates in
+    one recorded attempt, and the scan after it is recorded with what changed."""
+    if reason := lab_unavailable():
+        pytest.skip(f"lab unavailable: {reason}")
+    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(time.gmtime().tm_wday + 3) % 7]
+    with running_lab(
+        tmp_path / "fleet", 2, [PATCH_CLIENT], faults=False, first_address=address_block(9)
+    ) as lab:
+        (lab.directory / "policies" / "patch.yaml").write_text(PATCH_POLICY.format(day=day))
+        node = Node(lab.directory, database, broker)
+        assert node.mspauto("keys", "init").returncode == 0
+        try:
+            workers = [node.worker("--client", PATCH_CLIENT) for _ in range(2)]
+            scan = ["patch", "--client", PATCH_CLIENT, "--dry-run", "--format", "json"]
+            here, there = node.mspauto(*scan), node.mspauto(*scan, "--distributed")
+            patched = node.mspauto(
+                "patch",
+                "--client",
+                PATCH_CLIENT,
+                "--force-window",
+                "--reason",
+                "emergency fix",
+                "--distributed",
+                "--format",
+                "json",
+            )
+            assert any("Task mspauto.run_batch" in node.log_of(w) for w in workers)
+        finally:
+            node.stop()
+        verified = node.mspauto("evidence", "verify")
+        hosts = sorted(lab.plans(), key=lambda p: p.name)
+        versions = {
+            h.name: dict(
+                line.split("\t")
+                for line in ssh(lab, h, "dpkg-query -W 'lab-*'").stdout.split("\n")
+                if line
+            )
+            for h in hosts
+        }
+
+    def decisions(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+        report = _json(done)
+        return {
+            host["host"]: sorted((u["name"], u["decision"]["action"]) for u in host["updates"])
+            for host in report["hosts"]
+        }
+
+    assert there.returncode == here.returncode == 0, (here.stderr, there.stderr)
+    expected = decisions(here)
+    assert {a for updates in expected.values() for _, a in updates} >= {"install", "defer"}
+    assert decisions(there) == expected
+    assert patched.returncode == 0, patched.stderr
+    report = _json(patched)
+    updated = {p.name: p.update for p in LAB_PACKAGES}
+    installed = {p.name: p.installed for p in LAB_PACKAGES}
+    for entry in report["hosts"]:
+        approved = sorted(n for n, action in expected[entry["host"]] if action == "install")
+        assert sorted(o["subject"] for o in entry["installed"]) == approved
+        assert {o["status"] for o in entry["installed"]} == {"installed"}
+        for name in approved:
+            assert versions[entry["host"]][name] == updated[name]
+        assert versions[entry["host"]]["lab-tools"] == installed["lab-tools"]  # held
+    [install_run] = report["install_run_ids"]
+    recorded = host_results(node, install_run)
+    assert sorted(recorded) == [h.name for h in hosts]
+    assert all(len(results) == 1 for results in recorded.values())
+    store = node.store()
+    try:
+        changes = list(store.records(chain=PATCH_CLIENT, kind=RecordKind.CHANGE_RESULT))
+    finally:
+        store.close()
+    assert sorted(c.host for c in changes) == [h.name for h in hosts]
+    assert verified.returncode == 0, verified.stderr

@@ -16,6 +16,22 @@ from mspauto.evidence.store import EvidenceStore
 from mspauto.project import load_project
 
 EXEC = {"kind": "exec", "command": "true", "sudo": False, "timeout": 5, "retries": 0, "forks": 5}
+PATCH_SCAN = {
+    "kind": "check",
+    "check": "patch",
+    "today": "2026-12-01",
+    "now": "2026-12-01T10:00:00+00:00",
+    "phase": "pre",
+    "lock_timeout": 120,
+    "sources": [],
+}
+PATCH_INSTALL = {
+    "kind": "patch-install",
+    "command": "patch install",
+    "scans": {},
+    "one_by_one": False,
+    "lock_timeout": 120,
+}
 
 
 def _refusal(example_project: Path, tmp_path: Path, **changes: Any) -> str:
@@ -47,8 +63,24 @@ def _refusal(example_project: Path, tmp_path: Path, **changes: Any) -> str:
         ({"job": {**EXEC, "forks": True}}, "a malformed batch message (forks True)"),
         ({"job": {**EXEC, "command": ["rm", "-rf"]}}, "(command is not text)"),
         (
-            {"job": {"kind": "check", "check": "patch", "timeout": 5, "forks": 5}},
-            "this worker cannot run checks of kind 'patch'",
+            {"job": {"kind": "check", "check": "remediate", "timeout": 5, "forks": 5}},
+            "this worker cannot run checks of kind 'remediate'",
+        ),
+        (
+            {"job": {**PATCH_SCAN, "sources": ["0" * 64]}},
+            "this worker's severity sources differ from the control node's",
+        ),
+        ({"job": {**PATCH_SCAN, "phase": "during"}}, "a malformed batch message (phase"),
+        ({"job": {**PATCH_SCAN, "lock_timeout": -1}}, "a malformed batch message (phase"),
+        (
+            {"job": {**PATCH_INSTALL, "scans": {}}},
+            "a patch-install batch this worker cannot build: no recorded patch scan of",
+        ),
+        ({"job": {**PATCH_INSTALL, "scans": ["run-0"]}}, "scans is not a mapping"),
+        ({"job": {**PATCH_INSTALL, "lock_timeout": "2; reboot"}}, "lock_timeout '2; reboot'"),
+        (
+            {"job": {**PATCH_INSTALL, "kind": "patch-reboot", "reboot_timeout": True}},
+            "a patch-reboot batch this worker cannot build: reboot_timeout True",
         ),
     ],
 )
