@@ -21,6 +21,7 @@ from mspauto.baseline.check import BaselineCheck, PlannedRule
 from mspauto.checks.pipeline import (
     ChangeRun,
     CheckRun,
+    Dispatch,
     RunOptions,
     apply_changes,
     run_checks,
@@ -247,9 +248,11 @@ def remediate_client(
     dry_run: bool,
     options: RunOptions | None = None,
     today: date | None = None,
+    dispatch: Dispatch | None = None,
 ) -> RemediationReport:
     """Audit, fix what failed and may be fixed (or show what would change), audit again;
-    each step is a recorded run, and each changed host's before and after is evidence."""
+    each step is a recorded run, and each changed host's before and after is evidence.
+    With ``dispatch`` workers make the change (``options.executor`` says who audits)."""
     today = today or datetime.now(UTC).date()
     options = options or RunOptions()
     client = project.inventory.clients[client_name]
@@ -257,7 +260,15 @@ def remediate_client(
     check = BaselineCheck.for_project(project)
     before = run_checks(check, scope, transport, store, options)
     change = apply_changes(
-        check, scope, before, transport, change_transport, store, options, dry_run=dry_run
+        check,
+        scope,
+        before,
+        transport,
+        change_transport,
+        store,
+        options,
+        dry_run=dry_run,
+        dispatch=dispatch,
     )
     return RemediationReport(
         change, scope.contract.baseline_score_floor if scope.contract else None

@@ -53,15 +53,22 @@ __all__ = [
     "Check",
     "CheckRun",
     "ClientScope",
+    "Dispatch",
     "HostScope",
     "Probe",
     "RunOptions",
     "apply_changes",
     "change_play",
+    "change_spec",
     "plan_changes",
+    "recorded_play",
     "run_checks",
     "scope_client",
 ]
+
+Dispatch = Callable[[Mapping[str, Any]], Executor]
+"""Who carries out a run that is part of a larger one (a change, a patch install),
+given what the run is (a job of :mod:`mspauto.distributed.jobs`): workers."""
 
 PlanT = TypeVar("PlanT")
 
@@ -444,36 +451,37 @@ def apply_changes(
     options: RunOptions,
     *,
     dry_run: bool,
+    dispatch: Dispatch | None = None,
 ) -> ChangeRun[PlanT]:
     """Run the changes ``before`` calls for (a dry run: Ansible check mode with diffs),
-    then check again and record each host's before and after."""
+    then check again and record each host's before and after. With ``dispatch``,
+    workers make the change, each building its play from ``before`` as recorded
+    (:func:`recorded_play`); the check after goes as ``options`` says."""
     tasks, manual = plan_changes(check, scope, before)
     result = ChangeRun(before, dry_run, tasks=tasks, manual=manual)
     if not tasks or before.status is not RunStatus.COMPLETED:
         return result  # a stopped check changes nothing: a stop means stop
     changing = sorted({name for task in tasks for name in task.hosts})
     hosts = [s.host for s in scope.hosts if s.host.name in changing]
-    play = change_play(tasks)
-    result.change = run_command(
-        RunSpec(
-            client=scope.client,
-            hosts=hosts,
-            command=f"{check.kind} change: {len(tasks)} tasks"
-            + (" (check mode: nothing changed)" if dry_run else ""),
-            play=play,
-            check_mode=dry_run,
-            sudo=True,
-            # Never again: a connection lost mid-play may look unreachable while a task
-            # already ran, and a change must not run twice.
-            retries=0,
-            timeout=options.timeout,
-            forks=options.forks,
-            kind=f"{check.kind}-change",
-        ),
-        change_transport,
-        store,
-        options.progress,
+    command = f"{check.kind} change: {len(tasks)} tasks" + (
+        " (check mode: nothing changed)" if dry_run else ""
     )
+    spec = change_spec(scope.client, hosts, check.kind, command, change_play(tasks), dry_run)
+    spec = replace(spec, timeout=options.timeout, forks=options.forks)
+    if dispatch is None:
+        result.change = run_command(spec, change_transport, store, options.progress)
+    else:
+        execute = dispatch(
+            {
+                "kind": "change",
+                "check": check.kind,
+                "today": scope.today.isoformat(),
+                "before": before.run_id,
+                "dry_run": dry_run,
+                "command": spec.command,
+            }
+        )
+        result.change = execute(spec, change_transport, store, options.progress, None)
     result.outcomes = {r.host: task_outcomes(r.stdout) for r in result.change.results}
     if dry_run or result.change.status is not RunStatus.COMPLETED:
         return result
@@ -492,6 +500,55 @@ def apply_changes(
         also_record=lambda host, after: [_before_after(result, host.name, after).payload()],
     )
     return result
+
+
+def change_spec(
+    client: Client,
+    hosts: list[Host],
+    kind: str,
+    command: str,
+    play: list[dict[str, Any]],
+    dry_run: bool,
+) -> RunSpec:
+    """The change run of ``play`` by a check of ``kind`` (here or on a worker)."""
+    return RunSpec(
+        client=client,
+        hosts=hosts,
+        command=command,
+        play=play,
+        check_mode=dry_run,
+        sudo=True,
+        # Never again: a connection lost mid-play may look unreachable while a task
+        # already ran, and a change must not run twice.
+        retries=0,
+        kind=f"{kind}-change",
+    )
+
+
+def recorded_play(
+    check: Check[PlanT], scope: ClientScope, store: EvidenceStore, before_run: str
+) -> list[dict[str, Any]]:
+    """The change play for ``scope``'s hosts, planned from their findings as check run
+    ``before_run`` recorded them (a worker builds a change this way: what it fixes
+    comes from the evidence, never from a message). ValueError when a host has none."""
+    plans = {s.host.name: plan for s in scope.hosts if (plan := check.plan(s)) is not None}
+    found = {
+        record.host: read_host_findings(record.kind, record.payload)
+        for record in store.records(
+            chain=scope.client.name, run_id=before_run, kind=RecordKind.FINDINGS
+        )
+        if record.host in plans
+    }
+    missing = sorted(s.host.name for s in scope.hosts if s.host.name not in found)
+    if missing:
+        raise ValueError(
+            f"no recorded {check.kind} findings of {', '.join(missing)} in run {before_run}"
+        )
+    before = CheckRun[PlanT](
+        check.kind, scope.client.name, before_run, RunStatus.COMPLETED, list(found.values()), plans
+    )
+    tasks, _ = plan_changes(check, scope, before)
+    return change_play(tasks)
 
 
 def _before_after(change: ChangeRun[Any], host: str, after: HostFindings) -> ChangeResult:

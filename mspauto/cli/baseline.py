@@ -92,8 +92,6 @@ def baseline(
             f"no baseline policy selects these hosts of {client_name}; add a "
             "'kind: baseline' policy naming a rule pack (e.g. debian-cis)"
         )
-    if remediate and distributed:
-        app.abort("--remediate runs in this process for now: run it without --distributed")
     job = {
         "kind": "check",
         "check": "baseline",
@@ -105,9 +103,7 @@ def baseline(
         timeout=timeout,
         forks=forks,
         progress=SilentProgress() if output == "json" else progress_for(),
-        # Remediation is not distributed yet: with MSPAUTO_DISTRIBUTED=1 (the control
-        # node's scheduled 'remediate: auto' runs) it runs here, whole.
-        executor=None if remediate else app.executor(project, job, distributed),
+        executor=app.executor(project, job, distributed),
     )
     root = project.settings.root
     remediation: RemediationReport | None = None
@@ -123,6 +119,7 @@ def baseline(
                 dry_run=dry_run,
                 options=options,
                 today=today,
+                dispatch=app.dispatcher(project, distributed),
             )
             report = remediation.final
         else:

@@ -14,11 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from mspauto.checks.pipeline import RunOptions, run_checks, scope_client
+from mspauto.checks.pipeline import (
+    ClientScope,
+    RunOptions,
+    change_spec,
+    recorded_play,
+    run_checks,
+    scope_client,
+)
 from mspauto.distributed.claims import CLAIM_LEASE, HostClaims, worker_name
 from mspauto.engine import RunOutcome, RunSpec, run_hosts
 from mspauto.engine.progress import Progress
@@ -246,6 +253,32 @@ def _text(job: Mapping[str, Any], name: str) -> str:
     return value
 
 
+CHANGES = frozenset({"baseline"})
+"""Check kinds whose changes a worker makes (``kind: change`` batches)."""
+
+
+def _check_of(
+    job: Mapping[str, Any],
+    project: Project,
+    store: EvidenceStore,
+    batch: Batch,
+    hosts: list[Host],
+) -> tuple[Any, ClientScope]:
+    """The check a batch names, built as the control node built it, and its scope."""
+    factory = _check_factories().get(str(job.get("check")))
+    if factory is None:
+        raise BatchRefused(f"this worker cannot run checks of kind {job.get('check')!r}")
+    try:
+        today = date.fromisoformat(_text(job, "today"))
+        check = factory(project, store, batch)
+    except ValueError as exc:
+        raise BatchRefused(f"a malformed batch message ({exc})") from None
+    # The policies a check reads are of its kind (a restore drill reads backup ones).
+    policies = str(job.get("policies", job["check"]))
+    client = project.inventory.clients[batch.client]
+    return check, scope_client(project, client, hosts, policies, today)
+
+
 def _run_of(
     kind: str,
     project: Project,
@@ -345,20 +378,24 @@ def run_batch(
 
     limits = _limits(job)
     if kind == "check":
-        factory = _check_factories().get(str(job.get("check")))
-        if factory is None:
-            raise BatchRefused(f"this worker cannot run checks of kind {job.get('check')!r}")
-        try:
-            today = date.fromisoformat(_text(job, "today"))
-            check = factory(project, store, batch)
-        except ValueError as exc:
-            raise BatchRefused(f"a malformed batch message ({exc})") from None
-        # The policies a check reads are of its kind (a restore drill reads backup ones).
-        policies = str(job.get("policies", job["check"]))
-        scope = scope_client(project, client, hosts, policies, today)
+        check, scope = _check_of(job, project, store, batch, hosts)
         options = RunOptions(timeout=limits.timeout, forks=limits.forks, executor=executor)
         transport = transport_for(client, project.settings.root)
         run_checks(check, scope, transport, store, options)
+    elif kind == "change":
+        if job.get("check") not in CHANGES:
+            raise BatchRefused(f"this worker makes no changes of kind {job.get('check')!r}")
+        check, scope = _check_of(job, project, store, batch, hosts)
+        try:
+            play = recorded_play(check, scope, store, _text(job, "before"))
+        except ValueError as exc:
+            raise BatchRefused(f"a change batch this worker cannot build: {exc}") from None
+        spec = change_spec(
+            client, hosts, check.kind, _text(job, "command"), play, job.get("dry_run") is True
+        )
+        spec = replace(spec, timeout=limits.timeout, forks=limits.forks)
+        transport = transport_for(client, project.settings.root, via="ansible", forks=limits.forks)
+        executor(spec, transport, store, None, None)
     elif kind in ("exec", "patch-install", "patch-reboot"):
         spec, transport = _run_of(str(kind), project, store, client, hosts, job, limits)
         executor(spec, transport, store, None, None)

@@ -22,10 +22,11 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from mspauto.evidence.records import HostResult, RecordKind
+from mspauto.evidence.records import HostResult, RecordKind, read_change_result
 from mspauto.evidence.store import EvidenceStore
 from mspauto.lab.fleet import Lab
 from mspauto.lab.packages import LAB_PACKAGES
+from mspauto.lab.plan import HostPlan
 from mspauto.lab.testing import copy_project, lab_unavailable, running_lab, ssh
 
 pytestmark = pytest.mark.integration
@@ -83,11 +84,11 @@ def broker() -> Iterator[str]:
 class Node:
     """One project and its environment: the control node's commands and its workers."""
 
-    def __init__(self, root: Path, database: str, broker: str) -> None:
+    def __init__(self, root: Path, database: str, broker: str, state: Path | None = None) -> None:
         self.root = root
         self.env = {
             **os.environ,
-            "MSPAUTO_STATE_DIR": str(root.parent / "state"),
+            "MSPAUTO_STATE_DIR": str(state or root.parent / "state"),
             "MSPAUTO_EVIDENCE_URL": database,
             "MSPAUTO_BROKER_URL": broker,
         }
@@ -154,6 +155,15 @@ def write_project(root: Path) -> None:
     for name, hosts in (("acme", ["a1", "a2", "a3"]), ("globex", ["g1"])):
         listed = "".join(f"  {host}: {{}}\n" for host in hosts)
         (root / "inventory" / f"{name}.yaml").write_text(CLIENT.format(name=name, hosts=listed))
+
+
+def worker_pids(node: Node, run_id: str) -> dict[str, int]:
+    """Which worker process took each host of ``run_id`` (its claim's owner)."""
+    with create_engine(node.env["MSPAUTO_EVIDENCE_URL"]).connect() as conn:
+        rows = conn.execute(
+            text("SELECT host, owner FROM run_host_claims WHERE run_id = :run"), {"run": run_id}
+        )
+        return {host: int(owner.split(":")[1]) for host, owner in rows}
 
 
 def host_results(node: Node, run_id: str) -> dict[str, list[HostResult]]:
@@ -452,20 +462,45 @@ reboot: {{policy: never}}
 """
 
 
+@pytest.fixture(scope="module")
+def small_lab(
+    tmp_path_factory: pytest.TempPathFactory, address_block: Callable[[int], str]
+) -> Iterator[Lab]:
+    """Two lab hosts of client umbrella (the second drifted from the baseline), for the
+    changes workers make: patches and remediation."""
+    if reason := lab_unavailable():
+        pytest.skip(f"lab unavailable: {reason}")
+    directory = tmp_path_factory.mktemp("distributed-lab") / "fleet"
+    with running_lab(
+        directory, 2, [PATCH_CLIENT], faults=False, first_address=address_block(9)
+    ) as lab:
+        yield lab
+
+
+def _decisions(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    return {
+        host["host"]: sorted((u["name"], u["decision"]["action"]) for u in host["updates"])
+        for host in _json(done)["hosts"]
+    }
+
+
+def _lab_packages(lab: Lab, host: HostPlan) -> dict[str, str]:
+    listed = ssh(lab, host, "dpkg-query -W 'lab-*'").stdout
+    return dict(line.split("\t") for line in listed.splitlines())
+
+
 def test_a_patch_run_by_workers_decides_as_this_process_and_installs_once(
-    tmp_path: Path, database: str, broker: str, address_block: Callable[[int], str]
+    small_lab: Lab, database: str, broker: str, tmp_path: Path
 ) -> None:
     """Two lab hosts, patched by two workers (forced outside the window): the scan's
     decisions are this process's, each host installs exactly the approved updates in
     one recorded attempt, and the scan after it is recorded with what changed."""
-    if reason := lab_unavailable():
-        pytest.skip(f"lab unavailable: {reason}")
     day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(time.gmtime().tm_wday + 3) % 7]
-    with running_lab(
-        tmp_path / "fleet", 2, [PATCH_CLIENT], faults=False, first_address=address_block(9)
-    ) as lab:
-        (lab.directory / "policies" / "patch.yaml").write_text(PATCH_POLICY.format(day=day))
-        node = Node(lab.directory, database, broker)
+    lab = small_lab
+    policy = lab.directory / "policies" / "patch.yaml"
+    policy.write_text(PATCH_POLICY.format(day=day))
+    try:
+        node = Node(lab.directory, database, broker, tmp_path / "state")
         assert node.mspauto("keys", "init").returncode == 0
         try:
             workers = [node.worker("--client", PATCH_CLIENT) for _ in range(2)]
@@ -487,26 +522,14 @@ def test_a_patch_run_by_workers_decides_as_this_process_and_installs_once(
             node.stop()
         verified = node.mspauto("evidence", "verify")
         hosts = sorted(lab.plans(), key=lambda p: p.name)
-        versions = {
-            h.name: dict(
-                line.split("\t")
-                for line in ssh(lab, h, "dpkg-query -W 'lab-*'").stdout.split("\n")
-                if line
-            )
-            for h in hosts
-        }
-
-    def decisions(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-        report = _json(done)
-        return {
-            host["host"]: sorted((u["name"], u["decision"]["action"]) for u in host["updates"])
-            for host in report["hosts"]
-        }
+        versions = {h.name: _lab_packages(lab, h) for h in hosts}
+    finally:
+        policy.unlink()  # the lab's other tests run no patch policy
 
     assert there.returncode == here.returncode == 0, (here.stderr, there.stderr)
-    expected = decisions(here)
+    expected = _decisions(here)
     assert {a for updates in expected.values() for _, a in updates} >= {"install", "defer"}
-    assert decisions(there) == expected
+    assert _decisions(there) == expected
     assert patched.returncode == 0, patched.stderr
     report = _json(patched)
     updated = {p.name: p.update for p in LAB_PACKAGES}
@@ -519,6 +542,8 @@ def test_a_patch_run_by_workers_decides_as_this_process_and_installs_once(
             assert versions[entry["host"]][name] == updated[name]
         assert versions[entry["host"]]["lab-tools"] == installed["lab-tools"]  # held
     [install_run] = report["install_run_ids"]
+    assert set(worker_pids(node, install_run).values()) <= {w.pid for w in workers}
+    assert sorted(worker_pids(node, install_run)) == [h.name for h in hosts]
     recorded = host_results(node, install_run)
     assert sorted(recorded) == [h.name for h in hosts]
     assert all(len(results) == 1 for results in recorded.values())
@@ -529,3 +554,47 @@ def test_a_patch_run_by_workers_decides_as_this_process_and_installs_once(
         store.close()
     assert sorted(c.host for c in changes) == [h.name for h in hosts]
     assert verified.returncode == 0, verified.stderr
+
+
+def test_remediation_by_workers_fixes_what_it_fixes_in_this_process(
+    small_lab: Lab, database: str, broker: str, tmp_path: Path
+) -> None:
+    """The drifted lab host remediated by two workers: each fix is planned by the worker
+    from the audit the workers recorded, the host is changed once, and an audit in this
+    process afterwards finds only what needs a person."""
+    node = Node(small_lab.directory, database, broker, tmp_path / "state")
+    assert node.mspauto("keys", "init").returncode == 0
+    audit = ["baseline", "--client", PATCH_CLIENT, "--format", "json"]
+
+    def failed(done: subprocess.CompletedProcess[str]) -> dict[str, set[str]]:
+        return {
+            host["host"]: {r["rule_id"] for r in host["results"] if r["status"] == "fail"}
+            for host in _json(done)["hosts"]
+        }
+
+    before = failed(node.mspauto(*audit))
+    drifted = next(name for name, rules in before.items() if len(rules) > 1)
+    try:
+        workers = [node.worker("--client", PATCH_CLIENT) for _ in range(2)]
+        fixed = node.mspauto(*audit, "--remediate", "--distributed")
+        assert any("Task mspauto.run_batch" in node.log_of(w) for w in workers)
+    finally:
+        node.stop()
+    assert fixed.returncode == 0, fixed.stderr
+    report = _json(fixed)
+    after = failed(node.mspauto(*audit))
+    assert after == {name: set() for name in before} | {drifted: {"only-root-has-uid-0"}}
+    change_run = report["change_run_id"]
+    assert sorted(worker_pids(node, change_run)) == [drifted]
+    assert set(worker_pids(node, change_run).values()) <= {w.pid for w in workers}
+    assert sorted(host_results(node, change_run)) == [drifted]
+    assert all(len(r) == 1 for r in host_results(node, change_run).values())
+    store = node.store()
+    try:
+        (change,) = store.records(chain=PATCH_CLIENT, kind=RecordKind.CHANGE_RESULT)
+    finally:
+        store.close()
+    result = read_change_result(change.kind, change.payload)
+    assert result.host == drifted and result.change_run == change_run
+    assert {c.status for c in result.changes} == {"changed"}
+    assert node.mspauto("evidence", "verify").returncode == 0

@@ -218,12 +218,14 @@ def test_validate_names_a_queue_wait_that_is_not_seconds(
     ) in result.stderr.splitlines()
 
 
-def test_remediation_is_not_distributed_yet_and_says_so(example_project: Path) -> None:
+def test_distributed_remediation_without_a_broker_says_so_in_one_line(
+    example_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MSPAUTO_BROKER_URL", raising=False)
     result = run(example_project, "baseline", "--client", "acme", "--remediate", "--distributed")
     assert result.exit_code == 1
-    assert result.stderr == (
-        "error: --remediate runs in this process for now: run it without --distributed\n"
-    )
+    assert result.stderr.startswith("error: a distributed run needs the broker: ")
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_a_worker_without_the_signing_key_starts_only_when_told(
