@@ -98,9 +98,12 @@ def dpkg_lock_held(lab: Lab, host: HostPlan) -> Iterator[None]:
             "-o",
             "BatchMode=yes",
             f"mspauto@{host.address}",
-            'sudo python3 -c \'import fcntl, time; f = open("/var/lib/dpkg/lock-frontend", '
-            '"w"); fcntl.lockf(f, fcntl.LOCK_EX); print("locked", flush=True); time.sleep(120)\'',
+            # Held until its input ends (the lock must not outlive the test's need).
+            'sudo python3 -c \'import fcntl, sys; f = open("/var/lib/dpkg/lock-frontend", '
+            '"w"); fcntl.lockf(f, fcntl.LOCK_EX); print("locked", flush=True); '
+            "sys.stdin.read()'",
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -108,8 +111,13 @@ def dpkg_lock_held(lab: Lab, host: HostPlan) -> Iterator[None]:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         yield
     finally:
-        holder.kill()
-        holder.wait()
+        assert holder.stdin is not None
+        holder.stdin.close()
+        try:
+            holder.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait()
 
 
 def test_a_failed_canary_stops_the_rollout(ring_lab: Lab, state: Path) -> None:
