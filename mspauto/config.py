@@ -70,6 +70,9 @@ class Settings:
     queue_wait: float = 600.0
     """Seconds a batch may wait for a worker beyond the time its hosts may take
     (``$MSPAUTO_QUEUE_WAIT``); then its hosts are recorded as not run."""
+    worker_key: Path | None = None
+    """A worker's own signing key (``$MSPAUTO_WORKER_KEY``), its certificate beside it
+    (``.cert``): a worker holding it signs with it instead of the MSP's key."""
 
     @property
     def public_key(self) -> Path:
@@ -112,6 +115,7 @@ class Settings:
             distributed=env.get("MSPAUTO_DISTRIBUTED", "") in ("1", "true", "yes"),
             queue_wait=_seconds(env, "MSPAUTO_QUEUE_WAIT", 600.0),
             claim_lease=_seconds(env, "MSPAUTO_CLAIM_LEASE", 30.0),
+            worker_key=base / env["MSPAUTO_WORKER_KEY"] if env.get("MSPAUTO_WORKER_KEY") else None,
         )
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from mspauto.evidence.checkpoints import Notary
     from mspauto.evidence.records import RunStatus
     from mspauto.evidence.store import EvidenceStore
+    from mspauto.evidence.worker_keys import WorkerSigner
     from mspauto.inventory.resolve import Client, Host
     from mspauto.project import Project
 
@@ -98,7 +99,11 @@ class Application:
 
     @contextmanager
     def evidence_store(
-        self, *, writable: bool = False, upgrade_legacy: bool = False
+        self,
+        *,
+        writable: bool = False,
+        upgrade_legacy: bool = False,
+        batch_signer: WorkerSigner | None = None,
     ) -> Iterator[EvidenceStore]:
         """The project's evidence store, closed afterwards. Readers of a store nothing
         was written to yet get an empty one in memory, so they simply find nothing; a
@@ -107,16 +112,18 @@ class Application:
         A writer signs with the MSP's key when there is one (each run then checkpoints
         the chains it wrote); it says in one line what it upgraded or found amiss, and
         afterwards what it left unsigned and why. Only ``upgrade_legacy`` (``evidence
-        upgrade``) takes in a store of release 0.1."""
+        upgrade``) takes in a store of release 0.1. A worker with a key of its own
+        (``batch_signer``) signs with that instead."""
         from mspauto.evidence.store import EvidenceError, EvidenceStore, NoEvidenceYet
 
-        notary = self._notary() if writable else None
+        notary = self._notary() if writable and batch_signer is None else None
         try:
             store = EvidenceStore(
                 self.settings.evidence_url,
                 writable=writable,
                 notary=notary,
                 upgrade_legacy=upgrade_legacy,
+                batch_signer=batch_signer,
             )
         except NoEvidenceYet:
             store = EvidenceStore("sqlite://")

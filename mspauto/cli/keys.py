@@ -1,6 +1,9 @@
-"""``mspauto keys``: the MSP's evidence signing key."""
+"""``mspauto keys``: the MSP's evidence signing key, and workers' keys it vouches for."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import click
 
@@ -65,3 +68,74 @@ def show(app: Application) -> None:
         app.abort(str(exc))
     click.echo(public_key.to_text(), nl=False)
     click.echo(f"fingerprint: {public_key.fingerprint()}")
+
+
+@keys.command("worker")
+@click.argument("name")
+@click.option(
+    "--client",
+    "clients",
+    multiple=True,
+    required=True,
+    metavar="CLIENT",
+    help="A client whose evidence the worker may write (repeat for more).",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3650),
+    default=90,
+    show_default=True,
+    help="How long the certificate holds; issue a new one before then.",
+)
+@click.option(
+    "--out",
+    "folder",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to write NAME.key and NAME.cert (default: the state folder's keys/workers).",
+)
+@pass_app
+def worker_key(
+    app: Application, name: str, clients: tuple[str, ...], days: int, folder: Path | None
+) -> None:
+    """Make a key of its own for worker NAME and a certificate, signed with the MSP's
+    key, that lets it sign the evidence of the given clients for --days.
+
+    Copy NAME.key and NAME.cert to the worker (the key stays 0600) and set
+    MSPAUTO_WORKER_KEY to the key there: the worker then needs neither the MSP's key
+    nor any other client's. Exits 1 without the MSP's key or if NAME.key exists."""
+    from mspauto.evidence.worker_keys import (
+        certificate_path,
+        check_request,
+        issue_certificate,
+    )
+    from mspauto.signing import SigningError, SigningKey, generate_key
+
+    settings = app.settings
+    project = app.usable_project()
+    unknown = [c for c in clients if c not in project.inventory.clients]
+    if unknown:
+        app.abort(f"no client named {', '.join(unknown)} in {settings.inventory_dir}")
+    folder = folder or settings.state_dir / "keys" / "workers"
+    key_path = folder / f"{name}.key"
+    try:
+        check_request(name, clients)
+        msp_key = SigningKey.load(settings.signing_key)
+        if certificate_path(key_path).exists():
+            raise SigningError(f"{certificate_path(key_path)} already exists")
+        not_after = datetime.now(UTC) + timedelta(days=days)
+        public = generate_key(
+            key_path, key_path.with_name(key_path.name + ".pub"), comment=f"mspauto worker {name}"
+        )
+        certificate = issue_certificate(msp_key, name, public, clients, not_after)
+        certificate_path(key_path).write_text(certificate.note, encoding="utf-8")
+    except SigningError as exc:
+        app.abort(str(exc))
+    click.echo(f"worker key: {key_path}")
+    click.echo(f"certificate: {certificate_path(key_path)}")
+    click.echo(f"fingerprint: {public.fingerprint()}")
+    click.echo(f"clients: {', '.join(certificate.clients)}")
+    click.echo(f"valid until: {certificate.not_after:%Y-%m-%d %H:%M} UTC")
+    click.echo(
+        "copy both files to the worker and set MSPAUTO_WORKER_KEY to the key there; "
+        "delete them here afterwards"
+    )

@@ -84,6 +84,14 @@ def _settings_problems(settings: Settings) -> list[Problem]:
         )
     except WitnessSettingError as exc:
         problems.append(Problem(Location(f"${exc.variable}"), "", exc.message))
+    if settings.worker_key is not None:
+        from mspauto.evidence.worker_keys import WorkerSigner
+        from mspauto.signing import SigningError
+
+        try:
+            WorkerSigner.load(settings.worker_key)
+        except SigningError as exc:
+            problems.append(Problem(Location("$MSPAUTO_WORKER_KEY"), "", str(exc)))
     for variable, example in (("MSPAUTO_QUEUE_WAIT", 600), ("MSPAUTO_CLAIM_LEASE", 30)):
         value = os.environ.get(variable, "")
         if value and not _positive(value):

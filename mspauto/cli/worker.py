@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from mspauto.cli.application import Application, pass_app
+
+if TYPE_CHECKING:
+    from mspauto.evidence.worker_keys import WorkerSigner
 
 __all__ = ["worker"]
 
@@ -26,9 +31,9 @@ __all__ = ["worker"]
 @click.option(
     "--unsigned",
     is_flag=True,
-    help="Run without the MSP's signing key: the records this worker writes are then "
-    "signed by no one, and each client chain it writes to stays unsigned until a person "
-    "reviews them ('mspauto evidence checkpoint').",
+    help="Run without a signing key (neither the MSP's nor a worker key of its own): the "
+    "records this worker writes are then signed by no one, and each client chain it "
+    "writes to stays unsigned until a person reviews them ('mspauto evidence checkpoint').",
 )
 @pass_app
 def worker(app: Application, clients: tuple[str, ...], site: str | None, unsigned: bool) -> None:
@@ -38,7 +43,11 @@ def worker(app: Application, clients: tuple[str, ...], site: str | None, unsigne
     the broker MSPAUTO_BROKER_URL names, and records each host into the shared evidence
     store (MSPAUTO_EVIDENCE_URL, PostgreSQL). It rebuilds each batch from its own copy
     of the project, resolving credentials here: no secret is ever in a message. On
-    SIGTERM it finishes the batch it is running."""
+    SIGTERM it finishes the batch it is running.
+
+    It signs what it records with its own key when MSPAUTO_WORKER_KEY names one ('mspauto
+    keys worker'; it then serves only the clients its certificate names), else with the
+    MSP's key (MSPAUTO_SIGNING_KEY)."""
     from mspauto.distributed.app import WorkerScope, start_worker
 
     settings = app.settings
@@ -49,11 +58,22 @@ def worker(app: Application, clients: tuple[str, ...], site: str | None, unsigne
             "a worker records into the evidence store the control node reads: set "
             "MSPAUTO_EVIDENCE_URL to the shared PostgreSQL (postgresql+psycopg://...)"
         )
-    if not settings.signing_key.exists() and not unsigned:
+    signer = _worker_signer(app)
+    if signer is not None:
+        allowed = signer.certificate.clients
+        outside = [c for c in clients if c not in allowed]
+        if outside:
+            app.abort(
+                f"the certificate of worker {signer.certificate.name} allows "
+                f"{', '.join(allowed)} only, not {', '.join(outside)}"
+            )
+        clients = clients or allowed  # it serves no one else's queues
+    elif not settings.signing_key.exists() and not unsigned:
         app.abort(
             f"no signing key at {settings.signing_key}: records this worker wrote would "
-            "stop every later checkpoint of their client's chain; give the worker the key "
-            "(MSPAUTO_SIGNING_KEY), or start it with --unsigned knowingly"
+            "stop every later checkpoint of their client's chain; give the worker a key "
+            "of its own ('mspauto keys worker', then MSPAUTO_WORKER_KEY), or start it "
+            "with --unsigned knowingly"
         )
     if site is not None and len(clients) != 1:
         app.abort("--site needs exactly one --client (the client whose site it is)")
@@ -65,5 +85,18 @@ def worker(app: Application, clients: tuple[str, ...], site: str | None, unsigne
     queues = scope.queues(project)
     if not queues:
         app.abort(f"client {clients[0]} has no host at site {site!r}: nothing to serve")
-    with app.evidence_store(writable=True) as store:
+    with app.evidence_store(writable=True, batch_signer=signer) as store:
         start_worker(settings, store, scope, queues)
+
+
+def _worker_signer(app: Application) -> WorkerSigner | None:
+    """This worker's own key and certificate (``MSPAUTO_WORKER_KEY``), if it has one."""
+    from mspauto.evidence.worker_keys import WorkerSigner
+    from mspauto.signing import SigningError
+
+    if app.settings.worker_key is None:
+        return None
+    try:
+        return WorkerSigner.load(app.settings.worker_key)
+    except SigningError as exc:
+        app.abort(str(exc))

@@ -45,6 +45,7 @@ __all__ = [
     "records",
     "schedule_jobs",
     "schedule_runs",
+    "signers",
 ]
 
 GENESIS = "0" * 64
@@ -107,7 +108,19 @@ batches = Table(
     Column("first_seq", Integer, nullable=False),
     Column("last_seq", Integer, nullable=False),
     Column("signature", Text, nullable=False),
+    # None: signed with the MSP's key; else the fingerprint of the worker certificate
+    # (evidence_signers) whose key signed it.
+    Column("signer", String(64), nullable=True),
     Index("evidence_batches_by_chain", "chain", "last_seq"),
+)
+
+# Worker certificates (mspauto.evidence.worker_keys): signed notes by the MSP's key,
+# each naming a worker's key and the clients it may write for.
+signers = Table(
+    "evidence_signers",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("certificate", Text, nullable=False),
 )
 
 # The control node's schedule (mspauto.schedule): coordination state, not evidence.

@@ -41,6 +41,7 @@ from sqlalchemy import (
     event,
     insert,
     inspect,
+    null,
     select,
     update,
 )
@@ -70,7 +71,9 @@ from mspauto.evidence.schema import (
     outputs,
     present_guards,
     records,
+    signers,
 )
+from mspauto.evidence.worker_keys import WorkerCertificate, WorkerSigner
 from mspauto.signing import PublicKey, SigningError
 
 __all__ = [
@@ -264,6 +267,7 @@ class EvidenceStore:
         writable: bool = True,
         notary: Notary | None = None,
         upgrade_legacy: bool = False,
+        batch_signer: WorkerSigner | None = None,
     ) -> None:
         """Open the store. ``writable`` brings its schema up to date (see
         :attr:`upgrade`) and restores missing guards after recording that they were
@@ -272,6 +276,10 @@ class EvidenceStore:
         self.url = url
         self.notary = notary
         """Signs a checkpoint of each chain a run wrote to (None: evidence stays unsigned)."""
+        self.batch_signer = batch_signer
+        """A worker's own key, certified by the MSP's, signing what it appends (when it
+        has no ``notary``): a checkpoint by the control node then takes those in."""
+        self._signer_stored = False
         self.checkpoint_outcomes: list[CheckpointOutcome] = []
         """Every :meth:`checkpoint` call's outcome, for the command to report."""
         self.upgrade: migrate.Upgrade | None = None
@@ -428,7 +436,9 @@ class EvidenceStore:
             # executemany: a statement per record cost more than the hashing, and
             # SQLAlchemy's per-row parameter handling a sixth of each append.
             conn.exec_driver_sql(_insert_records_sql(conn), rows)
-            if self.notary is not None:
+            if self.notary is not None or self.batch_signer is not None:
+                if self.notary is None and not self._signer_stored:
+                    self._store_certificate(conn)
                 conn.execute(insert(batches), self._batch_signatures(starts, heads))
             if blobs:
                 _put_outputs(conn, blobs)
@@ -439,7 +449,9 @@ class EvidenceStore:
                     .values(seq=seq, hash=digest)
                 )
         if self.notary is None:
-            self._unsigned_appends = True  # and nothing will sign them: keep no list
+            # Nothing here will sign them (a worker's are signed by the control node's
+            # checkpoint): keep no list.
+            self._unsigned_appends = self.batch_signer is None
         else:  # what a checkpoint signs (and then forgets)
             for written in stored:
                 self._written.setdefault(written.chain, {})[written.seq] = written.hash
@@ -451,15 +463,41 @@ class EvidenceStore:
         """One signature per chain over what this append added to it: proof that a key
         holder wrote these records, for a checkpoint signed by another process (a
         concurrent run, or the next run after this one was killed)."""
-        assert self.notary is not None
+        signer: Notary | WorkerSigner | None = self.notary
+        certificate = None  # signed with the MSP's key
+        if signer is None:
+            signer = self.batch_signer
+            assert signer is not None
+            certificate = signer.certificate.fingerprint
         signed = []
         for chain, (before, prev) in starts.items():
             last, last_hash = ends[chain]
-            signature = self.notary.sign_batch(chain, before + 1, prev, last, last_hash)
+            signature = signer.sign_batch(chain, before + 1, prev, last, last_hash)
             signed.append(
-                {"chain": chain, "first_seq": before + 1, "last_seq": last, "signature": signature}
+                {
+                    "chain": chain,
+                    "first_seq": before + 1,
+                    "last_seq": last,
+                    "signature": signature,
+                    "signer": certificate,
+                }
             )
         return signed
+
+    def _store_certificate(self, conn: Connection) -> None:
+        """Keep this worker's certificate beside its signatures (once per store)."""
+        assert self.batch_signer is not None
+        certificate = self.batch_signer.certificate
+        known = conn.execute(
+            select(signers.c.fingerprint).where(signers.c.fingerprint == certificate.fingerprint)
+        ).first()
+        if known is None:
+            conn.execute(
+                insert(signers).values(
+                    fingerprint=certificate.fingerprint, certificate=certificate.note
+                )
+            )
+        self._signer_stored = True
 
     def checkpoint(
         self, chain: str, *, adopt: bool = False, legacy: bool = False
@@ -1151,14 +1189,19 @@ def _signed_batches(
     key: PublicKey,
     hash_at: Callable[[int], str | None],
 ) -> list[tuple[int, int]]:
-    """The ranges of records after ``after`` whose writer signed them with ``key`` when
-    appending them (``hash_at`` gives a record's hash, None if unknown)."""
+    """The ranges of records after ``after`` whose writer signed them when appending
+    them: with ``key``, or with a worker key whose certificate ``key`` signed for this
+    chain and which has not expired (``hash_at`` gives a record's hash, None if
+    unknown)."""
+    with_signer = "signer" in {c["name"] for c in inspect(conn).get_columns(batches.name)}
+    columns = [batches.c.first_seq, batches.c.last_seq, batches.c.signature]
     query = (
-        select(batches)
+        select(*columns, batches.c.signer if with_signer else null().label("signer"))
         .where(batches.c.chain == chain, batches.c.last_seq > after)
         .order_by(batches.c.first_seq)
     )
     ranges = []
+    workers: dict[str, PublicKey | None] = {}
     for row in conn.execute(query):
         if not (isinstance(row.first_seq, int) and isinstance(row.last_seq, int)):
             continue  # not a row mspauto wrote (SQLite keeps any type)
@@ -1169,10 +1212,34 @@ def _signed_batches(
             signature = base64.b64decode(row.signature, validate=True)
         except ValueError:
             continue
+        signer: PublicKey | None = key
+        if row.signer is not None:
+            if row.signer not in workers:
+                workers[row.signer] = _worker_key(conn, str(row.signer), chain, key)
+            signer = workers[row.signer]
+        if signer is None:
+            continue
         message = batch_message(chain, row.first_seq, prev, row.last_seq, last)
-        if key.verify(message, signature):
+        if signer.verify(message, signature):
             ranges.append((row.first_seq, row.last_seq))
     return ranges
+
+
+def _worker_key(conn: Connection, fingerprint: str, chain: str, key: PublicKey) -> PublicKey | None:
+    """The worker key the certificate ``fingerprint`` names, if ``key`` signed it for
+    ``chain`` and it has not expired; None otherwise (its signatures count for nothing)."""
+    if not inspect(conn).has_table(signers.name):
+        return None
+    note = conn.execute(
+        select(signers.c.certificate).where(signers.c.fingerprint == fingerprint)
+    ).scalar()
+    if not isinstance(note, str) or hashlib.sha256(note.encode()).hexdigest() != fingerprint:
+        return None
+    try:
+        certificate = WorkerCertificate.read(note, key)
+    except SigningError:
+        return None
+    return certificate.key if certificate.allows(chain, datetime.now(UTC)) else None
 
 
 def _within(seq: int, ranges: Sequence[tuple[int, int]]) -> bool:

@@ -104,11 +104,13 @@ class Node:
             check=False,
         )
 
-    def worker(self, *args: str, project: Path | None = None) -> subprocess.Popen[bytes]:
+    def worker(
+        self, *args: str, project: Path | None = None, **env: str
+    ) -> subprocess.Popen[bytes]:
         log = self.root.parent / f"worker-{len(self.workers)}.log"
         process = subprocess.Popen(
             [*MSPAUTO, "--project", str(project or self.root), "worker", *args],
-            env=self.env,
+            env={**self.env, **env},
             stdin=subprocess.DEVNULL,
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
@@ -277,6 +279,26 @@ def test_a_worker_for_one_client_never_receives_another_clients_work(node: Node)
     _wait(lambda: "Task mspauto.run_batch" in node.log_of(globex), 60, "late batch taken")
     _wait(lambda: "succeeded" in node.log_of(globex), 60, "late batch done")
     assert len(host_results(node, outcome["run_id"])["g1"]) == 1
+
+
+def test_a_worker_with_a_key_of_its_own_signs_for_its_client_without_the_msps_key(
+    node: Node, tmp_path: Path
+) -> None:
+    """A worker holding only a worker key for acme (no MSP key): the control node's
+    checkpoint takes in what it recorded, and verify finds every chain signed."""
+    issued = node.mspauto("keys", "worker", "acme-1", "--client", "acme", "--out", str(tmp_path))
+    assert issued.returncode == 0, issued.stderr
+    worker = node.worker(
+        MSPAUTO_SIGNING_KEY=str(tmp_path / "no-msp.key"),
+        MSPAUTO_WORKER_KEY=str(tmp_path / "acme-1.key"),
+    )
+    assert "acme" in node.log_of(worker) and "globex" not in node.log_of(worker)
+    done = node.mspauto("exec", "--client", "acme", "--distributed", "--", "true")
+    assert done.returncode == 0, done.stderr
+    assert "unsigned" not in done.stderr, done.stderr
+    verified = node.mspauto("evidence", "verify")
+    assert verified.returncode == 0, verified.stderr
+    assert "warning" not in verified.stderr, verified.stderr
 
 
 def test_a_worker_refuses_a_batch_planned_on_another_project(node: Node, tmp_path: Path) -> None:

@@ -191,7 +191,7 @@ def test_a_store_from_release_0_1_upgrades_and_gets_signed(project: Path) -> Non
     upgraded = run(project, "evidence", "upgrade")
     assert upgraded.exit_code == 0, upgraded.output
     assert upgraded.stderr.splitlines() == [
-        "note: upgraded the evidence store from schema 0001 to 0005; every record and hash is kept"
+        "note: upgraded the evidence store from schema 0001 to 0006; every record and hash is kept"
     ]
     assert upgraded.stdout.splitlines() == [
         "acme: signed a checkpoint at #8",
@@ -206,7 +206,7 @@ def test_a_store_from_release_0_1_upgrades_and_gets_signed(project: Path) -> Non
     verified = run(project, "evidence", "verify")
     assert verified.exit_code == 0, verified.output
     again = run(project, "evidence", "upgrade")
-    assert again.stdout == "the evidence store is at schema 0005 already\n"
+    assert again.stdout == "the evidence store is at schema 0006 already\n"
 
 
 def test_a_store_from_a_newer_release_is_refused_in_one_line(project: Path) -> None:
