@@ -76,7 +76,7 @@ def worker(root: str, env: dict[str, str], delay: float) -> None:
     settings = Settings.load(Path(root))
     project = load_project(settings)
     scope = WorkerScope()
-    start_worker(settings, EvidenceStore(settings.evidence_url), scope, scope.queues(project))
+    start_worker(settings, EvidenceStore(settings.evidence_url), scope, scope.queues(project), None)
 
 
 @contextmanager

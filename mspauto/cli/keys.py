@@ -100,13 +100,16 @@ def worker_key(
     """Make a key of its own for worker NAME and a certificate, signed with the MSP's
     key, that lets it sign the evidence of the given clients for --days.
 
-    Copy NAME.key and NAME.cert to the worker (the key stays 0600) and set
-    MSPAUTO_WORKER_KEY to the key there: the worker then needs neither the MSP's key
-    nor any other client's. Exits 1 without the MSP's key or if NAME.key exists."""
+    Copy NAME.key, NAME.cert and NAME.msp.pub (the MSP's public key, with which the
+    worker checks its certificate and every batch message) to the worker, the key
+    staying 0600, and set MSPAUTO_WORKER_KEY to the key there: the worker then needs
+    neither the MSP's key nor any other client's. Exits 1 without the MSP's key or if
+    NAME.key exists."""
     from mspauto.evidence.worker_keys import (
         certificate_path,
         check_request,
         issue_certificate,
+        msp_key_path,
     )
     from mspauto.signing import SigningError, SigningKey, generate_key
 
@@ -128,14 +131,16 @@ def worker_key(
         )
         certificate = issue_certificate(msp_key, name, public, clients, not_after)
         certificate_path(key_path).write_text(certificate.note, encoding="utf-8")
+        msp_key_path(key_path).write_text(msp_key.public_key.to_text(), encoding="utf-8")
     except SigningError as exc:
         app.abort(str(exc))
     click.echo(f"worker key: {key_path}")
     click.echo(f"certificate: {certificate_path(key_path)}")
+    click.echo(f"the MSP's public key: {msp_key_path(key_path)}")
     click.echo(f"fingerprint: {public.fingerprint()}")
     click.echo(f"clients: {', '.join(certificate.clients)}")
     click.echo(f"valid until: {certificate.not_after:%Y-%m-%d %H:%M} UTC")
     click.echo(
-        "copy both files to the worker and set MSPAUTO_WORKER_KEY to the key there; "
-        "delete them here afterwards"
+        "copy the three files to the worker and set MSPAUTO_WORKER_KEY to the key there; "
+        "delete the key here afterwards"
     )

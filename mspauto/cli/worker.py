@@ -10,6 +10,7 @@ from mspauto.cli.application import Application, pass_app
 
 if TYPE_CHECKING:
     from mspauto.evidence.worker_keys import WorkerSigner
+    from mspauto.signing import PublicKey
 
 __all__ = ["worker"]
 
@@ -85,8 +86,25 @@ def worker(app: Application, clients: tuple[str, ...], site: str | None, unsigne
     queues = scope.queues(project)
     if not queues:
         app.abort(f"client {clients[0]} has no host at site {site!r}: nothing to serve")
+    msp_key = signer.msp_key if signer is not None else _msp_public_key(app)
     with app.evidence_store(writable=True, batch_signer=signer) as store:
-        start_worker(settings, store, scope, queues)
+        start_worker(settings, store, scope, queues, msp_key)
+
+
+def _msp_public_key(app: Application) -> PublicKey | None:
+    """The MSP's public key, beside its secret key, if this worker has either: batches
+    must then be signed with it."""
+    from mspauto.signing import PublicKey, SigningError, SigningKey
+
+    settings = app.settings
+    try:
+        if settings.public_key.exists():
+            return PublicKey.load(settings.public_key)
+        if settings.signing_key.exists():
+            return SigningKey.load(settings.signing_key).public_key
+    except SigningError as exc:
+        app.abort(str(exc))
+    return None
 
 
 def _worker_signer(app: Application) -> WorkerSigner | None:

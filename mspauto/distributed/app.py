@@ -26,6 +26,7 @@ from mspauto.distributed.jobs import Batch, BatchRefused, client_digest, run_bat
 from mspauto.evidence.store import EvidenceStore
 from mspauto.inventory.resolve import Client, Host
 from mspauto.project import Project, load_project
+from mspauto.signing import PublicKey
 
 __all__ = [
     "DELIVERY_LIMIT",
@@ -121,8 +122,16 @@ class _Worker:
     The project is read again only when one of its files changed: each batch sees the
     project as it is now, without paying a parse of every file per batch."""
 
-    def __init__(self, settings: Settings, scope: WorkerScope, store: EvidenceStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        scope: WorkerScope,
+        store: EvidenceStore,
+        msp_key: PublicKey | None,
+    ) -> None:
         self.settings, self.scope, self.store = settings, scope, store
+        self.msp_key = msp_key
+        """Batches must be signed with this key (None: unsigned ones are run too)."""
         self._stamp: tuple[tuple[str, int, int], ...] | None = None
         self._project: Project | None = None
         self._digests: dict[str, str] = {}
@@ -162,7 +171,7 @@ def _run_batch_task(message: Mapping[str, Any]) -> dict[str, Any]:
     worker = _running[0]
     lease = timedelta(seconds=worker.settings.claim_lease)
     return run_batch(
-        Batch.read(message),
+        Batch.read(message, worker.msp_key),
         worker.project(),
         worker.store,
         worker.scope.allows,
@@ -172,10 +181,15 @@ def _run_batch_task(message: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def start_worker(
-    settings: Settings, store: EvidenceStore, scope: WorkerScope, queues: Iterable[str]
+    settings: Settings,
+    store: EvidenceStore,
+    scope: WorkerScope,
+    queues: Iterable[str],
+    msp_key: PublicKey | None,
 ) -> None:
-    """Run a worker in this process until it is stopped (SIGTERM: it finishes its batch)."""
-    _running[:] = [_Worker(settings, scope, store)]
+    """Run a worker in this process until it is stopped (SIGTERM: it finishes its batch).
+    With ``msp_key`` it runs only batches that key signed."""
+    _running[:] = [_Worker(settings, scope, store, msp_key)]
     assert settings.broker_url is not None
     names = list(queues)
     app = celery_app(settings.broker_url, names)

@@ -48,6 +48,7 @@ from mspauto.evidence.store import EvidenceStore
 from mspauto.evidence.writer import EvidenceWriter
 from mspauto.inventory.resolve import Host
 from mspauto.project import Project
+from mspauto.signing import SigningError, SigningKey
 from mspauto.transport.base import CommandResult, ErrorKind, Transport
 
 __all__ = ["BATCH_SIZE", "DistributedExecutor"]
@@ -97,6 +98,8 @@ class DistributedExecutor:
                 connection.ensure_connection(max_retries=1)
         except (OSError, OperationalError, *connection.connection_errors) as exc:
             raise EngineError(f"cannot reach the broker: {exc}") from None
+        self.key = _msp_key(settings)
+        """Signs every batch message (workers that know the MSP's key refuse others)."""
         self.project = project
         self.job = dict(job)
         self.batch_size = batch_size
@@ -180,7 +183,7 @@ class DistributedExecutor:
                 batch = Batch(run_id, spec.client.name, names, job, digest)
                 result = self.app.send_task(
                     TASK,
-                    args=[batch.message()],
+                    args=[batch.message(self.key)],
                     queue=queue_named(queue),
                     routing_key=queue,
                     expires=expires,  # a batch nobody took by then is not run late
@@ -371,6 +374,16 @@ class _Follow:
             )
             for name, host in self.hosts.items()
         ]
+
+
+def _msp_key(settings: Settings) -> SigningKey | None:
+    """The MSP's key, if this node has one (a key it cannot use is one line)."""
+    if not settings.signing_key.exists():
+        return None
+    try:
+        return SigningKey.load(settings.signing_key)
+    except SigningError as exc:
+        raise EngineError(str(exc)) from None
 
 
 def _result_of(recorded: HostResult, texts: Mapping[str, bytes]) -> CommandResult:

@@ -11,6 +11,7 @@ an in-process run, taking each host before running it (:mod:`mspauto.distributed
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -34,6 +35,7 @@ from mspauto.evidence.records import RunStatus
 from mspauto.evidence.store import EvidenceStore, canonical_json
 from mspauto.inventory.resolve import Client, Host
 from mspauto.project import Project
+from mspauto.signing import PublicKey, SigningKey
 from mspauto.transport import transport_for
 from mspauto.transport.base import Transport
 
@@ -61,18 +63,32 @@ class Batch:
     digest: str
     """:func:`client_digest` of the control node's project."""
 
-    def message(self) -> dict[str, Any]:
-        """The task's argument (JSON)."""
-        return {"version": MESSAGE_VERSION, **asdict(self), "hosts": list(self.hosts)}
+    def message(self, key: SigningKey | None = None) -> dict[str, Any]:
+        """The task's argument (JSON), signed with the MSP's ``key`` when given."""
+        message: dict[str, Any] = {
+            "version": MESSAGE_VERSION,
+            **asdict(self),
+            "hosts": list(self.hosts),
+        }
+        if key is not None:
+            message["signature"] = base64.b64encode(key.sign(_signed_part(message))).decode()
+        return message
 
     @classmethod
-    def read(cls, message: object) -> Batch:
+    def read(cls, message: object, key: PublicKey | None = None) -> Batch:
+        """The batch in ``message``; with the MSP's public ``key``, only if that key
+        signed it (whoever can publish to the broker cannot then send work)."""
         if not isinstance(message, Mapping):
             raise BatchRefused("a malformed batch message (not a mapping)")
         if message.get("version") != MESSAGE_VERSION:
             raise BatchRefused(
                 f"a batch message of version {message.get('version')!r}: this worker runs "
                 f"version {MESSAGE_VERSION} (run the same mspauto on workers and control node)"
+            )
+        if key is not None and not _signed_by(message, key):
+            raise BatchRefused(
+                "a batch message not signed by the MSP's key: sent by something other than "
+                "a control node holding that key"
             )
         try:
             return cls(
@@ -84,6 +100,23 @@ class Batch:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BatchRefused(f"a malformed batch message ({exc})") from None
+
+
+def _signed_part(message: Mapping[str, Any]) -> bytes:
+    """What a batch signature covers: the whole message but the signature."""
+    unsigned = {k: v for k, v in message.items() if k != "signature"}
+    return b"mspauto batch message v1\n" + canonical_json(unsigned).encode()
+
+
+def _signed_by(message: Mapping[str, Any], key: PublicKey) -> bool:
+    signature = message.get("signature")
+    if not isinstance(signature, str):
+        return False
+    try:
+        raw = base64.b64decode(signature, validate=True)
+        return key.verify(_signed_part(message), raw)
+    except (ValueError, TypeError):
+        return False
 
 
 def client_digest(project: Project, client: Client) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "certificate_path",
     "check_request",
     "issue_certificate",
+    "msp_key_path",
 ]
 
 CERTIFICATE_NAME = "mspauto-workers"
@@ -44,6 +45,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 def certificate_path(key_path: Path) -> Path:
     """Where a worker key's certificate lives: beside it, ``NAME.cert``."""
     return key_path.with_suffix(".cert")
+
+
+def msp_key_path(key_path: Path) -> Path:
+    """Where a worker keeps the MSP's public key: beside its key, ``NAME.msp.pub`` (it
+    checks its certificate and every batch message with it)."""
+    return key_path.with_suffix(".msp.pub")
 
 
 @dataclass(frozen=True)
@@ -67,15 +74,10 @@ class WorkerCertificate:
         return chain in self.clients and now <= self.not_after
 
     @classmethod
-    def read(cls, note: str, msp_key: PublicKey | None) -> WorkerCertificate:
-        """The certificate in ``note``, its signature checked with ``msp_key`` (None:
-        read only, as a worker reads its own); :class:`SigningError` says why not."""
-        if msp_key is not None:
-            body = open_note(note, msp_key, CERTIFICATE_NAME)
-        else:
-            body, _, _ = note.rpartition("\n\n")
-            body += "\n"
-        lines = body.split("\n")
+    def read(cls, note: str, msp_key: PublicKey) -> WorkerCertificate:
+        """The certificate in ``note``, its signature checked with ``msp_key``;
+        :class:`SigningError` says why not."""
+        lines = open_note(note, msp_key, CERTIFICATE_NAME).split("\n")
         if len(lines) != 6 or lines[0] != _ORIGIN or lines[5] != "":
             raise SigningError("not an mspauto worker certificate")
         fields = dict(line.partition(" ")[::2] for line in lines[1:5])
@@ -124,7 +126,9 @@ class WorkerSigner:
     """Signs a worker's appends with its own key (an :class:`EvidenceStore`'s
     ``batch_signer``); the store keeps the certificate beside the signatures."""
 
-    def __init__(self, key: SigningKey, certificate: WorkerCertificate) -> None:
+    def __init__(
+        self, key: SigningKey, certificate: WorkerCertificate, msp_key: PublicKey | None = None
+    ) -> None:
         if key.public_key != certificate.key:
             raise SigningError(
                 f"the certificate of worker {certificate.name} is for another key: issue "
@@ -132,11 +136,14 @@ class WorkerSigner:
             )
         self.key = key
         self.certificate = certificate
+        self.msp_key = msp_key
+        """The MSP's public key, which signed the certificate (and signs batches)."""
 
     @classmethod
     def load(cls, key_path: Path, now: datetime | None = None) -> WorkerSigner:
-        """The worker key at ``key_path`` and its certificate beside it; refused when
-        the certificate has expired (its records would be left unsigned)."""
+        """The worker key at ``key_path``, its certificate and the MSP's public key
+        beside it; refused when the certificate is not the MSP's or has expired (its
+        records would be left unsigned)."""
         if not key_path.exists():
             raise SigningError(
                 f"no worker key at {key_path}: issue one on the control node ('mspauto keys "
@@ -150,17 +157,25 @@ class WorkerSigner:
             raise SigningError(f"no worker certificate at {cert_path}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise SigningError(f"cannot read {cert_path}: {exc}") from None
+        if not msp_key_path(key_path).exists():
+            raise SigningError(
+                f"no MSP public key at {msp_key_path(key_path)}: copy it there with the "
+                "worker key ('mspauto keys worker' writes all three files)"
+            )
+        msp_key = PublicKey.load(msp_key_path(key_path))
         try:
-            certificate = WorkerCertificate.read(note, None)
+            certificate = WorkerCertificate.read(note, msp_key)
         except SigningError as exc:
-            raise SigningError(f"{cert_path}: {exc}") from None
+            raise SigningError(
+                f"{cert_path}: {exc} (is {msp_key_path(key_path).name} the MSP's key?)"
+            ) from None
         if (now or datetime.now(UTC)) > certificate.not_after:
             raise SigningError(
                 f"the certificate of worker {certificate.name} expired at "
                 f"{certificate.not_after:%Y-%m-%d %H:%M} UTC: issue a new one "
                 "('mspauto keys worker' on the control node)"
             )
-        return cls(key, certificate)
+        return cls(key, certificate, msp_key)
 
     def sign_batch(
         self, chain: str, first_seq: int, prev_hash: str, last_seq: int, last_hash: str

@@ -299,6 +299,15 @@ def test_a_worker_with_a_key_of_its_own_signs_for_its_client_without_the_msps_ke
     verified = node.mspauto("evidence", "verify")
     assert verified.returncode == 0, verified.stderr
     assert "warning" not in verified.stderr, verified.stderr
+    # Work the MSP's key did not sign (a control node without it, or anyone else who
+    # can publish to the broker) is refused.
+    unsigned = node.mspauto(
+        *("exec", "--client", "acme", "--distributed", "--format", "json", "--", "true"),
+        MSPAUTO_SIGNING_KEY=str(tmp_path / "no-msp.key"),
+    )
+    assert all("not signed by the MSP's key" in r["message"] for r in _json(unsigned)["results"]), (
+        unsigned.stdout
+    )
 
 
 def test_a_worker_refuses_a_batch_planned_on_another_project(node: Node, tmp_path: Path) -> None:

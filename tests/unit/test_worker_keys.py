@@ -19,6 +19,7 @@ from mspauto.evidence.worker_keys import (
     WorkerSigner,
     certificate_path,
     issue_certificate,
+    msp_key_path,
 )
 from mspauto.signing import SigningError, SigningKey, generate_key
 
@@ -120,7 +121,14 @@ def test_a_worker_key_loads_with_its_certificate_and_not_after_it_expired(
     certificate_path(path).write_text(
         issue_certificate(msp, "nyc-1", worker.public_key, ("acme",), until).note
     )
-    assert WorkerSigner.load(path).certificate.clients == ("acme",)
+    with pytest.raises(SigningError, match="no MSP public key at"):
+        WorkerSigner.load(path)
+    msp_key_path(path).write_text(_key(tmp_path, "impostor").public_key.to_text())
+    with pytest.raises(SigningError, match="the MSP's key"):  # vouched for by another
+        WorkerSigner.load(path)
+    msp_key_path(path).write_text(msp.public_key.to_text())
+    loaded = WorkerSigner.load(path)
+    assert loaded.certificate.clients == ("acme",) and loaded.msp_key == msp.public_key
     with pytest.raises(SigningError, match="expired at"):
         WorkerSigner.load(path, now=until + timedelta(minutes=1))
     other = _key(tmp_path, "other")
