@@ -271,8 +271,15 @@ def run_checks(
             for record in store.records(run_id=outcome.run_id, kind=RecordKind.FINDINGS):
                 judged[record.host] = read_host_findings(record.kind, record.payload)
             remote = {name: f for name, f in judged.items() if name not in here}
-            if also_record is not None and not run.evidence_error:
-                run.evidence_error = _record_also(store, scope, outcome.run_id, remote, also_record)
+            # A host no one recorded findings for (its worker was lost with them) is
+            # judged from its result here, unchecked: never as a host needing no probe.
+            for result in outcome.results:
+                if result.host in scripts and result.host not in judged:
+                    host = next(s.host for s in scope.hosts if s.host.name == result.host)
+                    judged[result.host] = _judge_safely(check, host, plans[host.name], result)
+            if also_record is not None:
+                problem = _record_also(store, scope, outcome.run_id, remote, also_record)
+                run.evidence_error = run.evidence_error or problem
     for host_scope in scope.hosts:
         name = host_scope.host.name
         if name in judged:
@@ -304,8 +311,9 @@ def _record_also(
     judged: Mapping[str, HostFindings],
     also_record: ExtraRecords,
 ) -> str | None:
-    """Write what this node adds to the findings workers recorded (``also_record``),
-    signed at once; the store's error in one line, or None."""
+    """Write what this node adds to the findings workers recorded (``also_record``,
+    called for every host even when the store fails, as in-process), signed at once;
+    the store's error in one line, or None."""
     by_name = {s.host.name: s.host for s in scope.hosts}
     added = [
         record

@@ -211,7 +211,12 @@ class Application:
                 click.echo(f"warning: {outcome.chain}: {problem}", err=True)
 
     def executor(
-        self, project: Project, job: Mapping[str, Any], distributed: bool
+        self,
+        project: Project,
+        job: Mapping[str, Any],
+        distributed: bool,
+        *,
+        check_broker: bool = True,
     ) -> Executor | None:
         """Who carries out a run: workers when asked (``--distributed`` or the setting),
         else None (this process). A missing broker or shared store is one line."""
@@ -221,7 +226,7 @@ class Application:
         from mspauto.engine import EngineError
 
         try:
-            return DistributedExecutor(self.settings, project, job)
+            return DistributedExecutor(self.settings, project, job, check_broker=check_broker)
         except EngineError as exc:
             self.abort(str(exc))
 
@@ -235,7 +240,9 @@ class Application:
         self.executor(project, {}, distributed)
 
         def dispatch(job: Mapping[str, Any]) -> Executor:
-            executor = self.executor(project, job, distributed)
+            # Checked above: a broker lost later must not stop a rollout half-way (its
+            # hosts are recorded as not run, and the rollout goes on from there).
+            executor = self.executor(project, job, distributed, check_broker=False)
             assert executor is not None
             return executor
 

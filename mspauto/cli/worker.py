@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import click
@@ -69,6 +70,14 @@ def worker(app: Application, clients: tuple[str, ...], site: str | None, unsigne
                 f"{', '.join(allowed)} only, not {', '.join(outside)}"
             )
         clients = clients or allowed  # it serves no one else's queues
+        left = signer.certificate.not_after - datetime.now(UTC)
+        if left < timedelta(days=7):
+            click.echo(
+                f"warning: the certificate of worker {signer.certificate.name} expires in "
+                f"{left.days} days, {left.seconds // 3600} hours: issue a new one "
+                "('mspauto keys worker')",
+                err=True,
+            )
     elif not settings.signing_key.exists() and not unsigned:
         app.abort(
             f"no signing key at {settings.signing_key}: records this worker wrote would "

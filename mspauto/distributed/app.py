@@ -34,6 +34,7 @@ __all__ = [
     "LiveWorker",
     "WorkerScope",
     "celery_app",
+    "dead_letter_queue",
     "live_workers",
     "queue_for",
     "queue_named",
@@ -45,6 +46,11 @@ DELIVERY_LIMIT = 10
 """Deliveries of one batch before RabbitMQ drops it (its quorum queues' default is 20
 on RabbitMQ 4 and unlimited before)."""
 _EXCHANGE = Exchange("mspauto", type="direct", durable=True)
+DEAD_LETTERS = Exchange("mspauto.dead", type="headers", durable=True)
+"""Where RabbitMQ puts a batch it dropped after :data:`DELIVERY_LIMIT` deliveries; each
+control node binds a queue of its own there for its run (:data:`RUN_HEADER`)."""
+RUN_HEADER = "mspauto-run"
+"""The message header naming a batch's run (a dropped batch keeps it)."""
 
 
 def queue_for(host: Host) -> str:
@@ -61,7 +67,22 @@ def queue_named(name: str) -> Queue:
         _EXCHANGE,
         routing_key=name,
         durable=True,
-        queue_arguments={"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT},
+        queue_arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": DEAD_LETTERS.name,
+        },
+    )
+
+
+def dead_letter_queue(run_id: str) -> Queue:
+    """A control node's queue of its run's dropped batches (gone with its connection)."""
+    return Queue(
+        f"mspauto:dropped:{run_id}",
+        DEAD_LETTERS,
+        exclusive=True,
+        auto_delete=True,
+        binding_arguments={"x-match": "all", RUN_HEADER: run_id},
     )
 
 

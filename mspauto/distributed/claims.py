@@ -161,6 +161,30 @@ class HostClaims:
             )
             return sorted(set(hosts) & {row.host for row in mine})
 
+    def take_lost(self, hosts: Sequence[str], why: str) -> list[str]:
+        """For the control node: take those of ``hosts`` whose worker stopped renewing
+        its claim a lease ago (lost with the host's outcome), to record them itself."""
+        if not hosts:
+            return []
+        table, owner = run_host_claims, f"{CONTROL}{why}"
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(table)
+                .where(
+                    table.c.run_id == self.run_id,
+                    table.c.host.in_(hosts),
+                    ~table.c.owner.startswith(CONTROL),
+                    table.c.alive_at <= _stamp(datetime.now(UTC) - self.lease),
+                )
+                .values(owner=owner, alive_at=_stamp())
+            )
+            mine = conn.execute(
+                select(table.c.host).where(
+                    table.c.run_id == self.run_id, table.c.host.in_(hosts), table.c.owner == owner
+                )
+            )
+            return sorted(row.host for row in mine)
+
     def taken(self) -> dict[str, str]:
         """Every host of the run taken so far, and by whom."""
         with self.engine.connect() as conn:

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -31,7 +31,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from mspauto.config import Settings
-from mspauto.distributed.app import TASK, celery_app, queue_for, queue_named
+from mspauto.distributed.app import (
+    DELIVERY_LIMIT,
+    RUN_HEADER,
+    TASK,
+    celery_app,
+    dead_letter_queue,
+    queue_for,
+    queue_named,
+)
 from mspauto.distributed.claims import CONTROL, HostClaims
 from mspauto.distributed.jobs import Batch, client_digest
 from mspauto.engine import EngineError, RunOutcome, RunSpec
@@ -74,6 +82,12 @@ class _Sent:
     failed: str | None = None
 
 
+_SHARED_STORE = (
+    "a distributed run needs an evidence store the workers share: set "
+    "MSPAUTO_EVIDENCE_URL to PostgreSQL (postgresql+psycopg://...)"
+)
+
+
 class DistributedExecutor:
     """Carries out a run by workers (an :data:`~mspauto.engine.Executor`); ``job`` is
     what they run (see :class:`~mspauto.distributed.jobs.Batch`)."""
@@ -85,25 +99,33 @@ class DistributedExecutor:
         job: Mapping[str, Any],
         *,
         batch_size: int = BATCH_SIZE,
+        check_broker: bool = True,
     ) -> None:
+        """``check_broker``: reach the broker now (a run that cannot be sent is then
+        one line before anything is recorded); a later run of the same command, whose
+        first was checked, records hosts it cannot send as not run instead."""
         if not settings.broker_url:
             raise EngineError(
                 "a distributed run needs the broker: set MSPAUTO_BROKER_URL (e.g. "
                 "amqp://mspauto@127.0.0.1//), or run without --distributed"
             )
+        if settings.evidence_url.startswith("sqlite"):
+            raise EngineError(_SHARED_STORE)
         self.app = celery_app(settings.broker_url)
-        connection = self.app.connection_for_write()
-        try:  # now, in one line, rather than after the run's start is recorded
-            with connection:
-                connection.ensure_connection(max_retries=1)
-        except (OSError, OperationalError, *connection.connection_errors) as exc:
-            raise EngineError(f"cannot reach the broker: {exc}") from None
+        if check_broker:
+            connection = self.app.connection_for_write()
+            try:  # now, in one line, rather than after the run's start is recorded
+                with connection:
+                    connection.ensure_connection(max_retries=1)
+            except (OSError, OperationalError, *connection.connection_errors) as exc:
+                raise EngineError(f"cannot reach the broker: {exc}") from None
         self.key = _msp_key(settings)
         """Signs every batch message (workers that know the MSP's key refuse others)."""
         self.project = project
         self.job = dict(job)
         self.batch_size = batch_size
         self.queue_wait = settings.queue_wait
+        self.lease = timedelta(seconds=settings.claim_lease)
 
     def __call__(
         self,
@@ -117,10 +139,7 @@ class DistributedExecutor:
         if store is None:
             raise EngineError("a distributed run needs the evidence store: workers record there")
         if store.engine.dialect.name == "sqlite":
-            raise EngineError(
-                "a distributed run needs an evidence store the workers share: set "
-                "MSPAUTO_EVIDENCE_URL to PostgreSQL (postgresql+psycopg://...)"
-            )
+            raise EngineError(_SHARED_STORE)
         progress = progress or SilentProgress()
         run_id = str(uuid.uuid4())
         digest = client_digest(self.project, spec.client)
@@ -129,16 +148,21 @@ class DistributedExecutor:
         # The workers judge each host; ``on_result`` here only judges the hosts this
         # node takes back (not run: unchecked), as an in-process run would.
         follow = _Follow(spec, run_id, store, writer, progress, on_result, self._consumers)
+        follow.claims.lease = self.lease
         status, evidence_error = RunStatus.INTERRUPTED, None
         progress.started(len(spec.hosts))
+        dropped = _Dropped(self.app, run_id)  # bound before any batch can be dropped
         try:
-            sent = self._send(spec, run_id, digest)
+            sent, unsent = self._send(spec, run_id, digest)
+            if unsent is not None:  # the broker went away: what was not sent is not run
+                follow.take_back_the_rest("no-broker", ErrorKind.NOT_STARTED, unsent)
             with _first_stop(follow.stop):
-                follow.until_done(sent, self._deadline(spec, sent), self.queue_wait)
+                follow.until_done(sent, self._deadline(spec, sent), self.queue_wait, dropped)
             status = RunStatus.INTERRUPTED if follow.stop.is_set() else RunStatus.COMPLETED
         except KeyboardInterrupt:  # the second Ctrl-C: stop waiting, take back the rest
             status = RunStatus.ABORTED
         finally:
+            dropped.close()
             follow.take_back_the_rest(
                 "stopped", ErrorKind.NOT_STARTED, "the run was stopped before this host's turn"
             )
@@ -162,7 +186,8 @@ class DistributedExecutor:
         except Exception:  # the broker is away or the queue gone: nothing to tell
             return None
 
-    def _send(self, spec: RunSpec, run_id: str, digest: str) -> list[_Sent]:
+    def _send(self, spec: RunSpec, run_id: str, digest: str) -> tuple[list[_Sent], str | None]:
+        """The batches sent, and why the rest could not be (None: all were)."""
         # Every host one after another, as slow as its limits allow, plus the queue
         # wait: a bound no batch of this run can still be useful after.
         per_host = spec.timeout * (spec.retries + 1) + 5.0 * spec.retries
@@ -175,21 +200,25 @@ class DistributedExecutor:
         by_queue: dict[str, list[Host]] = {}
         for host in spec.hosts:
             by_queue.setdefault(queue_for(host), []).append(host)
-        sent = []
+        sent: list[_Sent] = []
         for queue, hosts in sorted(by_queue.items()):
             size = min(self.batch_size, max(1, math.ceil(len(hosts) / SPREAD)))
             for start in range(0, len(hosts), size):
                 names = tuple(h.name for h in hosts[start : start + size])
                 batch = Batch(run_id, spec.client.name, names, job, digest)
-                result = self.app.send_task(
-                    TASK,
-                    args=[batch.message(self.key)],
-                    queue=queue_named(queue),
-                    routing_key=queue,
-                    expires=expires,  # a batch nobody took by then is not run late
-                )
+                try:
+                    result = self.app.send_task(
+                        TASK,
+                        args=[batch.message(self.key)],
+                        queue=queue_named(queue),
+                        routing_key=queue,
+                        headers={RUN_HEADER: run_id},  # kept by a batch RabbitMQ drops
+                        expires=expires,  # a batch nobody took by then is not run late
+                    )
+                except (OSError, OperationalError) as exc:
+                    return sent, f"the broker could not be reached to send this host: {exc}"
                 sent.append(_Sent(batch, queue, result))
-        return sent
+        return sent, None
 
     def _deadline(self, spec: RunSpec, sent: Sequence[_Sent]) -> float:
         """When hosts no worker took are given up: each queue's batches one after
@@ -263,11 +292,32 @@ class _Follow:
         self.per_host = spec.timeout * (spec.retries + 1)
         self._after = 0
 
-    def until_done(self, sent: Sequence[_Sent], deadline: float, queue_wait: float) -> None:
+    def until_done(
+        self, sent: Sequence[_Sent], deadline: float, queue_wait: float, dropped: _Dropped
+    ) -> None:
         last_call: float | None = None
         stalled = _Stalled(sent, queue_wait, self.consumers)
+        lost: set[str] = set()
         while len(self.results) < len(self.hosts):
             self.read_recorded()
+            for hosts in dropped.batches():
+                self.take_back(
+                    hosts,
+                    "dropped",
+                    ErrorKind.NOT_STARTED,
+                    f"the broker dropped this host's batch after {DELIVERY_LIMIT} deliveries "
+                    "(every worker that took it was lost): not run",
+                )
+                lost.update(h for h in hosts if h in self.hosts)
+            # Hosts a lost worker of a dropped batch took: no delivery comes again, so
+            # once their lease ran out they are recorded here, never run again.
+            for name in self.claims.take_lost(sorted(lost - set(self.results)), "lost"):
+                self.record_here(
+                    name,
+                    ErrorKind.INTERRUPTED,
+                    "the worker running this host was lost and the broker dropped its "
+                    "batch: the outcome is unknown, so it is not run again",
+                )
             for hosts in stalled.queues(self.claims.taken(), self.results):
                 self.take_back(
                     hosts,
@@ -347,14 +397,18 @@ class _Follow:
 
     def take_back(self, names: Sequence[str], why: str, error: ErrorKind, message: str) -> None:
         """Record the hosts among ``names`` no worker took, with ``message``."""
-        for name in self.claims.take_the_rest(list(names), why):
-            host = self.hosts[name]
-            result = CommandResult.failure(name, self.spec.command_for(host), error, message)
-            self.results[name] = result
-            self.writer.submit(host_record(self.spec, self.run_id, host, result))
-            for record in self.on_result(self.run_id, host, result) if self.on_result else ():
-                self.writer.submit(record)
-            self.progress.host_done(result)
+        for name in self.claims.take_the_rest([n for n in names if n in self.hosts], why):
+            self.record_here(name, error, message)
+
+    def record_here(self, name: str, error: ErrorKind, message: str) -> None:
+        """Record a host this node took (it did not run) with ``message``."""
+        host = self.hosts[name]
+        result = CommandResult.failure(name, self.spec.command_for(host), error, message)
+        self.results[name] = result
+        self.writer.submit(host_record(self.spec, self.run_id, host, result))
+        for record in self.on_result(self.run_id, host, result) if self.on_result else ():
+            self.writer.submit(record)
+        self.progress.host_done(result)
 
     def take_back_the_rest(self, why: str, error: ErrorKind, message: str) -> None:
         pending = [name for name in self.hosts if name not in self.results]
@@ -374,6 +428,37 @@ class _Follow:
             )
             for name, host in self.hosts.items()
         ]
+
+
+class _Dropped:
+    """The run's batches RabbitMQ dropped after their delivery limit, as they arrive
+    in this node's own dead-letter queue. Without the broker they are found at the
+    run's deadline instead."""
+
+    def __init__(self, app: Any, run_id: str) -> None:
+        self.connection = app.connection_for_write()
+        self.queue: Any = None
+        try:
+            self.queue = dead_letter_queue(run_id)(self.connection.default_channel)
+            self.queue.declare()
+        except Exception:  # the broker is away: the deadline still catches a dropped batch
+            self.queue = None
+
+    def batches(self) -> list[list[str]]:
+        """The hosts of each batch dropped since the last look."""
+        found: list[list[str]] = []
+        try:
+            while self.queue is not None and (message := self.queue.get(no_ack=True)):
+                args = message.decode()[0]  # Celery's body: args, kwargs, options
+                hosts = args[0]["hosts"] if args and isinstance(args[0], Mapping) else []
+                found.append([str(h) for h in hosts] if isinstance(hosts, list) else [])
+        except Exception:  # a broker that went away hides drops until the deadline
+            return found
+        return found
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self.connection.release()
 
 
 def _msp_key(settings: Settings) -> SigningKey | None:

@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from mspauto.checks.pipeline import (
@@ -166,7 +166,7 @@ def _backup(project: Project, store: EvidenceStore, batch: Batch) -> Any:
 
     return BackupCheck(
         project.settings.root,
-        now=datetime.fromisoformat(str(batch.job["now"])),  # the control node's "now"
+        now=_now(batch.job),  # the control node's "now"
         last_integrity=last_integrity_checks(store, batch.client, list(batch.hosts)),
         check_integrity=bool(batch.job.get("check_integrity", False)),
     )
@@ -179,7 +179,7 @@ def _drill(project: Project, store: EvidenceStore, batch: Batch) -> Any:
     due_only = bool(batch.job.get("due_only", False))
     return DrillCheck(
         project.settings.root,
-        now=datetime.fromisoformat(str(batch.job["now"])),
+        now=_now(batch.job),
         last_drills=last_drills(store, batch.client, list(batch.hosts)) if due_only else None,
     )
 
@@ -193,8 +193,10 @@ def _patch(project: Project, store: EvidenceStore, batch: Batch) -> Any:
         sources = _severity_sources(project)
     except SeveritySourceError as exc:
         raise BatchRefused(f"this worker's severity sources cannot be used: {exc}") from None
-    mine = sorted(s.sha256 for s in sources.snapshots)
-    if mine != sorted(str(h) for h in job.get("sources", ())):
+    theirs = job.get("sources")
+    if not isinstance(theirs, list) or not all(isinstance(h, str) for h in theirs):
+        raise BatchRefused(f"a malformed batch message (sources {theirs!r})")
+    if sorted(s.sha256 for s in sources.snapshots) != sorted(theirs):
         raise BatchRefused(
             "this worker's severity sources differ from the control node's (the Debian "
             "tracker or KEV copy): give both the same files"
@@ -209,11 +211,20 @@ def _patch(project: Project, store: EvidenceStore, batch: Batch) -> Any:
         batch.client,
         batch.hosts,
         contract=project.contracts().get(client.spec.contract),
-        now=datetime.fromisoformat(str(job["now"])),
+        now=_now(job),
         sources=sources,
         lock_timeout=lock_timeout,
         phase=phase,
     )
+
+
+def _now(job: Mapping[str, Any]) -> datetime:
+    """The control node's "now" a check judges at: an ISO 8601 time with its zone."""
+    value = job.get("now")
+    when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    if when is None or when.tzinfo is None:
+        raise BatchRefused(f"a malformed batch message (now {value!r})")
+    return when
 
 
 def _whole(value: object, low: int, high: int) -> bool:
@@ -371,6 +382,13 @@ def run_batch(
 ) -> dict[str, Any]:
     """Run ``batch`` here (a worker): its hosts' records go to ``store``. What it did, in
     a few counts (the evidence holds the rest); :class:`BatchRefused` when it may not."""
+    signer = store.batch_signer
+    if signer is not None and datetime.now(UTC) > signer.certificate.not_after:
+        raise BatchRefused(
+            f"the certificate of worker {signer.certificate.name} expired at "
+            f"{signer.certificate.not_after:%Y-%m-%d %H:%M} UTC: what it recorded would "
+            "count as unsigned; issue a new one ('mspauto keys worker') and restart it"
+        )
     if not allowed(batch.client, None) and not any(
         allowed(batch.client, site) for site in _sites(project, batch.client)
     ):
@@ -416,7 +434,7 @@ def run_batch(
         transport = transport_for(client, project.settings.root)
         run_checks(check, scope, transport, store, options)
     elif kind == "change":
-        if job.get("check") not in CHANGES:
+        if not isinstance(job.get("check"), str) or job["check"] not in CHANGES:
             raise BatchRefused(f"this worker makes no changes of kind {job.get('check')!r}")
         check, scope = _check_of(job, project, store, batch, hosts)
         try:

@@ -394,6 +394,8 @@ class EvidenceStore:
         stored: list[StoredRecord] = []
         rows: list[tuple[Any, ...]] = []
         blobs: dict[str, bytes] = {}
+        # A worker's certificate goes in with its first append that commits.
+        certify = self.notary is None and self.batch_signer is not None and not self._signer_stored
         with self._write_lock, self.engine.begin() as conn:
             heads: dict[str, tuple[int, str]] = {}
             for chain in dict.fromkeys(r.chain for r in new):
@@ -437,7 +439,7 @@ class EvidenceStore:
             # SQLAlchemy's per-row parameter handling a sixth of each append.
             conn.exec_driver_sql(_insert_records_sql(conn), rows)
             if self.notary is not None or self.batch_signer is not None:
-                if self.notary is None and not self._signer_stored:
+                if certify:
                     self._store_certificate(conn)
                 conn.execute(insert(batches), self._batch_signatures(starts, heads))
             if blobs:
@@ -448,6 +450,7 @@ class EvidenceStore:
                     .where(chain_heads.c.chain == chain, chain_heads.c.seq <= seq)
                     .values(seq=seq, hash=digest)
                 )
+        self._signer_stored = self._signer_stored or certify
         if self.notary is None:
             # Nothing here will sign them (a worker's are signed by the control node's
             # checkpoint): keep no list.
@@ -485,19 +488,16 @@ class EvidenceStore:
         return signed
 
     def _store_certificate(self, conn: Connection) -> None:
-        """Keep this worker's certificate beside its signatures (once per store)."""
+        """Keep this worker's certificate beside its signatures (if no one did yet:
+        workers sharing a certificate may store it at once)."""
         assert self.batch_signer is not None
         certificate = self.batch_signer.certificate
-        known = conn.execute(
-            select(signers.c.fingerprint).where(signers.c.fingerprint == certificate.fingerprint)
-        ).first()
-        if known is None:
-            conn.execute(
-                insert(signers).values(
-                    fingerprint=certificate.fingerprint, certificate=certificate.note
-                )
-            )
-        self._signer_stored = True
+        insert_new = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(
+            insert_new(signers)
+            .values(fingerprint=certificate.fingerprint, certificate=certificate.note)
+            .on_conflict_do_nothing()
+        )
 
     def checkpoint(
         self, chain: str, *, adopt: bool = False, legacy: bool = False

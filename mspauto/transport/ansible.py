@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -424,17 +424,42 @@ class TaskOutcome:
         }
 
 
+DIFFS_BUDGET = 32 * 1024
+"""Characters of diff a play result's stdout keeps per host, shared by its tasks: even
+escaped as JSON (up to 6 bytes a character) well under what the evidence store keeps of
+an output (256 KiB), so every task's line is stored whole and a result read back from
+the store (a worker's) has every outcome."""
+
+
+def _outcome_lines(outcomes: list[TaskOutcome]) -> str:
+    """A host's task outcomes as JSON lines, each diff cut to its share of the budget."""
+    share = max(256, DIFFS_BUDGET // max(1, len(outcomes)))
+    lines = []
+    for outcome in outcomes:
+        kept = outcome
+        if len(outcome.diff) > share:
+            cut = len(outcome.diff) - share
+            kept = replace(
+                outcome, diff=f"{outcome.diff[:share]}\n[diff cut: {cut} more characters]"
+            )
+        lines.append(json.dumps(kept.as_dict()) + "\n")
+    return "".join(lines)
+
+
 def task_outcomes(stdout: str) -> list[TaskOutcome]:
-    """The task outcomes a play result carries in its ``stdout``."""
+    """The task outcomes a play result carries in its ``stdout`` (a line that is not
+    whole, from an output stored cut short, ends the list)."""
     outcomes = []
     for line in stdout.splitlines():
         if line.strip():
-            data = json.loads(line)
-            outcomes.append(
-                TaskOutcome(
+            try:
+                data = json.loads(line)
+                outcome = TaskOutcome(
                     str(data["task"]), str(data["status"]), str(data["message"]), str(data["diff"])
                 )
-            )
+            except (ValueError, KeyError, TypeError):
+                break
+            outcomes.append(outcome)
     return outcomes
 
 
@@ -454,7 +479,7 @@ def _play_results(
     for host in hosts:
         done = outcomes[host.name]
         stamps = times.get(host.name) or [utcnow()]
-        stdout = "".join(json.dumps(o.as_dict()) + "\n" for o in done)
+        stdout = _outcome_lines(done)
         unreachable = next((o for o in done if o.status == "unreachable"), None)
         failed = next((o for o in done if o.status == "failed"), None)
         if unreachable is not None:

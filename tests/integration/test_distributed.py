@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from mspauto.evidence.records import HostResult, RecordKind, read_change_result
 from mspauto.evidence.store import EvidenceStore
@@ -308,6 +308,67 @@ def test_a_worker_with_a_key_of_its_own_signs_for_its_client_without_the_msps_ke
     assert all("not signed by the MSP's key" in r["message"] for r in _json(unsigned)["results"]), (
         unsigned.stdout
     )
+
+
+def test_batches_the_broker_drops_are_reported_at_once(node: Node) -> None:
+    """No worker, but a consumer that fails every delivery (as workers killed by each
+    batch would): RabbitMQ drops the batches at their delivery limit, and the control
+    node reports their hosts at once, not at the run's deadline. One host had been taken
+    by a worker that was lost: it is recorded interrupted, never run."""
+    from kombu.connection import Connection
+
+    from mspauto.distributed.app import queue_named
+
+    run = subprocess.Popen(
+        [*MSPAUTO, "--project", str(node.root), "exec", *ONE_AT_A_TIME, "--", "true"],
+        env={**node.env, "MSPAUTO_QUEUE_WAIT": "600"},  # no unserved-queue rule here
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    database = create_engine(node.env["MSPAUTO_EVIDENCE_URL"])
+
+    def started() -> str | None:
+        query = text("SELECT run_id FROM evidence_records WHERE kind = 'run_started'")
+        try:
+            with database.connect() as conn:
+                return conn.execute(query).scalar()
+        except ProgrammingError:  # the control node has not made the store yet
+            return None
+
+    try:
+        _wait(lambda: started() is not None, 60, "the run's start")
+        run_id = str(started())
+        with database.begin() as conn:  # a worker took a1, then was lost an hour ago
+            conn.execute(
+                text("INSERT INTO run_host_claims VALUES (:run, 'a1', 'ghost:1:x', :at, :at)"),
+                {"run": run_id, "at": "2026-01-01T00:00:00.000000Z"},
+            )
+        with Connection(node.env["MSPAUTO_BROKER_URL"]) as broker:
+            queue = queue_named("mspauto:acme")(broker.default_channel)
+            deadline = time.monotonic() + 180
+            while run.poll() is None and time.monotonic() < deadline:
+                message = queue.get(no_ack=False)
+                if message is None:
+                    time.sleep(0.1)
+                else:
+                    message.reject(requeue=True)
+        if run.poll() is None:
+            run.kill()
+        stdout, stderr = run.communicate(timeout=60)
+        assert run.returncode != -signal.SIGKILL, f"the drops were not reported: {stderr}"
+    finally:
+        if run.poll() is None:
+            run.kill()
+        database.dispose()
+    results = {r["host"]: r for r in _json(subprocess.CompletedProcess([], 0, stdout))["results"]}
+    assert results["a1"]["error"] == "interrupted", stderr
+    assert results["a1"]["message"].startswith("the worker running this host was lost")
+    for host in ("a2", "a3"):
+        assert results[host]["error"] == "not_started"
+        assert results[host]["message"].startswith("the broker dropped this host's batch after")
+    assert all(len(r) == 1 for r in host_results(node, run_id).values())
 
 
 def test_a_worker_refuses_a_batch_planned_on_another_project(node: Node, tmp_path: Path) -> None:

@@ -345,3 +345,19 @@ def test_a_play_cut_short_is_an_unknown_outcome_not_a_success() -> None:
     assert "after 1 of 2 tasks" in result.message
     done = _play_results([host], events, "successful", tasks=1)[host.name]
     assert done.ok
+
+
+def test_a_play_results_outcomes_survive_the_stores_output_cap() -> None:
+    """Every task's line of a play result is whole within what the store keeps of an
+    output, however large the diffs (a worker's result is read back from the store);
+    a line cut short ends the outcomes instead of failing the run."""
+    from mspauto.evidence.store import OUTPUT_CAP, store_output
+    from mspauto.transport.ansible import TaskOutcome, _outcome_lines, task_outcomes
+
+    done = [TaskOutcome(f"rule-{n}", "changed", "", "é" * 200_000) for n in range(44)]
+    kept, _ = store_output(_outcome_lines(done).encode())
+    assert len(kept) < OUTPUT_CAP
+    outcomes = task_outcomes(kept.decode())
+    assert [o.task for o in outcomes] == [o.task for o in done]
+    assert outcomes[0].diff.endswith("more characters]")
+    assert task_outcomes(_outcome_lines(done)[:-500]) == outcomes[:-1]

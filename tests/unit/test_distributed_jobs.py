@@ -71,6 +71,22 @@ def _refusal(example_project: Path, tmp_path: Path, **changes: Any) -> str:
             "this worker's severity sources differ from the control node's",
         ),
         ({"job": {**PATCH_SCAN, "phase": "during"}}, "a malformed batch message (phase"),
+        ({"job": {**PATCH_SCAN, "now": None}}, "a malformed batch message (now None)"),
+        ({"job": {**PATCH_SCAN, "now": "2026-12-01T10:00"}}, "(now '2026-12-01T10:00')"),
+        ({"job": {**PATCH_SCAN, "now": "yesterday"}}, "a malformed batch message"),
+        ({"job": {**PATCH_SCAN, "sources": 5}}, "a malformed batch message (sources 5)"),
+        (
+            {"job": {**PATCH_SCAN, "kind": "change", "check": ["baseline"]}},
+            "this worker makes no changes of kind ['baseline']",
+        ),
+        (
+            {"job": {**PATCH_SCAN, "kind": "change", "check": "backup"}},
+            "this worker makes no changes of kind 'backup'",
+        ),
+        (
+            {"job": {**EXEC, "kind": "change", "check": "baseline", "today": "2026-12-01"}},
+            "(before is not text)",
+        ),
         ({"job": {**PATCH_SCAN, "lock_timeout": -1}}, "a malformed batch message (phase"),
         (
             {"job": {**PATCH_INSTALL, "scans": {}}},

@@ -5,6 +5,7 @@ takes in only what such a certificate allows."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -185,3 +186,45 @@ def test_validate_names_a_worker_key_that_will_not_do(
         "control node ('mspauto keys worker NAME --client CLIENT') and copy it here with its "
         ".cert"
     ) in result.stderr.splitlines()
+
+
+def test_records_of_a_certificate_the_msp_did_not_sign_or_deleted_are_not_signed(
+    msp: SigningKey, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'evidence.db'}"
+    impostor = _key(tmp_path, "impostor")
+    worker = EvidenceStore(
+        url, batch_signer=_signer(tmp_path, impostor, ("acme",), NOW + timedelta(days=1))
+    )
+    _append(worker, "acme")
+    worker.close()
+    control = EvidenceStore(url, notary=Notary(msp, Witness(tmp_path / "witness")))
+    outcome = control.checkpoint("acme")
+    assert outcome.checkpoint is None
+    # The certificates are append-only, like the signatures that name them.
+    with pytest.raises(Exception, match="append-only"), control.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM evidence_signers")
+    control.close()
+
+
+def test_a_worker_refuses_batches_once_its_certificate_expired(
+    msp: SigningKey, tmp_path: Path, example_project: Path
+) -> None:
+    from mspauto.config import Settings
+    from mspauto.distributed.jobs import Batch, BatchRefused, client_digest, run_batch
+    from mspauto.project import load_project
+
+    project = load_project(Settings.load(example_project))
+    acme = project.inventory.clients["acme"]
+    batch = Batch("run-1", "acme", (sorted(acme.hosts)[0],), {"kind": "exec"}, "")
+    store = EvidenceStore(
+        f"sqlite:///{tmp_path / 'evidence.db'}",
+        batch_signer=_signer(tmp_path, msp, ("acme",), NOW - timedelta(minutes=1)),
+    )
+    try:
+        with pytest.raises(BatchRefused, match="the certificate of worker nyc-1 expired at"):
+            run_batch(
+                replace(batch, digest=client_digest(project, acme)), project, store, lambda *_: True
+            )
+    finally:
+        store.close()

@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 from alembic.util import CommandError
 
+from mspauto.evidence.schema import guard_names, install_guards
+
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
@@ -31,6 +33,10 @@ def upgrade() -> None:
     if "signer" not in {c["name"] for c in inspector.get_columns("evidence_batches")}:
         # Every existing batch was signed with the MSP's key: NULL says so.
         op.add_column("evidence_batches", sa.Column("signer", sa.String(64), nullable=True))
+    # Append-only like the signatures that name them: a deleted certificate would
+    # leave a worker's records unsigned.
+    bind = op.get_bind()
+    install_guards(bind, [n for n in guard_names(bind.dialect.name) if "evidence_signers" in n])
 
 
 def downgrade() -> None:
