@@ -10,7 +10,8 @@
 # with every decision and its reason, then exactly the approved versions installed and
 # the evidence verified), every backup is judged against its RPO and restore drills
 # prove the intact ones restore, each client's monthly report is written from the lab's
-# evidence and signed (and checked as an auditor would), and the lab is taken down
+# evidence and signed (and checked as an auditor would), a worker with a key of its
+# own audits a client through RabbitMQ into PostgreSQL, and the lab is taken down
 # leaving nothing behind but the reports in demo-reports/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -163,6 +164,36 @@ printf 'x' >> "$out/tampered/report.pdf"
 
 step "mspauto scheduler status: what the control node (mspauto scheduler run) runs when, in each client's zone"
 "$bin/mspauto" --project "$lab" scheduler status
+
+step "scale-out: a worker for acme with a key of its own, on this machine's RabbitMQ and PostgreSQL"
+# A database and a RabbitMQ virtual host of the demo's own, removed afterwards.
+demo_db="mspauto_demo_$$" demo_vhost="mspauto-demo-$$"
+if command -v rabbitmqctl >/dev/null && psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $demo_db"; then
+  rabbitmqctl -q add_vhost "$demo_vhost" >/dev/null
+  rabbitmqctl -q set_permissions -p "$demo_vhost" guest '.*' '.*' '.*' >/dev/null
+  (
+    export MSPAUTO_EVIDENCE_URL="postgresql+psycopg://postgres@127.0.0.1:5432/$demo_db"
+    export MSPAUTO_BROKER_URL="amqp://guest:guest@127.0.0.1:5672/$demo_vhost"
+    export MSPAUTO_WITNESS_DIR="$out/shared-witness"  # this store's own witness log
+    "$bin/mspauto" --project "$lab" keys worker acme-site1 --client acme --out "$out/worker"
+    # The worker holds its own key, its certificate and the MSP's public key: not the MSP's key.
+    MSPAUTO_SIGNING_KEY="$out/worker/no-msp-key" MSPAUTO_WORKER_KEY="$out/worker/acme-site1.key" \
+      "$bin/mspauto" --project "$lab" worker > "$out/worker.log" 2>&1 &
+    worker=$!
+    for _ in $(seq 60); do grep -q " ready." "$out/worker.log" && break; sleep 0.5; done
+    "$bin/mspauto" --project "$lab" workers
+    # The same audit as in-process, its findings recorded by the worker: the scores shown.
+    "$bin/mspauto" --project "$lab" baseline --client acme --distributed > "$out/audit.txt" \
+      || echo "(exit code $?: hosts below the floor or unreachable, as in-process)"
+    grep -E "score" "$out/audit.txt"
+    "$bin/mspauto" --project "$lab" evidence verify
+    kill -TERM "$worker"; wait "$worker" || true
+  ) || echo "(the scale-out step failed: see above)"
+  rabbitmqctl -q delete_vhost "$demo_vhost" >/dev/null || true
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $demo_db WITH (FORCE)" || true
+else
+  echo "(skipped: RabbitMQ or PostgreSQL is not running on this machine)"
+fi
 
 step "a changed host key is refused, never accepted: plain ssh agrees"
 ssh_to acme 127.0.60.16 true 2>&1 | grep -m1 "HOST IDENTIFICATION HAS CHANGED" || true
