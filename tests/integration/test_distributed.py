@@ -550,7 +550,7 @@ approvals:
     defer: 14d
   - action: manual
 holds: [lab-tools]
-reboot: {{policy: never}}
+reboot: {{policy: if-required}}
 """
 
 
@@ -567,6 +567,16 @@ def small_lab(
         directory, 2, [PATCH_CLIENT], faults=False, first_address=address_block(9)
     ) as lab:
         yield lab
+
+
+def _run_once_by(
+    node: Node, run_id: str, workers: list[subprocess.Popen[bytes]], hosts: list[str]
+) -> None:
+    """Each of ``hosts`` was taken by one of ``workers`` and recorded once in the run."""
+    taken = worker_pids(node, run_id)
+    assert sorted(taken) == hosts and set(taken.values()) <= {w.pid for w in workers}
+    recorded = host_results(node, run_id)
+    assert sorted(recorded) == hosts and all(len(r) == 1 for r in recorded.values())
 
 
 def _decisions(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -586,7 +596,8 @@ def test_a_patch_run_by_workers_decides_as_this_process_and_installs_once(
 ) -> None:
     """Two lab hosts, patched by two workers (forced outside the window): the scan's
     decisions are this process's, each host installs exactly the approved updates in
-    one recorded attempt, and the scan after it is recorded with what changed."""
+    one recorded attempt, the scan after it is recorded with what changed, and the
+    hosts the new kernel asks a reboot of are rebooted by a worker, once."""
     day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(time.gmtime().tm_wday + 3) % 7]
     lab = small_lab
     policy = lab.directory / "policies" / "patch.yaml"
@@ -633,12 +644,10 @@ def test_a_patch_run_by_workers_decides_as_this_process_and_installs_once(
         for name in approved:
             assert versions[entry["host"]][name] == updated[name]
         assert versions[entry["host"]]["lab-tools"] == installed["lab-tools"]  # held
-    [install_run] = report["install_run_ids"]
-    assert set(worker_pids(node, install_run).values()) <= {w.pid for w in workers}
-    assert sorted(worker_pids(node, install_run)) == [h.name for h in hosts]
-    recorded = host_results(node, install_run)
-    assert sorted(recorded) == [h.name for h in hosts]
-    assert all(len(results) == 1 for results in recorded.values())
+    assert {entry["reboot_done"] for entry in report["hosts"]} == {"rebooted"}
+    [install_run], [reboot_run] = report["install_run_ids"], report["reboot_run_ids"]
+    for run_id in (install_run, reboot_run):
+        _run_once_by(node, run_id, workers, [h.name for h in hosts])
     store = node.store()
     try:
         changes = list(store.records(chain=PATCH_CLIENT, kind=RecordKind.CHANGE_RESULT))
@@ -677,10 +686,7 @@ def test_remediation_by_workers_fixes_what_it_fixes_in_this_process(
     after = failed(node.mspauto(*audit))
     assert after == {name: set() for name in before} | {drifted: {"only-root-has-uid-0"}}
     change_run = report["change_run_id"]
-    assert sorted(worker_pids(node, change_run)) == [drifted]
-    assert set(worker_pids(node, change_run).values()) <= {w.pid for w in workers}
-    assert sorted(host_results(node, change_run)) == [drifted]
-    assert all(len(r) == 1 for r in host_results(node, change_run).values())
+    _run_once_by(node, change_run, workers, [drifted])
     store = node.store()
     try:
         (change,) = store.records(chain=PATCH_CLIENT, kind=RecordKind.CHANGE_RESULT)
