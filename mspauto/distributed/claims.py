@@ -80,9 +80,27 @@ class HostClaims:
             recorded, owner, alive_at = self._state(host)
             if recorded or owner is None or owner.startswith(CONTROL):
                 return Claim.DONE  # recorded, or the control node records it
-            if alive_at <= _stamp(datetime.now(UTC) - self.lease):
-                return Claim.LOST
+            if alive_at <= _stamp(datetime.now(UTC) - self.lease) and self._take_over(
+                host, owner, alive_at
+            ):
+                return Claim.LOST  # now this worker's to record (as interrupted), once
             time.sleep(1.0)
+
+    def _take_over(self, host: Host, owner: str, alive_at: str) -> bool:
+        """Take a lost worker's claim on ``host`` if it is still as read: of the
+        deliveries and the control node that find it lost, one records the host."""
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(run_host_claims)
+                .where(
+                    run_host_claims.c.run_id == self.run_id,
+                    run_host_claims.c.host == host.name,
+                    run_host_claims.c.owner == owner,
+                    run_host_claims.c.alive_at == alive_at,
+                )
+                .values(owner=self.owner, alive_at=_stamp())
+            )
+        return taken.rowcount == 1
 
     def _state(self, host: Host) -> tuple[bool, str | None, str]:
         """Whether the host's outcome is recorded, its claim's owner and last renewal."""

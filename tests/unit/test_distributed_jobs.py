@@ -142,6 +142,18 @@ def test_a_host_another_delivery_is_running_is_left_to_it_until_its_lease_runs_o
         started = time.monotonic()
         assert second.take(web2) is Claim.LOST  # never recorded, lease expired
         assert time.monotonic() - started >= 1.0
+        # The lost claim is now the second's: a third delivery, or the control node,
+        # does not record the host too; the third waits for the second's record.
+        third = HostClaims(store.engine, "run-1", "c", timedelta(seconds=2))
+        assert HostClaims(store.engine, "run-1", "control:lost").take_lost([web2.name], "x") == []
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(third.take, web2)
+            time.sleep(0.5)
+            assert not waiting.done()
+            store.append(
+                [NewRecord("acme", "host_result", "run-1", datetime.now(UTC), {}, host=web2.name)]
+            )
+            assert waiting.result(timeout=10) is Claim.DONE
     finally:
         store.close()
 
