@@ -90,6 +90,11 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("MSPAUTO_DEBUG"):
             raise
+        from mspauto.engine.run import EngineError
+
+        if isinstance(exc, EngineError):  # what the user can fix, said in one line
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
         click.echo(
             f"internal error: {type(exc).__name__}: {exc} "
             "(this is a bug; rerun with MSPAUTO_DEBUG=1 for the traceback and report it)",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -50,7 +53,8 @@ def worker(app: Application, clients: tuple[str, ...], site: str | None, unsigne
     It signs what it records with its own key when MSPAUTO_WORKER_KEY names one ('mspauto
     keys worker'; it then serves only the clients its certificate names), else with the
     MSP's key (MSPAUTO_SIGNING_KEY)."""
-    from mspauto.distributed.app import WorkerScope, start_worker
+    from mspauto.distributed.app import WorkerScope, celery_app, declare_queues, start_worker
+    from mspauto.engine import EngineError
 
     settings = app.settings
     if not settings.broker_url:
@@ -96,8 +100,25 @@ def worker(app: Application, clients: tuple[str, ...], site: str | None, unsigne
     if not queues:
         app.abort(f"client {clients[0]} has no host at site {site!r}: nothing to serve")
     msp_key = signer.msp_key if signer is not None else _msp_public_key(app)
+    try:  # a queue an earlier release declared otherwise is one line, not a traceback
+        declare_queues(celery_app(settings.broker_url), queues)
+    except EngineError as exc:
+        app.abort(str(exc))
+    if signer is not None:
+        _stop_before_expiry(signer)
     with app.evidence_store(writable=True, batch_signer=signer) as store:
         start_worker(settings, store, scope, queues, msp_key)
+
+
+def _stop_before_expiry(signer: WorkerSigner) -> None:
+    """Stop this worker (as SIGTERM does: its batch finishes) before its certificate
+    expires, leaving the batches to workers whose certificates hold."""
+    from mspauto.distributed.jobs import EXPIRY_MARGIN
+
+    left = signer.certificate.not_after - EXPIRY_MARGIN - datetime.now(UTC)
+    timer = threading.Timer(max(0.0, left.total_seconds()), os.kill, (os.getpid(), signal.SIGTERM))
+    timer.daemon = True
+    timer.start()
 
 
 def _msp_public_key(app: Application) -> PublicKey | None:

@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from amqp.exceptions import AMQPError, PreconditionFailed
 from celery import Celery
 from kombu.entity import Exchange, Queue
+from kombu.exceptions import OperationalError
 
 from mspauto.config import Settings
 from mspauto.distributed.jobs import Batch, BatchRefused, client_digest, run_batch
+from mspauto.engine import EngineError
 from mspauto.evidence.store import EvidenceStore
 from mspauto.inventory.resolve import Client, Host
 from mspauto.project import Project, load_project
@@ -35,6 +38,7 @@ __all__ = [
     "WorkerScope",
     "celery_app",
     "dead_letter_queue",
+    "declare_queues",
     "live_workers",
     "queue_for",
     "queue_named",
@@ -73,6 +77,25 @@ def queue_named(name: str) -> Queue:
             "x-dead-letter-exchange": DEAD_LETTERS.name,
         },
     )
+
+
+def declare_queues(app: Celery, names: Sequence[str]) -> None:
+    """Declare the queues ``names`` now; :class:`EngineError` in one line when the
+    broker cannot be reached or holds one declared otherwise (by an earlier release)."""
+    try:
+        with app.connection_for_write() as connection:
+            channel = connection.default_channel
+            for name in names:
+                try:
+                    queue_named(name)(channel).declare()
+                except PreconditionFailed:
+                    raise EngineError(
+                        f"the broker holds queue {name} declared by an earlier mspauto "
+                        f"(other arguments): delete it once ('rabbitmqctl delete_queue "
+                        f"{name}') and start again"
+                    ) from None
+    except (OSError, OperationalError, AMQPError) as exc:
+        raise EngineError(f"cannot reach the broker: {exc}") from None
 
 
 def dead_letter_queue(run_id: str) -> Queue:

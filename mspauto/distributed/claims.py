@@ -193,6 +193,14 @@ class HostClaims:
                     table.c.host.in_(hosts),
                     ~table.c.owner.startswith(CONTROL),
                     table.c.alive_at <= _stamp(datetime.now(UTC) - self.lease),
+                    # recorded meanwhile (a worker that took the claim over): leave it
+                    ~exists().where(
+                        and_(
+                            records.c.run_id == self.run_id,
+                            records.c.host == table.c.host,
+                            records.c.kind == RecordKind.HOST_RESULT,
+                        )
+                    ),
                 )
                 .values(owner=owner, alive_at=_stamp())
             )

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
+from amqp.exceptions import AMQPError
 from kombu.exceptions import OperationalError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,6 +38,7 @@ from mspauto.distributed.app import (
     TASK,
     celery_app,
     dead_letter_queue,
+    declare_queues,
     queue_for,
     queue_named,
 )
@@ -52,7 +54,7 @@ from mspauto.engine.run import (
 )
 from mspauto.evidence.records import HostResult, RecordKind, RunStatus
 from mspauto.evidence.schema import records
-from mspauto.evidence.store import EvidenceStore
+from mspauto.evidence.store import EvidenceStore, canonical_json
 from mspauto.evidence.writer import EvidenceWriter
 from mspauto.inventory.resolve import Host
 from mspauto.project import Project
@@ -79,6 +81,8 @@ class _Sent:
     queue: str
     result: Any
     """Celery's AsyncResult."""
+    message: Mapping[str, Any]
+    """The message as sent (a dropped batch is recognised by it)."""
     failed: str | None = None
 
 
@@ -119,6 +123,7 @@ class DistributedExecutor:
                     connection.ensure_connection(max_retries=1)
             except (OSError, OperationalError, *connection.connection_errors) as exc:
                 raise EngineError(f"cannot reach the broker: {exc}") from None
+        self.check_broker = check_broker
         self.key = _msp_key(settings)
         """Signs every batch message (workers that know the MSP's key refuse others)."""
         self.project = project
@@ -141,6 +146,8 @@ class DistributedExecutor:
         if store.engine.dialect.name == "sqlite":
             raise EngineError(_SHARED_STORE)
         progress = progress or SilentProgress()
+        if self.check_broker:  # a queue RabbitMQ will not take is one line, before records
+            declare_queues(self.app, sorted({queue_for(h) for h in spec.hosts}))
         run_id = str(uuid.uuid4())
         digest = client_digest(self.project, spec.client)
         writer = EvidenceWriter(store)
@@ -153,9 +160,9 @@ class DistributedExecutor:
         progress.started(len(spec.hosts))
         dropped = _Dropped(self.app, run_id)  # bound before any batch can be dropped
         try:
-            sent, unsent = self._send(spec, run_id, digest)
-            if unsent is not None:  # the broker went away: what was not sent is not run
-                follow.take_back_the_rest("no-broker", ErrorKind.NOT_STARTED, unsent)
+            sent, unsent, why = self._send(spec, run_id, digest)
+            if unsent:  # the broker went away: what was not sent is not run
+                follow.take_back(unsent, "no-broker", ErrorKind.NOT_STARTED, why)
             with _first_stop(follow.stop):
                 follow.until_done(sent, self._deadline(spec, sent), self.queue_wait, dropped)
             status = RunStatus.INTERRUPTED if follow.stop.is_set() else RunStatus.COMPLETED
@@ -186,8 +193,8 @@ class DistributedExecutor:
         except Exception:  # the broker is away or the queue gone: nothing to tell
             return None
 
-    def _send(self, spec: RunSpec, run_id: str, digest: str) -> tuple[list[_Sent], str | None]:
-        """The batches sent, and why the rest could not be (None: all were)."""
+    def _send(self, spec: RunSpec, run_id: str, digest: str) -> tuple[list[_Sent], list[str], str]:
+        """The batches sent, the hosts that could not be, and why."""
         # Every host one after another, as slow as its limits allow, plus the queue
         # wait: a bound no batch of this run can still be useful after.
         per_host = spec.timeout * (spec.retries + 1) + 5.0 * spec.retries
@@ -206,19 +213,22 @@ class DistributedExecutor:
             for start in range(0, len(hosts), size):
                 names = tuple(h.name for h in hosts[start : start + size])
                 batch = Batch(run_id, spec.client.name, names, job, digest)
+                message = batch.message(self.key)
                 try:
                     result = self.app.send_task(
                         TASK,
-                        args=[batch.message(self.key)],
+                        args=[message],
                         queue=queue_named(queue),
                         routing_key=queue,
                         headers={RUN_HEADER: run_id},  # kept by a batch RabbitMQ drops
                         expires=expires,  # a batch nobody took by then is not run late
                     )
-                except (OSError, OperationalError) as exc:
-                    return sent, f"the broker could not be reached to send this host: {exc}"
-                sent.append(_Sent(batch, queue, result))
-        return sent, None
+                except (OSError, OperationalError, AMQPError) as exc:
+                    done = {h for s in sent for h in s.batch.hosts}
+                    unsent = [h.name for h in spec.hosts if h.name not in done]
+                    return sent, unsent, f"the broker could not take this host's batch: {exc}"
+                sent.append(_Sent(batch, queue, result, message))
+        return sent, [], ""
 
     def _deadline(self, spec: RunSpec, sent: Sequence[_Sent]) -> float:
         """When hosts no worker took are given up: each queue's batches one after
@@ -300,15 +310,19 @@ class _Follow:
         lost: set[str] = set()
         while len(self.results) < len(self.hosts):
             self.read_recorded()
-            for hosts in dropped.batches():
+            for hosts, reason in dropped.batches(sent):
+                why = (
+                    f"after {DELIVERY_LIMIT} deliveries (every worker that took it was lost)"
+                    if reason == "delivery_limit"
+                    else f"({reason})"
+                )
                 self.take_back(
                     hosts,
                     "dropped",
                     ErrorKind.NOT_STARTED,
-                    f"the broker dropped this host's batch after {DELIVERY_LIMIT} deliveries "
-                    "(every worker that took it was lost): not run",
+                    f"the broker dropped this host's batch {why}: not run",
                 )
-                lost.update(h for h in hosts if h in self.hosts)
+                lost.update(hosts)
             # Hosts a lost worker of a dropped batch took: no delivery comes again, so
             # once their lease ran out they are recorded here, never run again.
             for name in self.claims.take_lost(sorted(lost - set(self.results)), "lost"):
@@ -431,34 +445,46 @@ class _Follow:
 
 
 class _Dropped:
-    """The run's batches RabbitMQ dropped after their delivery limit, as they arrive
-    in this node's own dead-letter queue. Without the broker they are found at the
-    run's deadline instead."""
+    """The run's batches RabbitMQ dropped (after their delivery limit), as they arrive
+    in this node's own dead-letter queue; a dropped batch counts only if it is one this
+    node sent, word for word. Without the broker they are found at the run's deadline."""
 
     def __init__(self, app: Any, run_id: str) -> None:
-        self.connection = app.connection_for_write()
+        self.app, self.run_id = app, run_id
+        self.connection: Any = None
         self.queue: Any = None
-        try:
-            self.queue = dead_letter_queue(run_id)(self.connection.default_channel)
-            self.queue.declare()
-        except Exception:  # the broker is away: the deadline still catches a dropped batch
-            self.queue = None
+        self._connect()
 
-    def batches(self) -> list[list[str]]:
-        """The hosts of each batch dropped since the last look."""
-        found: list[list[str]] = []
+    def _connect(self) -> None:
+        try:
+            self.connection = self.app.connection_for_write()
+            self.queue = dead_letter_queue(self.run_id)(self.connection.default_channel)
+            self.queue.declare()
+        except Exception:  # the broker is away: tried again at the next look
+            self.close()
+
+    def batches(self, sent: Sequence[_Sent]) -> list[tuple[list[str], str]]:
+        """The hosts of each batch of ``sent`` dropped since the last look, and why."""
+        if self.queue is None:
+            self._connect()  # a lost connection took the queue with it
+        found: list[tuple[list[str], str]] = []
+        ours = {canonical_json(s.message): s for s in sent}
         try:
             while self.queue is not None and (message := self.queue.get(no_ack=True)):
                 args = message.decode()[0]  # Celery's body: args, kwargs, options
-                hosts = args[0]["hosts"] if args and isinstance(args[0], Mapping) else []
-                found.append([str(h) for h in hosts] if isinstance(hosts, list) else [])
-        except Exception:  # a broker that went away hides drops until the deadline
-            return found
+                item = ours.get(canonical_json(args[0])) if args else None
+                if item is not None:
+                    reason = str(message.headers.get("x-first-death-reason", "dropped"))
+                    found.append((list(item.batch.hosts), reason))
+        except Exception:  # the broker went away: reconnect at the next look
+            self.close()
         return found
 
     def close(self) -> None:
         with suppress(Exception):
-            self.connection.release()
+            if self.connection is not None:
+                self.connection.release()
+        self.connection = self.queue = None
 
 
 def _msp_key(settings: Settings) -> SigningKey | None:

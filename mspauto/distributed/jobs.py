@@ -42,6 +42,9 @@ from mspauto.transport.base import Transport
 __all__ = ["MESSAGE_VERSION", "Batch", "BatchRefused", "client_digest", "run_batch"]
 
 MESSAGE_VERSION = 1
+EXPIRY_MARGIN = timedelta(minutes=10)
+"""A worker takes no batch this close to its certificate's expiry: what it records
+must be checkpointed (at the run's end) while the certificate holds."""
 
 
 class BatchRefused(Exception):
@@ -383,10 +386,11 @@ def run_batch(
     """Run ``batch`` here (a worker): its hosts' records go to ``store``. What it did, in
     a few counts (the evidence holds the rest); :class:`BatchRefused` when it may not."""
     signer = store.batch_signer
-    if signer is not None and datetime.now(UTC) > signer.certificate.not_after:
+    # (The worker stops before this; a batch it took just then is refused, in time.)
+    if signer is not None and datetime.now(UTC) > signer.certificate.not_after - EXPIRY_MARGIN:
         raise BatchRefused(
-            f"the certificate of worker {signer.certificate.name} expired at "
-            f"{signer.certificate.not_after:%Y-%m-%d %H:%M} UTC: what it recorded would "
+            f"the certificate of worker {signer.certificate.name} expires at "
+            f"{signer.certificate.not_after:%Y-%m-%d %H:%M} UTC: what it recorded now might "
             "count as unsigned; issue a new one ('mspauto keys worker') and restart it"
         )
     if not allowed(batch.client, None) and not any(

@@ -357,17 +357,18 @@ def _guarded_table(statement: str) -> str:
     return statement.split(" ON ", 1)[1].split(maxsplit=1)[0]
 
 
-def install_guards(conn: Connection, names: list[str] | None = None) -> None:
+def install_guards(
+    conn: Connection, names: list[str] | None = None, *, only_existing: bool = False
+) -> None:
     """Create the guards (all, or the named ones), replacing older definitions.
 
     Migrations call this too: a guard is always installed at its current definition, so
     a release that changes one adds a migration that calls this again."""
     dialect = conn.dialect.name
     wanted = _guards(dialect) if names is None else {n: _guards(dialect)[n] for n in names}
-    # A migration installs the guards of the tables that exist by its revision; a later
-    # one adds those of the tables it makes.
-    tables = set(inspect(conn).get_table_names())
-    wanted = {n: s for n, s in wanted.items() if _guarded_table(s) in tables}
+    if only_existing:  # a migration: the tables of later revisions do not exist yet
+        tables = set(inspect(conn).get_table_names())
+        wanted = {n: s for n, s in wanted.items() if _guarded_table(s) in tables}
     if dialect == "postgresql":
         for function in _POSTGRES_FUNCTIONS:
             conn.execute(text(function))

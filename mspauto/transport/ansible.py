@@ -428,12 +428,13 @@ DIFFS_BUDGET = 32 * 1024
 """Characters of diff a play result's stdout keeps per host, shared by its tasks: even
 escaped as JSON (up to 6 bytes a character) well under what the evidence store keeps of
 an output (256 KiB), so every task's line is stored whole and a result read back from
-the store (a worker's) has every outcome."""
+the store (a worker's) has every outcome (up to about 500 tasks a host, where each
+diff keeps at least 64 characters)."""
 
 
 def _outcome_lines(outcomes: list[TaskOutcome]) -> str:
     """A host's task outcomes as JSON lines, each diff cut to its share of the budget."""
-    share = max(256, DIFFS_BUDGET // max(1, len(outcomes)))
+    share = max(64, DIFFS_BUDGET // max(1, len(outcomes)))
     lines = []
     for outcome in outcomes:
         kept = outcome

@@ -371,6 +371,36 @@ def test_batches_the_broker_drops_are_reported_at_once(node: Node) -> None:
     assert all(len(r) == 1 for r in host_results(node, run_id).values())
 
 
+def test_a_queue_an_earlier_release_declared_is_one_line_with_what_to_do(node: Node) -> None:
+    from kombu.connection import Connection
+    from kombu.entity import Exchange, Queue
+
+    earlier = Queue(  # as releases before the dead-letter exchange declared it
+        "mspauto:acme",
+        Exchange("mspauto", type="direct", durable=True),
+        routing_key="mspauto:acme",
+        durable=True,
+        queue_arguments={"x-queue-type": "quorum", "x-delivery-limit": 10},
+    )
+    with Connection(node.env["MSPAUTO_BROKER_URL"]) as broker:
+        earlier(broker.default_channel).declare()
+    line = (
+        "error: the broker holds queue mspauto:acme declared by an earlier mspauto (other "
+        "arguments): delete it once ('rabbitmqctl delete_queue mspauto:acme') and start again\n"
+    )
+    run = node.mspauto("exec", "--client", "acme", "--distributed", "--", "true")
+    assert (run.returncode, run.stderr) == (1, line)
+    worker = subprocess.run(
+        [*MSPAUTO, "--project", str(node.root), "worker", "--client", "acme"],
+        env=node.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (worker.returncode, worker.stderr) == (1, line)
+
+
 def test_a_worker_refuses_a_batch_planned_on_another_project(node: Node, tmp_path: Path) -> None:
     other = tmp_path / "worker-project"
     write_project(other)

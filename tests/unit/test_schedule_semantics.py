@@ -375,6 +375,12 @@ def test_a_run_left_by_a_crashed_scheduler_holds_its_job_until_it_ends(engine) -
     crashed.run_pass()
     run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "mspauto"])
     try:
+        # Popen returns as the child's exec begins: its command line shows a moment later.
+        cmdline = Path(f"/proc/{run.pid}/cmdline")
+        for _ in range(200):
+            if b"mspauto" in cmdline.read_bytes():
+                break
+            threading.Event().wait(0.05)
         crashed.state.started(hourly.run_key(T0 + timedelta(seconds=30)), run.pid)
         launcher = FakeLauncher()
         restarted = scheduler(engine, [hourly], clock, launcher)

@@ -46,7 +46,7 @@ def upgrade() -> None:
         sa.Column("signature", sa.Text, nullable=False),
     )
     op.create_index("evidence_batches_by_chain", "evidence_batches", ["chain", "last_seq"])
-    install_guards(op.get_bind())
+    install_guards(op.get_bind(), only_existing=True)  # later revisions add theirs
 
 
 def downgrade() -> None:
