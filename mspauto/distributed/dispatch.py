@@ -449,23 +449,29 @@ class _Dropped:
     in this node's own dead-letter queue; a dropped batch counts only if it is one this
     node sent, word for word. Without the broker they are found at the run's deadline."""
 
+    RECONNECT = 10.0
+    """Seconds between tries to bind the queue again while the broker is away."""
+
     def __init__(self, app: Any, run_id: str) -> None:
         self.app, self.run_id = app, run_id
         self.connection: Any = None
         self.queue: Any = None
+        self._tried = 0.0
         self._connect()
 
     def _connect(self) -> None:
+        self._tried = time.monotonic()
         try:
             self.connection = self.app.connection_for_write()
+            self.connection.ensure_connection(max_retries=1)  # one try, not kombu's many
             self.queue = dead_letter_queue(self.run_id)(self.connection.default_channel)
             self.queue.declare()
-        except Exception:  # the broker is away: tried again at the next look
+        except Exception:  # the broker is away: tried again a while later
             self.close()
 
     def batches(self, sent: Sequence[_Sent]) -> list[tuple[list[str], str]]:
         """The hosts of each batch of ``sent`` dropped since the last look, and why."""
-        if self.queue is None:
+        if self.queue is None and time.monotonic() - self._tried > self.RECONNECT:
             self._connect()  # a lost connection took the queue with it
         found: list[tuple[list[str], str]] = []
         ours = {canonical_json(s.message): s for s in sent}
