@@ -21,10 +21,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, and_, exists, select, update
+from sqlalchemy import Engine, and_, exists, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from mspauto.engine import Claim
 from mspauto.evidence.records import RecordKind
@@ -85,6 +85,40 @@ class HostClaims:
             ):
                 return Claim.LOST  # now this worker's to record (as interrupted), once
             time.sleep(1.0)
+
+    def keep(self, host: Host) -> bool:
+        """Whether ``host`` is this owner's to record, renewing its claim (a host it
+        never took, as one it did not start, is taken now); False when another holds
+        it: a worker cut off longer than its lease, whose hosts were taken over."""
+        now = _stamp()
+        try:
+            with self.engine.begin() as conn:
+                renewed = conn.execute(
+                    update(run_host_claims)
+                    .where(
+                        run_host_claims.c.run_id == self.run_id,
+                        run_host_claims.c.host == host.name,
+                        run_host_claims.c.owner == self.owner,
+                    )
+                    .values(alive_at=now)
+                )
+                if renewed.rowcount == 1:
+                    return True
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(run_host_claims).values(
+                        run_id=self.run_id,
+                        host=host.name,
+                        owner=self.owner,
+                        claimed_at=now,
+                        alive_at=now,
+                    )
+                )
+            return True
+        except IntegrityError:
+            return False
+        except SQLAlchemyError:
+            return True  # the database is away: the record's own append will say so
 
     def _take_over(self, host: Host, owner: str, alive_at: str) -> bool:
         """Take a lost worker's claim on ``host`` if it is still as read: of the

@@ -426,7 +426,13 @@ def run_batch(
     ) -> RunOutcome:
         with claims.keep_alive():
             done = run_hosts(
-                spec, transport, store, batch.run_id, on_result=on_result, claim=claims.take
+                spec,
+                transport,
+                store,
+                batch.run_id,
+                on_result=on_result,
+                claim=claims.take,
+                keep_claim=claims.keep,
             )
         results.update(done)
         return RunOutcome(batch.run_id, batch.client, RunStatus.COMPLETED, list(done.values()))

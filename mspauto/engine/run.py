@@ -177,6 +177,7 @@ class _Context:
         on_result: ResultHook | None,
         claim: ClaimHost | None = None,
         cancel: threading.Event | None = None,
+        keep_claim: Callable[[Host], bool] | None = None,
     ) -> None:
         self.spec = spec
         self.transport = transport
@@ -185,6 +186,9 @@ class _Context:
         self.run_id = run_id
         self.on_result = on_result
         self.claim = claim
+        self.keep_claim = keep_claim
+        """Asked before a host's record is written: whether its claim is still this
+        process's (False: another took it over meanwhile and records it)."""
         self.tries: dict[str, list[Attempt]] = {}
         self.cancel = cancel or threading.Event()
         self.done_elsewhere: set[str] = set()
@@ -264,6 +268,10 @@ class _Context:
         the host was already recorded as interrupted (``final`` records the hosts that
         never started, after the stop)."""
         with self._recording:
+            if self.keep_claim is not None and not self.keep_claim(host):
+                with self._lock:  # recorded by whoever holds its claim now
+                    self.done_elsewhere.add(host.name)
+                return
             with self._lock:
                 if (self.aborted and not final) or host.name in self.results:
                     return
@@ -493,14 +501,19 @@ def run_hosts(
     on_result: ResultHook | None = None,
     claim: ClaimHost | None = None,
     cancel: threading.Event | None = None,
+    keep_claim: Callable[[Host], bool] | None = None,
 ) -> dict[str, CommandResult]:
     """Run ``spec.hosts`` as part of run ``run_id``, whose start and end another process
     records (a batch of a distributed run, on a worker): each host's records are written
-    as it ends. ``claim`` takes each host before anything runs on it; ``cancel`` set
-    means start no more hosts. The results of the hosts recorded here, by name (a host
-    another delivery of the batch recorded already is left out)."""
+    as it ends. ``claim`` takes each host before anything runs on it; ``keep_claim``
+    says, before a host's record is written, whether this process still holds it (a
+    process cut off longer than its lease may have lost it); ``cancel`` set means start
+    no more hosts. The results of the hosts recorded here, by name (a host another
+    delivery of the batch recorded already is left out)."""
     writer = EvidenceWriter(store) if store is not None else None
-    ctx = _Context(spec, transport, writer, SilentProgress(), run_id, on_result, claim, cancel)
+    ctx = _Context(
+        spec, transport, writer, SilentProgress(), run_id, on_result, claim, cancel, keep_claim
+    )
     try:
         _fan_out(ctx, transport)
     finally:

@@ -154,6 +154,11 @@ def test_a_host_another_delivery_is_running_is_left_to_it_until_its_lease_runs_o
                 [NewRecord("acme", "host_result", "run-1", datetime.now(UTC), {}, host=web2.name)]
             )
             assert waiting.result(timeout=10) is Claim.DONE
+        # The first worker, back after its lease ran out, finds web2 is no longer its
+        # own to record; a host nobody took (it never started) is taken when recorded.
+        assert not first.keep(web2) and first.keep(web1)
+        web3 = sorted(project.inventory.clients["acme"].hosts.values(), key=lambda h: h.name)[2]
+        assert first.keep(web3) and not second.keep(web3) and first.keep(web3)
     finally:
         store.close()
 
