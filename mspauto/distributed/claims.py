@@ -56,6 +56,10 @@ class HostClaims:
         self.run_id = run_id
         self.owner = owner
         self.lease = lease
+        self._held: dict[str, float] = {}
+        """Hosts this owner took, and when (monotonic)."""
+        self._renewed = 0.0
+        """When this owner's claims were last renewed (monotonic)."""
 
     def take(self, host: Host) -> Claim:
         """Take ``host`` for this worker, or say what became of it."""
@@ -70,6 +74,7 @@ class HostClaims:
                     f"alive_at) VALUES ({', '.join([marker] * 5)})",
                     (self.run_id, host.name, self.owner, now, now),
                 )
+            self._held[host.name] = time.monotonic()
             return Claim.MINE
         except IntegrityError:
             pass
@@ -83,6 +88,7 @@ class HostClaims:
             if alive_at <= _stamp(datetime.now(UTC) - self.lease) and self._take_over(
                 host, owner, alive_at
             ):
+                self._held[host.name] = time.monotonic()
                 return Claim.LOST  # now this worker's to record (as interrupted), once
             time.sleep(1.0)
 
@@ -90,6 +96,12 @@ class HostClaims:
         """Whether ``host`` is this owner's to record, renewing its claim (a host it
         never took, as one it did not start, is taken now); False when another holds
         it: a worker cut off longer than its lease, whose hosts were taken over."""
+        held = self._held.get(host.name)
+        if (
+            held is not None
+            and time.monotonic() - max(held, self._renewed) < self.lease.total_seconds() / 2
+        ):
+            return True  # taken or renewed within half a lease: no one can have taken it
         now = _stamp()
         try:
             with self.engine.begin() as conn:
@@ -103,6 +115,7 @@ class HostClaims:
                     .values(alive_at=now)
                 )
                 if renewed.rowcount == 1:
+                    self._held[host.name] = time.monotonic()
                     return True
             with self.engine.begin() as conn:
                 conn.execute(
@@ -114,6 +127,7 @@ class HostClaims:
                         alive_at=now,
                     )
                 )
+            self._held[host.name] = time.monotonic()
             return True
         except IntegrityError:
             return False
@@ -176,6 +190,7 @@ class HostClaims:
                             )
                             .values(alive_at=_stamp())
                         )
+                    self._renewed = time.monotonic()
                 except Exception:  # the database is away: the next renewal tries again
                     continue
 
