@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, and_, exists, insert, select, update
+from sqlalchemy import ColumnElement, Engine, and_, exists, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -88,7 +88,6 @@ class HostClaims:
             if alive_at <= _stamp(datetime.now(UTC) - self.lease) and self._take_over(
                 host, owner, alive_at
             ):
-                self._held[host.name] = time.monotonic()
                 return Claim.LOST  # now this worker's to record (as interrupted), once
             time.sleep(1.0)
 
@@ -104,19 +103,8 @@ class HostClaims:
             return True  # taken or renewed within half a lease: no one can have taken it
         now = _stamp()
         try:
-            with self.engine.begin() as conn:
-                renewed = conn.execute(
-                    update(run_host_claims)
-                    .where(
-                        run_host_claims.c.run_id == self.run_id,
-                        run_host_claims.c.host == host.name,
-                        run_host_claims.c.owner == self.owner,
-                    )
-                    .values(alive_at=now)
-                )
-                if renewed.rowcount == 1:
-                    self._held[host.name] = time.monotonic()
-                    return True
+            if self._claim_if(host, run_host_claims.c.owner == self.owner):
+                return True
             with self.engine.begin() as conn:
                 conn.execute(
                     insert(run_host_claims).values(
@@ -137,18 +125,26 @@ class HostClaims:
     def _take_over(self, host: Host, owner: str, alive_at: str) -> bool:
         """Take a lost worker's claim on ``host`` if it is still as read: of the
         deliveries and the control node that find it lost, one records the host."""
+        return self._claim_if(
+            host, run_host_claims.c.owner == owner, run_host_claims.c.alive_at == alive_at
+        )
+
+    def _claim_if(self, host: Host, *conditions: ColumnElement[bool]) -> bool:
+        """Make ``host``'s claim this owner's, renewed now, if it meets ``conditions``."""
         with self.engine.begin() as conn:
-            taken = conn.execute(
+            claimed = conn.execute(
                 update(run_host_claims)
                 .where(
                     run_host_claims.c.run_id == self.run_id,
                     run_host_claims.c.host == host.name,
-                    run_host_claims.c.owner == owner,
-                    run_host_claims.c.alive_at == alive_at,
+                    *conditions,
                 )
                 .values(owner=self.owner, alive_at=_stamp())
             )
-        return taken.rowcount == 1
+        if claimed.rowcount != 1:
+            return False
+        self._held[host.name] = time.monotonic()
+        return True
 
     def _state(self, host: Host) -> tuple[bool, str | None, str]:
         """Whether the host's outcome is recorded, its claim's owner and last renewal."""

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -350,8 +351,9 @@ def test_batches_the_broker_drops_are_reported_at_once(node: Node) -> None:
             deadline = time.monotonic() + 180
             while run.poll() is None and time.monotonic() < deadline:
                 message = queue.get(no_ack=False)
-                if message is None:
-                    time.sleep(0.1)
+                if message is None:  # nothing queued now: wait for the run to end a moment
+                    with suppress(subprocess.TimeoutExpired):
+                        run.wait(timeout=0.1)
                 else:
                     message.reject(requeue=True)
         if run.poll() is None:

@@ -4,7 +4,7 @@ the broker, and whoever can publish there could send anything (issue 14)."""
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +133,8 @@ def test_a_host_another_delivery_is_running_is_left_to_it_until_its_lease_runs_o
         assert first.take(web1) is Claim.MINE and first.take(web2) is Claim.MINE
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(second.take, web1)
-            time.sleep(0.5)
-            assert not waiting.done()  # the first delivery's lease holds
+            # Still waiting half a second on: the claim's holder has not let go.
+            assert not wait([waiting], timeout=0.5).done  # the first delivery's lease holds
             store.append(
                 [NewRecord("acme", "host_result", "run-1", datetime.now(UTC), {}, host=web1.name)]
             )
@@ -148,8 +148,8 @@ def test_a_host_another_delivery_is_running_is_left_to_it_until_its_lease_runs_o
         assert HostClaims(store.engine, "run-1", "control:lost").take_lost([web2.name], "x") == []
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(third.take, web2)
-            time.sleep(0.5)
-            assert not waiting.done()
+            # Still waiting half a second on: the claim's holder has not let go.
+            assert not wait([waiting], timeout=0.5).done
             store.append(
                 [NewRecord("acme", "host_result", "run-1", datetime.now(UTC), {}, host=web2.name)]
             )
